@@ -1,0 +1,83 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Lodestone",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "lode", targets: ["lode"]),
+        .library(name: "LodeCore", targets: ["LodeCore"]),
+        .library(name: "LodeStore", targets: ["LodeStore"]),
+        .library(name: "LodeNode", targets: ["LodeNode"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+    ],
+    targets: [
+        .target(
+            name: "LodeCore",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .systemLibrary(
+            name: "CLodeSQLite",
+            path: "Sources/CLodeSQLite",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        .target(
+            name: "LodeStore",
+            dependencies: [
+                "LodeCore", "CLodeSQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "LodeProtocol",
+            dependencies: ["LodeCore"]
+        ),
+        .target(
+            name: "LodeNode",
+            dependencies: [
+                "LodeCore", "LodeStore", "LodeProtocol",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+        .executableTarget(
+            name: "lode",
+            dependencies: [
+                "LodeNode", "LodeProtocol", "LodeCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "LodeCoreTests", dependencies: ["LodeCore"]),
+        .testTarget(name: "LodeStoreTests", dependencies: ["LodeStore", "LodeCore"]),
+        .testTarget(name: "LodeNodeTests", dependencies: ["LodeNode", "LodeStore", "LodeCore", "LodeProtocol"]),
+        .testTarget(name: "LodeCLITests", dependencies: ["LodeCore"]),
+    ]
+)

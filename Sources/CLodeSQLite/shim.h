@@ -1,0 +1,6 @@
+#ifndef LODE_SQLITE_SHIM_H
+#define LODE_SQLITE_SHIM_H
+#define SQLITE_ENABLE_SESSION 1
+#define SQLITE_ENABLE_PREUPDATE_HOOK 1
+#include <sqlite3.h>
+#endif

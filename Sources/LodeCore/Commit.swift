@@ -1,0 +1,216 @@
+import Crypto
+
+/// A causal dependency of a commit: the author had applied `site`'s feed up
+/// to `seq` when it wrote the commit.
+public struct Dependency: Hashable, Sendable {
+    /// The site whose feed is depended on.
+    public var site: SiteID
+    /// The highest seq of that feed the author held.
+    public var seq: UInt64
+
+    /// Creates a dependency.
+    public init(site: SiteID, seq: UInt64) {
+        self.site = site
+        self.seq = seq
+    }
+}
+
+/// A signed batch of ops by one site in one dataset: the unit of the log.
+///
+/// The encoding is canonical (see `Protocol/commit-format.md`): decoding
+/// refuses any byte string that `encode` would not have produced, so the
+/// bytes, the signature and the hash are one-to-one with the commit.
+///
+/// ```swift
+/// let c = try Commit.sign(CommitContent(dataset: "rare-earths", author: site, seq: 1,
+///                                      hlc: stamp, prev: Commit.zeroHash, deps: [], ops: ops),
+///                         with: key)
+/// let again = try Commit(decoding: c.bytes)
+/// again.hasValidSignature // true
+/// ```
+public struct Commit: Sendable, Hashable {
+    /// The only encoding version this code writes and reads.
+    public static let version: UInt8 = 1
+    /// The previous-hash field of a feed's first commit.
+    public static let zeroHash = [UInt8](repeating: 0, count: 32)
+    /// What the signature covers is this prefix followed by the encoding up
+    /// to the signature, so that a site key's signature over a commit can
+    /// never be mistaken for one over anything else.
+    public static let signingContext = Array("lodestone commit v1\n".utf8)
+
+    /// The fields of the commit.
+    public let content: CommitContent
+    /// The Ed25519 signature over `signingContext` + the encoding before it.
+    public let signature: [UInt8]
+    /// The whole encoding, signature included.
+    public let bytes: [UInt8]
+    /// SHA-256 of `bytes`.
+    public let hash: [UInt8]
+
+    /// The dataset the commit belongs to.
+    public var dataset: String { content.dataset }
+    /// The site that wrote it.
+    public var author: SiteID { content.author }
+    /// Its position in the author's feed, from 1.
+    public var seq: UInt64 { content.seq }
+    /// Its hybrid logical clock stamp.
+    public var hlc: HLC { content.hlc }
+    /// The hash of the author's previous commit in this dataset.
+    public var prev: [UInt8] { content.prev }
+    /// The feeds that advanced since the author's previous commit.
+    public var deps: [Dependency] { content.deps }
+    /// The changes.
+    public var ops: [Op] { content.ops }
+
+    /// Decodes and structurally checks a commit. The signature is not checked
+    /// here: call `hasValidSignature`, which costs far more.
+    public init(decoding bytes: [UInt8]) throws(DecodingError) {
+        guard bytes.count <= Limits.maxCommitBytes else {
+            throw DecodingError(.tooLarge, at: 0, "commit of \(bytes.count) bytes exceeds \(Limits.maxCommitBytes)")
+        }
+        var result: Result<CommitContent, DecodingError> = .failure(DecodingError(.truncated, at: 0, "empty"))
+        var sig: [UInt8] = []
+        bytes.withUnsafeBytes { raw in
+            var r = ByteReader(raw)
+            do throws(DecodingError) {
+                let content = try CommitContent.decode(from: &r)
+                sig = try r.readBytes(64)
+                guard r.isAtEnd else {
+                    throw DecodingError(.trailingBytes, at: r.offset, "\(r.remaining) bytes after the signature")
+                }
+                result = .success(content)
+            } catch {
+                result = .failure(error)
+            }
+        }
+        content = try result.get()
+        signature = sig
+        self.bytes = bytes
+        hash = Array(SHA256.hash(data: bytes))
+    }
+
+    private init(content: CommitContent, signature: [UInt8], bytes: [UInt8]) {
+        self.content = content
+        self.signature = signature
+        self.bytes = bytes
+        hash = Array(SHA256.hash(data: bytes))
+    }
+
+    /// Encodes `content` and signs it with the author's key. The key's public
+    /// half must be `content.author`.
+    public static func sign(_ content: CommitContent, with key: Curve25519.Signing.PrivateKey) throws -> Commit {
+        precondition(key.publicKey.rawRepresentation.elementsEqual(content.author.bytes), "the key must be the author's")
+        var w = ByteWriter(capacity: 1024)
+        content.encode(into: &w)
+        var body = w.bytes
+        let sig = try key.signature(for: signingContext + body)
+        body.append(contentsOf: sig)
+        return Commit(content: content, signature: Array(sig), bytes: body)
+    }
+
+    /// True when the signature verifies under the author's key.
+    public var hasValidSignature: Bool {
+        guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: content.author.bytes) else { return false }
+        var message = Commit.signingContext
+        message.append(contentsOf: bytes[0..<(bytes.count - 64)])
+        return key.isValidSignature(signature, for: message)
+    }
+
+    public static func == (a: Commit, b: Commit) -> Bool { a.bytes == b.bytes }
+    public func hash(into h: inout Hasher) { h.combine(bytes) }
+}
+
+/// Everything in a commit but its signature.
+public struct CommitContent: Sendable, Hashable {
+    /// The dataset name.
+    public var dataset: String
+    /// The writing site.
+    public var author: SiteID
+    /// The position in the author's feed, from 1.
+    public var seq: UInt64
+    /// The stamp.
+    public var hlc: HLC
+    /// The previous commit's hash, or 32 zero bytes for seq 1.
+    public var prev: [UInt8]
+    /// Feeds (other than the author's) that advanced since its previous commit, sorted by site.
+    public var deps: [Dependency]
+    /// The changes, applied in order.
+    public var ops: [Op]
+
+    /// Creates commit content.
+    public init(dataset: String, author: SiteID, seq: UInt64, hlc: HLC, prev: [UInt8], deps: [Dependency], ops: [Op]) {
+        self.dataset = dataset
+        self.author = author
+        self.seq = seq
+        self.hlc = hlc
+        self.prev = prev
+        self.deps = deps.sorted { $0.site < $1.site }
+        self.ops = ops
+    }
+
+    /// Appends the canonical encoding, without signature.
+    public func encode(into w: inout ByteWriter) {
+        w.writeByte(Commit.version)
+        w.writeString(dataset)
+        author.encode(into: &w)
+        w.writeVarint(seq)
+        w.writeUInt64(hlc.rawValue)
+        w.writeBytes(prev)
+        w.writeVarint(UInt64(deps.count))
+        for d in deps {
+            d.site.encode(into: &w)
+            w.writeVarint(d.seq)
+        }
+        w.writeVarint(UInt64(ops.count))
+        for op in ops { op.encode(into: &w) }
+    }
+
+    /// Reads the fields, enforcing every rule that needs no other commit.
+    static func decode(from r: inout ByteReader) throws(DecodingError) -> CommitContent {
+        let vat = r.offset
+        let version = try r.readByte()
+        guard version == Commit.version else {
+            throw DecodingError(.unknownVersion, at: vat, "commit version \(version) is not supported (this node reads version \(Commit.version))")
+        }
+        let dat = r.offset
+        let dataset = try r.readString(limit: 64)
+        guard Identifier.isValidDataset(dataset) else {
+            throw DecodingError(.invalidValue, at: dat, "\"\(dataset)\" is not a valid dataset name")
+        }
+        let author = try SiteID(from: &r)
+        let sat = r.offset
+        let seq = try r.readVarint()
+        guard seq >= 1 else { throw DecodingError(.invalidValue, at: sat, "seq starts at 1") }
+        let hat = r.offset
+        let hlc = HLC(rawValue: try r.readUInt64())
+        guard hlc > .zero else { throw DecodingError(.invalidValue, at: hat, "the stamp is zero") }
+        let pat = r.offset
+        let prev = try r.readBytes(32)
+        if (seq == 1) != (prev == Commit.zeroHash) {
+            throw DecodingError(.invalidValue, at: pat, seq == 1 ? "the first commit of a feed has a previous hash" : "previous hash is zero after seq 1")
+        }
+        let ndeps = try r.readCount(limit: r.remaining / 33, "dependency count")
+        var deps: [Dependency] = []
+        deps.reserveCapacity(ndeps)
+        for _ in 0..<ndeps {
+            let dat = r.offset
+            let site = try SiteID(from: &r)
+            let dseq = try r.readVarint()
+            guard dseq >= 1 else { throw DecodingError(.invalidValue, at: dat, "a dependency's seq starts at 1") }
+            guard site != author else { throw DecodingError(.invalidValue, at: dat, "a commit depends on its own feed") }
+            if let last = deps.last, !(last.site < site) {
+                throw DecodingError(.notCanonical, at: dat, "dependencies are not in strictly ascending site order")
+            }
+            deps.append(Dependency(site: site, seq: dseq))
+        }
+        let nops = try r.readCount(limit: r.remaining / 2, "op count")
+        guard nops > 0 else { throw DecodingError(.invalidValue, at: r.offset, "a commit has no op") }
+        var ops: [Op] = []
+        ops.reserveCapacity(nops)
+        for _ in 0..<nops { ops.append(try Op.decode(from: &r)) }
+        guard r.remaining >= 64 else { throw DecodingError(.truncated, at: r.offset, "the signature is missing") }
+        var c = CommitContent(dataset: dataset, author: author, seq: seq, hlc: hlc, prev: prev, deps: [], ops: ops)
+        c.deps = deps
+        return c
+    }
+}

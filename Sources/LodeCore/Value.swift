@@ -1,0 +1,104 @@
+/// A cell value: the five storage classes SQLite has.
+///
+/// ```swift
+/// let v: Value = .integer(2024)
+/// v.typeName // "INTEGER"
+/// ```
+public enum Value: Hashable, Sendable {
+    case null
+    case integer(Int64)
+    case real(Double)
+    case text(String)
+    case blob([UInt8])
+
+    /// The SQLite storage class name of the value.
+    public var typeName: String {
+        switch self {
+        case .null: "NULL"
+        case .integer: "INTEGER"
+        case .real: "REAL"
+        case .text: "TEXT"
+        case .blob: "BLOB"
+        }
+    }
+
+    /// True for `.null`.
+    public var isNull: Bool { if case .null = self { true } else { false } }
+
+    /// Encoding tags of the canonical format.
+    enum Tag: UInt8 {
+        case null = 0, integer = 1, real = 2, text = 3, blob = 4
+    }
+
+    /// Appends the canonical encoding of the value.
+    public func encode(into w: inout ByteWriter) {
+        switch self {
+        case .null: w.writeByte(Tag.null.rawValue)
+        case .integer(let i):
+            w.writeByte(Tag.integer.rawValue)
+            w.writeSignedVarint(i)
+        case .real(let d):
+            w.writeByte(Tag.real.rawValue)
+            w.writeUInt64(d.bitPattern)
+        case .text(let s):
+            w.writeByte(Tag.text.rawValue)
+            w.writeString(s)
+        case .blob(let b):
+            w.writeByte(Tag.blob.rawValue)
+            w.writeLengthPrefixed(b)
+        }
+    }
+
+    /// Reads one canonically encoded value. NaN is refused: SQLite cannot
+    /// store it, so it has no place in a replicated cell.
+    public static func decode(from r: inout ByteReader) throws(DecodingError) -> Value {
+        let at = r.offset
+        let tagByte = try r.readByte()
+        guard let tag = Tag(rawValue: tagByte) else {
+            throw DecodingError(.unknownTag, at: at, "unknown value tag \(tagByte)")
+        }
+        switch tag {
+        case .null: return .null
+        case .integer: return .integer(try r.readSignedVarint())
+        case .real:
+            let d = Double(bitPattern: try r.readUInt64())
+            if d.isNaN { throw DecodingError(.invalidValue, at: at, "NaN is not a storable value") }
+            return .real(d)
+        case .text: return .text(try r.readString())
+        case .blob: return .blob(try r.readLengthPrefixed(limit: Limits.maxText))
+        }
+    }
+}
+
+/// The declared type of a column.
+public enum ColumnType: UInt8, Sendable, CaseIterable, Codable {
+    case integer = 1, real = 2, text = 3, blob = 4
+
+    /// The SQL name used in `CREATE TABLE`.
+    public var sqlName: String {
+        switch self {
+        case .integer: "INTEGER"
+        case .real: "REAL"
+        case .text: "TEXT"
+        case .blob: "BLOB"
+        }
+    }
+
+    /// Maps a declared SQL type to a column type, following SQLite's affinity
+    /// rules for the common spellings (`INT`, `VARCHAR(40)`, `DOUBLE`…).
+    /// Returns nil for a type Lodestone does not accept (`NUMERIC`, none).
+    public init?(declared: String) {
+        let t = declared.uppercased()
+        if t.contains("INT") {
+            self = .integer
+        } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
+            self = .text
+        } else if t.contains("BLOB") {
+            self = .blob
+        } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
+            self = .real
+        } else {
+            return nil
+        }
+    }
+}
