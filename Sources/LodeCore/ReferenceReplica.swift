@@ -17,6 +17,13 @@ public struct TableSchema: Hashable, Sendable {
         public var stamp: SchemaStamp
         /// The earliest stamp that defined the column: fixes its position.
         public var firstStamp: SchemaStamp
+
+        /// Creates a merged column.
+        public init(def: ColumnDef, stamp: SchemaStamp, firstStamp: SchemaStamp) {
+            self.def = def
+            self.stamp = stamp
+            self.firstStamp = firstStamp
+        }
     }
 
     /// The table name.

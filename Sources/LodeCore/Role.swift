@@ -1,0 +1,32 @@
+/// What a site may do, as its certificate says.
+public enum Role: String, Sendable, CaseIterable, Codable {
+    /// Reads, writes rows, annotates, creates datasets.
+    case editor
+    /// Reads and annotates.
+    case annotator
+    /// Reads.
+    case reader
+    /// Stores and forwards every commit; writes nothing of its own.
+    case relay
+
+    /// The system tables that hold annotations, writable by annotators.
+    public static let annotationTables: Set<String> = ["_annotations", "_annotation_tags"]
+
+    /// True when a site of this role may author `op`.
+    public func permits(_ op: Op) -> Bool {
+        switch self {
+        case .editor: true
+        case .annotator:
+            switch op {
+            case .defineTable: false
+            case .put, .delete: Role.annotationTables.contains(op.table)
+            }
+        case .reader, .relay: false
+        }
+    }
+
+    /// True when a site of this role may write rows of user tables.
+    public var canEdit: Bool { self == .editor }
+    /// True when a site of this role may add annotations.
+    public var canAnnotate: Bool { self == .editor || self == .annotator }
+}

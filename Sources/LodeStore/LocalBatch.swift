@@ -1,0 +1,131 @@
+import GRDB
+import LodeCore
+
+/// Builds local commits inside one write transaction: each row change is
+/// applied to the replica at once and added to the commit being built;
+/// consecutive rows with the same table and columns share one op; when a
+/// commit reaches the size budget it is signed and stored, and the next one
+/// begins. The whole batch commits or rolls back as one transaction.
+final class LocalBatch {
+    let replica: Replica
+    let db: Database
+    let state: WriterState
+    private var pending: PendingCommit
+    private var currentPut: PutRows?
+    private var putSlots: [Int] = []
+    private var currentDelete: DeleteRows?
+    private(set) var commits: [Commit] = []
+    /// Rows written (inserted, updated or deleted).
+    private(set) var changedRows = 0
+
+    init(_ replica: Replica, _ db: Database, _ state: WriterState) throws {
+        self.replica = replica
+        self.db = db
+        self.state = state
+        pending = try replica.beginLocal(db, state)
+    }
+
+    var context: CommitContext { pending.context }
+
+    /// Looks a table up, or throws a not-found error naming the tables there are.
+    func table(_ name: String) throws -> TableState {
+        if let t = state.tables[name] { return t }
+        let names = state.tables.keys.filter { !Identifier.isReserved($0) }.sorted()
+        throw StoreError.notFound("no table \(name) in dataset \(replica.dataset)" + (names.isEmpty ? "" : " (tables: \(names.joined(separator: ", ")))"))
+    }
+
+    /// Inserts or updates one row. `values` holds one value per column. With
+    /// `onlyChanges`, cells equal to what the row holds are left alone and
+    /// an unchanged row writes nothing. Returns true when something was written.
+    @discardableResult
+    func put(_ t: TableState, key: String, columns: [String], slots: [Int], values: [Value], onlyChanges: Bool) throws -> Bool {
+        let meta = try state.readRow(db, t, key)
+        var columns = columns
+        var slots = slots
+        var values = values
+        if onlyChanges && Merge.isPresent(meta.length) {
+            let s = try t.select(db, slots: slots)
+            defer { s.reset() }
+            s.bind(1, key)
+            if try s.step(db) {
+                var keep: [Int] = []
+                for j in 0..<slots.count {
+                    let def = t.bySlot[slots[j]]!
+                    let target = values[j].isNull && def.notNull ? def.defaultValue : values[j]
+                    if s.value(Int32(j)) != target { keep.append(j) }
+                }
+                if keep.isEmpty { return false }
+                if keep.count < slots.count {
+                    columns = keep.map { columns[$0] }
+                    slots = keep.map { slots[$0] }
+                    values = keep.map { values[$0] }
+                }
+            }
+        }
+        let length = Merge.lengthForLocalWrite(meta.length)
+        try state.put(db, t, key: key, length: length, slots: slots, values: values[...], meta: meta, pending.context)
+        if currentPut == nil || currentPut!.table != t.name || currentPut!.columns != columns {
+            flush()
+            currentPut = PutRows(table: t.name, columns: columns)
+            putSlots = slots
+        }
+        currentPut!.append(key: key, length: length, values: values)
+        changedRows += 1
+        pending.size += key.utf8.count + 4 + values.reduce(0) { $0 + estimatedSize($1) }
+        if pending.size >= Replica.commitBudget { try rollOver() }
+        return true
+    }
+
+    /// Deletes one row if present. Returns true when it was.
+    @discardableResult
+    func delete(_ t: TableState, key: String) throws -> Bool {
+        let meta = try state.readRow(db, t, key)
+        guard let length = Merge.lengthForLocalDelete(meta.length) else { return false }
+        try state.delete(db, t, key: key, length: length, meta: meta, pending.context)
+        if currentDelete == nil || currentDelete!.table != t.name {
+            flush()
+            currentDelete = DeleteRows(table: t.name)
+        }
+        currentDelete!.append(key: key, length: length)
+        changedRows += 1
+        pending.size += key.utf8.count + 4
+        if pending.size >= Replica.commitBudget { try rollOver() }
+        return true
+    }
+
+    /// Defines tables or adds columns.
+    func define(_ defs: [TableDef]) throws {
+        flush()
+        try replica.defineLocal(db, state, pending, defs)
+    }
+
+    private func flush() {
+        if let p = currentPut { pending.ops.append(.put(p)) }
+        if let d = currentDelete { pending.ops.append(.delete(d)) }
+        currentPut = nil
+        currentDelete = nil
+    }
+
+    private func rollOver() throws {
+        flush()
+        if let c = try replica.finishLocal(db, state, pending) { commits.append(c) }
+        pending = try replica.beginLocal(db, state)
+    }
+
+    /// Signs and stores the last commit. Returns every commit of the batch.
+    func finish() throws -> [Commit] {
+        flush()
+        if let c = try replica.finishLocal(db, state, pending) { commits.append(c) }
+        return commits
+    }
+}
+
+@inline(__always) func estimatedSize(_ v: Value) -> Int {
+    switch v {
+    case .null: 1
+    case .integer: 5
+    case .real: 9
+    case .text(let s): s.utf8.count + 2
+    case .blob(let b): b.count + 2
+    }
+}

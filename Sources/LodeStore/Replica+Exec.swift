@@ -1,0 +1,188 @@
+import CLodeSQLite
+import Foundation
+import GRDB
+import LodeCore
+
+/// What an `exec` did.
+public struct ExecReport: Sendable, Codable {
+    /// Rows inserted, updated or deleted.
+    public var rowsChanged: Int
+    /// Commits written.
+    public var commits: Int
+}
+
+extension Replica {
+    /// Runs `INSERT`, `UPDATE` or `DELETE` statements as replicated edits.
+    ///
+    /// The statements run against the user tables inside a savepoint while
+    /// SQLite's session extension records what they change; the savepoint is
+    /// then rolled back, and the recorded changes are applied through the
+    /// CRDT as local commits. So the SQL never writes the tables itself, and
+    /// anything it did beyond rows of user tables is undone.
+    ///
+    /// ```swift
+    /// let r = try await replica.exec("UPDATE facilities SET status = 'operating' WHERE id = 'mp-10x'")
+    /// ```
+    public func exec(_ sql: String) async throws -> ExecReport {
+        guard local.role.canEdit else {
+            throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only an editor may change rows")
+        }
+        let heads = SQLLexer.leadingKeywords(sql)
+        guard !heads.isEmpty else { throw StoreError.badInput("no SQL statement given") }
+        for h in heads where !["INSERT", "UPDATE", "DELETE", "REPLACE", "WITH"].contains(h) {
+            throw StoreError.badInput("exec runs INSERT, UPDATE and DELETE only, not \(h.isEmpty ? "this statement" : h): use lode query to read and lode dataset alter to change the schema")
+        }
+        return try await write { [self] db, state in
+            let changes = try capture(db, state, sql)
+            let batch = try LocalBatch(self, db, state)
+            for change in changes {
+                let t = try batch.table(change.table)
+                switch change.kind {
+                case .delete:
+                    try batch.delete(t, key: change.key)
+                case .upsert:
+                    var columns: [String] = []
+                    var slots: [Int] = []
+                    var values: [Value] = []
+                    for (name, value) in change.values {
+                        guard let slot = t.slots[name], let def = t.bySlot[slot] else { continue }
+                        try check(value, against: def, table: t.name)
+                        columns.append(name)
+                        slots.append(slot)
+                        values.append(value)
+                    }
+                    if columns.isEmpty {
+                        // A row inserted with only its key still exists.
+                        guard let first = t.physical.first, let slot = t.slots[first.name] else { continue }
+                        columns = [first.name]
+                        slots = [slot]
+                        values = [first.defaultValue]
+                    }
+                    try batch.put(t, key: change.key, columns: columns, slots: slots, values: values, onlyChanges: false)
+                }
+            }
+            let commits = try batch.finish()
+            return ExecReport(rowsChanged: batch.changedRows, commits: commits.count)
+        }
+    }
+
+    private func check(_ v: Value, against def: ColumnDef, table: String) throws {
+        switch (v, def.type) {
+        case (.null, _):
+            if def.notNull { throw StoreError.badInput("column \(table).\(def.name) is NOT NULL") }
+        case (.integer, .integer), (.real, .real), (.text, .text), (.blob, .blob), (.integer, .real): break
+        case (.blob, .text), (.text, .blob), (.real, .text), (.integer, .text), (.integer, .blob), (.real, .blob), (.text, .real), (.text, .integer), (.real, .integer), (.blob, .integer), (.blob, .real):
+            throw StoreError.badInput("column \(table).\(def.name) is \(def.type.sqlName), and \(v.typeName) value \(shownValue(v)) does not fit")
+        }
+    }
+
+    struct CapturedChange {
+        enum Kind { case upsert, delete }
+        var table: String
+        var kind: Kind
+        var key: String
+        var values: [(String, Value)]
+    }
+
+    /// Runs `sql` in a savepoint under a session, returns the row changes
+    /// it made to user tables, and rolls everything back.
+    private func capture(_ db: Database, _ state: WriterState, _ sql: String) throws -> [CapturedChange] {
+        let conn = db.sqliteConnection
+        var session: OpaquePointer?
+        guard sqlite3session_create(conn, "main", &session) == SQLITE_OK, let session else {
+            throw StoreError(.storage, "cannot start a change capture session")
+        }
+        defer { sqlite3session_delete(session) }
+        guard sqlite3session_attach(session, nil) == SQLITE_OK else {
+            throw StoreError(.storage, "cannot attach the capture session")
+        }
+        try db.execute(sql: "SAVEPOINT lode_exec")
+        var changes: [CapturedChange] = []
+        do {
+            do {
+                try db.execute(sql: sql)
+            } catch let e as DatabaseError {
+                let msg = e.message ?? "\(e)"
+                let code: StoreError.Code = msg.hasPrefix("no such table") || msg.hasPrefix("no such column") || msg.contains("has no column") ? .notFound : .badInput
+                throw StoreError(code, msg)
+            }
+            var n: Int32 = 0
+            var buf: UnsafeMutableRawPointer?
+            guard sqlite3session_changeset(session, &n, &buf) == SQLITE_OK else {
+                throw StoreError(.storage, "cannot read the captured changes")
+            }
+            defer { sqlite3_free(buf) }
+            var iter: OpaquePointer?
+            guard sqlite3changeset_start(&iter, n, buf) == SQLITE_OK, let iter else {
+                throw StoreError(.storage, "cannot read the captured changes")
+            }
+            defer { sqlite3changeset_finalize(iter) }
+            while sqlite3changeset_next(iter) == SQLITE_ROW {
+                var tableName: UnsafePointer<CChar>?
+                var ncol: Int32 = 0
+                var op: Int32 = 0
+                var indirect: Int32 = 0
+                sqlite3changeset_op(iter, &tableName, &ncol, &op, &indirect)
+                let name = tableName.map { String(cString: $0) } ?? ""
+                guard let t = state.tables[name], !Identifier.isReserved(name) else {
+                    throw StoreError(.forbidden, "exec may change rows of user tables only, not \(name): \(name.hasPrefix("_annotation") ? "use lode annotate" : "it is managed by Lodestone")")
+                }
+                let cols = [t.primaryKey] + t.physical.map(\.name)
+                guard cols.count == Int(ncol) else { throw StoreError(.storage, "table \(name) changed shape during exec") }
+                func value(_ old: Bool, _ i: Int32) -> Value? {
+                    var v: OpaquePointer?
+                    let rc = old ? sqlite3changeset_old(iter, i, &v) : sqlite3changeset_new(iter, i, &v)
+                    guard rc == SQLITE_OK, let v else { return nil }
+                    return sqliteValue(v)
+                }
+                let keySource = op == SQLITE_INSERT ? value(false, 0) : value(true, 0)
+                guard case .text(let key)? = keySource else {
+                    throw StoreError.badInput("table \(name): the primary key \(t.primaryKey) must be a non-NULL TEXT value")
+                }
+                guard !key.isEmpty else { throw StoreError.badInput("table \(name): the primary key may not be empty") }
+                if op == SQLITE_DELETE {
+                    changes.append(CapturedChange(table: name, kind: .delete, key: key, values: []))
+                } else {
+                    var values: [(String, Value)] = []
+                    for i in 1..<ncol {
+                        if let v = value(false, i) { values.append((cols[Int(i)], v)) }
+                    }
+                    changes.append(CapturedChange(table: name, kind: .upsert, key: key, values: values))
+                }
+            }
+        } catch {
+            try db.execute(sql: "ROLLBACK TO lode_exec; RELEASE lode_exec")
+            throw error
+        }
+        try db.execute(sql: "ROLLBACK TO lode_exec; RELEASE lode_exec")
+        return changes
+    }
+}
+
+/// Reads an `sqlite3_value` as a Value.
+func sqliteValue(_ v: OpaquePointer) -> Value {
+    switch sqlite3_value_type(v) {
+    case SQLITE_INTEGER: return .integer(sqlite3_value_int64(v))
+    case SQLITE_FLOAT: return .real(sqlite3_value_double(v))
+    case SQLITE_TEXT:
+        let n = Int(sqlite3_value_bytes(v))
+        guard let p = sqlite3_value_text(v) else { return .text("") }
+        return .text(String(decoding: UnsafeBufferPointer(start: p, count: n), as: UTF8.self))
+    case SQLITE_BLOB:
+        let n = Int(sqlite3_value_bytes(v))
+        guard n > 0, let p = sqlite3_value_blob(v) else { return .blob([]) }
+        return .blob([UInt8](UnsafeRawBufferPointer(start: p, count: n)))
+    default: return .null
+    }
+}
+
+/// A value as a user would type it, shortened.
+func shownValue(_ v: Value) -> String {
+    switch v {
+    case .null: return "NULL"
+    case .integer(let i): return String(i)
+    case .real(let d): return String(d)
+    case .text(let s): return s.count > 40 ? "'\(s.prefix(40))…'" : "'\(s)'"
+    case .blob(let b): return "X'\(b.prefix(16).hexString)\(b.count > 16 ? "…" : "")'"
+    }
+}

@@ -1,0 +1,188 @@
+import CLodeSQLite
+import Foundation
+import GRDB
+import LodeCore
+
+/// One event of a streamed query result.
+public enum QueryEvent: Sendable {
+    /// The column names, once, first.
+    case columns([String])
+    /// One row.
+    case row([Value])
+}
+
+extension Replica {
+    /// The read-only pragmas a query may run.
+    static let readPragmas: Set<String> = [
+        "TABLE_INFO", "TABLE_XINFO", "TABLE_LIST", "INDEX_LIST", "INDEX_INFO", "INDEX_XINFO", "FOREIGN_KEY_LIST",
+        "INTEGRITY_CHECK", "QUICK_CHECK", "PAGE_COUNT", "PAGE_SIZE", "FREELIST_COUNT", "COMPILE_OPTIONS",
+        "FUNCTION_LIST", "PRAGMA_LIST", "DATA_VERSION", "USER_VERSION", "ENCODING", "COLLATION_LIST",
+    ]
+
+    /// Refuses SQL that is not one read-only statement, with a message
+    /// saying what to use instead.
+    static func checkReadOnly(_ sql: String) throws {
+        let statements = SQLLexer.statements(sql)
+        guard !statements.isEmpty else { throw StoreError.badInput("no SQL statement given") }
+        guard statements.count == 1 else { throw StoreError.badInput("query runs one statement; run each separately") }
+        let t = statements[0]
+        let head = t.first?.kind == .word ? t[0].text : ""
+        switch head {
+        case "SELECT", "WITH", "VALUES", "EXPLAIN": return
+        case "PRAGMA":
+            let name = t.count > 1 ? t[1].text.uppercased() : ""
+            let isAssignment = t.contains { $0.kind == .other && $0.text == "=" }
+            if readPragmas.contains(name) && !isAssignment { return }
+            throw StoreError.badInput("query may run read-only pragmas only (table_info, index_list, integrity_check, …), not PRAGMA \(name.lowercased())")
+        case "INSERT", "UPDATE", "DELETE", "REPLACE":
+            throw StoreError.badInput("query is read-only and \(head) writes: use lode exec to change rows")
+        default:
+            throw StoreError.badInput("query is read-only and runs SELECT, WITH, VALUES, EXPLAIN or a read-only PRAGMA, not \(head.isEmpty ? "this statement" : head)")
+        }
+    }
+
+    /// Runs one read-only statement on a read-only connection, calling
+    /// `each` with the column names and then with every row as it is read.
+    /// Anything that would write is refused before it runs.
+    ///
+    /// ```swift
+    /// try await replica.query("SELECT symbol, name FROM elements") { event in print(event) }
+    /// ```
+    public func query(_ sql: String, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
+        try Replica.checkReadOnly(sql)
+        try await read { db in
+            let statement: Statement
+            do {
+                statement = try db.makeStatement(sql: sql)
+            } catch let e as DatabaseError {
+                let msg = e.message ?? "\(e)"
+                throw StoreError(msg.hasPrefix("no such") ? .notFound : .badInput, msg)
+            }
+            guard statement.isReadonly else {
+                throw StoreError.badInput("query is read-only and this statement writes: use lode exec to change rows")
+            }
+            let handle = statement.sqliteStatement
+            let n = sqlite3_column_count(handle)
+            try each(.columns((0..<n).map { String(cString: sqlite3_column_name(handle, $0)) }))
+            defer { sqlite3_reset(handle) }
+            while true {
+                let rc = sqlite3_step(handle)
+                if rc == SQLITE_DONE { break }
+                guard rc == SQLITE_ROW else {
+                    throw StoreError.badInput(String(cString: sqlite3_errmsg(db.sqliteConnection)))
+                }
+                var row: [Value] = []
+                row.reserveCapacity(Int(n))
+                for i in 0..<n { row.append(columnValue(handle, i)) }
+                try each(.row(row))
+            }
+        }
+    }
+
+    /// Streams every row of a user table, ordered by primary key.
+    public func export(table: String, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
+        let tables = try await schema()
+        guard let t = tables.first(where: { $0.name == table }) else {
+            throw StoreError.notFound("no table \(table) in dataset \(dataset)" + (tables.isEmpty ? "" : " (tables: \(tables.map(\.name).joined(separator: ", ")))"))
+        }
+        let cols = ([t.primaryKey] + t.orderedColumns.map(\.name)).map(quote).joined(separator: ", ")
+        try await read { db in
+            let s = try db.makeStatement(sql: "SELECT \(cols) FROM \(quote(table)) ORDER BY \(quote(t.primaryKey))")
+            let handle = s.sqliteStatement
+            let n = sqlite3_column_count(handle)
+            try each(.columns((0..<n).map { String(cString: sqlite3_column_name(handle, $0)) }))
+            defer { sqlite3_reset(handle) }
+            while sqlite3_step(handle) == SQLITE_ROW {
+                try each(.row((0..<n).map { columnValue(handle, $0) }))
+            }
+        }
+    }
+
+    /// The merged schemas of the user tables, by name.
+    public func schema() async throws -> [TableSchema] {
+        try await read { db in
+            try WriterState.load(db, dataset: self.dataset).tables.values
+                .filter { !Identifier.isReserved($0.name) }
+                .map(\.schema)
+                .sorted { $0.name < $1.name }
+        }
+    }
+
+    /// The user tables as `CREATE TABLE` statements.
+    public func schemaSQL() async throws -> String {
+        SchemaParser.render(try await schema().map { ($0.name, $0.primaryKey, $0.orderedColumns) })
+    }
+
+    /// Adds the tables and columns that `defs` declare and the dataset lacks.
+    /// A table or column that differs from what exists (a type or default
+    /// change, a different primary key, a column left out: a drop or
+    /// rename) is refused, and nothing is changed.
+    public func alter(_ defs: [TableDef]) async throws -> (tables: [String], columns: [String]) {
+        guard local.role.canEdit else {
+            throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only an editor may change the schema")
+        }
+        return try await write { [self] db, state in
+            var changes: [TableDef] = []
+            var newTables: [String] = []
+            var newColumns: [String] = []
+            for def in defs {
+                guard let existing = state.tables[def.name]?.schema else {
+                    changes.append(def)
+                    newTables.append(def.name)
+                    continue
+                }
+                guard def.primaryKey == existing.primaryKey else {
+                    throw StoreError.badInput("table \(def.name): the primary key is \(existing.primaryKey); it cannot be renamed to \(def.primaryKey)")
+                }
+                let declared = Set(def.columns.map(\.name))
+                if let missing = existing.orderedColumns.first(where: { !declared.contains($0.name) }) {
+                    throw StoreError.badInput("table \(def.name): column \(missing.name) is missing from the new schema; columns cannot be dropped or renamed, because replicas that are offline still write them")
+                }
+                var added: [ColumnDef] = []
+                for c in def.columns {
+                    if let e = existing.columns[c.name]?.def {
+                        guard e == c else {
+                            throw StoreError.badInput("table \(def.name): column \(c.name) is \(describe(e)) and cannot become \(describe(c)): a type or default change cannot be merged with writes made offline")
+                        }
+                    } else {
+                        added.append(c)
+                        newColumns.append("\(def.name).\(c.name)")
+                    }
+                }
+                if !added.isEmpty { changes.append(TableDef(name: def.name, primaryKey: def.primaryKey, columns: added)) }
+            }
+            guard !changes.isEmpty else { return (newTables, newColumns) }
+            let batch = try LocalBatch(self, db, state)
+            try batch.define(changes)
+            _ = try batch.finish()
+            return (newTables, newColumns)
+        }
+    }
+
+    /// Row counts of the user tables.
+    public func rowCounts() async throws -> [(table: String, rows: Int)] {
+        let names = try await schema().map(\.name)
+        return try await read { db in
+            try names.map { ($0, try Int.fetchOne(db, sql: "SELECT count(*) FROM \(quote($0))") ?? 0) }
+        }
+    }
+
+    /// The size of the dataset's files on disk, in bytes.
+    public var fileSize: UInt64 {
+        ["", "-wal"].reduce(0) { sum, suffix in
+            sum + ((try? FileManager.default.attributesOfItem(atPath: path + suffix)[.size] as? UInt64) ?? 0)
+        }
+    }
+
+    /// The number of commits in the log.
+    public func commitCount() async throws -> Int {
+        try await read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM _lode_log") ?? 0 }
+    }
+}
+
+func describe(_ c: ColumnDef) -> String {
+    var s = c.type.sqlName
+    if c.notNull { s += " NOT NULL" }
+    if !c.defaultValue.isNull { s += " DEFAULT \(c.defaultValue.sqlLiteral)" }
+    return s
+}

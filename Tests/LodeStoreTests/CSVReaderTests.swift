@@ -1,0 +1,59 @@
+import Testing
+@testable import LodeStore
+
+@Suite struct CSVReaderTests {
+    func records(_ text: String, chunk: Int = 7) throws -> [[String]] {
+        let d = TempDir()
+        let csv = try CSVReader(path: d.write("x.csv", text), chunkSize: chunk)
+        var out: [[String]] = []
+        while let r = try csv.next() { out.append(r) }
+        return out
+    }
+
+    @Test func quotesNewlinesAndCRLF() throws {
+        let text = "\u{FEFF}a,b,c\r\n1,\"x, y\",\"he said \"\"hi\"\"\"\r\n2,\"two\nlines\",\r\n\r\n3,,last"
+        #expect(try records(text) == [["a", "b", "c"], ["1", "x, y", "he said \"hi\""], ["2", "two\nlines", ""], ["3", "", "last"]])
+    }
+
+    @Test(arguments: [1, 2, 3, 5, 64, 65536])
+    func chunkBoundariesDoNotMatter(chunk: Int) throws {
+        let text = "id,v\n\"a\"\"b\",\"c\r\nd\"\r\nx,y\n"
+        #expect(try records(text, chunk: chunk) == [["id", "v"], ["a\"b", "c\r\nd"], ["x", "y"]])
+    }
+
+    @Test func lineNumbersCountEmbeddedNewlines() throws {
+        let d = TempDir()
+        let csv = try CSVReader(path: d.write("x.csv", "h\n\"a\nb\"\nc\n"))
+        _ = try csv.next()
+        #expect(csv.line == 1)
+        _ = try csv.next()
+        #expect(csv.line == 2)
+        _ = try csv.next()
+        #expect(csv.line == 4)
+    }
+
+    @Test func errorsNameTheLine() throws {
+        func error(_ text: String) -> CSVError? {
+            do {
+                _ = try records(text)
+                return nil
+            } catch let e as CSVError {
+                return e
+            } catch { return nil }
+        }
+        #expect(error("a\n\"unterminated\n")?.line == 2)
+        #expect(error("a\nb\n\"x\"y\n")?.line == 3)
+        #expect(error("a\nb\"c\n")?.line == 2)
+        var bad = "a\nok\n"
+        bad += String(decoding: [0x66, 0xFF, 0x0A], as: UTF8.self)
+        let d = TempDir()
+        let p = d.file("bin.csv")
+        try! Data([0x61, 0x0A, 0x6F, 0x6B, 0x0A, 0x66, 0xFF, 0x0A]).write(to: URL(fileURLWithPath: p))
+        let csv = try CSVReader(path: p)
+        _ = try csv.next()
+        _ = try csv.next()
+        #expect(throws: CSVError.self) { try csv.next() }
+    }
+}
+
+import Foundation
