@@ -78,6 +78,6 @@ let package = Package(
         .testTarget(name: "LodeCoreTests", dependencies: ["LodeCore"]),
         .testTarget(name: "LodeStoreTests", dependencies: ["LodeStore", "LodeCore"]),
         .testTarget(name: "LodeNodeTests", dependencies: ["LodeNode", "LodeStore", "LodeCore", "LodeProtocol"]),
-        .testTarget(name: "LodeCLITests", dependencies: ["LodeCore"]),
+        .testTarget(name: "LodeCLITests", dependencies: ["LodeCore", "lode"]),
     ]
 )

@@ -17,12 +17,15 @@ public struct TableSchema: Hashable, Sendable {
         public var stamp: SchemaStamp
         /// The earliest stamp that defined the column: fixes its position.
         public var firstStamp: SchemaStamp
+        /// The column's position in that earliest definition.
+        public var ordinal: Int
 
         /// Creates a merged column.
-        public init(def: ColumnDef, stamp: SchemaStamp, firstStamp: SchemaStamp) {
+        public init(def: ColumnDef, stamp: SchemaStamp, firstStamp: SchemaStamp, ordinal: Int) {
             self.def = def
             self.stamp = stamp
             self.firstStamp = firstStamp
+            self.ordinal = ordinal
         }
     }
 
@@ -35,11 +38,13 @@ public struct TableSchema: Hashable, Sendable {
     /// Columns by name.
     public var columns: [String: Column]
 
-    /// The columns in canonical order: by first definition, then name. Every
-    /// replica that holds the same definitions derives the same order.
+    /// The columns in canonical order: by first definition, then position in
+    /// it. Every replica that holds the same definitions derives the same order.
     public var orderedColumns: [ColumnDef] {
         columns.values.sorted { a, b in
-            a.firstStamp != b.firstStamp ? a.firstStamp < b.firstStamp : a.def.name < b.def.name
+            if a.firstStamp != b.firstStamp { return a.firstStamp < b.firstStamp }
+            if a.ordinal != b.ordinal { return a.ordinal < b.ordinal }
+            return a.def.name < b.def.name
         }.map(\.def)
     }
 
@@ -49,13 +54,16 @@ public struct TableSchema: Hashable, Sendable {
             stamp = s
             primaryKey = def.primaryKey
         }
-        for c in def.columns {
+        for (i, c) in def.columns.enumerated() {
             if var existing = columns[c.name] {
                 if s > existing.stamp { existing.def = c; existing.stamp = s }
-                if s < existing.firstStamp { existing.firstStamp = s }
+                if s < existing.firstStamp {
+                    existing.firstStamp = s
+                    existing.ordinal = i
+                }
                 columns[c.name] = existing
             } else {
-                columns[c.name] = Column(def: c, stamp: s, firstStamp: s)
+                columns[c.name] = Column(def: c, stamp: s, firstStamp: s, ordinal: i)
             }
         }
         // A column named like the primary key is the key itself.

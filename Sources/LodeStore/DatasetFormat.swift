@@ -20,7 +20,7 @@ enum DatasetFormat {
         CREATE TABLE _lode_columns(
             tbl INTEGER NOT NULL, slot INTEGER NOT NULL, name TEXT NOT NULL, type INTEGER NOT NULL,
             not_null INTEGER NOT NULL, dflt BLOB NOT NULL, hlc INTEGER NOT NULL, site BLOB NOT NULL,
-            first_hlc INTEGER NOT NULL, first_site BLOB NOT NULL,
+            first_hlc INTEGER NOT NULL, first_site BLOB NOT NULL, first_ordinal INTEGER NOT NULL,
             PRIMARY KEY(tbl, slot), UNIQUE(tbl, name));
         CREATE TABLE _lode_rows(
             tbl INTEGER NOT NULL, pk TEXT NOT NULL, cl INTEGER NOT NULL, clocks BLOB NOT NULL,

@@ -33,35 +33,6 @@ public struct ConflictRecord: Sendable, Codable, Hashable {
     public var resolved: Bool
 }
 
-extension Value: Codable {
-    /// JSON: null, number, string; a blob is `{"base64": "…"}`.
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let i = try? c.decode(Int64.self) { self = .integer(i) }
-        else if let d = try? c.decode(Double.self) { self = .real(d) }
-        else if let s = try? c.decode(String.self) { self = .text(s) }
-        else {
-            let b = try c.decode([String: String].self)
-            guard let s = b["base64"], let d = Data(base64Encoded: s) else {
-                throw Swift.DecodingError.dataCorruptedError(in: c, debugDescription: "not a value")
-            }
-            self = .blob([UInt8](d))
-        }
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        var c = encoder.singleValueContainer()
-        switch self {
-        case .null: try c.encodeNil()
-        case .integer(let i): try c.encode(i)
-        case .real(let d): try c.encode(d)
-        case .text(let s): try c.encode(s)
-        case .blob(let b): try c.encode(["base64": Data(b).base64EncodedString()])
-        }
-    }
-}
-
 extension Replica {
     /// Every write to one row, oldest first: time, site, column, value, and
     /// whether it is what the row shows now.

@@ -55,7 +55,8 @@ final class WriterState {
                 schema.columns[def.name] = TableSchema.Column(
                     def: def,
                     stamp: SchemaStamp(hlc: HLC(rawValue: UInt64(bitPattern: c["hlc"])), site: try SiteID(bytes: [UInt8](c["site"] as Data))),
-                    firstStamp: SchemaStamp(hlc: HLC(rawValue: UInt64(bitPattern: c["first_hlc"])), site: try SiteID(bytes: [UInt8](c["first_site"] as Data))))
+                    firstStamp: SchemaStamp(hlc: HLC(rawValue: UInt64(bitPattern: c["first_hlc"])), site: try SiteID(bytes: [UInt8](c["first_site"] as Data))),
+                    ordinal: c["first_ordinal"])
                 slots[def.name] = c["slot"]
             }
             let physical = try physicalColumns(db, table: schema.name, schema: schema)
@@ -134,11 +135,11 @@ final class WriterState {
                        arguments: [t.schema.primaryKey, Int64(bitPattern: t.schema.stamp.hlc.rawValue), Data(t.schema.stamp.site.bytes), t.id])
         for (name, col) in t.schema.columns {
             try db.execute(sql: """
-                INSERT OR REPLACE INTO _lode_columns(tbl, slot, name, type, not_null, dflt, hlc, site, first_hlc, first_site)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT OR REPLACE INTO _lode_columns(tbl, slot, name, type, not_null, dflt, hlc, site, first_hlc, first_site, first_ordinal)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [t.id, t.slots[name]!, name, Int(col.def.type.rawValue), col.def.notNull, Data(col.def.defaultValue.encoded),
                                  Int64(bitPattern: col.stamp.hlc.rawValue), Data(col.stamp.site.bytes),
-                                 Int64(bitPattern: col.firstStamp.hlc.rawValue), Data(col.firstStamp.site.bytes)])
+                                 Int64(bitPattern: col.firstStamp.hlc.rawValue), Data(col.firstStamp.site.bytes), col.ordinal])
         }
     }
 

@@ -1,1 +1,133 @@
+import Foundation
 import Testing
+
+/// The `lode` binary built beside the tests.
+let lodeBinary: String = {
+    if let p = ProcessInfo.processInfo.environment["LODE_BINARY"] { return p }
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent("lode").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent(".build/debug/lode").path
+}()
+
+/// The repository root.
+let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+/// What a finished command printed and returned.
+struct Outcome: CustomStringConvertible {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var description: String { "exit \(status)\nstdout: \(stdout)\nstderr: \(stderr)" }
+    var lines: [String] { stdout.split(whereSeparator: \.isNewline).map(String.init).filter { !$0.isEmpty } }
+}
+
+/// Runs `lode` with arguments, as a user would, and waits for it.
+@discardableResult
+func lode(_ args: [String], env: [String: String] = [:], stdin: String? = nil) throws -> Outcome {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: lodeBinary)
+    p.arguments = args
+    var environment = ProcessInfo.processInfo.environment
+    environment["LODE_DATA_DIR"] = nil
+    for (k, v) in env { environment[k] = v }
+    p.environment = environment
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    if let stdin {
+        let inp = Pipe()
+        p.standardInput = inp
+        inp.fileHandleForWriting.write(Data(stdin.utf8))
+        try inp.fileHandleForWriting.close()
+    }
+    try p.run()
+    // Read both pipes concurrently so that neither fills up.
+    nonisolated(unsafe) var errData = Data()
+    let errThread = Thread { errData = err.fileHandleForReading.readDataToEndOfFile() }
+    errThread.start()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    while !errThread.isFinished { usleep(1000) }
+    return Outcome(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+}
+
+/// A temporary directory for one test.
+final class Scratch: @unchecked Sendable {
+    let path: String
+    init() {
+        path = NSTemporaryDirectory() + "lode-cli-" + UUID().uuidString.prefix(8)
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+    func file(_ name: String) -> String { path + "/" + name }
+    @discardableResult func write(_ name: String, _ text: String) -> String {
+        try! text.write(toFile: file(name), atomically: true, encoding: .utf8)
+        return file(name)
+    }
+}
+
+/// A `lode serve` process running in the background.
+final class ServeProcess: @unchecked Sendable {
+    let process = Process()
+    let dataDir: String
+    let log: String
+
+    init(dataDir: String, extra: [String] = [], env: [String: String] = [:]) throws {
+        self.dataDir = dataDir
+        log = dataDir + ".serve.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        process.executableURL = URL(fileURLWithPath: lodeBinary)
+        process.arguments = ["serve", "--data-dir", dataDir, "--listen", "127.0.0.1:\(Int.random(in: 20000..<60000))"] + extra
+        var environment = ProcessInfo.processInfo.environment
+        for (k, v) in env { environment[k] = v }
+        process.environment = environment
+        let handle = FileHandle(forWritingAtPath: log)!
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        try waitUntilServing()
+    }
+
+    var socket: String { dataDir + "/lode.sock" }
+
+    func waitUntilServing(timeout: TimeInterval = 120) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if FileManager.default.fileExists(atPath: socket), (try? lode(["status", "--data-dir", dataDir]))?.status == 0 { return }
+            if !process.isRunning { throw ServeError(message: "lode serve exited: \(logText)") }
+            usleep(50_000)
+        }
+        throw ServeError(message: "lode serve did not start: \(logText)")
+    }
+
+    var logText: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM, and wait for the exit status.
+    @discardableResult func stop() -> Int32 {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        return process.terminationStatus
+    }
+
+    /// kill -9.
+    func kill9() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit { kill9() }
+}
+
+struct ServeError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}

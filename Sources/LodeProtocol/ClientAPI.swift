@@ -1,0 +1,295 @@
+import LodeCore
+
+/// The messages of the client API (HTTP/JSON on `DATA_DIR/lode.sock`, or
+/// over mutual TLS). `Protocol/client-api.yaml` documents the same.
+public enum API {
+    /// The version prefix of every path.
+    public static let prefix = "/v1"
+
+    /// An error response body: `{"error": {"code": …, "message": …}}`.
+    public struct ErrorBody: Codable, Sendable {
+        public struct Detail: Codable, Sendable {
+            public var code: String
+            public var message: String
+            public init(code: String, message: String) {
+                self.code = code
+                self.message = message
+            }
+        }
+        public var error: Detail
+        public init(code: String, message: String) { error = Detail(code: code, message: message) }
+    }
+
+    /// One entry of a version vector.
+    public struct VectorEntry: Codable, Sendable, Hashable {
+        /// The site name (from its certificate) or key prefix.
+        public var site: String
+        /// The full site key, hex.
+        public var key: String
+        /// The highest seq held.
+        public var seq: UInt64
+        public init(site: String, key: String, seq: UInt64) {
+            self.site = site
+            self.key = key
+            self.seq = seq
+        }
+    }
+
+    /// A dataset and what it holds.
+    public struct DatasetInfo: Codable, Sendable {
+        public struct Table: Codable, Sendable {
+            public var name: String
+            public var rows: Int
+            public init(name: String, rows: Int) {
+                self.name = name
+                self.rows = rows
+            }
+        }
+        public var name: String
+        public var tables: [Table]
+        public var bytes: UInt64
+        public var commits: Int
+        public var vector: [VectorEntry]
+        /// Commits refused (bad signature, role, fork…), newest first.
+        public var rejected: Int
+        public init(name: String, tables: [Table], bytes: UInt64, commits: Int, vector: [VectorEntry], rejected: Int) {
+            self.name = name
+            self.tables = tables
+            self.bytes = bytes
+            self.commits = commits
+            self.vector = vector
+            self.rejected = rejected
+        }
+    }
+
+    /// A configured or connected peer.
+    public struct PeerInfo: Codable, Sendable {
+        public var address: String
+        /// "connected", "connecting", "backoff", "offline", or "not dialled".
+        public var state: String
+        /// The peer's site name once known.
+        public var site: String?
+        /// Per dataset: commits the peer lacks (ahead) and this node lacks (behind).
+        public var datasets: [String: Lag]?
+        public var lastError: String?
+        public struct Lag: Codable, Sendable {
+            public var ahead: UInt64
+            public var behind: UInt64
+            public init(ahead: UInt64, behind: UInt64) {
+                self.ahead = ahead
+                self.behind = behind
+            }
+        }
+        public init(address: String, state: String, site: String? = nil, datasets: [String: Lag]? = nil, lastError: String? = nil) {
+            self.address = address
+            self.state = state
+            self.site = site
+            self.datasets = datasets
+            self.lastError = lastError
+        }
+    }
+
+    /// `GET /v1/status`.
+    public struct Status: Codable, Sendable {
+        public var site: String
+        public var siteKey: String
+        public var role: String
+        public var cluster: String
+        public var listen: String
+        public var dataDir: String
+        public var version: String
+        public var datasets: [DatasetInfo]
+        public var peers: [PeerInfo]
+        public init(site: String, siteKey: String, role: String, cluster: String, listen: String, dataDir: String,
+                    version: String, datasets: [DatasetInfo], peers: [PeerInfo]) {
+            self.site = site
+            self.siteKey = siteKey
+            self.role = role
+            self.cluster = cluster
+            self.listen = listen
+            self.dataDir = dataDir
+            self.version = version
+            self.datasets = datasets
+            self.peers = peers
+        }
+    }
+
+    /// `POST /v1/datasets`.
+    public struct CreateDataset: Codable, Sendable {
+        public var name: String
+        /// `CREATE TABLE` statements.
+        public var schema: String
+        public init(name: String, schema: String) {
+            self.name = name
+            self.schema = schema
+        }
+    }
+
+    /// `POST /v1/datasets/{ds}/alter`.
+    public struct AlterDataset: Codable, Sendable {
+        public var schema: String
+        public init(schema: String) { self.schema = schema }
+    }
+
+    /// The answer to an alter.
+    public struct AlterResult: Codable, Sendable {
+        public var addedTables: [String]
+        public var addedColumns: [String]
+        public init(addedTables: [String], addedColumns: [String]) {
+            self.addedTables = addedTables
+            self.addedColumns = addedColumns
+        }
+    }
+
+    /// `POST /v1/datasets/{ds}/query` and `/exec`.
+    public struct SQLRequest: Codable, Sendable {
+        public var sql: String
+        public init(sql: String) { self.sql = sql }
+    }
+
+    /// The answer to an exec.
+    public struct ExecResult: Codable, Sendable {
+        public var rowsChanged: Int
+        public var commits: Int
+        public init(rowsChanged: Int, commits: Int) {
+            self.rowsChanged = rowsChanged
+            self.commits = commits
+        }
+    }
+
+    /// A line of the NDJSON stream an import answers with.
+    public struct ImportEvent: Codable, Sendable {
+        /// Progress so far (rows, bytes, totalBytes).
+        public var progress: ImportProgress?
+        /// The final result.
+        public var result: ImportResult?
+        /// A failure; nothing was imported.
+        public var error: ErrorBody.Detail?
+        public init(progress: ImportProgress? = nil, result: ImportResult? = nil, error: ErrorBody.Detail? = nil) {
+            self.progress = progress
+            self.result = result
+            self.error = error
+        }
+    }
+
+    public struct ImportProgress: Codable, Sendable {
+        public var rows: Int
+        public var bytes: UInt64
+        public var totalBytes: UInt64?
+        public init(rows: Int, bytes: UInt64, totalBytes: UInt64?) {
+            self.rows = rows
+            self.bytes = bytes
+            self.totalBytes = totalBytes
+        }
+    }
+
+    public struct ImportResult: Codable, Sendable {
+        public var rowsRead: Int
+        public var rowsChanged: Int
+        public var commits: Int
+        public init(rowsRead: Int, rowsChanged: Int, commits: Int) {
+            self.rowsRead = rowsRead
+            self.rowsChanged = rowsChanged
+            self.commits = commits
+        }
+    }
+
+    /// `POST /v1/datasets/{ds}/annotations`.
+    public struct AnnotateRequest: Codable, Sendable {
+        public var table: String
+        public var pk: String
+        public var column: String?
+        public var text: String
+        public var tags: [String]
+        public var replyTo: String?
+        public init(table: String, pk: String, column: String?, text: String, tags: [String], replyTo: String?) {
+            self.table = table
+            self.pk = pk
+            self.column = column
+            self.text = text
+            self.tags = tags
+            self.replyTo = replyTo
+        }
+    }
+
+    /// An annotation as listed.
+    public struct Annotation: Codable, Sendable {
+        public var id: String
+        public var table: String
+        public var pk: String
+        public var column: String?
+        public var text: String
+        public var author: String
+        public var status: String
+        public var replyTo: String?
+        public var created: String
+        public var tags: [String]
+        public var targetExists: Bool
+        public init(id: String, table: String, pk: String, column: String?, text: String, author: String, status: String,
+                    replyTo: String?, created: String, tags: [String], targetExists: Bool) {
+            self.id = id
+            self.table = table
+            self.pk = pk
+            self.column = column
+            self.text = text
+            self.author = author
+            self.status = status
+            self.replyTo = replyTo
+            self.created = created
+            self.tags = tags
+            self.targetExists = targetExists
+        }
+    }
+
+    /// One write in a row's history.
+    public struct HistoryEntry: Codable, Sendable {
+        public var time: String
+        public var site: String
+        public var seq: UInt64
+        /// The column written; nil for a delete.
+        public var column: String?
+        public var value: Value?
+        public var won: Bool
+        public init(time: String, site: String, seq: UInt64, column: String?, value: Value?, won: Bool) {
+            self.time = time
+            self.site = site
+            self.seq = seq
+            self.column = column
+            self.value = value
+            self.won = won
+        }
+    }
+
+    /// Two concurrent writes to one cell.
+    public struct Conflict: Codable, Sendable {
+        public var table: String
+        public var pk: String
+        public var column: String
+        public var winnerValue: Value
+        public var winnerSite: String
+        public var winnerTime: String
+        public var loserValue: Value
+        public var loserSite: String
+        public var loserTime: String
+        public var resolved: Bool
+        public init(table: String, pk: String, column: String, winnerValue: Value, winnerSite: String, winnerTime: String,
+                    loserValue: Value, loserSite: String, loserTime: String, resolved: Bool) {
+            self.table = table
+            self.pk = pk
+            self.column = column
+            self.winnerValue = winnerValue
+            self.winnerSite = winnerSite
+            self.winnerTime = winnerTime
+            self.loserValue = loserValue
+            self.loserSite = loserSite
+            self.loserTime = loserTime
+            self.resolved = resolved
+        }
+    }
+
+    /// `POST /v1/peers`.
+    public struct PeerRequest: Codable, Sendable {
+        public var address: String
+        public init(address: String) { self.address = address }
+    }
+}

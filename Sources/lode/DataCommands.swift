@@ -1,0 +1,247 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import LodeCore
+import LodeProtocol
+import NIOCore
+
+struct DatasetGroup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dataset", abstract: "Create, list and alter datasets.",
+        subcommands: [DatasetCreate.self, DatasetList.self, DatasetAlter.self])
+}
+
+func readFile(_ path: String) throws -> String {
+    guard let s = try? String(contentsOfFile: DataDir.absolute(path), encoding: .utf8) else {
+        throw CLIError.failed("cannot read \(path)")
+    }
+    return s
+}
+
+struct DatasetCreate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create", abstract: "Create a dataset from CREATE TABLE statements (a TEXT primary key is required).",
+        discussion: "Example: lode dataset create mines --schema mines.sql")
+    @Argument(help: "The dataset name.") var name: String
+    @Option(help: ArgumentHelp("A file of CREATE TABLE statements.", valueName: "FILE.sql")) var schema: String
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        let info = try await node.client().call(.POST, "/datasets", json: API.CreateDataset(name: name, schema: try readFile(schema)), as: API.DatasetInfo.self)
+        out("created dataset \(info.name) with tables \(info.tables.map(\.name).joined(separator: ", "))\n")
+    }
+}
+
+struct DatasetList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List datasets with their tables, row counts and sizes.",
+        discussion: "Example: lode dataset list --format json")
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var format: FormatOption
+
+    func run() async throws {
+        let infos = try await node.client().call(.GET, "/datasets", as: [API.DatasetInfo].self)
+        if format.resolved == .json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            out(try enc.encode(infos) + Data("\n".utf8))
+            return
+        }
+        var rows: [[Value]] = []
+        for d in infos {
+            for t in d.tables {
+                rows.append([.text(d.name), .text(t.name), .integer(Int64(t.rows)), .text(formatBytes(d.bytes)), .integer(Int64(d.commits))])
+            }
+            if d.tables.isEmpty { rows.append([.text(d.name), .null, .integer(0), .text(formatBytes(d.bytes)), .integer(Int64(d.commits))]) }
+        }
+        RecordPrinter(format: format.resolved).print(columns: ["dataset", "table", "rows", "size", "commits"], rows: rows)
+    }
+}
+
+struct DatasetAlter: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "alter",
+        abstract: "Add the tables and columns FILE declares and the dataset lacks; drops, renames and type changes are refused.",
+        discussion: "Example: lode dataset alter rare-earths --schema v2.sql")
+    @Argument(help: "The dataset name.") var name: String
+    @Option(help: ArgumentHelp("A file of CREATE TABLE statements.", valueName: "FILE.sql")) var schema: String
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        let r = try await node.client().call(.POST, "/datasets/\(percentEncode(name))/alter", json: API.AlterDataset(schema: try readFile(schema)), as: API.AlterResult.self)
+        if r.addedTables.isEmpty && r.addedColumns.isEmpty {
+            out("nothing to add: \(name) already has every table and column\n")
+        } else {
+            if !r.addedTables.isEmpty { out("added tables: \(r.addedTables.joined(separator: ", "))\n") }
+            if !r.addedColumns.isEmpty { out("added columns: \(r.addedColumns.joined(separator: ", "))\n") }
+        }
+    }
+}
+
+struct SchemaCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "schema", abstract: "Print the dataset's CREATE TABLE statements.",
+        discussion: "Example: lode schema rare-earths > schema.sql")
+    @Argument(help: "The dataset name.") var name: String
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        out(try await node.client().callRaw(.GET, "/datasets/\(percentEncode(name))/schema"))
+    }
+}
+
+/// Streams a query or export answer to stdout: CSV and JSON straight
+/// through, tables after reading every row.
+func printResult(_ client: NodeClient, _ format: OutputFormat, request: (ResultFormat) async throws -> HTTPClientResponse) async throws {
+    let wire: ResultFormat = format == .table ? .ndjson : (format == .csv ? .csv : .json)
+    let response = try await request(wire)
+    try await client.checkStreaming(response)
+    if format != .table {
+        for try await buffer in response.body { out(buffer.readableBytesView) }
+        return
+    }
+    var splitter = LineSplitter()
+    var columns: [String] = []
+    var rows: [[Value]] = []
+    let decoder = JSONDecoder()
+    func take(_ line: [UInt8]) throws {
+        if columns.isEmpty, let c = try? decoder.decode([String: [String]].self, from: Data(line)), let names = c["columns"] {
+            columns = names
+        } else {
+            rows.append(try decoder.decode([Value].self, from: Data(line)))
+        }
+    }
+    for try await buffer in response.body {
+        for line in splitter.feed(buffer.readableBytesView) { try take(line) }
+    }
+    if let rest = splitter.rest() { try take(rest) }
+    RecordPrinter(format: .table).print(columns: columns, rows: rows)
+}
+
+struct QueryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "query", abstract: "Run a read-only SQL query on the local replica; anything that would write is refused.",
+        discussion: """
+            Example: lode query rare-earths "SELECT country, mine_production_t_reo FROM country_production WHERE year = 2025 ORDER BY 2 DESC"
+            """)
+    @Argument(help: "The dataset name.") var name: String
+    @Argument(help: "One SELECT, WITH, VALUES, EXPLAIN or read-only PRAGMA statement.") var sql: String
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var format: FormatOption
+
+    func run() async throws {
+        let client = node.client()
+        let body = try JSONEncoder().encode(API.SQLRequest(sql: sql))
+        try await printResult(client, format.resolved) { wire in
+            try await client.request(.POST, "/datasets/\(percentEncode(name))/query", query: ["format": wire.rawValue],
+                                     body: .bytes(ByteBuffer(bytes: body)))
+        }
+    }
+}
+
+struct ExportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export", abstract: "Print a whole table, ordered by primary key.",
+        discussion: "Example: lode export rare-earths facilities --format csv > facilities.csv")
+    @Argument(help: "The dataset name.") var name: String
+    @Argument(help: "The table.") var table: String
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var format: FormatOption
+
+    func run() async throws {
+        let client = node.client()
+        try await printResult(client, format.resolved) { wire in
+            try await client.request(.GET, "/datasets/\(percentEncode(name))/tables/\(percentEncode(table))/export", query: ["format": wire.rawValue])
+        }
+    }
+}
+
+struct ExecCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "exec", abstract: "Run INSERT, UPDATE or DELETE; the changes become replicated edits. Prints the rows changed.",
+        discussion: "Example: lode exec rare-earths \"UPDATE facilities SET status = 'operating' WHERE id = 'mp-10x'\"")
+    @Argument(help: "The dataset name.") var name: String
+    @Argument(help: "INSERT, UPDATE or DELETE statements.") var sql: String
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        let r = try await node.client().call(.POST, "/datasets/\(percentEncode(name))/exec", json: API.SQLRequest(sql: sql), as: API.ExecResult.self)
+        out("\(r.rowsChanged)\n")
+    }
+}
+
+/// Reads a file as a stream of byte buffers, for uploads.
+struct FileChunks: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let path: String
+    let onProgress: @Sendable (UInt64) -> Void
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let handle: FileHandle
+        var sent: UInt64 = 0
+        let onProgress: @Sendable (UInt64) -> Void
+        mutating func next() async throws -> ByteBuffer? {
+            let data = try handle.read(upToCount: 1 << 20) ?? Data()
+            if data.isEmpty {
+                try? handle.close()
+                return nil
+            }
+            sent += UInt64(data.count)
+            onProgress(sent)
+            return ByteBuffer(bytes: data)
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(handle: FileHandle(forReadingAtPath: path)!, onProgress: onProgress)
+    }
+}
+
+struct ImportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import",
+        abstract: "Insert or update rows from a CSV whose header names the columns; all or nothing. Prints the number of rows.",
+        discussion: "Example: lode import rare-earths facilities new-facilities.csv")
+    @Argument(help: "The dataset name.") var name: String
+    @Argument(help: "The table.") var table: String
+    @Argument(help: ArgumentHelp("The CSV file (RFC 4180, UTF-8, a header row).", valueName: "FILE.csv")) var file: String
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        let path = DataDir.absolute(file)
+        guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? UInt64 else {
+            throw CLIError.failed("cannot read \(file)")
+        }
+        guard FileManager.default.isReadableFile(atPath: path) else { throw CLIError.failed("cannot read \(file)") }
+        let progress = ProgressLine()
+        let chunks = FileChunks(path: path) { sent in
+            progress.show("uploading \(file): \(Int(Double(sent) / Double(max(size, 1)) * 100))% of \(formatBytes(size))")
+        }
+        let client = node.client()
+        let response = try await client.request(.POST, "/datasets/\(percentEncode(name))/tables/\(percentEncode(table))/import",
+                                                body: .stream(chunks, length: .known(Int64(size))), contentType: "text/csv")
+        try await client.checkStreaming(response)
+        var splitter = LineSplitter()
+        var result: API.ImportResult?
+        var failure: API.ErrorBody.Detail?
+        let decoder = JSONDecoder()
+        for try await buffer in response.body {
+            for line in splitter.feed(buffer.readableBytesView) {
+                guard let e = try? decoder.decode(API.ImportEvent.self, from: Data(line)) else { continue }
+                if let p = e.progress {
+                    let pct = p.totalBytes.map { " (\(Int(Double(p.bytes) / Double(max($0, 1)) * 100))%)" } ?? ""
+                    progress.show("importing \(file): \(formatCount(p.rows)) rows\(pct)")
+                }
+                if let r = e.result { result = r }
+                if let f = e.error { failure = f }
+            }
+        }
+        progress.clear()
+        if let failure { throw CLIError.failed(failure.message) }
+        guard let result else { throw CLIError.failed("the node stopped before the import finished; nothing was imported") }
+        if stderrIsTerminal {
+            note("imported \(formatCount(result.rowsRead)) rows into \(name).\(table) (\(formatCount(result.rowsChanged)) new or changed, \(result.commits) commits)")
+        }
+        out("\(result.rowsRead)\n")
+    }
+}

@@ -1,0 +1,104 @@
+import AsyncHTTPClient
+import Foundation
+import LodeProtocol
+import NIOCore
+import NIOHTTP1
+
+/// A thin client of the node's HTTP/JSON API on its Unix socket.
+struct NodeClient: Sendable {
+    let socket: String
+    let dataDir: String
+
+    var unreachable: CLIError {
+        let hint = DataDir.isDefault(dataDir) ? "lode serve" : "lode serve --data-dir \(dataDir)"
+        return CLIError(message: "cannot reach the node at \(socket): is it running? Start it with `\(hint)`.", exitCode: 3)
+    }
+
+    func request(_ method: HTTPMethod, _ path: String, query: [String: String?] = [:], body: HTTPClientRequest.Body? = nil,
+                 contentType: String = "application/json") async throws -> HTTPClientResponse {
+        var uri = API.prefix + path
+        let items = query.compactMap { k, v in v.map { "\(k)=\(percentEncode($0))" } }.sorted()
+        if !items.isEmpty { uri += "?" + items.joined(separator: "&") }
+        guard FileManager.default.fileExists(atPath: socket), let url = URL(httpURLWithSocketPath: socket, uri: uri) else {
+            throw unreachable
+        }
+        var req = HTTPClientRequest(url: url.absoluteString)
+        req.method = method
+        if let body {
+            req.body = body
+            req.headers.add(name: "Content-Type", value: contentType)
+        }
+        do {
+            return try await HTTPClient.shared.execute(req, timeout: .hours(24))
+        } catch let e as HTTPClientError where e == .connectTimeout || e == .remoteConnectionClosed {
+            throw unreachable
+        } catch let e as IOError where [ECONNREFUSED, ENOENT, ENOTSOCK].contains(e.errnoCode) {
+            throw unreachable
+        } catch let e as ChannelError {
+            _ = e
+            throw unreachable
+        }
+    }
+
+    /// Sends a request and decodes a JSON answer, turning error answers
+    /// into a CLIError with the node's message.
+    func call<T: Decodable>(_ method: HTTPMethod, _ path: String, query: [String: String?] = [:], json body: (some Encodable)? = Optional<Int>.none,
+                            as: T.Type) async throws -> T {
+        let data = try await callRaw(method, path, query: query, json: body)
+        do {
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch {
+            throw CLIError.failed("the node answered with something unexpected: \(error)")
+        }
+    }
+
+    /// Sends a request and returns the raw answer body.
+    func callRaw(_ method: HTTPMethod, _ path: String, query: [String: String?] = [:], json body: (some Encodable)? = Optional<Int>.none) async throws -> Data {
+        let b = try body.map { HTTPClientRequest.Body.bytes(ByteBuffer(bytes: try JSONEncoder().encode($0))) }
+        let response = try await request(method, path, query: query, body: b)
+        let bytes = try await response.body.collect(upTo: 256 << 20)
+        let data = Data(buffer: bytes)
+        try check(response, data)
+        return data
+    }
+
+    /// Throws the node's error message for a non-2xx response.
+    func check(_ response: HTTPClientResponse, _ body: Data) throws {
+        guard !(200..<300).contains(response.status.code) else { return }
+        if let e = try? JSONDecoder().decode(API.ErrorBody.self, from: body) {
+            throw CLIError.failed(e.error.message)
+        }
+        throw CLIError.failed("the node answered \(response.status): \(String(decoding: body.prefix(500), as: UTF8.self))")
+    }
+
+    /// Reads an error body from a streaming response and throws it.
+    func checkStreaming(_ response: HTTPClientResponse) async throws {
+        guard !(200..<300).contains(response.status.code) else { return }
+        let bytes = try await response.body.collect(upTo: 1 << 20)
+        try check(response, Data(buffer: bytes))
+    }
+}
+
+func percentEncode(_ s: String) -> String {
+    var allowed = CharacterSet.alphanumerics
+    allowed.insert(charactersIn: "-._~")
+    return s.addingPercentEncoding(withAllowedCharacters: allowed) ?? s
+}
+
+/// Splits a byte stream into lines.
+struct LineSplitter {
+    private var pending: [UInt8] = []
+    mutating func feed(_ bytes: some Sequence<UInt8>) -> [[UInt8]] {
+        var lines: [[UInt8]] = []
+        for b in bytes {
+            if b == 0x0A {
+                lines.append(pending)
+                pending.removeAll(keepingCapacity: true)
+            } else {
+                pending.append(b)
+            }
+        }
+        return lines
+    }
+    mutating func rest() -> [UInt8]? { pending.isEmpty ? nil : pending }
+}

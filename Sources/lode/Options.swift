@@ -1,0 +1,89 @@
+import ArgumentParser
+import Foundation
+import LodeProtocol
+
+/// Where the node is: `--data-dir` (its Unix socket).
+struct NodeOptions: ParsableArguments {
+    @Option(name: .customLong("data-dir"), help: ArgumentHelp("The node's data directory (default: $LODE_DATA_DIR, else $XDG_DATA_HOME/lode, else ~/.local/share/lode).", valueName: "DIR"))
+    var dataDir: String?
+
+    /// The data directory to use.
+    var resolvedDataDir: String { DataDir.resolve(dataDir) }
+
+    func client() -> NodeClient { NodeClient(socket: resolvedDataDir + "/lode.sock", dataDir: resolvedDataDir) }
+}
+
+enum DataDir {
+    /// `--data-dir`, else `$LODE_DATA_DIR`, else `$XDG_DATA_HOME/lode`, else `~/.local/share/lode`.
+    static func resolve(_ flag: String?) -> String {
+        let env = ProcessInfo.processInfo.environment
+        let raw: String
+        if let flag, !flag.isEmpty {
+            raw = flag
+        } else if let d = env["LODE_DATA_DIR"], !d.isEmpty {
+            raw = d
+        } else if let x = env["XDG_DATA_HOME"], !x.isEmpty {
+            raw = x + "/lode"
+        } else {
+            raw = (env["HOME"] ?? NSHomeDirectory()) + "/.local/share/lode"
+        }
+        return absolute(raw)
+    }
+
+    static func absolute(_ p: String) -> String {
+        let expanded = (p as NSString).expandingTildeInPath
+        if expanded.hasPrefix("/") { return (expanded as NSString).standardizingPath }
+        return ((FileManager.default.currentDirectoryPath + "/" + expanded) as NSString).standardizingPath
+    }
+
+    /// True when `dir` is what the defaults resolve to, so hints can omit `--data-dir`.
+    static func isDefault(_ dir: String) -> Bool { dir == resolve(nil) }
+}
+
+/// How records are printed.
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case table, csv, json
+}
+
+struct FormatOption: ParsableArguments {
+    @Option(help: "Output format: table (the default on a terminal), csv (the default otherwise, RFC 4180 with a header) or json.")
+    var format: OutputFormat?
+
+    var resolved: OutputFormat { format ?? (isatty(STDOUT_FILENO) == 1 ? .table : .csv) }
+}
+
+/// A command failure with its exit code (1: failed, 3: node unreachable).
+struct CLIError: Error, CustomStringConvertible {
+    var message: String
+    var exitCode: Int32
+    var description: String { message }
+
+    static func failed(_ m: String) -> CLIError { CLIError(message: m, exitCode: 1) }
+}
+
+/// True when progress may be drawn on stderr.
+var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
+
+/// Writes a line to stderr.
+func note(_ s: String) {
+    FileHandle.standardError.write(Data((s + "\n").utf8))
+}
+
+/// Writes bytes to stdout. When the reader has gone (`lode … | head`),
+/// stops quietly, as Unix tools do.
+func out(_ bytes: some Sequence<UInt8>) {
+    let data = Array(bytes)
+    var offset = 0
+    while offset < data.count {
+        let n = data.withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress! + offset, data.count - offset) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            if errno == EPIPE { exit(0) }
+            note("lode: cannot write output: \(String(cString: strerror(errno)))")
+            exit(1)
+        }
+        offset += n
+    }
+}
+
+func out(_ s: String) { out(Array(s.utf8)) }

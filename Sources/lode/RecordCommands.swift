@@ -1,0 +1,193 @@
+import ArgumentParser
+import Foundation
+import LodeCore
+import LodeProtocol
+
+func printJSON<T: Encodable>(_ value: T) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    out(try enc.encode(value) + Data("\n".utf8))
+}
+
+struct AnnotateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "annotate", abstract: "Add an annotation to a row (or one cell); prints its id.",
+        discussion: """
+            Example: lode annotate rare-earths facilities mountain-pass --column capacity_t_per_year \\
+                       --text "2024 actual output, not nameplate" --tag capacity --tag check
+            """)
+    @Argument(help: "The dataset name.") var name: String
+    @Argument(help: "The table.") var table: String
+    @Argument(help: "The row's primary key.") var pk: String
+    @Option(help: "The annotation text.") var text: String
+    @Option(help: "Annotate this column of the row.") var column: String?
+    @Option(name: .customLong("tag"), help: "A tag (repeatable).") var tags: [String] = []
+    @Option(name: .customLong("reply-to"), help: ArgumentHelp("Reply to this annotation.", valueName: "ID")) var replyTo: String?
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        let req = API.AnnotateRequest(table: table, pk: pk, column: column, text: text, tags: tags, replyTo: replyTo)
+        let r = try await node.client().call(.POST, "/datasets/\(percentEncode(name))/annotations", json: req, as: [String: String].self)
+        out("\(r["id"] ?? "")\n")
+    }
+}
+
+struct AnnotationsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "annotations",
+        abstract: "List annotations, newest first, with author site, time, tags, and whether the target row still exists.",
+        discussion: "Example: lode annotations rare-earths --tag check --search \"capacity OR output\"")
+    @Argument(help: "The dataset name.") var name: String
+    @Option(help: "Only this table.") var table: String?
+    @Option(help: "Only this row.") var pk: String?
+    @Option(help: "Only annotations with this tag.") var tag: String?
+    @Option(help: "Full-text search (FTS5 syntax: words, \"phrases\", OR, prefix*).") var search: String?
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var format: FormatOption
+
+    func run() async throws {
+        let list = try await node.client().call(.GET, "/datasets/\(percentEncode(name))/annotations",
+                                                query: ["table": table, "pk": pk, "tag": tag, "search": search], as: [API.Annotation].self)
+        if format.resolved == .json { return try printJSON(list) }
+        let rows: [[Value]] = list.map { a in
+            [.text(a.id), .text(a.created), .text(a.author), .text(a.table), .text(a.pk), a.column.map(Value.text) ?? .null,
+             .text(a.tags.joined(separator: ";")), a.replyTo.map(Value.text) ?? .null, .text(a.targetExists ? "yes" : "deleted"), .text(a.text)]
+        }
+        RecordPrinter(format: format.resolved).print(
+            columns: ["id", "created", "author", "table", "pk", "column", "tags", "reply_to", "target", "text"], rows: rows)
+    }
+}
+
+struct HistoryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "history", abstract: "Every write to a row: time, site, column, value, and whether it won.",
+        discussion: "Example: lode history rare-earths facilities mountain-pass")
+    @Argument(help: "The dataset name.") var name: String
+    @Argument(help: "The table.") var table: String
+    @Argument(help: "The row's primary key.") var pk: String
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var format: FormatOption
+
+    func run() async throws {
+        let list = try await node.client().call(.GET, "/datasets/\(percentEncode(name))/tables/\(percentEncode(table))/history",
+                                                query: ["pk": pk], as: [API.HistoryEntry].self)
+        if format.resolved == .json { return try printJSON(list) }
+        let rows: [[Value]] = list.map { h in
+            [.text(h.time), .text(h.site), .integer(Int64(h.seq)), .text(h.column ?? "(row deleted)"), h.value ?? .null, .text(h.won ? "yes" : "no")]
+        }
+        RecordPrinter(format: format.resolved).print(columns: ["time", "site", "seq", "column", "value", "won"], rows: rows)
+    }
+}
+
+struct ConflictsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "conflicts", abstract: "Concurrent writes to the same cell: both values, both sites, which won.",
+        discussion: "Example: lode conflicts rare-earths --all")
+    @Argument(help: "The dataset name.") var name: String
+    @Flag(help: "Include conflicts a later write has resolved.") var all = false
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var format: FormatOption
+
+    func run() async throws {
+        let list = try await node.client().call(.GET, "/datasets/\(percentEncode(name))/conflicts", query: ["all": all ? "1" : nil], as: [API.Conflict].self)
+        if format.resolved == .json { return try printJSON(list) }
+        let rows: [[Value]] = list.map { c in
+            [.text(c.table), .text(c.pk), .text(c.column), c.winnerValue, .text(c.winnerSite), .text(c.winnerTime),
+             c.loserValue, .text(c.loserSite), .text(c.loserTime), .text(c.resolved ? "yes" : "no")]
+        }
+        RecordPrinter(format: format.resolved).print(
+            columns: ["table", "pk", "column", "winner", "winner_site", "winner_time", "loser", "loser_site", "loser_time", "resolved"], rows: rows)
+    }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "This site, role and listen address; each peer and how far behind or ahead; each dataset with its version vector.",
+        discussion: "Example: lode status --format json")
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var format: FormatOption
+
+    func run() async throws {
+        let s = try await node.client().call(.GET, "/status", as: API.Status.self)
+        switch format.resolved {
+        case .json: try printJSON(s)
+        case .csv:
+            var rows: [[Value]] = []
+            for d in s.datasets {
+                for v in d.vector { rows.append([.text(d.name), .text(v.site), .text(v.key), .integer(Int64(v.seq))]) }
+            }
+            RecordPrinter(format: .csv).print(columns: ["dataset", "site", "site_key", "seq"], rows: rows)
+        case .table:
+            var t = """
+                site     \(s.site) (\(s.role)), cluster \(s.cluster)
+                key      \(s.siteKey)
+                listen   \(s.listen)
+                data     \(s.dataDir)
+
+                """
+            t += "peers\n"
+            if s.peers.isEmpty { t += "  (none)\n" }
+            for p in s.peers {
+                var line = "  \(p.address)  \(p.state)"
+                if let site = p.site { line += "  \(site)" }
+                for (ds, lag) in (p.datasets ?? [:]).sorted(by: { $0.key < $1.key }) {
+                    line += "  \(ds): \(lag.behind) behind, \(lag.ahead) ahead"
+                }
+                if let e = p.lastError { line += "  (\(e))" }
+                t += line + "\n"
+            }
+            t += "datasets\n"
+            if s.datasets.isEmpty { t += "  (none)\n" }
+            for d in s.datasets {
+                let v = d.vector.map { "\($0.site):\($0.seq)" }.joined(separator: " ")
+                t += "  \(d.name)  \(d.commits) commits  \(formatBytes(d.bytes))  vector {\(v)}"
+                if d.rejected > 0 { t += "  \(d.rejected) rejected commits" }
+                t += "\n"
+            }
+            out(t)
+        }
+    }
+}
+
+struct PeersGroup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "peers", abstract: "Manage the peers this node dials; kept across restarts.",
+        subcommands: [PeersList.self, PeersAdd.self, PeersRemove.self])
+}
+
+struct PeersList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List peers and their connection state.")
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var format: FormatOption
+
+    func run() async throws {
+        let peers = try await node.client().call(.GET, "/peers", as: [API.PeerInfo].self)
+        if format.resolved == .json { return try printJSON(peers) }
+        RecordPrinter(format: format.resolved).print(
+            columns: ["address", "state", "site", "last_error"],
+            rows: peers.map { [.text($0.address), .text($0.state), $0.site.map(Value.text) ?? .null, $0.lastError.map(Value.text) ?? .null] })
+    }
+}
+
+struct PeersAdd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "add", abstract: "Add a peer to dial.", discussion: "Example: lode peers add relay.example.org:7443")
+    @Argument(help: ArgumentHelp("The peer's address.", valueName: "HOST:PORT")) var address: String
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        let r = try await node.client().call(.POST, "/peers", json: API.PeerRequest(address: address), as: [String: String].self)
+        out(r["added"] == "yes" ? "added \(address)\n" : "\(address) was already a peer\n")
+    }
+}
+
+struct PeersRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "remove", abstract: "Stop dialling a peer.")
+    @Argument(help: ArgumentHelp("The peer's address.", valueName: "HOST:PORT")) var address: String
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        _ = try await node.client().callRaw(.DELETE, "/peers/\(percentEncode(address))")
+        out("removed \(address)\n")
+    }
+}

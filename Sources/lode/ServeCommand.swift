@@ -1,0 +1,57 @@
+import ArgumentParser
+import Foundation
+import LodeNode
+import Logging
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the node in the foreground; SIGINT or SIGTERM stops it cleanly.",
+        discussion: """
+            The client API listens on DATA_DIR/lode.sock. With no node in the data directory, serve
+            creates a development CA and site and loads the bundled rare-earths dataset.
+
+            Example: lode serve --data-dir ./berlin --listen 0.0.0.0:7443
+            """)
+
+    @OptionGroup var node: NodeOptions
+    @Option(help: ArgumentHelp("Where peers connect.", valueName: "HOST:PORT")) var listen: String?
+    @Option(name: .customLong("peer"), help: ArgumentHelp("A peer to dial (repeatable; kept across restarts).", valueName: "HOST:PORT"))
+    var peers: [String] = []
+    @Option(help: ArgumentHelp("A config file (see deploy/lode.example.toml).", valueName: "FILE")) var config: String?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String?
+
+    func run() async throws {
+        let file = try config.map { try ConfigFile.load(DataDir.absolute($0)) }
+        let dataDir = node.dataDir.map(DataDir.absolute) ?? file?.dataDir.map(DataDir.absolute) ?? node.resolvedDataDir
+        let level = Logger.Level(rawValue: logLevel ?? file?.logLevel ?? ProcessInfo.processInfo.environment["LODE_LOG_LEVEL"] ?? "info") ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "lode")
+        let options = ServeOptions(dataDir: dataDir, listen: listen ?? file?.listen ?? "127.0.0.1:7443", peers: peers + (file?.peers ?? []))
+        let firstRun = !Node.exists(dataDir: dataDir)
+        if firstRun {
+            note("lode: no node in \(dataDir); setting up a development node")
+            for line in try await DevelopmentBootstrap.run(dataDir: dataDir) { note("lode: \(line)") }
+        }
+        let flag = DataDir.isDefault(dataDir) ? "" : " --data-dir \(dataDir)"
+        try await NodeServer.run(options, logger: logger) { node in
+            let id = node.identity.certificate
+            note("lode: site \(id.name) (\(id.role.rawValue), cluster \(id.cluster)) serving \(node.paths.socket)")
+            if firstRun {
+                note("""
+                    lode: ready. Try, in another terminal:
+                      lode status\(flag)
+                      lode dataset list\(flag)
+                      lode query rare-earths "SELECT symbol, name, under_china_export_control_apr2025 FROM elements"\(flag)
+                      lode annotate rare-earths facilities mountain-pass --text "check the 2025 output" --tag check\(flag)
+                      lode history rare-earths facilities mountain-pass\(flag)
+                    """)
+            }
+        }
+        note("lode: stopped")
+    }
+}

@@ -1,0 +1,249 @@
+import Foundation
+import Testing
+
+/// End-to-end tests: the built `lode` binary against a running node, as a
+/// user would drive it.
+@Suite(.serialized) struct CLITests {
+    let scratch = Scratch()
+
+    /// A node made with `lode ca init` and `lode init`, serving.
+    func node(_ name: String, role: String = "editor", ca: String? = nil) throws -> (ServeProcess, [String]) {
+        let caDir = ca ?? scratch.file("ca")
+        if !FileManager.default.fileExists(atPath: caDir + "/ca.pem") {
+            let r = try lode(["ca", "init", "--dir", caDir, "--cluster", "test"])
+            #expect(r.status == 0, "\(r)")
+        }
+        let dir = scratch.file(name)
+        let r = try lode(["init", "--site", name, "--ca", caDir, "--role", role, "--data-dir", dir])
+        #expect(r.status == 0, "\(r)")
+        return (try ServeProcess(dataDir: dir), ["--data-dir", dir])
+    }
+
+    static let schema = """
+        CREATE TABLE mines (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL DEFAULT '',
+            country TEXT,
+            output_t INTEGER,
+            grade REAL
+        );
+        """
+
+    @Test func serveWithNoNodeLoadsTheBundledDatasetAndQueryNeedsNoFlags() throws {
+        let dir = scratch.file("default")
+        let server = try ServeProcess(dataDir: dir)
+        defer { server.stop() }
+        #expect(server.logText.contains("loaded the bundled rare-earths dataset"))
+        let env = ["LODE_DATA_DIR": dir]
+        let q = try lode(["query", "rare-earths", "SELECT symbol, name FROM elements WHERE symbol IN ('Nd', 'Dy') ORDER BY symbol"], env: env)
+        #expect(q.status == 0, "\(q)")
+        #expect(q.stdout == "symbol,name\r\nDy,Dysprosium\r\nNd,Neodymium\r\n")
+        let counts = try lode(["query", "rare-earths", """
+            SELECT (SELECT count(*) FROM elements), (SELECT count(*) FROM country_production), (SELECT count(*) FROM facilities),
+                   (SELECT count(*) FROM trade_policies), (SELECT count(*) FROM dependencies), (SELECT count(*) FROM facilities WHERE source IS NULL)
+            """, "--format", "json"], env: env)
+        #expect(counts.stdout.contains("17") && counts.stdout.contains("72") && counts.stdout.contains("27") && counts.stdout.contains("25") && counts.stdout.contains("33"), "\(counts)")
+        let list = try lode(["dataset", "list"], env: env)
+        #expect(list.lines.count == 6, "\(list)")
+        #expect(server.stop() == 0)
+        #expect(!FileManager.default.fileExists(atPath: server.socket))
+    }
+
+    @Test func theWholeTourWorks() throws {
+        let (server, d) = try node("berlin")
+        defer { server.stop() }
+        let schema = scratch.write("mines.sql", Self.schema)
+        var r = try lode(["dataset", "create", "mines", "--schema", schema] + d)
+        #expect(r.status == 0, "\(r)")
+        r = try lode(["schema", "mines"] + d)
+        #expect(r.stdout.contains("name TEXT NOT NULL DEFAULT ''") && r.stdout.contains("id TEXT PRIMARY KEY"), "\(r)")
+        let csv = scratch.write("mines.csv", "id,name,country,output_t,grade\r\nmp,Mountain Pass,United States,45455,7.98\r\nmw,\"Mount Weld, WA\",Australia,,\r\nbo,Bayan Obo,China,,3.5\r\n")
+        r = try lode(["import", "mines", "mines", csv] + d)
+        #expect(r.status == 0 && r.stdout == "3\n", "\(r)")
+        r = try lode(["export", "mines", "mines", "--format", "csv"] + d)
+        #expect(r.stdout == "id,name,country,output_t,grade\r\nbo,Bayan Obo,China,,3.5\r\nmp,Mountain Pass,United States,45455,7.98\r\nmw,\"Mount Weld, WA\",Australia,,\r\n", "\(r)")
+        r = try lode(["query", "mines", "SELECT id, output_t, grade FROM mines WHERE id = 'mp'", "--format", "json"] + d)
+        #expect(r.stdout == "[\n{\"id\":\"mp\",\"output_t\":45455,\"grade\":7.98}\n]\n", "\(r)")
+        r = try lode(["query", "mines", "SELECT id, name FROM mines ORDER BY id", "--format", "table"] + d)
+        #expect(r.lines == ["id  name", "--  --------------", "bo  Bayan Obo", "mp  Mountain Pass", "mw  Mount Weld, WA"], "\(r)")
+        r = try lode(["exec", "mines", "UPDATE mines SET output_t = 50000 WHERE id = 'mp'"] + d)
+        #expect(r.status == 0 && r.stdout == "1\n", "\(r)")
+        r = try lode(["annotate", "mines", "mines", "mp", "--text", "2024 actual output", "--column", "output_t", "--tag", "check", "--tag", "capacity"] + d)
+        #expect(r.status == 0, "\(r)")
+        let id = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        r = try lode(["annotate", "mines", "mines", "mp", "--text", "confirmed", "--reply-to", id] + d)
+        #expect(r.status == 0, "\(r)")
+        r = try lode(["annotations", "mines", "--tag", "check", "--format", "json"] + d)
+        #expect(r.stdout.contains("\"id\" : \"\(id)\"") && r.stdout.contains("\"targetExists\" : true") && r.stdout.contains("\"author\" : \"berlin\""), "\(r)")
+        r = try lode(["annotations", "mines", "--search", "confirmed", "--format", "csv"] + d)
+        #expect(r.lines.count == 2 && r.stdout.contains(id), "\(r)")
+        r = try lode(["history", "mines", "mines", "mp", "--format", "csv"] + d)
+        #expect(r.lines.contains { $0.hasSuffix(",berlin,3,output_t,50000,yes") }, "\(r)")
+        #expect(r.lines.contains { $0.hasSuffix(",berlin,2,output_t,45455,no") }, "\(r)")
+        r = try lode(["conflicts", "mines", "--format", "csv"] + d)
+        #expect(r.status == 0 && r.lines.count == 1, "\(r)")
+        r = try lode(["status", "--format", "json"] + d)
+        #expect(r.stdout.contains("\"site\" : \"berlin\"") && r.stdout.contains("\"role\" : \"editor\""), "\(r)")
+        r = try lode(["peers", "add", "10.0.0.2:7443"] + d)
+        #expect(r.status == 0, "\(r)")
+        r = try lode(["dataset", "alter", "mines", "--schema", scratch.write("v2.sql", Self.schema.replacingOccurrences(of: "grade REAL", with: "grade REAL,\n    status TEXT"))] + d)
+        #expect(r.status == 0 && r.stdout.contains("mines.status"), "\(r)")
+        // Exec's delete leaves the annotation, which says its row is gone.
+        r = try lode(["exec", "mines", "DELETE FROM mines WHERE id = 'mp'"] + d)
+        #expect(r.stdout == "1\n")
+        r = try lode(["annotations", "mines", "--pk", "mp", "--format", "csv"] + d)
+        #expect(r.lines.dropFirst().allSatisfy { $0.contains(",deleted,") }, "\(r)")
+        // Peers are kept across a restart.
+        #expect(server.stop() == 0)
+        let again = try ServeProcess(dataDir: server.dataDir)
+        defer { again.stop() }
+        r = try lode(["peers", "list", "--format", "csv"] + d)
+        #expect(r.stdout.contains("10.0.0.2:7443"), "\(r)")
+    }
+
+    /// Every bad input gets a clear error and leaves the data exactly as it was.
+    @Test func errorPathsLeaveTheDataUntouched() throws {
+        let (server, d) = try node("lyon")
+        defer { server.stop() }
+        _ = try lode(["dataset", "create", "mines", "--schema", scratch.write("s.sql", Self.schema)] + d)
+        _ = try lode(["import", "mines", "mines", scratch.write("ok.csv", "id,name,output_t\nmp,Mountain Pass,45455\n")] + d)
+        func snapshot() throws -> String {
+            try lode(["export", "mines", "mines", "--format", "csv"] + d).stdout + (try lode(["status", "--format", "csv"] + d).stdout)
+        }
+        let before = try snapshot()
+        let cases: [([String], String)] = [
+            (["import", "mines", "mines", scratch.write("bad1.csv", "id,name\nbo,Bayan Obo\nmw,\"Mount Weld\n")], "line 3"),
+            (["import", "mines", "mines", scratch.write("bad2.csv", "id,output_t\nbo,1000\nmw,lots\n")], "line 3, column output_t: \"lots\" is not an INTEGER"),
+            (["import", "mines", "mines", scratch.write("bad3.csv", "id,colour\nbo,red\n")], "unknown column colour"),
+            (["import", "mines", "quarries", scratch.write("bad4.csv", "id\nx\n")], "no table quarries"),
+            (["import", "nope", "mines", scratch.write("bad5.csv", "id\nx\n")], "no dataset nope"),
+            (["query", "mines", "DELETE FROM mines"], "use lode exec"),
+            (["query", "mines", "SELECT colour FROM mines"], "no such column: colour"),
+            (["query", "mines", "SELECT * FROM quarries"], "no such table: quarries"),
+            (["exec", "mines", "UPDATE mines SET output_t = 'lots'"], "is INTEGER"),
+            (["exec", "mines", "UPDATE quarries SET x = 1"], "no such table"),
+            (["exec", "mines", "DROP TABLE mines"], "INSERT, UPDATE and DELETE only"),
+            (["annotate", "mines", "mines", "nope", "--text", "x"], "no row nope"),
+            (["history", "mines", "mines", "nope"], "no row nope"),
+            (["dataset", "alter", "mines", "--schema", scratch.write("drop.sql", "CREATE TABLE mines (id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '')")], "cannot be dropped"),
+            (["dataset", "create", "bad", "--schema", scratch.write("u.sql", "CREATE TABLE t (id TEXT PRIMARY KEY, e TEXT UNIQUE)")], "UNIQUE"),
+            (["dataset", "create", "mines", "--schema", scratch.write("again.sql", Self.schema)], "already exists"),
+        ]
+        for (args, fragment) in cases {
+            let r = try lode(args + d)
+            #expect(r.status == 1, "\(args): \(r)")
+            #expect(r.stderr.contains(fragment), "\(args): \(r.stderr)")
+            #expect(r.stderr.split(separator: "\n").count == 1, "one line on stderr: \(r.stderr)")
+            #expect(try snapshot() == before, "\(args) changed the data")
+        }
+        let list = try lode(["dataset", "list", "--format", "csv"] + d)
+        #expect(!list.stdout.contains("bad"), "a refused dataset was left behind: \(list)")
+    }
+
+    @Test func aRoleThatMayNotWriteIsRefused() throws {
+        let (editor, _) = try node("editor1")
+        editor.stop()
+        let (server, d) = try node("reader1", role: "reader")
+        defer { server.stop() }
+        let r = try lode(["dataset", "create", "x", "--schema", scratch.write("s.sql", Self.schema)] + d)
+        #expect(r.status == 1 && r.stderr.contains("reader"), "\(r)")
+        let (annot, a) = try node("annot1", role: "annotator")
+        defer { annot.stop() }
+        let r2 = try lode(["dataset", "create", "x", "--schema", scratch.write("s2.sql", Self.schema)] + a)
+        #expect(r2.status == 1 && r2.stderr.contains("only an editor"), "\(r2)")
+    }
+
+    @Test func exitCodesForUsageAndUnreachableNode() throws {
+        #expect(try lode(["query"]).status == 2)
+        #expect(try lode(["frobnicate"]).status == 2)
+        #expect(try lode(["export", "a", "b", "--format", "yaml"]).status == 2)
+        let r = try lode(["status", "--data-dir", scratch.file("nobody")])
+        #expect(r.status == 3 && r.stderr.contains("lode serve --data-dir"), "\(r)")
+        #expect(try lode(["--help"]).status == 0)
+        #expect(try lode(["query", "--help"]).stdout.contains("Example"))
+    }
+
+    @Test func identityFilesAreSecretAndNeverOverwritten() throws {
+        let ca = scratch.file("ca2")
+        #expect(try lode(["ca", "init", "--dir", ca]).status == 0)
+        let again = try lode(["ca", "init", "--dir", ca])
+        #expect(again.status == 1 && again.stderr.contains("refusing to overwrite"), "\(again)")
+        let mode = { (p: String) in ((try? FileManager.default.attributesOfItem(atPath: p))?[.posixPermissions] as? Int) ?? -1 }
+        #expect(mode(ca + "/ca.key") == 0o600)
+        let dir = scratch.file("site")
+        #expect(try lode(["init", "--site", "s1", "--ca", ca, "--data-dir", dir]).status == 0)
+        #expect(mode(dir + "/site.key") == 0o600)
+        let keyBefore = try String(contentsOfFile: dir + "/site.key", encoding: .utf8)
+        let twice = try lode(["init", "--site", "s2", "--ca", ca, "--data-dir", dir])
+        #expect(twice.status == 1 && twice.stderr.contains("refusing to overwrite"), "\(twice)")
+        #expect(try String(contentsOfFile: dir + "/site.key", encoding: .utf8) == keyBefore)
+        // openssl agrees that the site certificate chains to the CA.
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        p.arguments = ["verify", "-CAfile", ca + "/ca.pem", dir + "/site.pem"]
+        p.standardOutput = Pipe()
+        p.standardError = Pipe()
+        if (try? p.run()) != nil {
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0)
+        }
+    }
+
+    /// kill -9 in the middle of an import: on restart the node holds none
+    /// or all of it, and SQLite's integrity check passes.
+    @Test func killDuringImportLosesNothingHalfWritten() throws {
+        let (server, d) = try node("crashy")
+        _ = try lode(["dataset", "create", "mines", "--schema", scratch.write("s.sql", Self.schema)] + d)
+        let n = 150_000
+        var csv = "id,name,country,output_t,grade\n"
+        for i in 0..<n { csv += "m\(i),Mine \(i),Country \(i % 50),\(i * 7),\(Double(i) / 8)\n" }
+        let file = scratch.write("big.csv", csv)
+        var current = server
+        var rng = SystemRandomNumberGenerator()
+        let wal = current.dataDir + "/datasets/mines.db-wal"
+        func walModified() -> Date { ((try? FileManager.default.attributesOfItem(atPath: wal))?[.modificationDate] as? Date) ?? .distantPast }
+        var killsMidImport = 0
+        for round in 0..<4 {
+            let started = walModified()
+            let importer = Process()
+            importer.executableURL = URL(fileURLWithPath: lodeBinary)
+            importer.arguments = ["import", "mines", "mines", file] + d
+            importer.standardOutput = Pipe()
+            importer.standardError = Pipe()
+            try importer.run()
+            // Wait until the import is writing the dataset, then a random while longer.
+            let deadline = Date().addingTimeInterval(60)
+            while walModified() <= started && importer.isRunning && Date() < deadline { usleep(5_000) }
+            usleep(UInt32.random(in: 0...1_500_000, using: &rng))
+            if importer.isRunning { killsMidImport += 1 }
+            current.kill9()
+            importer.waitUntilExit()
+            current = try ServeProcess(dataDir: current.dataDir)
+            let count = try lode(["query", "mines", "SELECT count(*) FROM mines"] + d)
+            let rows = Int(count.lines.last ?? "") ?? -1
+            #expect(rows == 0 || rows == n, "round \(round): \(rows) rows after kill -9")
+            let check = try lode(["query", "mines", "PRAGMA integrity_check"] + d)
+            #expect(check.lines.last == "ok", "\(check)")
+            if rows == n { break }
+        }
+        #expect(killsMidImport > 0, "no kill landed while the import was running")
+        // After the crashes the node still imports the whole file.
+        let r = try lode(["import", "mines", "mines", file] + d)
+        #expect(r.status == 0, "\(r)")
+        let count = try lode(["query", "mines", "SELECT count(*) FROM mines"] + d)
+        #expect(count.lines.last == "\(n)")
+        current.stop()
+    }
+
+    @Test func theBundledDatasetMatchesTheSeedFiles() throws {
+        // `lode serve` embeds seed/rare-earths; export must give back the same rows.
+        let dir = scratch.file("seedcheck")
+        let server = try ServeProcess(dataDir: dir)
+        defer { server.stop() }
+        let elements = try lode(["export", "rare-earths", "elements", "--format", "csv", "--data-dir", dir])
+        let original = try String(contentsOfFile: repoRoot + "/seed/rare-earths/elements.csv", encoding: .utf8)
+        let exported = Set(elements.stdout.components(separatedBy: "\r\n").dropFirst().filter { !$0.isEmpty })
+        let expected = Set(original.components(separatedBy: "\r\n").dropFirst().filter { !$0.isEmpty })
+        #expect(exported == expected)
+    }
+}
