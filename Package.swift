@@ -77,7 +77,17 @@ let package = Package(
         ),
         .testTarget(name: "LodeCoreTests", dependencies: ["LodeCore"]),
         .testTarget(name: "LodeStoreTests", dependencies: ["LodeStore", "LodeCore"]),
-        .testTarget(name: "LodeNodeTests", dependencies: ["LodeNode", "LodeStore", "LodeCore", "LodeProtocol"]),
+        .testTarget(
+            name: "LodeNodeTests",
+            dependencies: [
+                "LodeNode", "LodeStore", "LodeCore", "LodeProtocol",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "LodeCLITests", dependencies: ["LodeCore", "lode"]),
     ]
 )
