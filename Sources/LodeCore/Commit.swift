@@ -187,7 +187,8 @@ public struct CommitContent: Sendable, Hashable {
         let pat = r.offset
         let prev = try r.readBytes(32)
         if (seq == 1) != (prev == Commit.zeroHash) {
-            throw DecodingError(.invalidValue, at: pat, seq == 1 ? "the first commit of a feed has a previous hash" : "previous hash is zero after seq 1")
+            throw DecodingError(
+                .invalidValue, at: pat, seq == 1 ? "the first commit of a feed has a previous hash" : "previous hash is zero after seq 1")
         }
         let ndeps = try r.readCount(limit: r.remaining / 33, "dependency count")
         var deps: [Dependency] = []

@@ -109,11 +109,15 @@ extension Value: Codable {
     /// JSON: null, number, string; a blob is `{"base64": "…"}`.
     public init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let i = try? c.decode(Int64.self) { self = .integer(i) }
-        else if let d = try? c.decode(Double.self) { self = .real(d) }
-        else if let s = try? c.decode(String.self) { self = .text(s) }
-        else {
+        if c.decodeNil() {
+            self = .null
+        } else if let i = try? c.decode(Int64.self) {
+            self = .integer(i)
+        } else if let d = try? c.decode(Double.self) {
+            self = .real(d)
+        } else if let s = try? c.decode(String.self) {
+            self = .text(s)
+        } else {
             let b = try c.decode([String: String].self)
             guard let s = b["base64"], let d = Data(base64Encoded: s) else {
                 throw Swift.DecodingError.dataCorruptedError(in: c, debugDescription: "not a value")
@@ -133,4 +137,3 @@ extension Value: Codable {
         }
     }
 }
-

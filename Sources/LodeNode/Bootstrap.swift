@@ -28,7 +28,9 @@ public enum DevelopmentBootstrap {
         let node = try Node.open(dataDir: dataDir)
         defer { node.close() }
         let rows = try await loadSeed(into: node)
-        lines.append("loaded the bundled \(SeedData.dataset) dataset: \(rows) rows in \(SeedData.tables.count) tables (sources: lode query \(SeedData.dataset) \"SELECT source FROM facilities\")")
+        lines.append(
+            "loaded the bundled \(SeedData.dataset) dataset: \(rows) rows in \(SeedData.tables.count) tables (sources: lode query \(SeedData.dataset) \"SELECT source FROM facilities\")"
+        )
         return lines
     }
 
@@ -50,8 +52,10 @@ public enum DevelopmentBootstrap {
 
     /// The bundled files, decoded: name → bytes (for checks and export).
     public static var bundledFiles: [String: [UInt8]] {
-        var out = ["schema.sql": [UInt8](Data(base64Encoded: SeedData.schema)!),
-                   "SOURCES.md": [UInt8](Data(base64Encoded: SeedData.sources)!)]
+        var out = [
+            "schema.sql": [UInt8](Data(base64Encoded: SeedData.schema)!),
+            "SOURCES.md": [UInt8](Data(base64Encoded: SeedData.sources)!),
+        ]
         for (_, file, b64) in SeedData.tables { out[file] = [UInt8](Data(base64Encoded: b64)!) }
         return out
     }

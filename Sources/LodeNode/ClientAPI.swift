@@ -24,8 +24,9 @@ public struct ClientAPI: Sendable {
     public func status() async throws -> API.Status {
         let peers = try node.peers().map { API.PeerInfo(address: $0, state: "not dialled") }
         let id = node.identity.certificate
-        return API.Status(site: id.name, siteKey: id.site.hex, role: id.role.rawValue, cluster: id.cluster, listen: listen,
-                          dataDir: node.paths.dataDir, version: Node.version, datasets: try await datasetInfos(), peers: peers)
+        return API.Status(
+            site: id.name, siteKey: id.site.hex, role: id.role.rawValue, cluster: id.cluster, listen: listen,
+            dataDir: node.paths.dataDir, version: Node.version, datasets: try await datasetInfos(), peers: peers)
     }
 
     /// Builds the router.
@@ -82,28 +83,34 @@ public struct ClientAPI: Sendable {
         v1.get("datasets/:ds/annotations") { req, ctx in
             let r = try node.replica(try ctx.parameters.require("ds"))
             let q = req.uri.queryParameters
-            let filter = AnnotationFilter(table: q.get("table"), key: q.get("pk"), tag: q.get("tag"), search: q.get("search"),
-                                          limit: q.get("limit").flatMap { Int($0) })
-            return try json(try await r.annotations(filter).map {
-                API.Annotation(id: $0.id, table: $0.table, pk: $0.key, column: $0.column, text: $0.text, author: $0.author,
-                               status: $0.status, replyTo: $0.replyTo, created: $0.created, tags: $0.tags, targetExists: $0.targetExists)
-            })
+            let filter = AnnotationFilter(
+                table: q.get("table"), key: q.get("pk"), tag: q.get("tag"), search: q.get("search"),
+                limit: q.get("limit").flatMap { Int($0) })
+            return try json(
+                try await r.annotations(filter).map {
+                    API.Annotation(
+                        id: $0.id, table: $0.table, pk: $0.key, column: $0.column, text: $0.text, author: $0.author,
+                        status: $0.status, replyTo: $0.replyTo, created: $0.created, tags: $0.tags, targetExists: $0.targetExists)
+                })
         }
         v1.get("datasets/:ds/tables/:table/history") { req, ctx in
             let r = try node.replica(try ctx.parameters.require("ds"))
             guard let pk = req.uri.queryParameters.get("pk") else { throw NodeError(.badInput, "history needs ?pk=KEY") }
-            return try json(try await r.history(table: try ctx.parameters.require("table"), key: pk).map {
-                API.HistoryEntry(time: $0.time, site: $0.site, seq: $0.seq, column: $0.column, value: $0.value, won: $0.won)
-            })
+            return try json(
+                try await r.history(table: try ctx.parameters.require("table"), key: pk).map {
+                    API.HistoryEntry(time: $0.time, site: $0.site, seq: $0.seq, column: $0.column, value: $0.value, won: $0.won)
+                })
         }
         v1.get("datasets/:ds/conflicts") { req, ctx in
             let r = try node.replica(try ctx.parameters.require("ds"))
             let all = req.uri.queryParameters.get("all").map { $0 == "1" || $0 == "true" } ?? false
-            return try json(try await r.conflicts(includeResolved: all).map {
-                API.Conflict(table: $0.table, pk: $0.key, column: $0.column, winnerValue: $0.winnerValue, winnerSite: $0.winnerSite,
-                             winnerTime: $0.winnerTime, loserValue: $0.loserValue, loserSite: $0.loserSite,
-                             loserTime: $0.loserTime, resolved: $0.resolved)
-            })
+            return try json(
+                try await r.conflicts(includeResolved: all).map {
+                    API.Conflict(
+                        table: $0.table, pk: $0.key, column: $0.column, winnerValue: $0.winnerValue, winnerSite: $0.winnerSite,
+                        winnerTime: $0.winnerTime, loserValue: $0.loserValue, loserSite: $0.loserSite,
+                        loserTime: $0.loserTime, resolved: $0.resolved)
+                })
         }
         v1.get("peers") { _, _ in try json(try await status().peers) }
         v1.post("peers") { req, ctx in
@@ -148,7 +155,9 @@ public struct ClientAPI: Sendable {
     /// Streams rows produced on a database thread. The producer runs until
     /// its first chunk (the column names) before the response starts, so
     /// that errors such as a bad table name become proper error responses.
-    func stream(_ format: ResultFormat, _ produce: @escaping @Sendable (@escaping @Sendable (QueryEvent) throws -> Void) async throws -> Void) async throws -> Response {
+    func stream(
+        _ format: ResultFormat, _ produce: @escaping @Sendable (@escaping @Sendable (QueryEvent) throws -> Void) async throws -> Void
+    ) async throws -> Response {
         let pipe = ChunkPipe()
         let encoder = EncoderBox(format)
         let producer = Task {
@@ -175,18 +184,20 @@ public struct ClientAPI: Sendable {
         }
         var headers = HTTPFields()
         headers[.contentType] = format.contentType
-        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            do {
-                if let first { try await writer.write(ByteBuffer(bytes: first)) }
-                while let chunk = try await pipe.next() { try await writer.write(ByteBuffer(bytes: chunk)) }
-                try await writer.finish(nil)
-            } catch {
-                pipe.cancel()
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                do {
+                    if let first { try await writer.write(ByteBuffer(bytes: first)) }
+                    while let chunk = try await pipe.next() { try await writer.write(ByteBuffer(bytes: chunk)) }
+                    try await writer.finish(nil)
+                } catch {
+                    pipe.cancel()
+                    _ = await producer.result
+                    throw error
+                }
                 _ = await producer.result
-                throw error
-            }
-            _ = await producer.result
-        })
+            })
     }
 
     /// Spools the uploaded CSV to a temporary file (so the import, which is
@@ -196,7 +207,8 @@ public struct ClientAPI: Sendable {
         try FileManager.default.createDirectory(atPath: node.paths.tmp, withIntermediateDirectories: true)
         let spool = node.paths.tmp + "/upload-\(UUID().uuidString).csv"
         guard FileManager.default.createFile(atPath: spool, contents: nil, attributes: [.posixPermissions: 0o600]),
-              let handle = FileHandle(forWritingAtPath: spool) else {
+            let handle = FileHandle(forWritingAtPath: spool)
+        else {
             throw NodeError(.storage, "cannot create \(spool)")
         }
         do {
@@ -218,7 +230,8 @@ public struct ClientAPI: Sendable {
                 let rep = try await r.importCSV(table: table, path: spool) { p in
                     try? pipe.send(line(API.ImportEvent(progress: API.ImportProgress(rows: p.rows, bytes: p.bytes, totalBytes: p.totalBytes))))
                 }
-                try pipe.send(line(API.ImportEvent(result: API.ImportResult(rowsRead: rep.rowsRead, rowsChanged: rep.rowsChanged, commits: rep.commits))))
+                try pipe.send(
+                    line(API.ImportEvent(result: API.ImportResult(rowsRead: rep.rowsRead, rowsChanged: rep.rowsChanged, commits: rep.commits))))
                 pipe.finish()
             } catch {
                 let (_, code, message) = describeError(error)
@@ -228,11 +241,13 @@ public struct ClientAPI: Sendable {
         }
         var headers = HTTPFields()
         headers[.contentType] = ResultFormat.ndjson.contentType
-        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            while let chunk = try await pipe.next() { try await writer.write(ByteBuffer(bytes: chunk)) }
-            _ = await task.result
-            try await writer.finish(nil)
-        })
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                while let chunk = try await pipe.next() { try await writer.write(ByteBuffer(bytes: chunk)) }
+                _ = await task.result
+                try await writer.finish(nil)
+            })
     }
 }
 
@@ -264,25 +279,27 @@ func text(_ s: String, contentType: String = "text/plain; charset=utf-8") -> Res
 func describeError(_ error: any Error) -> (HTTPResponse.Status, String, String) {
     switch error {
     case let e as StoreError:
-        let status: HTTPResponse.Status = switch e.code {
-        case .badInput: .badRequest
-        case .notFound: .notFound
-        case .alreadyExists: .conflict
-        case .forbidden: .forbidden
-        case .rejected: .unprocessableContent
-        case .storage: .internalServerError
-        }
+        let status: HTTPResponse.Status =
+            switch e.code {
+            case .badInput: .badRequest
+            case .notFound: .notFound
+            case .alreadyExists: .conflict
+            case .forbidden: .forbidden
+            case .rejected: .unprocessableContent
+            case .storage: .internalServerError
+            }
         return (status, e.code.rawValue, e.description)
     case let e as NodeError:
-        let status: HTTPResponse.Status = switch e.code {
-        case .badInput: .badRequest
-        case .notFound: .notFound
-        case .alreadyExists: .conflict
-        case .forbidden: .forbidden
-        case .rejected: .unprocessableContent
-        case .storage: .internalServerError
-        case .unavailable: .serviceUnavailable
-        }
+        let status: HTTPResponse.Status =
+            switch e.code {
+            case .badInput: .badRequest
+            case .notFound: .notFound
+            case .alreadyExists: .conflict
+            case .forbidden: .forbidden
+            case .rejected: .unprocessableContent
+            case .storage: .internalServerError
+            case .unavailable: .serviceUnavailable
+            }
         return (status, e.code.rawValue, e.message)
     case let e as HTTPError:
         return (e.status, "bad_request", e.body ?? "\(e.status)")

@@ -81,7 +81,9 @@ public enum Identity {
     /// The name rule for sites and clusters (the dataset name rule).
     public static func checkName(_ name: String, _ what: String) throws {
         guard Identifier.isValidDataset(name) else {
-            throw NodeError(.badInput, "\"\(name)\" is not a valid \(what) name: use lowercase letters, digits, '-', '_' and '.', starting with a letter or digit")
+            throw NodeError(
+                .badInput, "\"\(name)\" is not a valid \(what) name: use lowercase letters, digits, '-', '_' and '.', starting with a letter or digit"
+            )
         }
     }
 
@@ -132,8 +134,10 @@ public enum Identity {
 
     /// Issues a certificate for a site key, naming the site, its role and
     /// the cluster, valid for both TLS ends and for signing commits.
-    public static func issueSite(name: String, role: Role, key: Curve25519.Signing.PublicKey,
-                                 ca: Certificate, caKey: Curve25519.Signing.PrivateKey) throws -> Certificate {
+    public static func issueSite(
+        name: String, role: Role, key: Curve25519.Signing.PublicKey,
+        ca: Certificate, caKey: Curve25519.Signing.PrivateKey
+    ) throws -> Certificate {
         try checkName(name, "site")
         let cluster = ca.subject.flatMap { $0 }.first { $0.type == .RDNAttributeType.organizationName }.flatMap { String($0.value) } ?? "lodestone"
         let now = Date()

@@ -105,10 +105,11 @@ public final class Node: Sendable {
     static func openSettings(_ paths: NodePaths) throws -> DatabaseQueue {
         let q = try DatabaseQueue(path: paths.nodeDB)
         try q.write { db in
-            try db.execute(sql: """
-                CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                CREATE TABLE IF NOT EXISTS peers(address TEXT PRIMARY KEY, added TEXT NOT NULL);
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                    CREATE TABLE IF NOT EXISTS peers(address TEXT PRIMARY KEY, added TEXT NOT NULL);
+                    """)
         }
         return q
     }
@@ -159,7 +160,9 @@ public final class Node: Sendable {
         if let r = replicas.withLock({ $0[name] }) { return r }
         guard Identifier.isValidDataset(name), FileManager.default.fileExists(atPath: paths.dataset(name)) else {
             let names = datasetNames()
-            throw NodeError(.notFound, "no dataset \(name)" + (names.isEmpty ? "; create one with `lode dataset create`" : " (datasets: \(names.joined(separator: ", ")))"))
+            throw NodeError(
+                .notFound,
+                "no dataset \(name)" + (names.isEmpty ? "; create one with `lode dataset create`" : " (datasets: \(names.joined(separator: ", ")))"))
         }
         return try replicas.withLock { r in
             if let existing = r[name] { return existing }
@@ -173,7 +176,8 @@ public final class Node: Sendable {
     @discardableResult
     public func createDataset(_ name: String, schema: String) async throws -> Replica {
         guard identity.certificate.role.canEdit else {
-            throw NodeError(.forbidden, "site \(identity.certificate.name) is a \(identity.certificate.role.rawValue): only an editor may create a dataset")
+            throw NodeError(
+                .forbidden, "site \(identity.certificate.name) is a \(identity.certificate.role.rawValue): only an editor may create a dataset")
         }
         let defs = try SchemaParser.parse(schema)
         let r = try await Replica.create(at: paths.dataset(name), dataset: name, local: identity.local, tables: defs)
@@ -205,8 +209,9 @@ public final class Node: Sendable {
     public func addPeer(_ address: String) throws -> Bool {
         try PeerAddress.check(address)
         return try settings.write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO peers(address, added) VALUES (?, ?)",
-                           arguments: [address, formatISO8601(millis: Replica.systemWallClock())])
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO peers(address, added) VALUES (?, ?)",
+                arguments: [address, formatISO8601(millis: Replica.systemWallClock())])
             return db.changesCount > 0
         }
     }

@@ -100,8 +100,10 @@ public enum API {
         public var version: String
         public var datasets: [DatasetInfo]
         public var peers: [PeerInfo]
-        public init(site: String, siteKey: String, role: String, cluster: String, listen: String, dataDir: String,
-                    version: String, datasets: [DatasetInfo], peers: [PeerInfo]) {
+        public init(
+            site: String, siteKey: String, role: String, cluster: String, listen: String, dataDir: String,
+            version: String, datasets: [DatasetInfo], peers: [PeerInfo]
+        ) {
             self.site = site
             self.siteKey = siteKey
             self.role = role
@@ -225,8 +227,10 @@ public enum API {
         public var created: String
         public var tags: [String]
         public var targetExists: Bool
-        public init(id: String, table: String, pk: String, column: String?, text: String, author: String, status: String,
-                    replyTo: String?, created: String, tags: [String], targetExists: Bool) {
+        public init(
+            id: String, table: String, pk: String, column: String?, text: String, author: String, status: String,
+            replyTo: String?, created: String, tags: [String], targetExists: Bool
+        ) {
             self.id = id
             self.table = table
             self.pk = pk
@@ -272,8 +276,10 @@ public enum API {
         public var loserSite: String
         public var loserTime: String
         public var resolved: Bool
-        public init(table: String, pk: String, column: String, winnerValue: Value, winnerSite: String, winnerTime: String,
-                    loserValue: Value, loserSite: String, loserTime: String, resolved: Bool) {
+        public init(
+            table: String, pk: String, column: String, winnerValue: Value, winnerSite: String, winnerTime: String,
+            loserValue: Value, loserSite: String, loserTime: String, resolved: Bool
+        ) {
             self.table = table
             self.pk = pk
             self.column = column

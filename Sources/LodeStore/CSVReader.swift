@@ -185,7 +185,9 @@ public final class CSVReader {
                     inQuotes = true
                     i += 1
                 } else {
-                    throw CSVError(line: recordLine, message: "field \(fields.count + 1) has a quote inside an unquoted field (quote the whole field and double the quote)")
+                    throw CSVError(
+                        line: recordLine,
+                        message: "field \(fields.count + 1) has a quote inside an unquoted field (quote the whole field and double the quote)")
                 }
             default:
                 if afterQuote {

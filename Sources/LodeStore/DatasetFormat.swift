@@ -58,20 +58,24 @@ enum DatasetFormat {
     /// The system tables every dataset has, with the same definition
     /// everywhere (stamped at the zero clock), written with the same CRDT.
     static let systemTables: [TableDef] = [
-        TableDef(name: "_annotations", primaryKey: "id", columns: [
-            ColumnDef(name: "target_table", type: .text),
-            ColumnDef(name: "target_pk", type: .text),
-            ColumnDef(name: "target_column", type: .text),
-            ColumnDef(name: "body", type: .text, notNull: true, defaultValue: .text("")),
-            ColumnDef(name: "author", type: .text),
-            ColumnDef(name: "status", type: .text, notNull: true, defaultValue: .text("open")),
-            ColumnDef(name: "reply_to", type: .text),
-            ColumnDef(name: "created", type: .text),
-        ]),
-        TableDef(name: "_annotation_tags", primaryKey: "id", columns: [
-            ColumnDef(name: "annotation_id", type: .text),
-            ColumnDef(name: "tag", type: .text),
-        ]),
+        TableDef(
+            name: "_annotations", primaryKey: "id",
+            columns: [
+                ColumnDef(name: "target_table", type: .text),
+                ColumnDef(name: "target_pk", type: .text),
+                ColumnDef(name: "target_column", type: .text),
+                ColumnDef(name: "body", type: .text, notNull: true, defaultValue: .text("")),
+                ColumnDef(name: "author", type: .text),
+                ColumnDef(name: "status", type: .text, notNull: true, defaultValue: .text("open")),
+                ColumnDef(name: "reply_to", type: .text),
+                ColumnDef(name: "created", type: .text),
+            ]),
+        TableDef(
+            name: "_annotation_tags", primaryKey: "id",
+            columns: [
+                ColumnDef(name: "annotation_id", type: .text),
+                ColumnDef(name: "tag", type: .text),
+            ]),
     ]
 
     /// The site of the zero stamp that system tables carry.

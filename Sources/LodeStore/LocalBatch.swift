@@ -31,7 +31,8 @@ final class LocalBatch {
     func table(_ name: String) throws -> TableState {
         if let t = state.tables[name] { return t }
         let names = state.tables.keys.filter { !Identifier.isReserved($0) }.sorted()
-        throw StoreError.notFound("no table \(name) in dataset \(replica.dataset)" + (names.isEmpty ? "" : " (tables: \(names.joined(separator: ", ")))"))
+        throw StoreError.notFound(
+            "no table \(name) in dataset \(replica.dataset)" + (names.isEmpty ? "" : " (tables: \(names.joined(separator: ", ")))"))
     }
 
     /// Inserts or updates one row. `values` holds one value per column. With

@@ -43,8 +43,10 @@ extension Replica {
     /// ```swift
     /// let id = try await replica.annotate(table: "facilities", key: "mp-10x", text: "capacity unconfirmed", tags: ["check"])
     /// ```
-    public func annotate(table: String, key: String, column: String? = nil, text: String,
-                         tags: [String] = [], replyTo: String? = nil) async throws -> String {
+    public func annotate(
+        table: String, key: String, column: String? = nil, text: String,
+        tags: [String] = [], replyTo: String? = nil
+    ) async throws -> String {
         guard local.role.canAnnotate else {
             throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only editors and annotators may annotate")
         }
@@ -73,13 +75,15 @@ extension Replica {
                 ("body", .text(text)), ("author", .text(local.name)), ("status", .text("open")),
                 ("reply_to", replyTo.map(Value.text) ?? .null), ("created", .text(ctx.hlc.iso8601)),
             ]
-            try batch.put(notes, key: id, columns: fields.map(\.0), slots: fields.map { notes.slots[$0.0]! },
-                          values: fields.map(\.1), onlyChanges: false)
+            try batch.put(
+                notes, key: id, columns: fields.map(\.0), slots: fields.map { notes.slots[$0.0]! },
+                values: fields.map(\.1), onlyChanges: false)
             let tagTable = try batch.table("_annotation_tags")
             for tag in cleanTags {
-                try batch.put(tagTable, key: "\(id):\(tag)", columns: ["annotation_id", "tag"],
-                              slots: [tagTable.slots["annotation_id"]!, tagTable.slots["tag"]!],
-                              values: [.text(id), .text(tag)], onlyChanges: false)
+                try batch.put(
+                    tagTable, key: "\(id):\(tag)", columns: ["annotation_id", "tag"],
+                    slots: [tagTable.slots["annotation_id"]!, tagTable.slots["tag"]!],
+                    values: [.text(id), .text(tag)], onlyChanges: false)
             }
             _ = try batch.finish()
             return id
@@ -113,10 +117,11 @@ extension Replica {
                 """
             args.append(f.limit ?? -1)
             return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map { r in
-                Annotation(id: r["id"], table: r["target_table"] ?? "", key: r["target_pk"] ?? "", column: r["target_column"],
-                           text: r["body"], author: r["author"] ?? "", status: r["status"], replyTo: r["reply_to"],
-                           created: r["created"] ?? "", tags: (r["tags"] as String?)?.split(separator: "\u{1F}").map(String.init) ?? [],
-                           targetExists: r["target_exists"])
+                Annotation(
+                    id: r["id"], table: r["target_table"] ?? "", key: r["target_pk"] ?? "", column: r["target_column"],
+                    text: r["body"], author: r["author"] ?? "", status: r["status"], replyTo: r["reply_to"],
+                    created: r["created"] ?? "", tags: (r["tags"] as String?)?.split(separator: "\u{1F}").map(String.init) ?? [],
+                    targetExists: r["target_exists"])
             }
         }
     }

@@ -33,8 +33,9 @@ extension Replica {
     public func registerSite(_ record: SiteRecord) async throws {
         try await write { db, state in
             let idx = try state.siteIndex(db, record.site)
-            try db.execute(sql: "UPDATE _lode_sites SET name = ?, role = ?, cert = ? WHERE id = ?",
-                           arguments: [record.name, record.role?.rawValue, record.certificate.map { Data($0) }, idx])
+            try db.execute(
+                sql: "UPDATE _lode_sites SET name = ?, role = ?, cert = ? WHERE id = ?",
+                arguments: [record.name, record.role?.rawValue, record.certificate.map { Data($0) }, idx])
         }
     }
 
@@ -42,9 +43,10 @@ extension Replica {
     public func sites() async throws -> [SiteRecord] {
         try await read { db in
             try Row.fetchAll(db, sql: "SELECT key, name, role, cert FROM _lode_sites").map { row in
-                SiteRecord(site: try SiteID(bytes: [UInt8](row["key"] as Data)), name: row["name"],
-                           role: (row["role"] as String?).flatMap(Role.init(rawValue:)),
-                           certificate: (row["cert"] as Data?).map { [UInt8]($0) })
+                SiteRecord(
+                    site: try SiteID(bytes: [UInt8](row["key"] as Data)), name: row["name"],
+                    role: (row["role"] as String?).flatMap(Role.init(rawValue:)),
+                    certificate: (row["cert"] as Data?).map { [UInt8]($0) })
             }
         }
     }
@@ -163,8 +165,9 @@ extension Replica {
     }
 
     private func reject(_ db: Database, _ commit: Commit, _ reason: String) throws -> ApplyResult {
-        try db.execute(sql: "INSERT INTO _lode_rejected(received, site, seq, reason, bytes) VALUES (?, ?, ?, ?, ?)",
-                       arguments: [Int64(wallClock()), Data(commit.author.bytes), Int64(commit.seq), reason, Data(commit.bytes)])
+        try db.execute(
+            sql: "INSERT INTO _lode_rejected(received, site, seq, reason, bytes) VALUES (?, ?, ?, ?, ?)",
+            arguments: [Int64(wallClock()), Data(commit.author.bytes), Int64(commit.seq), reason, Data(commit.bytes)])
         return .rejected(reason)
     }
 
@@ -193,8 +196,9 @@ extension Replica {
             }
             guard !conditions.isEmpty else { return [] }
             args.append(limit)
-            let cursor = try Row.fetchCursor(db, sql: "SELECT bytes FROM _lode_log WHERE \(conditions.joined(separator: " OR ")) ORDER BY id LIMIT ?",
-                                             arguments: StatementArguments(args))
+            let cursor = try Row.fetchCursor(
+                db, sql: "SELECT bytes FROM _lode_log WHERE \(conditions.joined(separator: " OR ")) ORDER BY id LIMIT ?",
+                arguments: StatementArguments(args))
             while let row = try cursor.next() {
                 out.append(try Commit(decoding: [UInt8](row["bytes"] as Data)))
             }

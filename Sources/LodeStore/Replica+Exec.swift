@@ -30,7 +30,9 @@ extension Replica {
         let heads = SQLLexer.leadingKeywords(sql)
         guard !heads.isEmpty else { throw StoreError.badInput("no SQL statement given") }
         for h in heads where !["INSERT", "UPDATE", "DELETE", "REPLACE", "WITH"].contains(h) {
-            throw StoreError.badInput("exec runs INSERT, UPDATE and DELETE only, not \(h.isEmpty ? "this statement" : h): use lode query to read and lode dataset alter to change the schema")
+            throw StoreError.badInput(
+                "exec runs INSERT, UPDATE and DELETE only, not \(h.isEmpty ? "this statement" : h): use lode query to read and lode dataset alter to change the schema"
+            )
         }
         return try await write { [self] db, state in
             let changes = try capture(db, state, sql)
@@ -71,7 +73,8 @@ extension Replica {
         case (.null, _):
             if def.notNull { throw StoreError.badInput("column \(table).\(def.name) is NOT NULL") }
         case (.integer, .integer), (.real, .real), (.text, .text), (.blob, .blob), (.integer, .real): break
-        case (.blob, .text), (.text, .blob), (.real, .text), (.integer, .text), (.integer, .blob), (.real, .blob), (.text, .real), (.text, .integer), (.real, .integer), (.blob, .integer), (.blob, .real):
+        case (.blob, .text), (.text, .blob), (.real, .text), (.integer, .text), (.integer, .blob), (.real, .blob), (.text, .real), (.text, .integer),
+            (.real, .integer), (.blob, .integer), (.blob, .real):
             throw StoreError.badInput("column \(table).\(def.name) is \(def.type.sqlName), and \(v.typeName) value \(shownValue(v)) does not fit")
         }
     }
@@ -103,7 +106,8 @@ extension Replica {
                 try db.execute(sql: sql)
             } catch let e as DatabaseError {
                 let msg = e.message ?? "\(e)"
-                let code: StoreError.Code = msg.hasPrefix("no such table") || msg.hasPrefix("no such column") || msg.contains("has no column") ? .notFound : .badInput
+                let code: StoreError.Code =
+                    msg.hasPrefix("no such table") || msg.hasPrefix("no such column") || msg.contains("has no column") ? .notFound : .badInput
                 throw StoreError(code, msg)
             }
             var n: Int32 = 0
@@ -125,7 +129,10 @@ extension Replica {
                 sqlite3changeset_op(iter, &tableName, &ncol, &op, &indirect)
                 let name = tableName.map { String(cString: $0) } ?? ""
                 guard let t = state.tables[name], !Identifier.isReserved(name) else {
-                    throw StoreError(.forbidden, "exec may change rows of user tables only, not \(name): \(name.hasPrefix("_annotation") ? "use lode annotate" : "it is managed by Lodestone")")
+                    throw StoreError(
+                        .forbidden,
+                        "exec may change rows of user tables only, not \(name): \(name.hasPrefix("_annotation") ? "use lode annotate" : "it is managed by Lodestone")"
+                    )
                 }
                 let cols = [t.primaryKey] + t.physical.map(\.name)
                 guard cols.count == Int(ncol) else { throw StoreError(.storage, "table \(name) changed shape during exec") }

@@ -42,16 +42,19 @@ extension Replica {
             guard let t = state.tables[table], !Identifier.isReserved(table) || Role.annotationTables.contains(table) else {
                 throw StoreError.notFound("no table \(table) in dataset \(self.dataset)")
             }
-            guard let row = try Row.fetchOne(db, sql: "SELECT cl, clocks, first_log FROM _lode_rows WHERE tbl = ? AND pk = ?", arguments: [t.id, key]) else {
+            guard
+                let row = try Row.fetchOne(db, sql: "SELECT cl, clocks, first_log FROM _lode_rows WHERE tbl = ? AND pk = ?", arguments: [t.id, key])
+            else {
                 throw StoreError.notFound("no row \(key) in table \(table): nothing was ever written to it")
             }
             let length = UInt64(row["cl"] as Int64)
             let clocks = try RowClocks(decoding: [UInt8](row["clocks"] as Data))
             var logs: [Int64] = [row["first_log"]]
             logs += try Int64.fetchAll(db, sql: "SELECT log FROM _lode_history WHERE tbl = ? AND pk = ? ORDER BY log", arguments: [t.id, key])
-            let names = try Dictionary(Row.fetchAll(db, sql: "SELECT key, name FROM _lode_sites").map {
-                (try SiteID(bytes: [UInt8]($0["key"] as Data)), $0["name"] as String?)
-            }, uniquingKeysWith: { a, _ in a })
+            let names = try Dictionary(
+                Row.fetchAll(db, sql: "SELECT key, name FROM _lode_sites").map {
+                    (try SiteID(bytes: [UInt8]($0["key"] as Data)), $0["name"] as String?)
+                }, uniquingKeysWith: { a, _ in a })
             var out: [HistoryEntry] = []
             for id in Set(logs).sorted() {
                 guard let bytes = try Data.fetchOne(db, sql: "SELECT bytes FROM _lode_log WHERE id = ?", arguments: [id]) else { continue }
@@ -65,14 +68,16 @@ extension Replica {
                             for (j, v) in p.row(i).enumerated() {
                                 let slot = t.slots[p.columns[j]]
                                 let current = slot.flatMap { clocks.stamp($0) }
-                                let won = current == LocalStamp(length: p.lengths[i], hlc: c.hlc.rawValue, site: siteIndex ?? -1, seq: c.seq)
+                                let won =
+                                    current == LocalStamp(length: p.lengths[i], hlc: c.hlc.rawValue, site: siteIndex ?? -1, seq: c.seq)
                                     && p.lengths[i] == length
                                 out.append(HistoryEntry(time: c.hlc.iso8601, site: site, seq: c.seq, column: p.columns[j], value: v, won: won))
                             }
                         }
                     case .delete(let d) where d.table == table:
                         for i in 0..<d.keys.count where d.keys[i] == key {
-                            out.append(HistoryEntry(time: c.hlc.iso8601, site: site, seq: c.seq, column: nil, value: nil, won: d.lengths[i] == length))
+                            out.append(
+                                HistoryEntry(time: c.hlc.iso8601, site: site, seq: c.seq, column: nil, value: nil, won: d.lengths[i] == length))
                         }
                     default: break
                     }
@@ -91,9 +96,10 @@ extension Replica {
     /// Concurrent writes to one cell that this replica has seen, newest first.
     public func conflicts(includeResolved: Bool = false) async throws -> [ConflictRecord] {
         try await read { db in
-            let names = try Dictionary(Row.fetchAll(db, sql: "SELECT id, coalesce(name, hex(substr(key, 1, 4))) AS n FROM _lode_sites").map {
-                ($0["id"] as Int64, ($0["n"] as String).lowercased())
-            }, uniquingKeysWith: { a, _ in a })
+            let names = try Dictionary(
+                Row.fetchAll(db, sql: "SELECT id, coalesce(name, hex(substr(key, 1, 4))) AS n FROM _lode_sites").map {
+                    ($0["id"] as Int64, ($0["n"] as String).lowercased())
+                }, uniquingKeysWith: { a, _ in a })
             let sql = """
                 SELECT * FROM _lode_conflicts \(includeResolved ? "" : "WHERE resolved_seq IS NULL") ORDER BY id DESC
                 """

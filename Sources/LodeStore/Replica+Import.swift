@@ -32,8 +32,10 @@ extension Replica {
     /// ```swift
     /// let report = try await replica.importCSV(table: "facilities", path: "facilities.csv")
     /// ```
-    public func importCSV(table: String, path: String,
-                          progress: (@Sendable (Progress) -> Void)? = nil) async throws -> ImportReport {
+    public func importCSV(
+        table: String, path: String,
+        progress: (@Sendable (Progress) -> Void)? = nil
+    ) async throws -> ImportReport {
         guard local.role.canEdit else {
             throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only an editor may import rows")
         }
@@ -130,7 +132,9 @@ struct ImportPlan {
         }
         let key = fields[keyIndex]
         guard !key.isEmpty else { throw StoreError.badInput("line \(line): the primary key \(table) is empty") }
-        guard key.utf8.count <= Op.maxKeyBytes else { throw StoreError.badInput("line \(line): the primary key is longer than \(Op.maxKeyBytes) bytes") }
+        guard key.utf8.count <= Op.maxKeyBytes else {
+            throw StoreError.badInput("line \(line): the primary key is longer than \(Op.maxKeyBytes) bytes")
+        }
         var values: [Value] = []
         values.reserveCapacity(columns.count)
         for j in 0..<columns.count {

@@ -33,11 +33,13 @@ extension Replica {
             let name = t.count > 1 ? t[1].text.uppercased() : ""
             let isAssignment = t.contains { $0.kind == .other && $0.text == "=" }
             if readPragmas.contains(name) && !isAssignment { return }
-            throw StoreError.badInput("query may run read-only pragmas only (table_info, index_list, integrity_check, …), not PRAGMA \(name.lowercased())")
+            throw StoreError.badInput(
+                "query may run read-only pragmas only (table_info, index_list, integrity_check, …), not PRAGMA \(name.lowercased())")
         case "INSERT", "UPDATE", "DELETE", "REPLACE":
             throw StoreError.badInput("query is read-only and \(head) writes: use lode exec to change rows")
         default:
-            throw StoreError.badInput("query is read-only and runs SELECT, WITH, VALUES, EXPLAIN or a read-only PRAGMA, not \(head.isEmpty ? "this statement" : head)")
+            throw StoreError.badInput(
+                "query is read-only and runs SELECT, WITH, VALUES, EXPLAIN or a read-only PRAGMA, not \(head.isEmpty ? "this statement" : head)")
         }
     }
 
@@ -83,7 +85,8 @@ extension Replica {
     public func export(table: String, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
         let tables = try await schema()
         guard let t = tables.first(where: { $0.name == table }) else {
-            throw StoreError.notFound("no table \(table) in dataset \(dataset)" + (tables.isEmpty ? "" : " (tables: \(tables.map(\.name).joined(separator: ", ")))"))
+            throw StoreError.notFound(
+                "no table \(table) in dataset \(dataset)" + (tables.isEmpty ? "" : " (tables: \(tables.map(\.name).joined(separator: ", ")))"))
         }
         let cols = ([t.primaryKey] + t.orderedColumns.map(\.name)).map(quote).joined(separator: ", ")
         try await read { db in
@@ -132,17 +135,22 @@ extension Replica {
                     continue
                 }
                 guard def.primaryKey == existing.primaryKey else {
-                    throw StoreError.badInput("table \(def.name): the primary key is \(existing.primaryKey); it cannot be renamed to \(def.primaryKey)")
+                    throw StoreError.badInput(
+                        "table \(def.name): the primary key is \(existing.primaryKey); it cannot be renamed to \(def.primaryKey)")
                 }
                 let declared = Set(def.columns.map(\.name))
                 if let missing = existing.orderedColumns.first(where: { !declared.contains($0.name) }) {
-                    throw StoreError.badInput("table \(def.name): column \(missing.name) is missing from the new schema; columns cannot be dropped or renamed, because replicas that are offline still write them")
+                    throw StoreError.badInput(
+                        "table \(def.name): column \(missing.name) is missing from the new schema; columns cannot be dropped or renamed, because replicas that are offline still write them"
+                    )
                 }
                 var added: [ColumnDef] = []
                 for c in def.columns {
                     if let e = existing.columns[c.name]?.def {
                         guard e == c else {
-                            throw StoreError.badInput("table \(def.name): column \(c.name) is \(describe(e)) and cannot become \(describe(c)): a type or default change cannot be merged with writes made offline")
+                            throw StoreError.badInput(
+                                "table \(def.name): column \(c.name) is \(describe(e)) and cannot become \(describe(c)): a type or default change cannot be merged with writes made offline"
+                            )
                         }
                     } else {
                         added.append(c)

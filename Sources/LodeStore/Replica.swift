@@ -79,10 +79,13 @@ public final class Replica: @unchecked Sendable {
 
     /// Creates a new dataset file and commits the definitions of `tables`.
     /// Refuses if the file exists.
-    public static func create(at path: String, dataset: String, local: LocalSite, tables: [TableDef],
-                              wallClock: @escaping @Sendable () -> UInt64 = Replica.systemWallClock) async throws -> Replica {
+    public static func create(
+        at path: String, dataset: String, local: LocalSite, tables: [TableDef],
+        wallClock: @escaping @Sendable () -> UInt64 = Replica.systemWallClock
+    ) async throws -> Replica {
         guard Identifier.isValidDataset(dataset) else {
-            throw StoreError.badInput("\"\(dataset)\" is not a valid dataset name: use lowercase letters, digits, '-', '_' and '.', starting with a letter or digit")
+            throw StoreError.badInput(
+                "\"\(dataset)\" is not a valid dataset name: use lowercase letters, digits, '-', '_' and '.', starting with a letter or digit")
         }
         guard !FileManager.default.fileExists(atPath: path) else {
             throw StoreError(.alreadyExists, "dataset \(dataset) already exists")
@@ -109,8 +112,10 @@ public final class Replica: @unchecked Sendable {
 
     /// Opens a dataset file, creating an empty replica (no tables) if none
     /// exists: how a replica of a dataset first heard of from a peer begins.
-    public static func open(at path: String, dataset: String, local: LocalSite,
-                            wallClock: @escaping @Sendable () -> UInt64 = Replica.systemWallClock) throws -> Replica {
+    public static func open(
+        at path: String, dataset: String, local: LocalSite,
+        wallClock: @escaping @Sendable () -> UInt64 = Replica.systemWallClock
+    ) throws -> Replica {
         let pool: DatabasePool
         do {
             pool = try DatabasePool(path: path, configuration: configuration())
@@ -131,8 +136,9 @@ public final class Replica: @unchecked Sendable {
                 }
             } else {
                 try db.execute(sql: DatasetFormat.bootstrap)
-                try db.execute(sql: "INSERT INTO _lode_meta(key, value) VALUES ('dataset', ?), ('format', ?)",
-                               arguments: [dataset, DatasetFormat.version])
+                try db.execute(
+                    sql: "INSERT INTO _lode_meta(key, value) VALUES ('dataset', ?), ('format', ?)",
+                    arguments: [dataset, DatasetFormat.version])
                 let state = WriterState(dataset: dataset)
                 let genesis = SchemaStamp(hlc: .zero, site: DatasetFormat.genesisSite)
                 for def in DatasetFormat.systemTables { try state.define(db, def, stamp: genesis) }
@@ -140,8 +146,9 @@ public final class Replica: @unchecked Sendable {
             }
             let state = try WriterState.load(db, dataset: dataset)
             let idx = try state.siteIndex(db, local.site)
-            try db.execute(sql: "UPDATE _lode_sites SET name = ?, role = ?, cert = ? WHERE id = ?",
-                           arguments: [local.name, local.role.rawValue, Data(local.certificate), idx])
+            try db.execute(
+                sql: "UPDATE _lode_sites SET name = ?, role = ?, cert = ? WHERE id = ?",
+                arguments: [local.name, local.role.rawValue, Data(local.certificate), idx])
             replica.writerState = state
             replica.published.withLock { $0 = state.vector }
 
@@ -262,17 +269,20 @@ extension Replica {
         let head = state.heads[local.site] ?? .empty
         let commit = try local.writer.commit(dataset: dataset, ops: pending.ops, hlc: pending.context.hlc, head: head, held: state.vector)
         precondition(commit.seq == pending.context.seq)
-        try storeCommit(db, state, commit, logID: pending.context.logID, site: pending.context.site,
-                        past: FeedRules.causalPast(of: commit, previous: head.vector))
+        try storeCommit(
+            db, state, commit, logID: pending.context.logID, site: pending.context.site,
+            past: FeedRules.causalPast(of: commit, previous: head.vector))
         return commit
     }
 
     /// Appends a commit to the log and advances its feed.
     func storeCommit(_ db: Database, _ state: WriterState, _ commit: Commit, logID: Int64, site: Int64, past: VersionVector) throws {
-        try db.execute(sql: "INSERT INTO _lode_log(id, site, seq, hlc, hash, bytes) VALUES (?, ?, ?, ?, ?, ?)",
-                       arguments: [logID, site, Int64(commit.seq), Int64(bitPattern: commit.hlc.rawValue), Data(commit.hash), Data(commit.bytes)])
-        try db.execute(sql: "INSERT OR REPLACE INTO _lode_feeds(site, seq, hash, vector) VALUES (?, ?, ?, ?)",
-                       arguments: [site, Int64(commit.seq), Data(commit.hash), Data(encodeVector(past))])
+        try db.execute(
+            sql: "INSERT INTO _lode_log(id, site, seq, hlc, hash, bytes) VALUES (?, ?, ?, ?, ?, ?)",
+            arguments: [logID, site, Int64(commit.seq), Int64(bitPattern: commit.hlc.rawValue), Data(commit.hash), Data(commit.bytes)])
+        try db.execute(
+            sql: "INSERT OR REPLACE INTO _lode_feeds(site, seq, hash, vector) VALUES (?, ?, ?, ?)",
+            arguments: [site, Int64(commit.seq), Data(commit.hash), Data(encodeVector(past))])
         state.heads[commit.author] = FeedHead(seq: commit.seq, hash: commit.hash, vector: past)
         state.vector[commit.author] = commit.seq
         state.nextLogID = logID + 1

@@ -27,8 +27,10 @@ struct RowClocks: Equatable {
             let ng = try r.readCount(limit: 1 << 16, "stamp groups")
             groups.reserveCapacity(ng)
             for _ in 0..<ng {
-                groups.append(LocalStamp(length: try r.readVarint(), hlc: try r.readVarint(),
-                                         site: Int64(try r.readVarint()), seq: try r.readVarint()))
+                groups.append(
+                    LocalStamp(
+                        length: try r.readVarint(), hlc: try r.readVarint(),
+                        site: Int64(try r.readVarint()), seq: try r.readVarint()))
             }
             let ns = try r.readCount(limit: Limits.maxColumns, "slots")
             slots.reserveCapacity(ns)

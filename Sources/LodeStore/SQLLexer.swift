@@ -57,8 +57,10 @@ enum SQLLexer {
                     i += 1
                 }
                 i = min(b.count, i + 1)
-                out.append(SQLToken(kind: c == UInt8(ascii: "'") ? .string : .quotedName,
-                                    text: String(decoding: content, as: UTF8.self), offset: start))
+                out.append(
+                    SQLToken(
+                        kind: c == UInt8(ascii: "'") ? .string : .quotedName,
+                        text: String(decoding: content, as: UTF8.self), offset: start))
             } else if c == UInt8(ascii: ";") {
                 out.append(SQLToken(kind: .semicolon, text: ";", offset: i))
                 i += 1

@@ -54,13 +54,17 @@ public enum SchemaParser {
             case "CHECK":
                 throw StoreError.badInput("table \(name): CHECK constraints cannot be honoured when concurrent edits merge; remove them")
             case "REFERENCES", "FOREIGN":
-                throw StoreError.badInput("table \(name): foreign keys cannot be honoured when a referenced row is deleted at another site; store the key as a plain column")
+                throw StoreError.badInput(
+                    "table \(name): foreign keys cannot be honoured when a referenced row is deleted at another site; store the key as a plain column"
+                )
             case "AUTOINCREMENT":
-                throw StoreError.badInput("table \(name): AUTOINCREMENT cannot work across sites that insert offline; use a text primary key such as a UUID")
+                throw StoreError.badInput(
+                    "table \(name): AUTOINCREMENT cannot work across sites that insert offline; use a text primary key such as a UUID")
             case "COLLATE":
                 throw StoreError.badInput("table \(name): COLLATE is not supported; remove it")
             case "UNIQUE":
-                throw StoreError.badInput("table \(name): UNIQUE beyond the primary key cannot be honoured when two sites insert the same value offline; remove it")
+                throw StoreError.badInput(
+                    "table \(name): UNIQUE beyond the primary key cannot be honoured when two sites insert the same value offline; remove it")
             case "AS" where i > 2 && word(i + 1) == "SELECT":
                 throw StoreError.badInput("table \(name): CREATE TABLE … AS SELECT is not supported; declare the columns")
             case "GENERATED":
@@ -84,7 +88,8 @@ public enum SchemaParser {
             throw StoreError.badInput("table \(name) has no primary key: declare one TEXT PRIMARY KEY column")
         }
         guard pkCount == 1 else {
-            throw StoreError.badInput("table \(name) has a composite primary key: Lodestone rows have one text key; combine the columns into one key column")
+            throw StoreError.badInput(
+                "table \(name) has a composite primary key: Lodestone rows have one text key; combine the columns into one key column")
         }
         var pk = ""
         var columns: [ColumnDef] = []
@@ -92,7 +97,8 @@ public enum SchemaParser {
             let rawColumn: String = row["name"]
             let colName = rawColumn.lowercased()
             guard Identifier.isValid(colName), !Identifier.isReserved(colName) || colName == "_" else {
-                throw StoreError.badInput("column name \"\(rawColumn)\" in table \(name) is not allowed: use letters, digits and _, starting with a letter")
+                throw StoreError.badInput(
+                    "column name \"\(rawColumn)\" in table \(name) is not allowed: use letters, digits and _, starting with a letter")
             }
             let hidden: Int = row["hidden"]
             guard hidden == 0 else { throw StoreError.badInput("table \(name): generated column \(colName) is not supported") }
@@ -103,7 +109,9 @@ public enum SchemaParser {
             }
             if (row["pk"] as Int? ?? 0) > 0 {
                 guard type == .text else {
-                    throw StoreError.badInput("the primary key \(name).\(colName) is \(type.sqlName): Lodestone needs a TEXT primary key (integer keys collide between sites that insert offline)")
+                    throw StoreError.badInput(
+                        "the primary key \(name).\(colName) is \(type.sqlName): Lodestone needs a TEXT primary key (integer keys collide between sites that insert offline)"
+                    )
                 }
                 pk = colName
                 continue
@@ -118,13 +126,16 @@ public enum SchemaParser {
             }
             let notNull: Bool = row["notnull"]
             if notNull && dflt.isNull {
-                throw StoreError.badInput("column \(name).\(colName) is NOT NULL without a DEFAULT: a row inserted at one site while another adds the column would have no value; add a DEFAULT")
+                throw StoreError.badInput(
+                    "column \(name).\(colName) is NOT NULL without a DEFAULT: a row inserted at one site while another adds the column would have no value; add a DEFAULT"
+                )
             }
             columns.append(ColumnDef(name: colName, type: type, notNull: notNull, defaultValue: dflt))
         }
         let indexes = try Row.fetchAll(db, sql: "PRAGMA index_list(\(quote(rawName)))")
         if indexes.contains(where: { ($0["origin"] as String?) == "u" }) {
-            throw StoreError.badInput("table \(name): UNIQUE beyond the primary key cannot be honoured when two sites insert the same value offline; remove it")
+            throw StoreError.badInput(
+                "table \(name): UNIQUE beyond the primary key cannot be honoured when two sites insert the same value offline; remove it")
         }
         if try !Row.fetchAll(db, sql: "PRAGMA foreign_key_list(\(quote(rawName)))").isEmpty {
             throw StoreError.badInput("table \(name): foreign keys cannot be honoured when a referenced row is deleted at another site")

@@ -50,7 +50,8 @@ final class TableState {
     func insert(_ db: Database) throws -> RawStatement {
         if let s = insertStatement { return s }
         let cols = [primaryKey] + physical.map(\.name)
-        let sql = "INSERT OR REPLACE INTO \(quote(name)) (\(cols.map(quote).joined(separator: ", "))) VALUES (\(cols.map { _ in "?" }.joined(separator: ", ")))"
+        let sql =
+            "INSERT OR REPLACE INTO \(quote(name)) (\(cols.map(quote).joined(separator: ", "))) VALUES (\(cols.map { _ in "?" }.joined(separator: ", ")))"
         let s = try RawStatement(db, sql)
         insertStatement = s
         return s

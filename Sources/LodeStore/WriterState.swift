@@ -35,8 +35,9 @@ final class WriterState {
         }
         for row in try Row.fetchAll(db, sql: "SELECT site, seq, hash, vector FROM _lode_feeds") {
             guard let key = s.siteKeys[row["site"]] else { continue }
-            let head = FeedHead(seq: UInt64(row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
-                                vector: try decodeVector([UInt8](row["vector"] as Data)))
+            let head = FeedHead(
+                seq: UInt64(row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
+                vector: try decodeVector([UInt8](row["vector"] as Data)))
             s.heads[key] = head
             s.vector[key] = head.seq
         }
@@ -55,7 +56,8 @@ final class WriterState {
                 schema.columns[def.name] = TableSchema.Column(
                     def: def,
                     stamp: SchemaStamp(hlc: HLC(rawValue: UInt64(bitPattern: c["hlc"])), site: try SiteID(bytes: [UInt8](c["site"] as Data))),
-                    firstStamp: SchemaStamp(hlc: HLC(rawValue: UInt64(bitPattern: c["first_hlc"])), site: try SiteID(bytes: [UInt8](c["first_site"] as Data))),
+                    firstStamp: SchemaStamp(
+                        hlc: HLC(rawValue: UInt64(bitPattern: c["first_hlc"])), site: try SiteID(bytes: [UInt8](c["first_site"] as Data))),
                     ordinal: c["first_ordinal"])
                 slots[def.name] = c["slot"]
             }
@@ -117,8 +119,9 @@ final class WriterState {
             t.refresh()
         } else {
             let schema = TableSchema(def, stamp: stamp)
-            try db.execute(sql: "INSERT INTO _lode_tables(name, pk, hlc, site) VALUES (?, ?, ?, ?)",
-                           arguments: [def.name, def.primaryKey, Int64(bitPattern: stamp.hlc.rawValue), Data(stamp.site.bytes)])
+            try db.execute(
+                sql: "INSERT INTO _lode_tables(name, pk, hlc, site) VALUES (?, ?, ?, ?)",
+                arguments: [def.name, def.primaryKey, Int64(bitPattern: stamp.hlc.rawValue), Data(stamp.site.bytes)])
             let id = db.lastInsertedRowID
             var slots: [String: Int] = [:]
             for (i, c) in def.columns.enumerated() where schema.columns[c.name] != nil { slots[c.name] = i }
@@ -131,15 +134,20 @@ final class WriterState {
     }
 
     private func persistSchema(_ db: Database, _ t: TableState) throws {
-        try db.execute(sql: "UPDATE _lode_tables SET pk = ?, hlc = ?, site = ? WHERE id = ?",
-                       arguments: [t.schema.primaryKey, Int64(bitPattern: t.schema.stamp.hlc.rawValue), Data(t.schema.stamp.site.bytes), t.id])
+        try db.execute(
+            sql: "UPDATE _lode_tables SET pk = ?, hlc = ?, site = ? WHERE id = ?",
+            arguments: [t.schema.primaryKey, Int64(bitPattern: t.schema.stamp.hlc.rawValue), Data(t.schema.stamp.site.bytes), t.id])
         for (name, col) in t.schema.columns {
-            try db.execute(sql: """
-                INSERT OR REPLACE INTO _lode_columns(tbl, slot, name, type, not_null, dflt, hlc, site, first_hlc, first_site, first_ordinal)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [t.id, t.slots[name]!, name, Int(col.def.type.rawValue), col.def.notNull, Data(col.def.defaultValue.encoded),
-                                 Int64(bitPattern: col.stamp.hlc.rawValue), Data(col.stamp.site.bytes),
-                                 Int64(bitPattern: col.firstStamp.hlc.rawValue), Data(col.firstStamp.site.bytes), col.ordinal])
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO _lode_columns(tbl, slot, name, type, not_null, dflt, hlc, site, first_hlc, first_site, first_ordinal)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    t.id, t.slots[name]!, name, Int(col.def.type.rawValue), col.def.notNull, Data(col.def.defaultValue.encoded),
+                    Int64(bitPattern: col.stamp.hlc.rawValue), Data(col.stamp.site.bytes),
+                    Int64(bitPattern: col.firstStamp.hlc.rawValue), Data(col.firstStamp.site.bytes), col.ordinal,
+                ])
         }
     }
 
@@ -179,7 +187,9 @@ final class WriterState {
 
     private func writeRow(_ db: Database, _ t: TableState, _ key: String, _ meta: RowMeta, logID: Int64, existed: Bool) throws {
         if upsertRow == nil {
-            upsertRow = try RawStatement(db, """
+            upsertRow = try RawStatement(
+                db,
+                """
                 INSERT INTO _lode_rows(tbl, pk, cl, clocks, first_log) VALUES (?1, ?2, ?3, ?4, ?5)
                 ON CONFLICT(tbl, pk) DO UPDATE SET cl = ?3, clocks = ?4
                 """)
@@ -214,8 +224,10 @@ final class WriterState {
     /// Applies one row of a put: merges causal length and cells, records
     /// conflicts between concurrent writes, and updates the SQLite row.
     /// `slots` are the table slots of the written columns.
-    func put(_ db: Database, _ t: TableState, key: String, length: UInt64, slots: [Int],
-             values: ArraySlice<Value>, meta readMeta: RowMeta? = nil, _ ctx: CommitContext) throws {
+    func put(
+        _ db: Database, _ t: TableState, key: String, length: UInt64, slots: [Int],
+        values: ArraySlice<Value>, meta readMeta: RowMeta? = nil, _ ctx: CommitContext
+    ) throws {
         var meta = try readMeta ?? readRow(db, t, key)
         let existed = meta.exists
         let oldLength = meta.length
@@ -230,7 +242,8 @@ final class WriterState {
             let visible = length == newLength
             if replaces(incoming, existing) {
                 if visible, let e = existing, e.length == length, let past = ctx.past,
-                   isConcurrent(e, past: past, site: ctx.site) {
+                    isConcurrent(e, past: past, site: ctx.site)
+                {
                     let loser = try currentValue(db, t, key, slot: slot)
                     try recordConflict(db, t, key, slot: slot, winner: incoming, winnerValue: values[v], loser: e, loserValue: loser)
                     meta.clocks.setConflict(slot, true)
@@ -241,7 +254,8 @@ final class WriterState {
                 meta.clocks.set(slot, group: group)
                 winners.append(j)
             } else if visible, let e = existing, e.length == length, let past = ctx.past,
-                      isConcurrent(e, past: past, site: ctx.site) {
+                isConcurrent(e, past: past, site: ctx.site)
+            {
                 let winnerValue = try currentValue(db, t, key, slot: slot)
                 try recordConflict(db, t, key, slot: slot, winner: e, winnerValue: winnerValue, loser: incoming, loserValue: values[v])
                 meta.clocks.setConflict(slot, true)
@@ -305,25 +319,34 @@ final class WriterState {
         return try s.step(db) ? s.value(0) : .null
     }
 
-    private func recordConflict(_ db: Database, _ t: TableState, _ key: String, slot: Int,
-                                winner: LocalStamp, winnerValue: Value, loser: LocalStamp, loserValue: Value) throws {
-        try db.execute(sql: """
-            INSERT INTO _lode_conflicts(tbl, pk, col, winner_value, winner_site, winner_seq, winner_hlc,
-                                        loser_value, loser_site, loser_seq, loser_hlc, detected)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [t.name, key, t.bySlot[slot]!.name, winnerValue.databaseValue, winner.site, Int64(winner.seq),
-                             Int64(bitPattern: winner.hlc), loserValue.databaseValue, loser.site, Int64(loser.seq),
-                             Int64(bitPattern: loser.hlc), Int64(bitPattern: clock.last.rawValue)])
+    private func recordConflict(
+        _ db: Database, _ t: TableState, _ key: String, slot: Int,
+        winner: LocalStamp, winnerValue: Value, loser: LocalStamp, loserValue: Value
+    ) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO _lode_conflicts(tbl, pk, col, winner_value, winner_site, winner_seq, winner_hlc,
+                                            loser_value, loser_site, loser_seq, loser_hlc, detected)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                t.name, key, t.bySlot[slot]!.name, winnerValue.databaseValue, winner.site, Int64(winner.seq),
+                Int64(bitPattern: winner.hlc), loserValue.databaseValue, loser.site, Int64(loser.seq),
+                Int64(bitPattern: loser.hlc), Int64(bitPattern: clock.last.rawValue),
+            ])
     }
 
     /// A write that has seen both sides of a conflict resolves it.
     private func resolveConflicts(_ db: Database, _ t: TableState, _ key: String, slot: Int, _ clocks: inout RowClocks, _ ctx: CommitContext) throws {
         let column = t.bySlot[slot]!.name
         var open = 0
-        for row in try Row.fetchAll(db, sql: """
-            SELECT id, winner_site, winner_seq, loser_site, loser_seq FROM _lode_conflicts
-            WHERE tbl = ? AND pk = ? AND col = ? AND resolved_seq IS NULL
-            """, arguments: [t.name, key, column]) {
+        for row in try Row.fetchAll(
+            db,
+            sql: """
+                SELECT id, winner_site, winner_seq, loser_site, loser_seq FROM _lode_conflicts
+                WHERE tbl = ? AND pk = ? AND col = ? AND resolved_seq IS NULL
+                """, arguments: [t.name, key, column])
+        {
             let saw: Bool
             if let past = ctx.past {
                 func covers(_ site: Int64, _ seq: Int64) -> Bool {
@@ -335,8 +358,9 @@ final class WriterState {
                 saw = true  // a local write has seen everything this replica holds
             }
             if saw {
-                try db.execute(sql: "UPDATE _lode_conflicts SET resolved_site = ?, resolved_seq = ? WHERE id = ?",
-                               arguments: [ctx.site, Int64(ctx.seq), row["id"] as Int64])
+                try db.execute(
+                    sql: "UPDATE _lode_conflicts SET resolved_site = ?, resolved_seq = ? WHERE id = ?",
+                    arguments: [ctx.site, Int64(ctx.seq), row["id"] as Int64])
             } else {
                 open += 1
             }

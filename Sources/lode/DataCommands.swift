@@ -27,7 +27,8 @@ struct DatasetCreate: AsyncParsableCommand {
     @OptionGroup var node: NodeOptions
 
     func run() async throws {
-        let info = try await node.client().call(.POST, "/datasets", json: API.CreateDataset(name: name, schema: try readFile(schema)), as: API.DatasetInfo.self)
+        let info = try await node.client().call(
+            .POST, "/datasets", json: API.CreateDataset(name: name, schema: try readFile(schema)), as: API.DatasetInfo.self)
         out("created dataset \(info.name) with tables \(info.tables.map(\.name).joined(separator: ", "))\n")
     }
 }
@@ -68,7 +69,8 @@ struct DatasetAlter: AsyncParsableCommand {
     @OptionGroup var node: NodeOptions
 
     func run() async throws {
-        let r = try await node.client().call(.POST, "/datasets/\(percentEncode(name))/alter", json: API.AlterDataset(schema: try readFile(schema)), as: API.AlterResult.self)
+        let r = try await node.client().call(
+            .POST, "/datasets/\(percentEncode(name))/alter", json: API.AlterDataset(schema: try readFile(schema)), as: API.AlterResult.self)
         if r.addedTables.isEmpty && r.addedColumns.isEmpty {
             out("nothing to add: \(name) already has every table and column\n")
         } else {
@@ -133,8 +135,9 @@ struct QueryCommand: AsyncParsableCommand {
         let client = node.client()
         let body = try JSONEncoder().encode(API.SQLRequest(sql: sql))
         try await printResult(client, format.resolved) { wire in
-            try await client.request(.POST, "/datasets/\(percentEncode(name))/query", query: ["format": wire.rawValue],
-                                     body: .bytes(ByteBuffer(bytes: body)))
+            try await client.request(
+                .POST, "/datasets/\(percentEncode(name))/query", query: ["format": wire.rawValue],
+                body: .bytes(ByteBuffer(bytes: body)))
         }
     }
 }
@@ -218,8 +221,9 @@ struct ImportCommand: AsyncParsableCommand {
             progress.show("uploading \(file): \(Int(Double(sent) / Double(max(size, 1)) * 100))% of \(formatBytes(size))")
         }
         let client = node.client()
-        let response = try await client.request(.POST, "/datasets/\(percentEncode(name))/tables/\(percentEncode(table))/import",
-                                                body: .stream(chunks, length: .known(Int64(size))), contentType: "text/csv")
+        let response = try await client.request(
+            .POST, "/datasets/\(percentEncode(name))/tables/\(percentEncode(table))/import",
+            body: .stream(chunks, length: .known(Int64(size))), contentType: "text/csv")
         try await client.checkStreaming(response)
         var splitter = LineSplitter()
         var result: API.ImportResult?
@@ -240,7 +244,9 @@ struct ImportCommand: AsyncParsableCommand {
         if let failure { throw CLIError.failed(failure.message) }
         guard let result else { throw CLIError.failed("the node stopped before the import finished; nothing was imported") }
         if stderrIsTerminal {
-            note("imported \(formatCount(result.rowsRead)) rows into \(name).\(table) (\(formatCount(result.rowsChanged)) new or changed, \(result.commits) commits)")
+            note(
+                "imported \(formatCount(result.rowsRead)) rows into \(name).\(table) (\(formatCount(result.rowsChanged)) new or changed, \(result.commits) commits)"
+            )
         }
         out("\(result.rowsRead)\n")
     }

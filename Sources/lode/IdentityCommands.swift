@@ -4,7 +4,8 @@ import LodeCore
 import LodeNode
 
 struct CAGroup: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ca", abstract: "Manage the cluster certificate authority.", subcommands: [CAInit.self])
+    static let configuration = CommandConfiguration(
+        commandName: "ca", abstract: "Manage the cluster certificate authority.", subcommands: [CAInit.self])
 }
 
 struct CAInit: ParsableCommand {

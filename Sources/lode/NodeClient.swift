@@ -14,8 +14,10 @@ struct NodeClient: Sendable {
         return CLIError(message: "cannot reach the node at \(socket): is it running? Start it with `\(hint)`.", exitCode: 3)
     }
 
-    func request(_ method: HTTPMethod, _ path: String, query: [String: String?] = [:], body: HTTPClientRequest.Body? = nil,
-                 contentType: String = "application/json") async throws -> HTTPClientResponse {
+    func request(
+        _ method: HTTPMethod, _ path: String, query: [String: String?] = [:], body: HTTPClientRequest.Body? = nil,
+        contentType: String = "application/json"
+    ) async throws -> HTTPClientResponse {
         var uri = API.prefix + path
         let items = query.compactMap { k, v in v.map { "\(k)=\(percentEncode($0))" } }.sorted()
         if !items.isEmpty { uri += "?" + items.joined(separator: "&") }
@@ -42,8 +44,10 @@ struct NodeClient: Sendable {
 
     /// Sends a request and decodes a JSON answer, turning error answers
     /// into a CLIError with the node's message.
-    func call<T: Decodable>(_ method: HTTPMethod, _ path: String, query: [String: String?] = [:], json body: (some Encodable)? = Optional<Int>.none,
-                            as: T.Type) async throws -> T {
+    func call<T: Decodable>(
+        _ method: HTTPMethod, _ path: String, query: [String: String?] = [:], json body: (some Encodable)? = Optional<Int>.none,
+        as: T.Type
+    ) async throws -> T {
         let data = try await callRaw(method, path, query: query, json: body)
         do {
             return try JSONDecoder().decode(T.self, from: data)
@@ -53,7 +57,9 @@ struct NodeClient: Sendable {
     }
 
     /// Sends a request and returns the raw answer body.
-    func callRaw(_ method: HTTPMethod, _ path: String, query: [String: String?] = [:], json body: (some Encodable)? = Optional<Int>.none) async throws -> Data {
+    func callRaw(
+        _ method: HTTPMethod, _ path: String, query: [String: String?] = [:], json body: (some Encodable)? = Optional<Int>.none
+    ) async throws -> Data {
         let b = try body.map { HTTPClientRequest.Body.bytes(ByteBuffer(bytes: try JSONEncoder().encode($0))) }
         let response = try await request(method, path, query: query, body: b)
         let bytes = try await response.body.collect(upTo: 256 << 20)

@@ -4,7 +4,10 @@ import LodeProtocol
 
 /// Where the node is: `--data-dir` (its Unix socket).
 struct NodeOptions: ParsableArguments {
-    @Option(name: .customLong("data-dir"), help: ArgumentHelp("The node's data directory (default: $LODE_DATA_DIR, else $XDG_DATA_HOME/lode, else ~/.local/share/lode).", valueName: "DIR"))
+    @Option(
+        name: .customLong("data-dir"),
+        help: ArgumentHelp(
+            "The node's data directory (default: $LODE_DATA_DIR, else $XDG_DATA_HOME/lode, else ~/.local/share/lode).", valueName: "DIR"))
     var dataDir: String?
 
     /// The data directory to use.

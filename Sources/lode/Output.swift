@@ -25,11 +25,12 @@ struct RecordPrinter {
         var widths = columns.map { $0.count }
         for r in cells { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
         let numeric = columns.indices.map { i in
-            !rows.isEmpty && rows.allSatisfy { r in
-                if case .integer = r[i] { return true }
-                if case .real = r[i] { return true }
-                return r[i].isNull
-            }
+            !rows.isEmpty
+                && rows.allSatisfy { r in
+                    if case .integer = r[i] { return true }
+                    if case .real = r[i] { return true }
+                    return r[i].isNull
+                }
         }
         func line(_ values: [String]) -> String {
             values.enumerated().map { i, v in

@@ -46,12 +46,15 @@ struct AnnotationsCommand: AsyncParsableCommand {
     @OptionGroup var format: FormatOption
 
     func run() async throws {
-        let list = try await node.client().call(.GET, "/datasets/\(percentEncode(name))/annotations",
-                                                query: ["table": table, "pk": pk, "tag": tag, "search": search], as: [API.Annotation].self)
+        let list = try await node.client().call(
+            .GET, "/datasets/\(percentEncode(name))/annotations",
+            query: ["table": table, "pk": pk, "tag": tag, "search": search], as: [API.Annotation].self)
         if format.resolved == .json { return try printJSON(list) }
         let rows: [[Value]] = list.map { a in
-            [.text(a.id), .text(a.created), .text(a.author), .text(a.table), .text(a.pk), a.column.map(Value.text) ?? .null,
-             .text(a.tags.joined(separator: ";")), a.replyTo.map(Value.text) ?? .null, .text(a.targetExists ? "yes" : "deleted"), .text(a.text)]
+            [
+                .text(a.id), .text(a.created), .text(a.author), .text(a.table), .text(a.pk), a.column.map(Value.text) ?? .null,
+                .text(a.tags.joined(separator: ";")), a.replyTo.map(Value.text) ?? .null, .text(a.targetExists ? "yes" : "deleted"), .text(a.text),
+            ]
         }
         RecordPrinter(format: format.resolved).print(
             columns: ["id", "created", "author", "table", "pk", "column", "tags", "reply_to", "target", "text"], rows: rows)
@@ -69,8 +72,9 @@ struct HistoryCommand: AsyncParsableCommand {
     @OptionGroup var format: FormatOption
 
     func run() async throws {
-        let list = try await node.client().call(.GET, "/datasets/\(percentEncode(name))/tables/\(percentEncode(table))/history",
-                                                query: ["pk": pk], as: [API.HistoryEntry].self)
+        let list = try await node.client().call(
+            .GET, "/datasets/\(percentEncode(name))/tables/\(percentEncode(table))/history",
+            query: ["pk": pk], as: [API.HistoryEntry].self)
         if format.resolved == .json { return try printJSON(list) }
         let rows: [[Value]] = list.map { h in
             [.text(h.time), .text(h.site), .integer(Int64(h.seq)), .text(h.column ?? "(row deleted)"), h.value ?? .null, .text(h.won ? "yes" : "no")]
@@ -89,11 +93,14 @@ struct ConflictsCommand: AsyncParsableCommand {
     @OptionGroup var format: FormatOption
 
     func run() async throws {
-        let list = try await node.client().call(.GET, "/datasets/\(percentEncode(name))/conflicts", query: ["all": all ? "1" : nil], as: [API.Conflict].self)
+        let list = try await node.client().call(
+            .GET, "/datasets/\(percentEncode(name))/conflicts", query: ["all": all ? "1" : nil], as: [API.Conflict].self)
         if format.resolved == .json { return try printJSON(list) }
         let rows: [[Value]] = list.map { c in
-            [.text(c.table), .text(c.pk), .text(c.column), c.winnerValue, .text(c.winnerSite), .text(c.winnerTime),
-             c.loserValue, .text(c.loserSite), .text(c.loserTime), .text(c.resolved ? "yes" : "no")]
+            [
+                .text(c.table), .text(c.pk), .text(c.column), c.winnerValue, .text(c.winnerSite), .text(c.winnerTime),
+                c.loserValue, .text(c.loserSite), .text(c.loserTime), .text(c.resolved ? "yes" : "no"),
+            ]
         }
         RecordPrinter(format: format.resolved).print(
             columns: ["table", "pk", "column", "winner", "winner_site", "winner_time", "loser", "loser_site", "loser_time", "resolved"], rows: rows)
@@ -171,7 +178,8 @@ struct PeersList: AsyncParsableCommand {
 }
 
 struct PeersAdd: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "add", abstract: "Add a peer to dial.", discussion: "Example: lode peers add relay.example.org:7443")
+    static let configuration = CommandConfiguration(
+        commandName: "add", abstract: "Add a peer to dial.", discussion: "Example: lode peers add relay.example.org:7443")
     @Argument(help: ArgumentHelp("The peer's address.", valueName: "HOST:PORT")) var address: String
     @OptionGroup var node: NodeOptions
 

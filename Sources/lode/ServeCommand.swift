@@ -42,7 +42,8 @@ struct ServeCommand: AsyncParsableCommand {
             let id = node.identity.certificate
             note("lode: site \(id.name) (\(id.role.rawValue), cluster \(id.cluster)) serving \(node.paths.socket)")
             if firstRun {
-                note("""
+                note(
+                    """
                     lode: ready. Try, in another terminal:
                       lode status\(flag)
                       lode dataset list\(flag)

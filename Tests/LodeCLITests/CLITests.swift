@@ -38,11 +38,17 @@ import Testing
         let q = try lode(["query", "rare-earths", "SELECT symbol, name FROM elements WHERE symbol IN ('Nd', 'Dy') ORDER BY symbol"], env: env)
         #expect(q.status == 0, "\(q)")
         #expect(q.stdout == "symbol,name\r\nDy,Dysprosium\r\nNd,Neodymium\r\n")
-        let counts = try lode(["query", "rare-earths", """
-            SELECT (SELECT count(*) FROM elements), (SELECT count(*) FROM country_production), (SELECT count(*) FROM facilities),
-                   (SELECT count(*) FROM trade_policies), (SELECT count(*) FROM dependencies), (SELECT count(*) FROM facilities WHERE source IS NULL)
-            """, "--format", "json"], env: env)
-        #expect(counts.stdout.contains("17") && counts.stdout.contains("72") && counts.stdout.contains("27") && counts.stdout.contains("25") && counts.stdout.contains("33"), "\(counts)")
+        let counts = try lode(
+            [
+                "query", "rare-earths",
+                """
+                SELECT (SELECT count(*) FROM elements), (SELECT count(*) FROM country_production), (SELECT count(*) FROM facilities),
+                       (SELECT count(*) FROM trade_policies), (SELECT count(*) FROM dependencies), (SELECT count(*) FROM facilities WHERE source IS NULL)
+                """, "--format", "json",
+            ], env: env)
+        #expect(
+            counts.stdout.contains("17") && counts.stdout.contains("72") && counts.stdout.contains("27") && counts.stdout.contains("25")
+                && counts.stdout.contains("33"), "\(counts)")
         let list = try lode(["dataset", "list"], env: env)
         #expect(list.lines.count == 6, "\(list)")
         #expect(server.stop() == 0)
@@ -57,24 +63,33 @@ import Testing
         #expect(r.status == 0, "\(r)")
         r = try lode(["schema", "mines"] + d)
         #expect(r.stdout.contains("name TEXT NOT NULL DEFAULT ''") && r.stdout.contains("id TEXT PRIMARY KEY"), "\(r)")
-        let csv = scratch.write("mines.csv", "id,name,country,output_t,grade\r\nmp,Mountain Pass,United States,45455,7.98\r\nmw,\"Mount Weld, WA\",Australia,,\r\nbo,Bayan Obo,China,,3.5\r\n")
+        let csv = scratch.write(
+            "mines.csv",
+            "id,name,country,output_t,grade\r\nmp,Mountain Pass,United States,45455,7.98\r\nmw,\"Mount Weld, WA\",Australia,,\r\nbo,Bayan Obo,China,,3.5\r\n"
+        )
         r = try lode(["import", "mines", "mines", csv] + d)
         #expect(r.status == 0 && r.stdout == "3\n", "\(r)")
         r = try lode(["export", "mines", "mines", "--format", "csv"] + d)
-        #expect(r.stdout == "id,name,country,output_t,grade\r\nbo,Bayan Obo,China,,3.5\r\nmp,Mountain Pass,United States,45455,7.98\r\nmw,\"Mount Weld, WA\",Australia,,\r\n", "\(r)")
+        #expect(
+            r.stdout
+                == "id,name,country,output_t,grade\r\nbo,Bayan Obo,China,,3.5\r\nmp,Mountain Pass,United States,45455,7.98\r\nmw,\"Mount Weld, WA\",Australia,,\r\n",
+            "\(r)")
         r = try lode(["query", "mines", "SELECT id, output_t, grade FROM mines WHERE id = 'mp'", "--format", "json"] + d)
         #expect(r.stdout == "[\n{\"id\":\"mp\",\"output_t\":45455,\"grade\":7.98}\n]\n", "\(r)")
         r = try lode(["query", "mines", "SELECT id, name FROM mines ORDER BY id", "--format", "table"] + d)
         #expect(r.lines == ["id  name", "--  --------------", "bo  Bayan Obo", "mp  Mountain Pass", "mw  Mount Weld, WA"], "\(r)")
         r = try lode(["exec", "mines", "UPDATE mines SET output_t = 50000 WHERE id = 'mp'"] + d)
         #expect(r.status == 0 && r.stdout == "1\n", "\(r)")
-        r = try lode(["annotate", "mines", "mines", "mp", "--text", "2024 actual output", "--column", "output_t", "--tag", "check", "--tag", "capacity"] + d)
+        r = try lode(
+            ["annotate", "mines", "mines", "mp", "--text", "2024 actual output", "--column", "output_t", "--tag", "check", "--tag", "capacity"] + d)
         #expect(r.status == 0, "\(r)")
         let id = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         r = try lode(["annotate", "mines", "mines", "mp", "--text", "confirmed", "--reply-to", id] + d)
         #expect(r.status == 0, "\(r)")
         r = try lode(["annotations", "mines", "--tag", "check", "--format", "json"] + d)
-        #expect(r.stdout.contains("\"id\" : \"\(id)\"") && r.stdout.contains("\"targetExists\" : true") && r.stdout.contains("\"author\" : \"berlin\""), "\(r)")
+        #expect(
+            r.stdout.contains("\"id\" : \"\(id)\"") && r.stdout.contains("\"targetExists\" : true") && r.stdout.contains("\"author\" : \"berlin\""),
+            "\(r)")
         r = try lode(["annotations", "mines", "--search", "confirmed", "--format", "csv"] + d)
         #expect(r.lines.count == 2 && r.stdout.contains(id), "\(r)")
         r = try lode(["history", "mines", "mines", "mp", "--format", "csv"] + d)
@@ -86,7 +101,11 @@ import Testing
         #expect(r.stdout.contains("\"site\" : \"berlin\"") && r.stdout.contains("\"role\" : \"editor\""), "\(r)")
         r = try lode(["peers", "add", "10.0.0.2:7443"] + d)
         #expect(r.status == 0, "\(r)")
-        r = try lode(["dataset", "alter", "mines", "--schema", scratch.write("v2.sql", Self.schema.replacingOccurrences(of: "grade REAL", with: "grade REAL,\n    status TEXT"))] + d)
+        r = try lode(
+            [
+                "dataset", "alter", "mines", "--schema",
+                scratch.write("v2.sql", Self.schema.replacingOccurrences(of: "grade REAL", with: "grade REAL,\n    status TEXT")),
+            ] + d)
         #expect(r.status == 0 && r.stdout.contains("mines.status"), "\(r)")
         // Exec's delete leaves the annotation, which says its row is gone.
         r = try lode(["exec", "mines", "DELETE FROM mines WHERE id = 'mp'"] + d)
@@ -113,7 +132,10 @@ import Testing
         let before = try snapshot()
         let cases: [([String], String)] = [
             (["import", "mines", "mines", scratch.write("bad1.csv", "id,name\nbo,Bayan Obo\nmw,\"Mount Weld\n")], "line 3"),
-            (["import", "mines", "mines", scratch.write("bad2.csv", "id,output_t\nbo,1000\nmw,lots\n")], "line 3, column output_t: \"lots\" is not an INTEGER"),
+            (
+                ["import", "mines", "mines", scratch.write("bad2.csv", "id,output_t\nbo,1000\nmw,lots\n")],
+                "line 3, column output_t: \"lots\" is not an INTEGER"
+            ),
             (["import", "mines", "mines", scratch.write("bad3.csv", "id,colour\nbo,red\n")], "unknown column colour"),
             (["import", "mines", "quarries", scratch.write("bad4.csv", "id\nx\n")], "no table quarries"),
             (["import", "nope", "mines", scratch.write("bad5.csv", "id\nx\n")], "no dataset nope"),
@@ -125,7 +147,12 @@ import Testing
             (["exec", "mines", "DROP TABLE mines"], "INSERT, UPDATE and DELETE only"),
             (["annotate", "mines", "mines", "nope", "--text", "x"], "no row nope"),
             (["history", "mines", "mines", "nope"], "no row nope"),
-            (["dataset", "alter", "mines", "--schema", scratch.write("drop.sql", "CREATE TABLE mines (id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '')")], "cannot be dropped"),
+            (
+                [
+                    "dataset", "alter", "mines", "--schema",
+                    scratch.write("drop.sql", "CREATE TABLE mines (id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '')"),
+                ], "cannot be dropped"
+            ),
             (["dataset", "create", "bad", "--schema", scratch.write("u.sql", "CREATE TABLE t (id TEXT PRIMARY KEY, e TEXT UNIQUE)")], "UNIQUE"),
             (["dataset", "create", "mines", "--schema", scratch.write("again.sql", Self.schema)], "already exists"),
         ]

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import LodeCore
 
 @Suite struct BinaryTests {

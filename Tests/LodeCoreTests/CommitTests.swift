@@ -1,5 +1,6 @@
 import Crypto
 import Testing
+
 @testable import LodeCore
 
 /// A deterministic site key from a small number.
@@ -30,8 +31,9 @@ func sampleOps() -> [Op] {
     func sample(seq: UInt64 = 1, deps: [Dependency] = []) throws -> Commit {
         let prev = seq == 1 ? Commit.zeroHash : [UInt8](repeating: 9, count: 32)
         return try Commit.sign(
-            CommitContent(dataset: "rare-earths", author: writer.site, seq: seq, hlc: HLC(millis: 1_700_000_000_000, counter: 3),
-                          prev: prev, deps: deps, ops: sampleOps()),
+            CommitContent(
+                dataset: "rare-earths", author: writer.site, seq: seq, hlc: HLC(millis: 1_700_000_000_000, counter: 3),
+                prev: prev, deps: deps, ops: sampleOps()),
             with: writer.key)
     }
 
@@ -76,8 +78,9 @@ func sampleOps() -> [Op] {
         let a = FeedWriter(key: testKey(2)).site
         let b = FeedWriter(key: testKey(3)).site
         // CommitContent sorts deps, so build an unsorted encoding by hand.
-        var content = CommitContent(dataset: "d", author: writer.site, seq: 2, hlc: HLC(rawValue: 5),
-                                    prev: [UInt8](repeating: 1, count: 32), deps: [], ops: sampleOps())
+        var content = CommitContent(
+            dataset: "d", author: writer.site, seq: 2, hlc: HLC(rawValue: 5),
+            prev: [UInt8](repeating: 1, count: 32), deps: [], ops: sampleOps())
         content.deps = [Dependency(site: max(a, b), seq: 1), Dependency(site: min(a, b), seq: 1)]
         let unsorted = try Commit.sign(content, with: writer.key)
         #expect(throws: DecodingError.self) { try Commit(decoding: unsorted.bytes) }
@@ -101,8 +104,9 @@ func sampleOps() -> [Op] {
         let head = FeedHead(seq: 1, hash: c1.hash, vector: past)
         #expect(throws: FeedViolation.alreadyHeld(seq: 1, held: 1)) { try FeedRules.check(c1, head: head, held: past) }
         let c2 = try writer.commit(dataset: "d", ops: sampleOps(), hlc: HLC(rawValue: 11), head: head, held: past)
-        let c3 = try writer.commit(dataset: "d", ops: sampleOps(), hlc: HLC(rawValue: 12),
-                                   head: FeedHead(seq: 2, hash: c2.hash, vector: past), held: past)
+        let c3 = try writer.commit(
+            dataset: "d", ops: sampleOps(), hlc: HLC(rawValue: 12),
+            head: FeedHead(seq: 2, hash: c2.hash, vector: past), held: past)
         #expect(throws: FeedViolation.gap(seq: 3, held: 1)) { try FeedRules.check(c3, head: head, held: past) }
         let wrong = FeedHead(seq: 1, hash: [UInt8](repeating: 7, count: 32), vector: past)
         #expect(throws: FeedViolation.wrongPrevious) { try FeedRules.check(c2, head: wrong, held: past) }

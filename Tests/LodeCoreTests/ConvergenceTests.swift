@@ -1,5 +1,6 @@
 import Crypto
 import Testing
+
 @testable import LodeCore
 
 /// One simulated site: a reference replica, its writer, and an inbox of
@@ -90,9 +91,11 @@ func randomValue(_ rng: inout SeededGenerator) -> Value {
         let n = Int.random(in: 3...5, using: &rng)
         var sites = (0..<n).map { SimSite(UInt8($0 + 1), wall: 1_000 + UInt64.random(in: 0..<50, using: &rng)) }
         var sent: [Commit] = []
-        let define = TableDef(name: "t", primaryKey: "id", columns: [
-            ColumnDef(name: "a", type: .integer), ColumnDef(name: "b", type: .text, notNull: true, defaultValue: .text("-")),
-        ])
+        let define = TableDef(
+            name: "t", primaryKey: "id",
+            columns: [
+                ColumnDef(name: "a", type: .integer), ColumnDef(name: "b", type: .text, notNull: true, defaultValue: .text("-")),
+            ])
         sent.append(try sites[0].write([.defineTable(define)]))
         for _ in 0..<Int.random(in: 20...80, using: &rng) {
             let i = Int.random(in: 0..<n, using: &rng)
@@ -159,7 +162,9 @@ func randomValue(_ rng: inout SeededGenerator) -> Value {
         var a = SimSite(1, wall: 100)
         var b = SimSite(2, wall: 100)
         let ca = try a.write([.defineTable(TableDef(name: "t", primaryKey: "id", columns: [ColumnDef(name: "x", type: .integer)]))])
-        let cb = try b.write([.defineTable(TableDef(name: "t", primaryKey: "id", columns: [ColumnDef(name: "y", type: .text), ColumnDef(name: "x", type: .real)]))])
+        let cb = try b.write([
+            .defineTable(TableDef(name: "t", primaryKey: "id", columns: [ColumnDef(name: "y", type: .text), ColumnDef(name: "x", type: .real)]))
+        ])
         a.receive(cb)
         b.receive(ca)
         #expect(a.replica.schemas == b.replica.schemas)

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Testing
+
 @testable import LodeCore
 
 /// The commit encoding's test vectors in `Protocol/vectors/`. Each valid
@@ -90,10 +91,13 @@ enum VectorSet {
     static let hlc = HLC(millis: 1_764_374_400_000, counter: 1)
 
     static func define() -> Op {
-        .defineTable(TableDef(name: "elements", primaryKey: "symbol", columns: [
-            ColumnDef(name: "name", type: .text, notNull: true, defaultValue: .text("")),
-            ColumnDef(name: "atomic_number", type: .integer),
-        ]))
+        .defineTable(
+            TableDef(
+                name: "elements", primaryKey: "symbol",
+                columns: [
+                    ColumnDef(name: "name", type: .text, notNull: true, defaultValue: .text("")),
+                    ColumnDef(name: "atomic_number", type: .integer),
+                ]))
     }
 
     static func put(_ length: UInt64 = 1) -> Op {
@@ -108,7 +112,9 @@ enum VectorSet {
         var dataset: [UInt8] = [11] + Array("rare-earths".utf8)
         var author: [UInt8] = VectorSet.site.bytes
         var seq: [UInt8] = [1]
-        var hlc: [UInt8] = { var w = ByteWriter(); w.writeUInt64(VectorSet.hlc.rawValue); return w.bytes }()
+        var hlc: [UInt8] = {
+            var w = ByteWriter(); w.writeUInt64(VectorSet.hlc.rawValue); return w.bytes
+        }()
         var prev: [UInt8] = Commit.zeroHash
         var deps: [UInt8] = [0]
         var ops: [UInt8] = VectorSet.encodeOps([VectorSet.define(), VectorSet.put()])
@@ -134,17 +140,24 @@ enum VectorSet {
         var all = PutRows(table: "elements", columns: ["name"])
         for v: Value in [.text("ü ✓"), .null] { all.append(key: "k\(all.rowCount)", length: 3, values: [v]) }
         let o = FeedWriter(key: other).site, t = FeedWriter(key: third).site
-        let second = try w.commit(dataset: "rare-earths", ops: [.delete(del), .put(all)], hlc: HLC(rawValue: hlc.rawValue + 7),
-                                  head: FeedHead(seq: 1, hash: first.hash, vector: VersionVector([w.site: 1])),
-                                  held: VersionVector([w.site: 1, o: 4, t: 2]))
+        let second = try w.commit(
+            dataset: "rare-earths", ops: [.delete(del), .put(all)], hlc: HLC(rawValue: hlc.rawValue + 7),
+            head: FeedHead(seq: 1, hash: first.hash, vector: VersionVector([w.site: 1])),
+            held: VersionVector([w.site: 1, o: 4, t: 2]))
         var types = PutRows(table: "samples", columns: ["i", "r", "t", "b", "n"])
         types.append(key: "s1", length: 1, values: [.integer(-1), .real(-0.5), .text(""), .blob([0, 255]), .null])
         types.append(key: "s2", length: 1, values: [.integer(Int64.max), .real(1e300), .text("\"quoted\""), .blob([]), .integer(Int64.min)])
         let third = try FeedWriter(key: other).commit(
-            dataset: "d", ops: [.defineTable(TableDef(name: "samples", primaryKey: "id", columns: [
-                ColumnDef(name: "i", type: .integer, notNull: true, defaultValue: .integer(0)), ColumnDef(name: "r", type: .real),
-                ColumnDef(name: "t", type: .text), ColumnDef(name: "b", type: .blob), ColumnDef(name: "n", type: .integer),
-            ])), .put(types)],
+            dataset: "d",
+            ops: [
+                .defineTable(
+                    TableDef(
+                        name: "samples", primaryKey: "id",
+                        columns: [
+                            ColumnDef(name: "i", type: .integer, notNull: true, defaultValue: .integer(0)), ColumnDef(name: "r", type: .real),
+                            ColumnDef(name: "t", type: .text), ColumnDef(name: "b", type: .blob), ColumnDef(name: "n", type: .integer),
+                        ])), .put(types),
+            ],
             hlc: HLC(millis: 1, counter: 0xFFFF), head: .empty, held: VersionVector())
         return [
             ("first-commit-of-a-feed", "seq 1: define elements, put Nd", first.bytes),
@@ -196,7 +209,8 @@ enum VectorSet {
         odd.append(key: "Nd", length: 3)
         try add("invalid-value-delete-odd-length", "a delete must leave the row absent (even length)") { $0.ops = encodeOps([.delete(odd)]) }
         try add("invalid-value-put-duplicate-column", "one put writes a column twice") {
-            $0.ops = [1, 2, 8] + Array("elements".utf8) + [2, 4] + Array("name".utf8) + [4] + Array("name".utf8) + [1, 2] + Array("Nd".utf8) + [1, 0, 0]
+            $0.ops =
+                [1, 2, 8] + Array("elements".utf8) + [2, 4] + Array("name".utf8) + [4] + Array("name".utf8) + [1, 2] + Array("Nd".utf8) + [1, 0, 0]
         }
         try add("invalid-value-not-null-without-default", "a NOT NULL column with a NULL default") {
             $0.ops = [1, 1, 1] + Array("t".utf8) + [2] + Array("id".utf8) + [1, 1] + Array("c".utf8) + [3, 1, 0]

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Testing
+
 @testable import LodeNode
 
 /// The client API over its real Unix socket.
@@ -55,12 +56,17 @@ import Testing
                 if path.hasSuffix("/history") { path += "?pk=Nd" }
                 let prefix = path == "/metrics" ? "" : "/v1"
                 let methods: [(HTTPMethod, String?)] =
-                    path.hasSuffix("/query") ? [(.POST, "{\"sql\": \"SELECT 1\"}")]
-                    : path.hasSuffix("/exec") ? [(.POST, "{\"sql\": \"UPDATE elements SET notes = 'x' WHERE symbol = 'Nd'\"}")]
-                    : path.hasSuffix("/alter") ? [(.POST, "{\"schema\": \"CREATE TABLE extra (id TEXT PRIMARY KEY)\"}")]
-                    : path.hasSuffix("/import") ? [(.POST, "symbol,notes\nNd,y\n")]
-                    : path.hasPrefix("/peers/") ? [(.DELETE, nil)]
-                    : [(.GET, nil)]
+                    path.hasSuffix("/query")
+                    ? [(.POST, "{\"sql\": \"SELECT 1\"}")]
+                    : path.hasSuffix("/exec")
+                        ? [(.POST, "{\"sql\": \"UPDATE elements SET notes = 'x' WHERE symbol = 'Nd'\"}")]
+                        : path.hasSuffix("/alter")
+                            ? [(.POST, "{\"schema\": \"CREATE TABLE extra (id TEXT PRIMARY KEY)\"}")]
+                            : path.hasSuffix("/import")
+                                ? [(.POST, "symbol,notes\nNd,y\n")]
+                                : path.hasPrefix("/peers/")
+                                    ? [(.DELETE, nil)]
+                                    : [(.GET, nil)]
                 for (method, body) in methods {
                     let (status, text) = try await get(socket, prefix + path, method: method, body: body)
                     #expect((200..<300).contains(status) || text.contains("\"error\""), "\(method) \(path): \(status) \(text)")
@@ -73,7 +79,8 @@ import Testing
 
     @Test func queryStreamsLargeResultsInEveryFormat() async throws {
         try await withNode { socket in
-            let sql = "{\"sql\": \"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) SELECT i, 'row ' || i AS label, i / 3.0 AS third FROM n\"}"
+            let sql =
+                "{\"sql\": \"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) SELECT i, 'row ' || i AS label, i / 3.0 AS third FROM n\"}"
             for format in ["csv", "json", "ndjson"] {
                 let (status, text) = try await get(socket, "/v1/datasets/rare-earths/query?format=\(format)", method: .POST, body: sql)
                 #expect(status == 200)
@@ -83,7 +90,8 @@ import Testing
                     #expect(parsed?.count == 100_000)
                 }
             }
-            let (status, text) = try await get(socket, "/v1/datasets/rare-earths/query?format=csv", method: .POST, body: "{\"sql\": \"SELECT * FROM nope\"}")
+            let (status, text) = try await get(
+                socket, "/v1/datasets/rare-earths/query?format=csv", method: .POST, body: "{\"sql\": \"SELECT * FROM nope\"}")
             #expect(status == 404 && text.contains("no such table"))
             let (s2, t2) = try await get(socket, "/v1/datasets/rare-earths/query", method: .POST, body: "not json")
             #expect(s2 == 400 && t2.contains("\"error\""))

@@ -3,6 +3,7 @@ import Foundation
 import LodeCore
 import Testing
 import X509
+
 @testable import LodeNode
 
 @Suite struct IdentityTests {
@@ -32,11 +33,14 @@ import X509
     @Test func namesAreChecked() {
         #expect(throws: NodeError.self) { try Identity.createCA(dir: scratch.file("x"), cluster: "Bad Name") }
         _ = try? Identity.createCA(dir: scratch.file("ca"), cluster: "c")
-        #expect(throws: NodeError.self) { try Node.initialize(dataDir: scratch.file("n"), site: "no spaces", role: .editor, caDir: scratch.file("ca")) }
+        #expect(throws: NodeError.self) {
+            try Node.initialize(dataDir: scratch.file("n"), site: "no spaces", role: .editor, caDir: scratch.file("ca"))
+        }
     }
 
     @Test func configFileSubsetOfTOML() throws {
-        let c = try ConfigFile.parse("""
+        let c = try ConfigFile.parse(
+            """
             # a node
             data_dir = "/var/lib/lode"   # where
             listen = "0.0.0.0:7443"

@@ -1,4 +1,6 @@
+import Foundation
 import Testing
+
 @testable import LodeStore
 
 @Suite struct CSVReaderTests {
@@ -55,5 +57,3 @@ import Testing
         #expect(throws: CSVError.self) { try csv.next() }
     }
 }
-
-import Foundation

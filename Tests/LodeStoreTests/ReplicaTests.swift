@@ -1,6 +1,7 @@
 import Foundation
 import LodeCore
 import Testing
+
 @testable import LodeStore
 
 @Suite struct ReplicaTests {
@@ -15,18 +16,21 @@ import Testing
         let csv = dir.write("e.csv", "symbol,name,atomic_number,mass\nNd,Neodymium,60,144.242\nDy,\"Dysprosium, heavy\",66,162.5\n")
         let report = try await r.importCSV(table: "elements", path: csv)
         #expect(report.rowsRead == 2 && report.rowsChanged == 2 && report.commits == 1)
-        #expect(try await dump(r, "SELECT symbol, name, atomic_number, mass, notes FROM elements ORDER BY symbol") == [
-            "columns([\"symbol\", \"name\", \"atomic_number\", \"mass\", \"notes\"])",
-            "row([LodeCore.Value.text(\"Dy\"), LodeCore.Value.text(\"Dysprosium, heavy\"), LodeCore.Value.integer(66), LodeCore.Value.real(162.5), LodeCore.Value.null])",
-            "row([LodeCore.Value.text(\"Nd\"), LodeCore.Value.text(\"Neodymium\"), LodeCore.Value.integer(60), LodeCore.Value.real(144.242), LodeCore.Value.null])",
-        ])
+        #expect(
+            try await dump(r, "SELECT symbol, name, atomic_number, mass, notes FROM elements ORDER BY symbol") == [
+                "columns([\"symbol\", \"name\", \"atomic_number\", \"mass\", \"notes\"])",
+                "row([LodeCore.Value.text(\"Dy\"), LodeCore.Value.text(\"Dysprosium, heavy\"), LodeCore.Value.integer(66), LodeCore.Value.real(162.5), LodeCore.Value.null])",
+                "row([LodeCore.Value.text(\"Nd\"), LodeCore.Value.text(\"Neodymium\"), LodeCore.Value.integer(60), LodeCore.Value.real(144.242), LodeCore.Value.null])",
+            ])
         // Importing the same rows again changes nothing and writes no commit.
         let again = try await r.importCSV(table: "elements", path: csv)
         #expect(again.rowsChanged == 0 && again.commits == 0)
         // A partial re-import updates only the named columns.
         let upd = dir.write("u.csv", "symbol,mass\nNd,144.24\n")
         #expect(try await r.importCSV(table: "elements", path: upd).rowsChanged == 1)
-        #expect(try await dump(r, "SELECT name, mass FROM elements WHERE symbol = 'Nd'").last == "row([LodeCore.Value.text(\"Neodymium\"), LodeCore.Value.real(144.24)])")
+        #expect(
+            try await dump(r, "SELECT name, mass FROM elements WHERE symbol = 'Nd'").last
+                == "row([LodeCore.Value.text(\"Neodymium\"), LodeCore.Value.real(144.24)])")
     }
 
     @Test func badImportsLeaveTheDataExactlyAsItWas() async throws {
@@ -36,7 +40,10 @@ import Testing
         let vector = r.vector
         let cases: [(String, String, StoreError.Code, String)] = [
             ("symbol,name\nLa,Lanthanum\nCe,\"Cerium\n", "elements", .badInput, "line 3"),
-            ("symbol,atomic_number\nLa,57\nCe,fifty-eight\n", "elements", .badInput, "line 3, column atomic_number: \"fifty-eight\" is not an INTEGER"),
+            (
+                "symbol,atomic_number\nLa,57\nCe,fifty-eight\n", "elements", .badInput,
+                "line 3, column atomic_number: \"fifty-eight\" is not an INTEGER"
+            ),
             ("symbol,colour\nLa,white\n", "elements", .notFound, "unknown column colour"),
             ("symbol,name\nLa,Lanthanum\nCe\n", "elements", .badInput, "line 3: 1 fields, but the header has 2"),
             ("name\nLanthanum\n", "elements", .badInput, "no symbol column"),
@@ -102,9 +109,11 @@ import Testing
 
     @Test func queryIsReadOnly() async throws {
         let r = try await make()
-        for sql in ["DELETE FROM elements", "INSERT INTO elements(symbol) VALUES ('x')", "DROP TABLE elements",
-                    "WITH x AS (SELECT 1) DELETE FROM elements", "ATTACH '/tmp/x.db' AS x", "PRAGMA journal_mode = DELETE",
-                    "SELECT 1; DELETE FROM elements", "CREATE TABLE x(a)"] {
+        for sql in [
+            "DELETE FROM elements", "INSERT INTO elements(symbol) VALUES ('x')", "DROP TABLE elements",
+            "WITH x AS (SELECT 1) DELETE FROM elements", "ATTACH '/tmp/x.db' AS x", "PRAGMA journal_mode = DELETE",
+            "SELECT 1; DELETE FROM elements", "CREATE TABLE x(a)",
+        ] {
             await #expect(throws: StoreError.self, "\(sql)") { try await r.query(sql) { _ in } }
         }
         #expect(try await dump(r, "PRAGMA table_info(elements)").count == 6)
@@ -136,26 +145,37 @@ import Testing
                 #expect(e.message.contains(fragment), "\(sql): \(e.message)")
             }
         }
-        let ok = try SchemaParser.parse("CREATE TABLE Mines (ID text primary key, \"Capacity\" int NOT NULL DEFAULT 0, note varchar(40), w double, b blob)")
-        #expect(ok == [TableDef(name: "mines", primaryKey: "id", columns: [
-            ColumnDef(name: "capacity", type: .integer, notNull: true, defaultValue: .integer(0)),
-            ColumnDef(name: "note", type: .text), ColumnDef(name: "w", type: .real), ColumnDef(name: "b", type: .blob),
-        ])])
+        let ok = try SchemaParser.parse(
+            "CREATE TABLE Mines (ID text primary key, \"Capacity\" int NOT NULL DEFAULT 0, note varchar(40), w double, b blob)")
+        #expect(
+            ok == [
+                TableDef(
+                    name: "mines", primaryKey: "id",
+                    columns: [
+                        ColumnDef(name: "capacity", type: .integer, notNull: true, defaultValue: .integer(0)),
+                        ColumnDef(name: "note", type: .text), ColumnDef(name: "w", type: .real), ColumnDef(name: "b", type: .blob),
+                    ])
+            ])
     }
 
     @Test func alterAddsAndRefusesDropsRenamesAndTypeChanges() async throws {
         let r = try await make()
         _ = try await r.exec("INSERT INTO facilities(id, name) VALUES ('f1', 'Mountain Pass')")
-        let added = try await r.alter(SchemaParser.parse("""
-            CREATE TABLE facilities (id TEXT PRIMARY KEY, name TEXT, capacity INTEGER, status TEXT NOT NULL DEFAULT 'operating');
-            CREATE TABLE trade (id TEXT PRIMARY KEY, year INTEGER);
-            """))
+        let added = try await r.alter(
+            SchemaParser.parse(
+                """
+                CREATE TABLE facilities (id TEXT PRIMARY KEY, name TEXT, capacity INTEGER, status TEXT NOT NULL DEFAULT 'operating');
+                CREATE TABLE trade (id TEXT PRIMARY KEY, year INTEGER);
+                """))
         #expect(added.tables == ["trade"] && added.columns == ["facilities.status"])
         #expect(try await dump(r, "SELECT status FROM facilities").last == "row([LodeCore.Value.text(\"operating\")])")
         let before = try await fullDump(r)
         for (sql, fragment) in [
             ("CREATE TABLE facilities (id TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL DEFAULT 'operating')", "column capacity is missing"),
-            ("CREATE TABLE facilities (id TEXT PRIMARY KEY, name TEXT, capacity REAL, status TEXT NOT NULL DEFAULT 'operating')", "cannot become REAL"),
+            (
+                "CREATE TABLE facilities (id TEXT PRIMARY KEY, name TEXT, capacity REAL, status TEXT NOT NULL DEFAULT 'operating')",
+                "cannot become REAL"
+            ),
             ("CREATE TABLE facilities (code TEXT PRIMARY KEY, name TEXT, capacity INTEGER, status TEXT NOT NULL DEFAULT 'operating')", "primary key"),
         ] {
             do {
@@ -185,7 +205,8 @@ import Testing
     @Test func annotationsWithTagsRepliesSearchAndDeletedTargets() async throws {
         let r = try await make()
         _ = try await r.exec("INSERT INTO facilities(id, name) VALUES ('f1', 'Mountain Pass'), ('f2', 'Mount Weld')")
-        let a = try await r.annotate(table: "facilities", key: "f1", column: "capacity", text: "Capacity figure is actual 2024 output", tags: ["check", "capacity"])
+        let a = try await r.annotate(
+            table: "facilities", key: "f1", column: "capacity", text: "Capacity figure is actual 2024 output", tags: ["check", "capacity"])
         let b = try await r.annotate(table: "facilities", key: "f1", text: "Confirmed with the annual report", replyTo: a)
         _ = try await r.annotate(table: "facilities", key: "f2", text: "Expansion announced", tags: ["news"])
         var all = try await r.annotations()

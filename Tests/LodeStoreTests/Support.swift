@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import LodeCore
+
 @testable import LodeStore
 
 /// A fresh temporary directory, removed when the value is dropped.

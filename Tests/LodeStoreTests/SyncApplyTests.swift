@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import LodeCore
 import Testing
+
 @testable import LodeStore
 
 /// Moves every commit `to` lacks from `from`, in a random order (apply
@@ -49,7 +50,8 @@ func exchange(from: Replica, to: Replica, _ rng: inout SeededGenerator) async th
             let sql: String
             switch Int.random(in: 0..<10, using: &rng) {
             case 0..<4:
-                sql = "INSERT INTO t(id, a, b) VALUES ('\(k)', \(Int.random(in: 0..<9, using: &rng)), 'v\(Int.random(in: 0..<3, using: &rng))') ON CONFLICT(id) DO UPDATE SET a = excluded.a"
+                sql =
+                    "INSERT INTO t(id, a, b) VALUES ('\(k)', \(Int.random(in: 0..<9, using: &rng)), 'v\(Int.random(in: 0..<3, using: &rng))') ON CONFLICT(id) DO UPDATE SET a = excluded.a"
             case 4..<7:
                 sql = "UPDATE t SET c = \(Double(Int.random(in: 0..<5, using: &rng)) / 4), b = 'u\(seed)' WHERE id = '\(k)'"
             case 7..<9:
@@ -106,7 +108,7 @@ func exchange(from: Replica, to: Replica, _ rng: inout SeededGenerator) async th
             #expect(cs.count == 1)
             #expect(Set([cs[0].winnerValue, cs[0].loserValue]) == [.integer(10), .integer(20)])
             let h = try await r.history(table: "t", key: "k")
-            #expect(h.filter { $0.column == "a" }.map(\.value) .count == 3)
+            #expect(h.filter { $0.column == "a" }.map(\.value).count == 3)
             #expect(h.filter { $0.won && $0.column == "a" }.count == 1)
         }
         #expect(try await fullDump(rs[0]) == fullDump(rs[1]))
@@ -154,7 +156,8 @@ func exchange(from: Replica, to: Replica, _ rng: inout SeededGenerator) async th
         ok.append(key: "fine", length: 1, values: [.integer(1)])
         var bad = PutRows(table: "t", columns: ["nope"])
         bad.append(key: "fine", length: 1, values: [.integer(1)])
-        let c = try s.writer.commit(dataset: "d", ops: [.put(ok), .put(bad)], hlc: HLC(millis: 99_999_999_999, counter: 0), head: head, held: VersionVector([s.site: 1]))
+        let c = try s.writer.commit(
+            dataset: "d", ops: [.put(ok), .put(bad)], hlc: HLC(millis: 99_999_999_999, counter: 0), head: head, held: VersionVector([s.site: 1]))
         let before = try await fullDump(rs[1])
         let outcome = try await rs[1].apply([c])
         #expect(outcome.rejected.first?.reason.contains("no column nope") == true)
