@@ -63,21 +63,37 @@ extension Replica {
             guard statement.isReadonly else {
                 throw StoreError.badInput("query is read-only and this statement writes: use lode exec to change rows")
             }
-            let handle = statement.sqliteStatement
-            let n = sqlite3_column_count(handle)
-            try each(.columns((0..<n).map { String(cString: sqlite3_column_name(handle, $0)) }))
-            defer { sqlite3_reset(handle) }
-            while true {
-                let rc = sqlite3_step(handle)
-                if rc == SQLITE_DONE { break }
-                guard rc == SQLITE_ROW else {
-                    throw StoreError.badInput(String(cString: sqlite3_errmsg(db.sqliteConnection)))
-                }
-                var row: [Value] = []
-                row.reserveCapacity(Int(n))
-                for i in 0..<n { row.append(columnValue(handle, i)) }
-                try each(.row(row))
+            try Replica.stream(db, statement, limit: self.stepTimeLimit, each)
+        }
+    }
+
+    /// Steps a statement, handing out the column names and then each row.
+    static func stream(_ db: Database, _ statement: Statement, limit: TimeInterval, _ each: (QueryEvent) throws -> Void) throws {
+        let handle = statement.sqliteStatement
+        let n = sqlite3_column_count(handle)
+        try each(.columns((0..<n).map { String(cString: sqlite3_column_name(handle, $0)) }))
+        let deadline = StepDeadline(limit: limit)
+        sqlite3_progress_handler(db.sqliteConnection, 10_000, { ctx in
+            Unmanaged<StepDeadline>.fromOpaque(ctx!).takeUnretainedValue().expired ? 1 : 0
+        }, Unmanaged.passUnretained(deadline).toOpaque())
+        defer {
+            sqlite3_progress_handler(db.sqliteConnection, 0, nil, nil)
+            sqlite3_reset(handle)
+        }
+        while true {
+            deadline.restart()
+            let rc = sqlite3_step(handle)
+            if rc == SQLITE_DONE { break }
+            if rc == SQLITE_INTERRUPT {
+                throw StoreError.badInput("the query computed for more than \(limit) seconds without producing a row and was stopped")
             }
+            guard rc == SQLITE_ROW else {
+                throw StoreError.badInput(String(cString: sqlite3_errmsg(db.sqliteConnection)))
+            }
+            var row: [Value] = []
+            row.reserveCapacity(Int(n))
+            for i in 0..<n { row.append(columnValue(handle, i)) }
+            try each(.row(row))
         }
     }
 
@@ -90,14 +106,7 @@ extension Replica {
         }
         let cols = ([t.primaryKey] + t.orderedColumns.map(\.name)).map(quote).joined(separator: ", ")
         try await read { db in
-            let s = try db.makeStatement(sql: "SELECT \(cols) FROM \(quote(table)) ORDER BY \(quote(t.primaryKey))")
-            let handle = s.sqliteStatement
-            let n = sqlite3_column_count(handle)
-            try each(.columns((0..<n).map { String(cString: sqlite3_column_name(handle, $0)) }))
-            defer { sqlite3_reset(handle) }
-            while sqlite3_step(handle) == SQLITE_ROW {
-                try each(.row((0..<n).map { columnValue(handle, $0) }))
-            }
+            try Replica.stream(db, try db.makeStatement(sql: "SELECT \(cols) FROM \(quote(table)) ORDER BY \(quote(t.primaryKey))"), limit: self.stepTimeLimit, each)
         }
     }
 
@@ -193,4 +202,13 @@ func describe(_ c: ColumnDef) -> String {
     if c.notNull { s += " NOT NULL" }
     if !c.defaultValue.isNull { s += " DEFAULT \(c.defaultValue.sqlLiteral)" }
     return s
+}
+
+/// The start of the current step and how long it may run.
+final class StepDeadline {
+    private var start = DispatchTime.now().uptimeNanoseconds
+    private let limit: UInt64
+    init(limit: TimeInterval) { self.limit = UInt64(limit * 1e9) }
+    func restart() { start = DispatchTime.now().uptimeNanoseconds }
+    var expired: Bool { DispatchTime.now().uptimeNanoseconds - start > limit }
 }

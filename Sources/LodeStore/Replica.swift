@@ -47,6 +47,9 @@ public final class Replica: @unchecked Sendable {
     public let local: LocalSite
     let pool: DatabasePool
     let wallClock: @Sendable () -> UInt64
+    /// How long one step of a query may compute without producing a row
+    /// before it is stopped, so that a runaway query cannot hold a reader.
+    public let stepTimeLimit: TimeInterval
     /// The writer's state; touched only inside `pool.write`.
     private var writerState: WriterState?
     /// The version vector after the last committed write, for readers.
@@ -59,7 +62,9 @@ public final class Replica: @unchecked Sendable {
         UInt64(max(0, Date().timeIntervalSince1970 * 1000))
     }
 
-    private init(dataset: String, path: String, local: LocalSite, pool: DatabasePool, wallClock: @escaping @Sendable () -> UInt64) {
+    private init(dataset: String, path: String, local: LocalSite, pool: DatabasePool, wallClock: @escaping @Sendable () -> UInt64,
+                 stepTimeLimit: TimeInterval) {
+        self.stepTimeLimit = stepTimeLimit
         self.dataset = dataset
         self.path = path
         self.local = local
@@ -114,7 +119,7 @@ public final class Replica: @unchecked Sendable {
     /// exists: how a replica of a dataset first heard of from a peer begins.
     public static func open(
         at path: String, dataset: String, local: LocalSite,
-        wallClock: @escaping @Sendable () -> UInt64 = Replica.systemWallClock
+        wallClock: @escaping @Sendable () -> UInt64 = Replica.systemWallClock, stepTimeLimit: TimeInterval = 120
     ) throws -> Replica {
         let pool: DatabasePool
         do {
@@ -122,7 +127,7 @@ public final class Replica: @unchecked Sendable {
         } catch {
             throw StoreError(.storage, "cannot open \(path)", cause: error)
         }
-        let replica = Replica(dataset: dataset, path: path, local: local, pool: pool, wallClock: wallClock)
+        let replica = Replica(dataset: dataset, path: path, local: local, pool: pool, wallClock: wallClock, stepTimeLimit: stepTimeLimit)
         try pool.write { db in
             let exists = try db.tableExists("_lode_meta")
             if exists {

@@ -99,7 +99,15 @@ func printResult(_ client: NodeClient, _ format: OutputFormat, request: (ResultF
     let response = try await request(wire)
     try await client.checkStreaming(response)
     if format != .table {
-        for try await buffer in response.body { out(buffer.readableBytesView) }
+        // Progress only when the output goes elsewhere (a file, a pipe).
+        let progress = ProgressLine(enabled: stderrIsTerminal && isatty(STDOUT_FILENO) == 0)
+        var written: UInt64 = 0
+        for try await buffer in response.body {
+            out(buffer.readableBytesView)
+            written += UInt64(buffer.readableBytes)
+            progress.show("receiving: \(formatBytes(written))")
+        }
+        progress.clear()
         return
     }
     var splitter = LineSplitter()

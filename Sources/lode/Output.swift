@@ -64,7 +64,9 @@ struct RecordPrinter {
 final class ProgressLine: @unchecked Sendable {
     private var last = Date.distantPast
     private var drawn = false
-    let enabled = stderrIsTerminal
+    let enabled: Bool
+
+    init(enabled: Bool = stderrIsTerminal) { self.enabled = enabled }
 
     func show(_ text: String, force: Bool = false) {
         guard enabled, force || Date().timeIntervalSince(last) > 0.1 else { return }

@@ -120,6 +120,21 @@ import Testing
         await #expect(throws: StoreError.self) { try await r.query("SELECT * FROM nope") { _ in } }
     }
 
+    @Test func aRunawayQueryIsStoppedAndTheReplicaKeepsServing() async throws {
+        let made = try await make()
+        try made.close()
+        let r = try Replica.open(at: made.path, dataset: "d", local: site(1, "alpha"), stepTimeLimit: 0.3)
+        let start = Date()
+        do {
+            try await r.query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c") { _ in }
+            Issue.record("the runaway query finished")
+        } catch let e as StoreError {
+            #expect(e.message.contains("without producing a row"))
+        }
+        #expect(Date().timeIntervalSince(start) < 10)
+        #expect(try await dump(r, "SELECT 1").count == 2)
+    }
+
     @Test func schemaRulesRefuseWhatTheCRDTCannotHonour() throws {
         let refused: [(String, String)] = [
             ("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT)", "TEXT primary key"),
