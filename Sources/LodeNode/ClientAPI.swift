@@ -141,7 +141,7 @@ public struct ClientAPI: Sendable {
         let vector = r.vector.sorted.map { API.VectorEntry(site: names[$0.site].flatMap { $0 } ?? $0.site.short, key: $0.site.hex, seq: $0.seq) }
         return API.DatasetInfo(
             name: name, tables: try await r.rowCounts().map { API.DatasetInfo.Table(name: $0.table, rows: $0.rows) },
-            bytes: r.fileSize, commits: try await r.commitCount(), vector: vector, rejected: try await r.rejections(limit: 1_000_000).count)
+            bytes: r.fileSize, commits: try await r.commitCount(), vector: vector, rejected: try await r.rejectionCount())
     }
 
     func resultFormat(_ req: Request) throws -> ResultFormat {

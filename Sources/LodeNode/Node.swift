@@ -228,19 +228,20 @@ public final class Node: Sendable {
 
 /// `HOST:PORT` addresses.
 public enum PeerAddress {
-    /// Splits and checks `HOST:PORT` (IPv6 hosts in brackets).
-    public static func parse(_ s: String) throws -> (host: String, port: Int) {
+    /// Splits and checks `HOST:PORT` (IPv6 hosts in brackets). Port 0 (any
+    /// free port) is allowed only where a node listens.
+    public static func parse(_ s: String, allowZero: Bool = false) throws -> (host: String, port: Int) {
         guard let colon = s.lastIndex(of: ":") else {
             throw NodeError(.badInput, "\"\(s)\" is not HOST:PORT")
         }
         var host = String(s[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty, let port = Int(s[s.index(after: colon)...]), (1...65535).contains(port) else {
+        guard !host.isEmpty, let port = Int(s[s.index(after: colon)...]), ((allowZero ? 0 : 1)...65535).contains(port) else {
             throw NodeError(.badInput, "\"\(s)\" is not HOST:PORT with a port from 1 to 65535")
         }
         return (host, port)
     }
 
     /// Throws unless `s` parses.
-    public static func check(_ s: String) throws { _ = try parse(s) }
+    public static func check(_ s: String, allowZero: Bool = false) throws { _ = try parse(s, allowZero: allowZero) }
 }

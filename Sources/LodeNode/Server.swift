@@ -43,7 +43,7 @@ public enum NodeServer {
         let node = try Node.open(dataDir: options.dataDir)
         defer { node.close() }
         for p in options.peers { try node.addPeer(p) }
-        try PeerAddress.check(options.listen)
+        try PeerAddress.check(options.listen, allowZero: true)
         try node.setSetting("listen", options.listen)
         let socket = node.paths.socket
         if FileManager.default.fileExists(atPath: socket) { try FileManager.default.removeItem(atPath: socket) }

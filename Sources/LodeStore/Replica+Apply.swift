@@ -171,6 +171,11 @@ extension Replica {
         return .rejected(reason)
     }
 
+    /// How many commits this replica has refused.
+    public func rejectionCount() async throws -> Int {
+        try await read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM _lode_rejected") ?? 0 }
+    }
+
     /// Commits refused by this replica, newest first.
     public func rejections(limit: Int = 100) async throws -> [(site: SiteID, seq: UInt64, reason: String, received: UInt64)] {
         try await read { db in

@@ -68,15 +68,19 @@ extension Replica {
         }
     }
 
+    /// Refuses a value that does not fit its column: NULL in a NOT NULL
+    /// column, or a storage class other than the declared type (an INTEGER
+    /// in a REAL column is fine; SQLite's affinity already converted what it could).
     private func check(_ v: Value, against def: ColumnDef, table: String) throws {
+        let fits: Bool
         switch (v, def.type) {
-        case (.null, _):
-            if def.notNull { throw StoreError.badInput("column \(table).\(def.name) is NOT NULL") }
-        case (.integer, .integer), (.real, .real), (.text, .text), (.blob, .blob), (.integer, .real): break
-        case (.blob, .text), (.text, .blob), (.real, .text), (.integer, .text), (.integer, .blob), (.real, .blob), (.text, .real), (.text, .integer),
-            (.real, .integer), (.blob, .integer), (.blob, .real):
-            throw StoreError.badInput("column \(table).\(def.name) is \(def.type.sqlName), and \(v.typeName) value \(shownValue(v)) does not fit")
+        case (.null, _): fits = !def.notNull
+        case (.integer, .integer), (.integer, .real), (.real, .real), (.text, .text), (.blob, .blob): fits = true
+        default: fits = false
         }
+        guard !fits else { return }
+        if v.isNull { throw StoreError.badInput("column \(table).\(def.name) is NOT NULL") }
+        throw StoreError.badInput("column \(table).\(def.name) is \(def.type.sqlName), and \(v.typeName) value \(shownValue(v)) does not fit")
     }
 
     struct CapturedChange {
