@@ -103,8 +103,15 @@ public final class CSVReader {
         var afterQuote = false
         var newlines = 0
         func finishField() throws {
-            guard let s = String(validating: field, as: UTF8.self) else {
-                throw CSVError(line: recordLine, message: "field \(fields.count + 1) is not valid UTF-8")
+            // ASCII (the usual case) is valid UTF-8 and takes the fast path.
+            let s: String
+            if field.allSatisfy({ $0 < 0x80 }) {
+                s = String(decoding: field, as: UTF8.self)
+            } else {
+                guard let v = String(validating: field, as: UTF8.self) else {
+                    throw CSVError(line: recordLine, message: "field \(fields.count + 1) is not valid UTF-8")
+                }
+                s = v
             }
             fields.append(s)
             field.removeAll(keepingCapacity: true)

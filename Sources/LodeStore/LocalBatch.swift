@@ -14,7 +14,9 @@ final class LocalBatch {
     private var currentPut: PutRows?
     private var putSlots: [Int] = []
     private var currentDelete: DeleteRows?
-    private(set) var commits: [Commit] = []
+    /// Commits signed and stored so far (only counted: an import's commits
+    /// are not kept in memory).
+    private(set) var commitCount = 0
     /// Rows written (inserted, updated or deleted).
     private(set) var changedRows = 0
 
@@ -109,15 +111,16 @@ final class LocalBatch {
 
     private func rollOver() throws {
         flush()
-        if let c = try replica.finishLocal(db, state, pending) { commits.append(c) }
+        if try replica.finishLocal(db, state, pending) != nil { commitCount += 1 }
         pending = try replica.beginLocal(db, state)
     }
 
-    /// Signs and stores the last commit. Returns every commit of the batch.
-    func finish() throws -> [Commit] {
+    /// Signs and stores the last commit. Returns how many commits the batch wrote.
+    @discardableResult
+    func finish() throws -> Int {
         flush()
-        if let c = try replica.finishLocal(db, state, pending) { commits.append(c) }
-        return commits
+        if try replica.finishLocal(db, state, pending) != nil { commitCount += 1 }
+        return commitCount
     }
 }
 

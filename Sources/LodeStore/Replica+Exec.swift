@@ -64,7 +64,7 @@ extension Replica {
                 }
             }
             let commits = try batch.finish()
-            return ExecReport(rowsChanged: batch.changedRows, commits: commits.count)
+            return ExecReport(rowsChanged: batch.changedRows, commits: commits)
         }
     }
 

@@ -73,9 +73,11 @@ extension Replica {
         let n = sqlite3_column_count(handle)
         try each(.columns((0..<n).map { String(cString: sqlite3_column_name(handle, $0)) }))
         let deadline = StepDeadline(limit: limit)
-        sqlite3_progress_handler(db.sqliteConnection, 10_000, { ctx in
-            Unmanaged<StepDeadline>.fromOpaque(ctx!).takeUnretainedValue().expired ? 1 : 0
-        }, Unmanaged.passUnretained(deadline).toOpaque())
+        sqlite3_progress_handler(
+            db.sqliteConnection, 10_000,
+            { ctx in
+                Unmanaged<StepDeadline>.fromOpaque(ctx!).takeUnretainedValue().expired ? 1 : 0
+            }, Unmanaged.passUnretained(deadline).toOpaque())
         defer {
             sqlite3_progress_handler(db.sqliteConnection, 0, nil, nil)
             sqlite3_reset(handle)
@@ -106,7 +108,8 @@ extension Replica {
         }
         let cols = ([t.primaryKey] + t.orderedColumns.map(\.name)).map(quote).joined(separator: ", ")
         try await read { db in
-            try Replica.stream(db, try db.makeStatement(sql: "SELECT \(cols) FROM \(quote(table)) ORDER BY \(quote(t.primaryKey))"), limit: self.stepTimeLimit, each)
+            try Replica.stream(
+                db, try db.makeStatement(sql: "SELECT \(cols) FROM \(quote(table)) ORDER BY \(quote(t.primaryKey))"), limit: self.stepTimeLimit, each)
         }
     }
 

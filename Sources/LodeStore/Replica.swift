@@ -54,16 +54,21 @@ public final class Replica: @unchecked Sendable {
     private var writerState: WriterState?
     /// The version vector after the last committed write, for readers.
     private let published = Mutex(VersionVector())
-    /// Called after every committed write with the commits it added.
-    private let observers = Mutex<[UUID: @Sendable ([Commit]) -> Void]>([:])
+    /// Called after every committed write that added commits, with the new
+    /// vector. Observers read what they need from the log; the commits
+    /// themselves are never held in memory for them (an import may add
+    /// hundreds of megabytes).
+    private let observers = Mutex<[UUID: @Sendable (VersionVector) -> Void]>([:])
 
     /// The milliseconds since 1970 now.
     public static let systemWallClock: @Sendable () -> UInt64 = {
         UInt64(max(0, Date().timeIntervalSince1970 * 1000))
     }
 
-    private init(dataset: String, path: String, local: LocalSite, pool: DatabasePool, wallClock: @escaping @Sendable () -> UInt64,
-                 stepTimeLimit: TimeInterval) {
+    private init(
+        dataset: String, path: String, local: LocalSite, pool: DatabasePool, wallClock: @escaping @Sendable () -> UInt64,
+        stepTimeLimit: TimeInterval
+    ) {
         self.stepTimeLimit = stepTimeLimit
         self.dataset = dataset
         self.path = path
@@ -177,7 +182,7 @@ public final class Replica: @unchecked Sendable {
             do {
                 let r = try body(db, state)
                 let added = state.added
-                state.added = []
+                state.added = 0
                 return (r, UncheckedBox((added, state.vector)))
             } catch {
                 writerState = nil
@@ -190,7 +195,7 @@ public final class Replica: @unchecked Sendable {
 
     /// The same as `write`, synchronously (for tools and tests).
     func writeSync<T>(_ body: (Database, WriterState) throws -> T) throws -> T {
-        var added: [Commit] = []
+        var added = 0
         var vector = VersionVector()
         let r = try pool.write { db in
             let state = try writerState ?? WriterState.load(db, dataset: dataset)
@@ -199,7 +204,7 @@ public final class Replica: @unchecked Sendable {
                 let r = try body(db, state)
                 added = state.added
                 vector = state.vector
-                state.added = []
+                state.added = 0
                 return r
             } catch {
                 writerState = nil
@@ -213,16 +218,17 @@ public final class Replica: @unchecked Sendable {
     /// What this replica holds: for each site, the highest seq held.
     public var vector: VersionVector { published.withLock { $0 } }
 
-    func publish(vector v: VersionVector, commits: [Commit]) {
+    func publish(vector v: VersionVector, commits: Int) {
         published.withLock { $0 = v }
-        guard !commits.isEmpty else { return }
-        for o in observers.withLock({ Array($0.values) }) { o(commits) }
+        guard commits > 0 else { return }
+        for o in observers.withLock({ Array($0.values) }) { o(v) }
     }
 
     /// Registers a callback run after each write that adds commits (local or
-    /// applied from elsewhere). Returns a token for `removeObserver`.
+    /// applied from elsewhere), with the new vector. Returns a token for
+    /// `removeObserver`.
     @discardableResult
-    public func addObserver(_ f: @escaping @Sendable ([Commit]) -> Void) -> UUID {
+    public func addObserver(_ f: @escaping @Sendable (VersionVector) -> Void) -> UUID {
         let id = UUID()
         observers.withLock { $0[id] = f }
         return id
@@ -254,7 +260,7 @@ final class PendingCommit {
 extension Replica {
     /// The largest local commit, in approximate encoded bytes: imports and
     /// large `exec`s are split into commits of this size.
-    static let commitBudget = 4 << 20
+    static let commitBudget = 1 << 20
 
     /// Starts a local commit: a stamp, the next seq, the next log row.
     func beginLocal(_ db: Database, _ state: WriterState) throws -> PendingCommit {
@@ -292,7 +298,7 @@ extension Replica {
         state.vector[commit.author] = commit.seq
         state.nextLogID = logID + 1
         state.clock.observe(commit.hlc)
-        state.added.append(commit)
+        state.added += 1
     }
 
     /// Runs `build` to fill one local commit (applying its ops as it adds

@@ -16,8 +16,8 @@ final class WriterState {
     var vector = VersionVector()
     var clock = HybridLogicalClock()
     var nextLogID: Int64 = 1
-    /// Commits stored by the current transaction, for observers.
-    var added: [Commit] = []
+    /// How many commits the current transaction stored, for observers.
+    var added = 0
 
     private var selectRow: RawStatement?
     private var upsertRow: RawStatement?
