@@ -168,16 +168,37 @@ import Testing
     }
 
     @Test func aRoleThatMayNotWriteIsRefused() throws {
-        let (editor, _) = try node("editor1")
+        // An editor makes a dataset; readers and annotators hold copies of it
+        // (as they would after syncing) and try to change it.
+        let (editor, e) = try node("editor1")
+        _ = try lode(["dataset", "create", "mines", "--schema", scratch.write("s.sql", Self.schema)] + e)
+        _ = try lode(["import", "mines", "mines", scratch.write("m.csv", "id,name\nmp,Mountain Pass\n")] + e)
         editor.stop()
-        let (server, d) = try node("reader1", role: "reader")
-        defer { server.stop() }
-        let r = try lode(["dataset", "create", "x", "--schema", scratch.write("s.sql", Self.schema)] + d)
-        #expect(r.status == 1 && r.stderr.contains("reader"), "\(r)")
-        let (annot, a) = try node("annot1", role: "annotator")
-        defer { annot.stop() }
-        let r2 = try lode(["dataset", "create", "x", "--schema", scratch.write("s2.sql", Self.schema)] + a)
-        #expect(r2.status == 1 && r2.stderr.contains("only an editor"), "\(r2)")
+        for (name, role) in [("reader1", "reader"), ("annot1", "annotator"), ("relay1", "relay")] {
+            let caDir = scratch.file("ca")
+            let dir = scratch.file(name)
+            #expect(try lode(["init", "--site", name, "--ca", caDir, "--role", role, "--data-dir", dir]).status == 0)
+            for suffix in ["", "-wal"] where FileManager.default.fileExists(atPath: editor.dataDir + "/datasets/mines.db" + suffix) {
+                try FileManager.default.copyItem(atPath: editor.dataDir + "/datasets/mines.db" + suffix, toPath: dir + "/datasets/mines.db" + suffix)
+            }
+            let server = try ServeProcess(dataDir: dir)
+            defer { server.stop() }
+            let d = ["--data-dir", dir]
+            let before = try lode(["export", "mines", "mines", "--format", "csv"] + d).stdout
+            for args in [
+                ["exec", "mines", "UPDATE mines SET name = 'x'"],
+                ["import", "mines", "mines", scratch.write("n.csv", "id,name\nbo,Bayan Obo\n")],
+                ["dataset", "create", "other", "--schema", scratch.file("s.sql")],
+                ["dataset", "alter", "mines", "--schema", scratch.write("a.sql", Self.schema.replacingOccurrences(of: "grade REAL", with: "grade REAL, extra TEXT"))],
+            ] {
+                let r = try lode(args + d)
+                #expect(r.status == 1 && r.stderr.contains(role), "\(role) \(args): \(r)")
+            }
+            let note = try lode(["annotate", "mines", "mines", "mp", "--text", "seen"] + d)
+            #expect(note.status == (role == "annotator" ? 0 : 1), "\(role) annotate: \(note)")
+            #expect(try lode(["export", "mines", "mines", "--format", "csv"] + d).stdout == before)
+            #expect(try lode(["query", "mines", "SELECT count(*) FROM mines"] + d).status == 0, "every role may read")
+        }
     }
 
     @Test func exitCodesForUsageAndUnreachableNode() throws {
