@@ -189,7 +189,10 @@ import Testing
                 ["exec", "mines", "UPDATE mines SET name = 'x'"],
                 ["import", "mines", "mines", scratch.write("n.csv", "id,name\nbo,Bayan Obo\n")],
                 ["dataset", "create", "other", "--schema", scratch.file("s.sql")],
-                ["dataset", "alter", "mines", "--schema", scratch.write("a.sql", Self.schema.replacingOccurrences(of: "grade REAL", with: "grade REAL, extra TEXT"))],
+                [
+                    "dataset", "alter", "mines", "--schema",
+                    scratch.write("a.sql", Self.schema.replacingOccurrences(of: "grade REAL", with: "grade REAL, extra TEXT")),
+                ],
             ] {
                 let r = try lode(args + d)
                 #expect(r.status == 1 && r.stderr.contains(role), "\(role) \(args): \(r)")
