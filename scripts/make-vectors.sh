@@ -3,6 +3,6 @@
 # Tests/LodeCoreTests/ProtocolVectorTests.swift. Commit the results.
 set -eu
 cd "$(dirname "$0")/.."
-rm -f Protocol/vectors/valid/* Protocol/vectors/invalid/*
-LODE_WRITE_VECTORS=1 swift test --filter ProtocolVectorTests/writeVectorsWhenAsked
-swift test --filter ProtocolVectorTests
+rm -f Protocol/vectors/valid/* Protocol/vectors/invalid/* Protocol/vectors/frames/valid/* Protocol/vectors/frames/invalid/*
+LODE_WRITE_VECTORS=1 swift test --filter "ProtocolVectorTests/writeVectorsWhenAsked|FrameTests/writeFrameVectorsWhenAsked"
+swift test --filter "ProtocolVectorTests|FrameTests"

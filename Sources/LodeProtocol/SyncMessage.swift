@@ -1,0 +1,303 @@
+import LodeCore
+
+/// Why a session or a commit was refused. Typed so that a peer can act on it.
+public enum RejectCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    /// The peer belongs to another cluster (another CA).
+    case differentCluster = 1
+    /// The peer speaks a protocol version this node does not.
+    case protocolVersion = 2
+    /// The peer's certificate or role does not allow what it attempted.
+    case notAuthorized = 3
+    /// A commit's signature does not verify.
+    case badSignature = 4
+    /// A commit does not follow its feed (its previous hash names another head).
+    case gapInFeed = 5
+    /// A frame is larger than the limit.
+    case frameTooLarge = 6
+    /// A frame or message could not be decoded.
+    case malformed = 7
+    /// The Hello names a site other than the peer's certificate.
+    case siteMismatch = 8
+    /// A commit breaks the dataset's schema or another rule.
+    case invalidCommit = 9
+    /// The peer went silent.
+    case timeout = 10
+
+    public var description: String {
+        switch self {
+        case .differentCluster: "different cluster"
+        case .protocolVersion: "protocol version"
+        case .notAuthorized: "not authorized"
+        case .badSignature: "bad signature"
+        case .gapInFeed: "gap in feed"
+        case .frameTooLarge: "frame too large"
+        case .malformed: "malformed"
+        case .siteMismatch: "site mismatch"
+        case .invalidCommit: "invalid commit"
+        case .timeout: "timeout"
+        }
+    }
+}
+
+/// One dataset in a Hello: its name and what the sender holds.
+public struct DatasetVector: Hashable, Sendable {
+    public var dataset: String
+    public var vector: VersionVector
+    public init(dataset: String, vector: VersionVector) {
+        self.dataset = dataset
+        self.vector = vector
+    }
+}
+
+/// The messages of the sync protocol, version 1 (`Protocol/sync-protocol.md`).
+public enum SyncMessageV1: Hashable, Sendable {
+    /// First message each way: protocol version, cluster, site, and for every
+    /// dataset the sender holds, its version vector.
+    case hello(protocolVersion: UInt8, cluster: [UInt8], site: SiteID, datasets: [DatasetVector])
+    /// Site certificates (DER) the receiver needs to check commit authors.
+    case certificates([[UInt8]])
+    /// Commits of one dataset, in a causal order, each its original bytes.
+    case commits(dataset: String, commits: [[UInt8]])
+    /// The receiver's vector after applying a `commits` batch.
+    case ack(dataset: String, vector: VersionVector)
+    /// The sender's vector now (on change, and periodically to repair).
+    case vector(dataset: String, vector: VersionVector)
+    /// Keepalive.
+    case ping(UInt64)
+    /// Keepalive answer.
+    case pong(UInt64)
+    /// One commit was refused and not applied; the session goes on.
+    case commitRejected(dataset: String, site: SiteID, seq: UInt64, code: RejectCode, message: String)
+    /// The session is refused; the sender closes it.
+    case reject(code: RejectCode, message: String)
+}
+
+/// A message on the wire: versioned from the first frame.
+public enum SyncMessage: Hashable, Sendable {
+    case v1(SyncMessageV1)
+}
+
+/// The frame layer: `length u32 BE | version u8 | type u8 | payload`, where
+/// length counts everything after itself.
+public enum SyncFrame {
+    /// The protocol version this node speaks.
+    public static let version: UInt8 = 1
+    /// The largest frame accepted (32 MiB).
+    public static let maxFrameBytes = 32 << 20
+    /// The size a sender aims for when batching commits.
+    public static let targetBatchBytes = 1 << 20
+
+    enum Tag: UInt8 {
+        case hello = 1, certificates, commits, ack, vector, ping, pong, commitRejected, reject
+    }
+
+    /// Encodes a message as one frame (length prefix included).
+    public static func encode(_ message: SyncMessage) -> [UInt8] {
+        var w = ByteWriter(capacity: 64)
+        w.writeBytes([0, 0, 0, 0])  // the length, filled in below
+        w.writeByte(version)
+        guard case .v1(let m) = message else { fatalError("unreachable") }
+        switch m {
+        case .hello(let pv, let cluster, let site, let datasets):
+            w.writeByte(Tag.hello.rawValue)
+            w.writeByte(pv)
+            w.writeBytes(cluster)
+            site.encode(into: &w)
+            w.writeVarint(UInt64(datasets.count))
+            for d in datasets {
+                w.writeString(d.dataset)
+                writeVector(d.vector, &w)
+            }
+        case .certificates(let certs):
+            w.writeByte(Tag.certificates.rawValue)
+            w.writeVarint(UInt64(certs.count))
+            for c in certs { w.writeLengthPrefixed(c) }
+        case .commits(let dataset, let commits):
+            w.writeByte(Tag.commits.rawValue)
+            w.writeString(dataset)
+            w.writeVarint(UInt64(commits.count))
+            for c in commits { w.writeLengthPrefixed(c) }
+        case .ack(let dataset, let v):
+            w.writeByte(Tag.ack.rawValue)
+            w.writeString(dataset)
+            writeVector(v, &w)
+        case .vector(let dataset, let v):
+            w.writeByte(Tag.vector.rawValue)
+            w.writeString(dataset)
+            writeVector(v, &w)
+        case .ping(let n):
+            w.writeByte(Tag.ping.rawValue)
+            w.writeUInt64(n)
+        case .pong(let n):
+            w.writeByte(Tag.pong.rawValue)
+            w.writeUInt64(n)
+        case .commitRejected(let dataset, let site, let seq, let code, let message):
+            w.writeByte(Tag.commitRejected.rawValue)
+            w.writeString(dataset)
+            site.encode(into: &w)
+            w.writeVarint(seq)
+            w.writeByte(code.rawValue)
+            w.writeString(message)
+        case .reject(let code, let message):
+            w.writeByte(Tag.reject.rawValue)
+            w.writeByte(code.rawValue)
+            w.writeString(message)
+        }
+        var bytes = w.bytes
+        let length = UInt32(bytes.count - 4)
+        bytes[0] = UInt8(length >> 24)
+        bytes[1] = UInt8(truncatingIfNeeded: length >> 16)
+        bytes[2] = UInt8(truncatingIfNeeded: length >> 8)
+        bytes[3] = UInt8(truncatingIfNeeded: length)
+        return bytes
+    }
+
+    static func writeVector(_ v: VersionVector, _ w: inout ByteWriter) {
+        let entries = v.sorted
+        w.writeVarint(UInt64(entries.count))
+        for e in entries {
+            e.site.encode(into: &w)
+            w.writeVarint(e.seq)
+        }
+    }
+
+    static func readVector(_ r: inout ByteReader) throws(DecodingError) -> VersionVector {
+        let n = try r.readCount(limit: r.remaining / 33, "vector entries")
+        var v = VersionVector()
+        var last: SiteID?
+        for _ in 0..<n {
+            let at = r.offset
+            let site = try SiteID(from: &r)
+            let seq = try r.readVarint()
+            guard seq > 0 else { throw DecodingError(.invalidValue, at: at, "a vector entry of 0 is left out, not sent") }
+            if let last, !(last < site) { throw DecodingError(.notCanonical, at: at, "vector entries are not in ascending site order") }
+            last = site
+            v[site] = seq
+        }
+        return v
+    }
+
+    /// Decodes the body of one frame (everything after the length prefix).
+    public static func decode(body: UnsafeRawBufferPointer) throws(DecodingError) -> SyncMessage {
+        var r = ByteReader(body)
+        let vat = r.offset
+        let v = try r.readByte()
+        guard v == version else {
+            throw DecodingError(.unknownVersion, at: vat, "frame version \(v); this node speaks version \(version)")
+        }
+        let tat = r.offset
+        let tb = try r.readByte()
+        guard let tag = Tag(rawValue: tb) else { throw DecodingError(.unknownTag, at: tat, "unknown message type \(tb)") }
+        let m: SyncMessageV1
+        switch tag {
+        case .hello:
+            let pv = try r.readByte()
+            let cluster = try r.readBytes(32)
+            let site = try SiteID(from: &r)
+            let n = try r.readCount(limit: r.remaining / 2, "dataset count")
+            var ds: [DatasetVector] = []
+            for _ in 0..<n {
+                let at = r.offset
+                let name = try r.readString(limit: 64)
+                guard Identifier.isValidDataset(name) else { throw DecodingError(.invalidValue, at: at, "\"\(name)\" is not a dataset name") }
+                ds.append(DatasetVector(dataset: name, vector: try readVector(&r)))
+            }
+            m = .hello(protocolVersion: pv, cluster: cluster, site: site, datasets: ds)
+        case .certificates:
+            let n = try r.readCount(limit: r.remaining / 2, "certificate count")
+            var certs: [[UInt8]] = []
+            for _ in 0..<n { certs.append(try r.readLengthPrefixed(limit: 64 << 10)) }
+            m = .certificates(certs)
+        case .commits:
+            let dataset = try readDataset(&r)
+            let n = try r.readCount(limit: r.remaining / 2, "commit count")
+            var commits: [[UInt8]] = []
+            commits.reserveCapacity(n)
+            for _ in 0..<n { commits.append(try r.readLengthPrefixed(limit: Limits.maxCommitBytes)) }
+            m = .commits(dataset: dataset, commits: commits)
+        case .ack:
+            let dataset = try readDataset(&r)
+            m = .ack(dataset: dataset, vector: try readVector(&r))
+        case .vector:
+            let dataset = try readDataset(&r)
+            m = .vector(dataset: dataset, vector: try readVector(&r))
+        case .ping: m = .ping(try r.readUInt64())
+        case .pong: m = .pong(try r.readUInt64())
+        case .commitRejected:
+            let dataset = try readDataset(&r)
+            let site = try SiteID(from: &r)
+            let seq = try r.readVarint()
+            let code = try readCode(&r)
+            m = .commitRejected(dataset: dataset, site: site, seq: seq, code: code, message: try r.readString(limit: 4096))
+        case .reject:
+            let code = try readCode(&r)
+            m = .reject(code: code, message: try r.readString(limit: 4096))
+        }
+        guard r.isAtEnd else { throw DecodingError(.trailingBytes, at: r.offset, "\(r.remaining) bytes after the message") }
+        return .v1(m)
+    }
+
+    static func readDataset(_ r: inout ByteReader) throws(DecodingError) -> String {
+        let at = r.offset
+        let name = try r.readString(limit: 64)
+        guard Identifier.isValidDataset(name) else { throw DecodingError(.invalidValue, at: at, "\"\(name)\" is not a dataset name") }
+        return name
+    }
+
+    static func readCode(_ r: inout ByteReader) throws(DecodingError) -> RejectCode {
+        let at = r.offset
+        let b = try r.readByte()
+        guard let c = RejectCode(rawValue: b) else { throw DecodingError(.unknownTag, at: at, "unknown rejection code \(b)") }
+        return c
+    }
+}
+
+/// Splits a byte stream into frames, however it is cut: feed it bytes as
+/// they arrive and take the frames it completes. A length over the limit is
+/// an error at once, before any of the frame is buffered.
+public struct SyncFrameDecoder: Sendable {
+    private var buffer: [UInt8] = []
+    private var start = 0
+    /// The largest frame accepted.
+    public let maxFrameBytes: Int
+
+    public init(maxFrameBytes: Int = SyncFrame.maxFrameBytes) { self.maxFrameBytes = maxFrameBytes }
+
+    /// Why the stream cannot be decoded.
+    public enum Failure: Error, Equatable, Sendable {
+        case frameTooLarge(Int)
+        case malformed(DecodingError)
+    }
+
+    /// Appends bytes and returns every complete message.
+    public mutating func feed(_ bytes: some Collection<UInt8>) throws(Failure) -> [SyncMessage] {
+        buffer.append(contentsOf: bytes)
+        var out: [SyncMessage] = []
+        while buffer.count - start >= 4 {
+            let length = Int(buffer[start]) << 24 | Int(buffer[start + 1]) << 16 | Int(buffer[start + 2]) << 8 | Int(buffer[start + 3])
+            guard length <= maxFrameBytes else { throw .frameTooLarge(length) }
+            guard buffer.count - start - 4 >= length else { break }
+            let body = start + 4
+            let decoded: Result<SyncMessage, DecodingError> = buffer.withUnsafeBytes { raw in
+                do throws(DecodingError) {
+                    return .success(try SyncFrame.decode(body: UnsafeRawBufferPointer(rebasing: raw[body..<(body + length)])))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            switch decoded {
+            case .success(let m): out.append(m)
+            case .failure(let e): throw .malformed(e)
+            }
+            start = body + length
+        }
+        if start > 0 && (start == buffer.count || start > 1 << 16) {
+            buffer.removeFirst(start)
+            start = 0
+        }
+        return out
+    }
+
+    /// Bytes received but not yet part of a complete frame.
+    public var pendingBytes: Int { buffer.count - start }
+}

@@ -1,0 +1,329 @@
+import LodeCore
+import LodeProtocol
+
+/// The logic of one sync session, as a value: it is fed what happens
+/// (a message arrived, the local replica changed, a batch was sent or
+/// applied, time passed) and answers with what to do. It does no I/O, so it
+/// is tested without sockets; `PeerSession` carries its actions out.
+///
+/// ```swift
+/// var sm = SyncStateMachine(config: config, peerSite: siteFromCertificate)
+/// for action in sm.start(local: vectors, certificates: certs, now: now) { perform(action) }
+/// for action in sm.receive(message, now: now) { perform(action) }
+/// ```
+public struct SyncStateMachine: Sendable {
+    /// Fixed settings of a session.
+    public struct Config: Sendable {
+        /// This node's site.
+        public var localSite: SiteID
+        /// This node's cluster: SHA-256 of the CA certificate.
+        public var cluster: [UInt8]
+        /// Batches sent and not yet acknowledged, per dataset.
+        public var maxInFlight = 4
+        /// Send a ping after this long without sending anything.
+        public var keepalive: Duration = .seconds(10)
+        /// Close after this long without hearing anything.
+        public var silenceTimeout: Duration = .seconds(45)
+        /// Re-announce every vector this often, to repair a missed push.
+        public var vectorInterval: Duration = .seconds(30)
+
+        public init(localSite: SiteID, cluster: [UInt8]) {
+            self.localSite = localSite
+            self.cluster = cluster
+        }
+    }
+
+    /// What the session must do.
+    public enum Action: Equatable, Sendable {
+        /// Send a message.
+        case send(SyncMessageV1)
+        /// Read (at most one batch of) the commits a replica holding `after`
+        /// lacks, send them in one `commits` message, then call
+        /// `sent(dataset:commits:through:)` with `after` raised by what was sent.
+        case sendMissing(dataset: String, after: VersionVector)
+        /// Verify and apply the commits, then call `applied(...)`.
+        case apply(dataset: String, commits: [[UInt8]])
+        /// Open (creating it empty if needed) a dataset the peer holds, then
+        /// call `localChanged(dataset:vector:)`.
+        case openDataset(String)
+        /// Verify certificates against the CA and remember them.
+        case addCertificates([[UInt8]])
+        /// Something worth logging.
+        case log(String)
+        /// Close the session, first sending a rejection when `code` is set.
+        case close(RejectCode?, String)
+    }
+
+    enum Phase: Equatable { case idle, awaitingHello, established, closed }
+
+    struct Dataset: Sendable {
+        var local = VersionVector()
+        /// What the peer is known to hold.
+        var peer = VersionVector()
+        /// What has been sent to the peer (at least `peer`).
+        var sent = VersionVector()
+        var inFlight = 0
+        var sending = false
+        /// True once the peer has said what it holds.
+        var peerKnown = false
+        /// Feeds the peer refused a commit of: never send beyond this seq.
+        var blocked: [SiteID: UInt64] = [:]
+        /// True once the peer has been told our vector (in Hello or since).
+        var announced = false
+    }
+
+    public let config: Config
+    /// The peer's site, from its verified certificate.
+    public let peerSite: SiteID
+    private(set) var phase = Phase.idle
+    private(set) var datasets: [String: Dataset] = [:]
+    private var lastReceived: ContinuousClock.Instant?
+    private var lastSent: ContinuousClock.Instant?
+    private var lastVectors: ContinuousClock.Instant?
+    private var nextPing: UInt64 = 1
+
+    /// Creates the session state for a peer whose certificate names `peerSite`.
+    public init(config: Config, peerSite: SiteID) {
+        self.config = config
+        self.peerSite = peerSite
+    }
+
+    /// True once both Hellos have been exchanged.
+    public var isEstablished: Bool { phase == .established }
+    /// True once the session is over.
+    public var isClosed: Bool { phase == .closed }
+
+    /// Starts the session: our Hello, then the certificates we know.
+    public mutating func start(local: [String: VersionVector], certificates: [[UInt8]], now: ContinuousClock.Instant) -> [Action] {
+        phase = .awaitingHello
+        lastReceived = now
+        lastSent = now
+        lastVectors = now
+        for (name, v) in local {
+            datasets[name, default: Dataset()].local = v
+            datasets[name]!.announced = true
+        }
+        let hello = SyncMessageV1.hello(
+            protocolVersion: SyncFrame.version, cluster: config.cluster, site: config.localSite,
+            datasets: local.sorted { $0.key < $1.key }.map { DatasetVector(dataset: $0.key, vector: $0.value) })
+        var out: [Action] = [.send(hello)]
+        if !certificates.isEmpty { out.append(.send(.certificates(certificates))) }
+        return out
+    }
+
+    /// A message arrived.
+    public mutating func receive(_ message: SyncMessage, now: ContinuousClock.Instant) -> [Action] {
+        guard phase != .closed else { return [] }
+        lastReceived = now
+        guard case .v1(let m) = message else { return close(.protocolVersion, "unknown message version") }
+        if phase != .established {
+            switch m {
+            case .hello, .certificates, .reject: break
+            default: return close(.malformed, "a message before Hello")
+            }
+        }
+        switch m {
+        case .hello(let pv, let cluster, let site, let remote):
+            guard phase == .awaitingHello else { return close(.malformed, "a second Hello") }
+            guard pv == SyncFrame.version else {
+                return close(.protocolVersion, "peer speaks protocol version \(pv); this node speaks \(SyncFrame.version)")
+            }
+            guard cluster == config.cluster else { return close(.differentCluster, "peer belongs to another cluster") }
+            guard site == peerSite else {
+                return close(.siteMismatch, "Hello names site \(site.short) but the certificate is for \(peerSite.short)")
+            }
+            phase = .established
+            var out: [Action] = []
+            for d in remote {
+                if datasets[d.dataset] == nil {
+                    datasets[d.dataset] = Dataset()
+                    out.append(.openDataset(d.dataset))
+                }
+                datasets[d.dataset]!.peer = d.vector
+                datasets[d.dataset]!.sent = d.vector
+                datasets[d.dataset]!.peerKnown = true
+            }
+            let announced = Set(remote.map(\.dataset))
+            for name in datasets.keys where !announced.contains(name) {
+                // The peer will open it on our Hello; it holds nothing yet.
+                datasets[name]!.peerKnown = true
+            }
+            for name in datasets.keys.sorted() { out += maybeSend(name) }
+            return out
+        case .certificates(let certs):
+            return [.addCertificates(certs)]
+        case .commits(let dataset, let commits):
+            var out: [Action] = []
+            if datasets[dataset] == nil {
+                datasets[dataset] = Dataset()
+                out.append(.openDataset(dataset))
+            }
+            out.append(.apply(dataset: dataset, commits: commits))
+            return out
+        case .ack(let dataset, let v):
+            guard datasets[dataset] != nil else { return [] }
+            datasets[dataset]!.inFlight = max(0, datasets[dataset]!.inFlight - 1)
+            return learned(dataset, v)
+        case .vector(let dataset, let v):
+            var out: [Action] = []
+            if datasets[dataset] == nil {
+                datasets[dataset] = Dataset()
+                out.append(.openDataset(dataset))
+            }
+            return out + learned(dataset, v)
+        case .ping(let n):
+            lastSent = now
+            return [.send(.pong(n))]
+        case .pong:
+            return []
+        case .commitRejected(let dataset, let site, let seq, let code, let message):
+            guard datasets[dataset] != nil else { return [] }
+            let limit = seq > 0 ? seq - 1 : 0
+            datasets[dataset]!.blocked[site] = min(datasets[dataset]!.blocked[site] ?? limit, limit)
+            return [.log("peer refused commit \(site.short):\(seq) of \(dataset) (\(code)): \(message)")]
+        case .reject(let code, let message):
+            phase = .closed
+            return [.close(nil, "peer refused the session (\(code)): \(message)")]
+        }
+    }
+
+    /// The peer holds (at least) `v`: raise what we know, and resend from
+    /// there if a batch we sent did not arrive whole.
+    private mutating func learned(_ dataset: String, _ v: VersionVector) -> [Action] {
+        var d = datasets[dataset]!
+        d.peer = d.peer.merged(with: v)
+        d.peerKnown = true
+        if d.inFlight == 0 && !d.sending && !d.peer.dominates(d.sent) {
+            // Everything sent has been acknowledged, yet the peer lacks some
+            // of it (it could not apply it yet): send again from its vector.
+            d.sent = d.peer
+        } else {
+            d.sent = d.sent.merged(with: d.peer)
+        }
+        datasets[dataset] = d
+        return maybeSend(dataset)
+    }
+
+    /// The local replica of `dataset` now holds `vector`.
+    public mutating func localChanged(dataset: String, vector: VersionVector) -> [Action] {
+        guard phase != .closed else { return [] }
+        if datasets[dataset] == nil {
+            // A dataset created here after the Hellos: the peer holds none of it.
+            datasets[dataset] = Dataset()
+            datasets[dataset]!.peerKnown = phase == .established
+        }
+        guard datasets[dataset]!.local != vector || !datasets[dataset]!.announced else { return [] }
+        datasets[dataset]!.local = vector
+        guard phase == .established else { return [] }
+        datasets[dataset]!.announced = true
+        return [.send(.vector(dataset: dataset, vector: vector))] + maybeSend(dataset)
+    }
+
+    /// A `sendMissing` finished: `commits` were sent, and `through` is what
+    /// the peer will hold once they arrive.
+    public mutating func sent(dataset: String, commits: Int, through: VersionVector, now: ContinuousClock.Instant) -> [Action] {
+        guard var d = datasets[dataset] else { return [] }
+        d.sending = false
+        guard commits > 0 else {
+            datasets[dataset] = d
+            return []
+        }
+        for (site, seq) in through.entries {
+            // A refused feed counts as sent only up to the refused commit.
+            let capped = d.blocked[site].map { min(seq, $0) } ?? seq
+            if capped > d.sent[site] { d.sent[site] = capped }
+        }
+        d.inFlight += 1
+        lastSent = now
+        datasets[dataset] = d
+        return maybeSend(dataset)
+    }
+
+    /// An `apply` finished. `vector` is what the replica holds now, `batch`
+    /// the highest seq per site among the commits received (the peer holds
+    /// them), and `rejected` the commits refused.
+    public mutating func applied(
+        dataset: String, vector: VersionVector, batch: VersionVector,
+        rejected: [(site: SiteID, seq: UInt64, code: RejectCode, message: String)],
+        now: ContinuousClock.Instant
+    ) -> [Action] {
+        guard phase != .closed, var d = datasets[dataset] else { return [] }
+        d.local = vector
+        d.peer = d.peer.merged(with: batch)
+        d.sent = d.sent.merged(with: d.peer)
+        datasets[dataset] = d
+        lastSent = now
+        var out: [Action] = [.send(.ack(dataset: dataset, vector: vector))]
+        for r in rejected {
+            out.append(.send(.commitRejected(dataset: dataset, site: r.site, seq: r.seq, code: r.code, message: r.message)))
+        }
+        return out + maybeSend(dataset)
+    }
+
+    /// Time passed: keepalive, silence, periodic vector exchange.
+    public mutating func tick(now: ContinuousClock.Instant) -> [Action] {
+        guard phase != .closed else { return [] }
+        if let r = lastReceived, now - r > config.silenceTimeout {
+            return close(.timeout, "nothing heard for \(config.silenceTimeout)")
+        }
+        guard phase == .established else { return [] }
+        var out: [Action] = []
+        if let s = lastSent, now - s >= config.keepalive {
+            lastSent = now
+            out.append(.send(.ping(nextPing)))
+            nextPing &+= 1
+        }
+        if let v = lastVectors, now - v >= config.vectorInterval {
+            lastVectors = now
+            for name in datasets.keys.sorted() {
+                out.append(.send(.vector(dataset: name, vector: datasets[name]!.local)))
+                // A lost acknowledgement must not stall the dataset forever.
+                if datasets[name]!.inFlight > 0 && !datasets[name]!.sending {
+                    datasets[name]!.inFlight = 0
+                    datasets[name]!.sent = datasets[name]!.peer
+                    out += maybeSend(name)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Sends the next batch when the peer lacks something and the window allows.
+    private mutating func maybeSend(_ name: String) -> [Action] {
+        guard phase == .established, var d = datasets[name], d.peerKnown, !d.sending, d.inFlight < config.maxInFlight else { return [] }
+        var after = d.sent
+        for (site, limit) in d.blocked where after[site] < UInt64(Int64.max) && d.local[site] > limit {
+            // Pretend the blocked feed was sent in full, so it is skipped.
+            after[site] = max(after[site], d.local[site])
+        }
+        guard !after.dominates(d.local) else { return [] }
+        d.sending = true
+        datasets[name] = d
+        return [.sendMissing(dataset: name, after: after)]
+    }
+
+    private mutating func close(_ code: RejectCode, _ message: String) -> [Action] {
+        phase = .closed
+        return [.close(code, message)]
+    }
+
+    /// True when, for every dataset either side holds, the peer holds the
+    /// same commits as this node and nothing is in flight.
+    public var isInSync: Bool {
+        phase == .established && datasets.values.allSatisfy { $0.peerKnown && $0.peer == $0.local && $0.inFlight == 0 && !$0.sending }
+    }
+
+    /// Per dataset: commits the peer lacks (ahead) and commits it has that
+    /// this node lacks (behind).
+    public var lag: [String: (ahead: UInt64, behind: UInt64)] {
+        datasets.mapValues { d in
+            var ahead: UInt64 = 0, behind: UInt64 = 0
+            let sites = Set(d.local.entries.keys).union(d.peer.entries.keys)
+            for s in sites {
+                let l = d.local[s], p = d.peer[s]
+                if l > p { ahead += l - p } else { behind += p - l }
+            }
+            return (ahead, behind)
+        }
+    }
+}

@@ -1,0 +1,130 @@
+import LodeCore
+import LodeProtocol
+import Testing
+
+@testable import LodeSync
+
+@Suite struct SyncStateMachineTests {
+    let a = SimNode(1)
+    let b = SimNode(2)
+
+    @Test func helloChecksVersionClusterAndSite() {
+        let now = ContinuousClock.now
+        func first(_ hello: SyncMessageV1) -> SyncStateMachine.Action? {
+            var sm = SyncStateMachine(config: .init(localSite: a.site, cluster: testCluster), peerSite: b.site)
+            _ = sm.start(local: [:], certificates: [], now: now)
+            return sm.receive(.v1(hello), now: now).first
+        }
+        #expect(
+            first(.hello(protocolVersion: 2, cluster: testCluster, site: b.site, datasets: []))
+                == .close(.protocolVersion, "peer speaks protocol version 2; this node speaks 1"))
+        if case .close(let code, _)? = first(.hello(protocolVersion: 1, cluster: [UInt8](repeating: 9, count: 32), site: b.site, datasets: [])) {
+            #expect(code == .differentCluster)
+        } else {
+            Issue.record("another cluster was accepted")
+        }
+        if case .close(let code, _)? = first(.hello(protocolVersion: 1, cluster: testCluster, site: SimNode(3).site, datasets: [])) {
+            #expect(code == .siteMismatch)
+        } else {
+            Issue.record("a Hello naming another site was accepted")
+        }
+        if case .close(let code, _)? = first(.commits(dataset: "d", commits: [])) {
+            #expect(code == .malformed)
+        } else {
+            Issue.record("commits before Hello were accepted")
+        }
+    }
+
+    @Test func twoNodesCatchUpBothWaysAndAreInSync() throws {
+        _ = try a.write("d", [defineOp()])
+        for i in 0..<20 { _ = try a.write("d", [putOp("a\(i)", Int64(i))]) }
+        _ = try b.write("e", [defineOp()])
+        for i in 0..<7 { _ = try b.write("e", [putOp("b\(i)", Int64(i))]) }
+        var net = SimNetwork([a, b])
+        net.connect(0, 1)
+        net.run()
+        #expect(a.vectors() == b.vectors())
+        #expect(a.replicas["d"]!.rows(of: "t") == b.replicas["d"]!.rows(of: "t"))
+        #expect(a.sessions[b.site]!.isInSync && b.sessions[a.site]!.isInSync)
+        #expect(a.maxInFlightSeen <= 4)
+        // Then a new commit is pushed at once.
+        try net.write(0, "d", [putOp("late", 1)])
+        net.run()
+        #expect(b.replicas["d"]!.rows(of: "t")["late"] != nil)
+        #expect(a.sessions[b.site]!.isInSync)
+    }
+
+    @Test func aRelayCarriesCommitsBetweenSitesThatNeverMeet() throws {
+        let relay = SimNode(3)
+        var net = SimNetwork([a, relay, b])
+        net.connect(0, 1)
+        net.connect(1, 2)
+        try net.write(0, "d", [defineOp()])
+        net.run()
+        try net.write(0, "d", [putOp("x", 1)])
+        try net.write(2, "d", [putOp("y", 2)])
+        net.run()
+        for n in [a, relay, b] { #expect(n.replicas["d"]?.rows(of: "t").count == 2) }
+    }
+
+    @Test func aRefusedCommitIsNotResentForeverAndTheRestStillFlows() throws {
+        _ = try a.write("d", [defineOp()])
+        let bad = try a.write("d", [putOp("x", 1)])
+        b.refuse = [bad.hash]
+        _ = try a.write("d", [putOp("y", 2)])
+        var net = SimNetwork([a, b])
+        net.connect(0, 1)
+        net.run()
+        let sent = net.messagesSent
+        #expect(b.replicas["d"]?.vector[a.site] == 1)
+        // More ticks and vector exchanges do not start a resend loop.
+        for _ in 0..<5 {
+            net.perform(0, 1, net.nodes[0].sessions[b.site]!.receive(.v1(.vector(dataset: "d", vector: b.replicas["d"]!.vector)), now: net.now))
+            net.run()
+        }
+        #expect(net.messagesSent - sent < 12, "resend loop: \(net.messagesSent - sent) messages")
+    }
+
+    @Test func randomDeliveryOrderAcrossThreeNodesConverges() throws {
+        for seed in 0..<25 as Range<UInt64> {
+            var rng = SeededGenerator(seed: seed)
+            let nodes = [SimNode(1), SimNode(2), SimNode(3)]
+            var net = SimNetwork(nodes)
+            try net.write(0, "d", [defineOp()])
+            net.connect(0, 1)
+            net.connect(1, 2)
+            if Bool.random(using: &rng) { net.connect(0, 2) }
+            for step in 0..<40 {
+                let x = Int.random(in: 0..<3, using: &rng)
+                if nodes[x].replicas["d"]?.schemas["t"] != nil, Bool.random(using: &rng) {
+                    let k = "k\(Int.random(in: 0..<5, using: &rng))"
+                    let len = Merge.lengthForLocalWrite(nodes[x].replicas["d"]!.length(of: "t", key: k))
+                    try net.write(x, "d", [putOp(k, Int64(step), length: len)])
+                }
+                // Deliver a few messages, not always the oldest first between different links.
+                for _ in 0..<Int.random(in: 0..<6, using: &rng) where !net.wire.isEmpty {
+                    net.run(steps: 1) { count in Int.random(in: 0..<count, using: &rng) }
+                }
+            }
+            net.run()
+            #expect(nodes[0].vectors() == nodes[1].vectors() && nodes[1].vectors() == nodes[2].vectors(), "seed \(seed)")
+            #expect(nodes[0].replicas["d"]!.rows(of: "t") == nodes[2].replicas["d"]!.rows(of: "t"), "seed \(seed)")
+        }
+    }
+
+    @Test func keepaliveAndSilence() {
+        let start = ContinuousClock.now
+        var sm = SyncStateMachine(config: .init(localSite: a.site, cluster: testCluster), peerSite: b.site)
+        _ = sm.start(local: [:], certificates: [], now: start)
+        _ = sm.receive(.v1(.hello(protocolVersion: 1, cluster: testCluster, site: b.site, datasets: [])), now: start)
+        #expect(sm.tick(now: start + .seconds(11)).contains(.send(.ping(1))))
+        #expect(sm.receive(.v1(.ping(9)), now: start + .seconds(12)) == [.send(.pong(9))])
+        let late = sm.tick(now: start + .seconds(60))
+        guard case .close(let code, _)? = late.first else {
+            Issue.record("a silent peer was not closed")
+            return
+        }
+        #expect(code == .timeout)
+        #expect(sm.isClosed)
+    }
+}
