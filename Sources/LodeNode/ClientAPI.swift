@@ -4,6 +4,7 @@ import Hummingbird
 import LodeCore
 import LodeProtocol
 import LodeStore
+import LodeSync
 import Logging
 import NIOCore
 
@@ -11,28 +12,42 @@ import NIOCore
 /// `lode` is a thin client of it; `curl --unix-socket` works as well.
 public struct ClientAPI: Sendable {
     let node: Node
-    /// The peer listen address, for status.
-    let listen: String
+    /// The host the peer port listens on, for status.
+    let listenHost: String
+    /// The node's sync engine.
+    let sync: SyncEngine
 
     /// Creates the API of `node`.
-    public init(node: Node, listen: String) {
+    public init(node: Node, listenHost: String, sync: SyncEngine) {
         self.node = node
-        self.listen = listen
+        self.listenHost = listenHost
+        self.sync = sync
     }
 
     /// The node's status: identity, datasets with their vectors, peers.
     public func status() async throws -> API.Status {
-        let peers = try node.peers().map { API.PeerInfo(address: $0, state: "not dialled") }
+        let peers = await sync.status().map { p in
+            API.PeerInfo(
+                address: p.address, state: p.state, site: p.site,
+                datasets: p.lag.isEmpty ? nil : p.lag.mapValues { API.PeerInfo.Lag(ahead: $0.ahead, behind: $0.behind) },
+                lastError: p.lastError)
+        }
         let id = node.identity.certificate
         return API.Status(
-            site: id.name, siteKey: id.site.hex, role: id.role.rawValue, cluster: id.cluster, listen: listen,
+            site: id.name, siteKey: id.site.hex, role: id.role.rawValue, cluster: id.cluster,
+            listen: "\(listenHost):\(sync.port ?? 0)",
             dataDir: node.paths.dataDir, version: Node.version, datasets: try await datasetInfos(), peers: peers)
     }
 
-    /// Builds the router.
-    public func router() -> Router<BasicRequestContext> {
-        let router = Router()
+    /// Builds the router for the local socket.
+    public func router() -> Router<BasicRequestContext> { router(BasicRequestContext.self, role: nil) }
+
+    /// Builds the router. With `role` set (a remote client's certificate
+    /// role), requests that role may not make are refused.
+    public func router<Context: RequestContext>(_ context: Context.Type, role: (@Sendable (Context) async -> Role?)?) -> Router<Context> {
+        let router = Router(context: Context.self)
         router.add(middleware: ErrorMiddleware())
+        if let role { router.add(middleware: RoleMiddleware(role: role)) }
         let v1 = router.group("v1")
         v1.get("status") { _, _ in try json(try await status()) }
         v1.get("datasets") { _, _ in try json(await datasetInfos()) }
@@ -116,12 +131,27 @@ public struct ClientAPI: Sendable {
         v1.post("peers") { req, ctx in
             let body = try await req.decode(as: API.PeerRequest.self, context: ctx)
             let added = try node.addPeer(body.address)
+            sync.peersChanged()
             return try json(["address": body.address, "added": added ? "yes" : "already there"], status: added ? .created : .ok)
         }
         v1.delete("peers/:address") { _, ctx in
             let address = try ctx.parameters.require("address")
             guard try node.removePeer(address) else { throw NodeError(.notFound, "\(address) is not a peer of this node") }
+            sync.peersChanged()
             return Response(status: .noContent)
+        }
+        v1.post("sync") { req, ctx in
+            let body = try await req.decode(as: API.SyncRequest.self, context: ctx)
+            sync.syncNow()
+            guard body.wait ?? false else { return try json(API.SyncResult(inSync: false, apart: [], waited: false)) }
+            let timeout = max(0, min(body.timeout ?? 60, 86_400))
+            let result = await sync.waitUntilInSync(timeout: .milliseconds(Int(timeout * 1000)))
+            return try json(API.SyncResult(inSync: result.inSync, apart: result.apart, waited: true))
+        }
+        v1.get("datasets/:ds/watch") { req, ctx in
+            let r = try node.replica(try ctx.parameters.require("ds"))
+            guard let sql = req.uri.queryParameters.get("sql") else { throw NodeError(.badInput, "watch needs ?sql=QUERY") }
+            return try await watch(r, sql: String(sql))
         }
         return router
     }
@@ -248,6 +278,87 @@ public struct ClientAPI: Sendable {
                 _ = await task.result
                 try await writer.finish(nil)
             })
+    }
+}
+
+extension ClientAPI {
+    /// The most rows one `watch` result may have.
+    static let watchRowLimit = 10_000
+
+    /// Runs a query now and again after every change to the dataset that
+    /// alters its result, answering with one NDJSON line per distinct result:
+    /// `{"columns": [...], "rows": [[...], ...]}`. Ends when the client goes.
+    func watch(_ replica: Replica, sql: String) async throws -> Response {
+        @Sendable func run() async throws -> [UInt8] {
+            let rows = RowCollector(limit: ClientAPI.watchRowLimit)
+            try await replica.query(sql) { event in try rows.add(event) }
+            return rows.line()
+        }
+        let first = try await run()  // errors become error responses
+        let (changes, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let token = replica.addObserver { _ in continuation.yield() }
+        var headers = HTTPFields()
+        headers[.contentType] = ResultFormat.ndjson.contentType
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                defer {
+                    replica.removeObserver(token)
+                    continuation.finish()
+                }
+                var last = first
+                try await writer.write(ByteBuffer(bytes: first))
+                for await _ in changes {
+                    let next = try await run()
+                    if next != last {
+                        try await writer.write(ByteBuffer(bytes: next))
+                        last = next
+                    }
+                }
+                try await writer.finish(nil)
+            })
+    }
+}
+
+/// Gathers one query result as a single NDJSON line.
+final class RowCollector: @unchecked Sendable {
+    private var columns: [String] = []
+    private var rows: [[Value]] = []
+    let limit: Int
+    init(limit: Int) { self.limit = limit }
+
+    func add(_ e: QueryEvent) throws {
+        switch e {
+        case .columns(let c): columns = c
+        case .row(let r):
+            guard rows.count < limit else { throw NodeError(.badInput, "watch shows at most \(limit) rows; narrow the query") }
+            rows.append(r)
+        }
+    }
+
+    func line() -> [UInt8] {
+        var s = "{\"columns\":[" + columns.map(ResultEncoder.jsonString).joined(separator: ",") + "],\"rows\":["
+        s += rows.map { "[" + $0.map(ResultEncoder.jsonValue).joined(separator: ",") + "]" }.joined(separator: ",")
+        s += "]}\n"
+        return Array(s.utf8)
+    }
+}
+
+/// Refuses, for a remote client, what its certificate's role may not do:
+/// a reader or relay only reads, an annotator also annotates.
+struct RoleMiddleware<Context: RequestContext>: RouterMiddleware {
+    let role: @Sendable (Context) async -> Role?
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let r = await role(context) else { throw NodeError(.forbidden, "the client certificate grants no role") }
+        let path = request.uri.path
+        let reads = request.method == .get || path.hasSuffix("/query")
+        let annotates = request.method == .post && path.hasSuffix("/annotations")
+        let allowed = reads || r == .editor || (annotates && r == .annotator)
+        guard allowed else {
+            throw NodeError(.forbidden, "the client's certificate is for a \(r.rawValue), which may not \(request.method) \(path)")
+        }
+        return try await next(request, context)
     }
 }
 

@@ -8,8 +8,9 @@ public struct ConfigFile: Sendable, Equatable {
     public var listen: String?
     public var peers: [String] = []
     public var logLevel: String?
+    public var apiListen: String?
 
-    static let keys: Set<String> = ["data_dir", "listen", "peers", "log_level"]
+    static let keys: Set<String> = ["data_dir", "listen", "peers", "log_level", "api_listen"]
 
     /// Reads a config file.
     public static func load(_ path: String) throws -> ConfigFile {
@@ -37,6 +38,7 @@ public struct ConfigFile: Sendable, Equatable {
             case "peers": c.peers = try array(value, name, n + 1)
             case "data_dir": c.dataDir = try string(value, name, n + 1)
             case "listen": c.listen = try string(value, name, n + 1)
+            case "api_listen": c.apiListen = try string(value, name, n + 1)
             default: c.logLevel = try string(value, name, n + 1)
             }
         }

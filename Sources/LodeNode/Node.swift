@@ -62,7 +62,21 @@ public final class Node: Sendable {
     /// Who the node is.
     public let identity: NodeIdentity
     private let settings: DatabaseQueue
-    private let replicas = Mutex<[String: Replica]>([:])
+    let replicas = Mutex<[String: Replica]>([:])
+    private let changeHandler = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// The node database (settings, peers, certificates).
+    var settingsQueue: DatabaseQueue { settings }
+
+    /// Sets what to call whenever any replica gains commits or a dataset
+    /// appears (the sync engine's wake-up).
+    public func onChange(_ f: @escaping @Sendable () -> Void) {
+        changeHandler.withLock { $0 = f }
+    }
+
+    func notifyChange() {
+        changeHandler.withLock { $0 }?()
+    }
 
     /// The software version.
     public static let version = "0.1.0"
@@ -109,6 +123,7 @@ public final class Node: Sendable {
                 sql: """
                     CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
                     CREATE TABLE IF NOT EXISTS peers(address TEXT PRIMARY KEY, added TEXT NOT NULL);
+                    CREATE TABLE IF NOT EXISTS certificates(site BLOB PRIMARY KEY, der BLOB NOT NULL);
                     """)
         }
         return q
@@ -135,7 +150,11 @@ public final class Node: Sendable {
             throw NodeError(.badInput, "\(paths.siteCert) is not issued by \(paths.caCert), or has expired")
         }
         try FileManager.default.createDirectory(atPath: paths.datasets, withIntermediateDirectories: true)
-        return Node(paths: paths, identity: NodeIdentity(certificate: site, ca: ca, key: key), settings: try openSettings(paths))
+        let settings = try openSettings(paths)
+        try settings.write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO certificates(site, der) VALUES (?, ?)", arguments: [Data(site.site.bytes), Data(site.der)])
+        }
+        return Node(paths: paths, identity: NodeIdentity(certificate: site, ca: ca, key: key), settings: settings)
     }
 
     /// Closes every replica.
@@ -164,11 +183,18 @@ public final class Node: Sendable {
                 .notFound,
                 "no dataset \(name)" + (names.isEmpty ? "; create one with `lode dataset create`" : " (datasets: \(names.joined(separator: ", ")))"))
         }
-        return try replicas.withLock { r in
+        return try opened(name)
+    }
+
+    /// The replica of `name`, opening (or creating) its file and watching
+    /// it for changes on first use.
+    func opened(_ name: String) throws -> Replica {
+        try replicas.withLock { r in
             if let existing = r[name] { return existing }
-            let opened = try Replica.open(at: paths.dataset(name), dataset: name, local: identity.local)
-            r[name] = opened
-            return opened
+            let replica = try Replica.open(at: paths.dataset(name), dataset: name, local: identity.local)
+            replica.addObserver { [weak self] _ in self?.notifyChange() }
+            r[name] = replica
+            return replica
         }
     }
 
@@ -181,7 +207,10 @@ public final class Node: Sendable {
         }
         let defs = try SchemaParser.parse(schema)
         let r = try await Replica.create(at: paths.dataset(name), dataset: name, local: identity.local, tables: defs)
+        r.addObserver { [weak self] _ in self?.notifyChange() }
         replicas.withLock { $0[name] = r }
+        for der in try knownCertificates() { try await register(try SiteCertificate(der: der), in: r) }
+        notifyChange()
         return r
     }
 

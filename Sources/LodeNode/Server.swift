@@ -3,6 +3,7 @@ import Hummingbird
 import LodeCore
 import LodeProtocol
 import LodeStore
+import LodeSync
 import Logging
 import Metrics
 import NIOCore
@@ -13,19 +14,35 @@ import ServiceLifecycle
 public struct ServeOptions: Sendable {
     /// The data directory.
     public var dataDir: String
-    /// Where peers connect (`HOST:PORT`).
+    /// Where peers connect (`HOST:PORT`; port 0 picks a free port).
     public var listen: String
     /// Peers to dial, beside those stored.
     public var peers: [String]
-    public init(dataDir: String, listen: String = "127.0.0.1:7443", peers: [String] = []) {
+    /// Where remote clients reach the client API over mutual TLS, if anywhere.
+    public var apiListen: String?
+    /// Stop on SIGINT and SIGTERM (off for nodes run inside tests).
+    public var handleSignals = true
+    /// Adjusts the sync sessions' timing (tests shorten it).
+    public var syncTuning: @Sendable (inout SyncStateMachine.Config) -> Void = { _ in }
+
+    public init(dataDir: String, listen: String = "127.0.0.1:7443", peers: [String] = [], apiListen: String? = nil) {
         self.dataDir = dataDir
         self.listen = listen
         self.peers = peers
+        self.apiListen = apiListen
     }
 }
 
-/// Runs a node until SIGINT or SIGTERM: the client API on the Unix socket,
-/// as services of one ServiceGroup that shuts down gracefully.
+/// A node while it runs: for callers that need its parts (tests, the demo).
+public struct RunningNode: Sendable {
+    public let node: Node
+    public let sync: SyncEngine
+}
+
+/// Runs a node until SIGINT or SIGTERM (or cancellation): peer sync on the
+/// listen address and the client API on the Unix socket (and, if asked,
+/// over mutual TLS), as services of one ServiceGroup that shuts down
+/// gracefully.
 public enum NodeServer {
     /// The Prometheus registry every node metric goes to.
     public static let metrics = PrometheusCollectorRegistry()
@@ -35,21 +52,28 @@ public enum NodeServer {
     }()
 
     /// Runs the node in `options.dataDir`, which must hold one. `ready` is
-    /// called once the socket accepts connections.
-    public static func run(_ options: ServeOptions, logger: Logger, ready: @escaping @Sendable (Node) -> Void = { _ in }) async throws {
+    /// called once the socket accepts connections and sync is listening.
+    public static func run(_ options: ServeOptions, logger: Logger, ready: @escaping @Sendable (RunningNode) -> Void = { _ in }) async throws {
         _ = bootstrapMetricsOnce
         let lock = try DataDirLock(NodePaths(options.dataDir).lock)
         defer { lock.release() }
         let node = try Node.open(dataDir: options.dataDir)
         defer { node.close() }
         for p in options.peers { try node.addPeer(p) }
-        try PeerAddress.check(options.listen, allowZero: true)
+        let (listenHost, listenPort) = try PeerAddress.parse(options.listen, allowZero: true)
+        let apiAddress = try options.apiListen.map { try PeerAddress.parse($0, allowZero: true) }
         try node.setSetting("listen", options.listen)
         let socket = node.paths.socket
         if FileManager.default.fileExists(atPath: socket) { try FileManager.default.removeItem(atPath: socket) }
         defer { try? FileManager.default.removeItem(atPath: socket) }
 
-        let api = ClientAPI(node: node, listen: options.listen)
+        let tls = try node.tls()
+        let engine = SyncEngine(
+            host: NodeSyncHost(node: node), tls: tls, listen: (listenHost, listenPort),
+            peers: { (try? node.peers()) ?? [] }, logger: logger, tuning: options.syncTuning)
+        node.onChange { engine.localChanged() }
+        let running = RunningNode(node: node, sync: engine)
+        let api = ClientAPI(node: node, listenHost: listenHost, sync: engine)
         let router = api.router()
         router.get("metrics") { _, _ in
             text(metrics.emitToString(), contentType: "text/plain; version=0.0.4")
@@ -59,10 +83,17 @@ public enum NodeServer {
             configuration: .init(address: .unixDomainSocket(path: socket), serverName: "lode"),
             onServerRunning: { _ in
                 chmod(socket, 0o600)
-                ready(node)
+                // Report ready once sync has its port too.
+                while engine.port == nil && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(10)) }
+                ready(running)
             },
             logger: logger)
-        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        var services: [any Service] = [engine, app]
+        if let (host, port) = apiAddress {
+            services.append(try RemoteAPI.application(api: api, tls: tls, host: host, port: port, logger: logger))
+        }
+        let group = ServiceGroup(
+            services: services, gracefulShutdownSignals: options.handleSignals ? [.sigterm, .sigint] : [], logger: logger)
         try await group.run()
     }
 }

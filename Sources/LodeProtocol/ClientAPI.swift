@@ -293,6 +293,33 @@ public enum API {
         }
     }
 
+    /// `POST /v1/sync`: dial every peer now; with `wait`, answer once this
+    /// node and every connected peer hold the same commits, or at `timeout`
+    /// seconds (default 60).
+    public struct SyncRequest: Codable, Sendable {
+        public var wait: Bool?
+        public var timeout: Double?
+        public init(wait: Bool?, timeout: Double?) {
+            self.wait = wait
+            self.timeout = timeout
+        }
+    }
+
+    /// The answer to a sync.
+    public struct SyncResult: Codable, Sendable {
+        /// True when every peer holds the same commits as this node.
+        public var inSync: Bool
+        /// Peers still apart or unreachable, with why.
+        public var apart: [String]
+        /// False when the request did not ask to wait.
+        public var waited: Bool
+        public init(inSync: Bool, apart: [String], waited: Bool) {
+            self.inSync = inSync
+            self.apart = apart
+            self.waited = waited
+        }
+    }
+
     /// `POST /v1/peers`.
     public struct PeerRequest: Codable, Sendable {
         public var address: String

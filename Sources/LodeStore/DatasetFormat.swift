@@ -8,7 +8,8 @@ enum DatasetFormat {
     static let bootstrap = """
         CREATE TABLE _lode_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
         CREATE TABLE _lode_sites(
-            id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, name TEXT, role TEXT, cert BLOB);
+            id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, name TEXT, role TEXT, cert BLOB,
+            valid_from INTEGER, valid_until INTEGER);
         CREATE TABLE _lode_feeds(
             site INTEGER PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL, vector BLOB NOT NULL);
         CREATE TABLE _lode_log(
@@ -36,7 +37,7 @@ enum DatasetFormat {
         CREATE INDEX _lode_conflicts_cell ON _lode_conflicts(tbl, pk, col) WHERE resolved_seq IS NULL;
         CREATE TABLE _lode_rejected(
             id INTEGER PRIMARY KEY, received INTEGER NOT NULL, site BLOB NOT NULL, seq INTEGER NOT NULL,
-            reason TEXT NOT NULL, bytes BLOB NOT NULL);
+            hash BLOB NOT NULL UNIQUE, kind TEXT NOT NULL, reason TEXT NOT NULL, bytes BLOB NOT NULL);
         """
 
     /// Full-text search over annotation bodies and tags, kept by triggers on

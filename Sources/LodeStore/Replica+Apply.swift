@@ -11,8 +11,20 @@ public struct ApplyOutcome: Sendable {
     /// Commits that cannot be applied yet (a gap or a missing dependency):
     /// the caller keeps them and retries once more has arrived.
     public var waiting: [Commit] = []
-    /// Commits refused for good, with the reason. Nothing of them was applied.
-    public var rejected: [(commit: Commit, reason: String)] = []
+    /// Commits refused for good, with the kind and reason. Nothing of them was applied.
+    public var rejected: [(commit: Commit, kind: RejectionKind, reason: String)] = []
+}
+
+/// Why a commit from elsewhere was refused.
+public enum RejectionKind: String, Sendable {
+    /// The signature does not verify under the author's key.
+    case badSignature = "bad_signature"
+    /// The previous hash names another head: a fork or an altered feed.
+    case forkedFeed = "forked_feed"
+    /// The author's certificate (role, validity) does not allow the commit.
+    case notAuthorized = "not_authorized"
+    /// An op breaks the schema or another rule.
+    case invalid
 }
 
 /// A site known to the replica: the key, and what its certificate says.
@@ -25,6 +37,20 @@ public struct SiteRecord: Sendable, Hashable {
     public var role: Role?
     /// The certificate (DER).
     public var certificate: [UInt8]?
+    /// The certificate's validity (Unix milliseconds); commits stamped
+    /// outside it (give or take an hour of clock drift) are refused.
+    public var validFrom: UInt64?
+    public var validUntil: UInt64?
+
+    /// Creates a record.
+    public init(site: SiteID, name: String?, role: Role?, certificate: [UInt8]?, validFrom: UInt64? = nil, validUntil: UInt64? = nil) {
+        self.site = site
+        self.name = name
+        self.role = role
+        self.certificate = certificate
+        self.validFrom = validFrom
+        self.validUntil = validUntil
+    }
 }
 
 extension Replica {
@@ -34,65 +60,76 @@ extension Replica {
         try await write { db, state in
             let idx = try state.siteIndex(db, record.site)
             try db.execute(
-                sql: "UPDATE _lode_sites SET name = ?, role = ?, cert = ? WHERE id = ?",
-                arguments: [record.name, record.role?.rawValue, record.certificate.map { Data($0) }, idx])
+                sql: "UPDATE _lode_sites SET name = ?, role = ?, cert = ?, valid_from = ?, valid_until = ? WHERE id = ?",
+                arguments: [
+                    record.name, record.role?.rawValue, record.certificate.map { Data($0) },
+                    record.validFrom.map { Int64(clamping: $0) }, record.validUntil.map { Int64(clamping: $0) }, idx,
+                ])
         }
     }
 
     /// Every site this replica knows of.
     public func sites() async throws -> [SiteRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT key, name, role, cert FROM _lode_sites").map { row in
+            try Row.fetchAll(db, sql: "SELECT key, name, role, cert, valid_from, valid_until FROM _lode_sites").map { row in
                 SiteRecord(
                     site: try SiteID(bytes: [UInt8](row["key"] as Data)), name: row["name"],
                     role: (row["role"] as String?).flatMap(Role.init(rawValue:)),
-                    certificate: (row["cert"] as Data?).map { [UInt8]($0) })
+                    certificate: (row["cert"] as Data?).map { [UInt8]($0) },
+                    validFrom: (row["valid_from"] as Int64?).map { UInt64(max(0, $0)) },
+                    validUntil: (row["valid_until"] as Int64?).map { UInt64(max(0, $0)) })
             }
         }
     }
 
     /// Verifies and applies commits from elsewhere, in order, in one
     /// transaction. Each commit is checked in full before any of it is
-    /// applied: dataset, signature, feed position, previous hash, causal
-    /// dependencies, the author's role, and the schema of every op. A commit
-    /// that fails is rejected (kept aside with the reason) and changes
-    /// nothing; the others still apply.
+    /// applied: dataset, feed position, previous hash, causal dependencies,
+    /// signature, the author's certificate (role and validity), and the
+    /// schema of every op. A commit that fails is rejected (kept aside with
+    /// the reason) and changes nothing; the others still apply. A commit
+    /// whose feed has a gap, whose dependencies are not held, or whose
+    /// author's certificate has not arrived yet waits: it is returned in
+    /// `waiting` for the caller to offer again later. Signatures are checked
+    /// only once a commit can be applied, so waiting costs nothing.
     public func apply(_ commits: [Commit]) async throws -> ApplyOutcome {
-        let verified = commits.map { c in (c, c.dataset == dataset && c.hasValidSignature) }
-        return try await write { [self] db, state in
+        try await write { [self] db, state in
             var outcome = ApplyOutcome()
-            var pending = verified
+            var pending = commits
             // Commits may arrive out of causal order within a batch: retry
             // the waiting ones while progress is made.
             var progress = true
             while progress {
                 progress = false
-                var next: [(Commit, Bool)] = []
-                for (commit, signed) in pending {
-                    switch try applyOne(db, state, commit, signatureOK: signed) {
+                var next: [Commit] = []
+                for commit in pending {
+                    switch try applyOne(db, state, commit) {
                     case .applied:
                         outcome.applied.append(commit)
                         progress = true
                     case .duplicate: outcome.duplicates += 1
-                    case .waiting: next.append((commit, signed))
-                    case .rejected(let reason): outcome.rejected.append((commit, reason))
+                    case .waiting: next.append(commit)
+                    case .rejected(let kind, let reason): outcome.rejected.append((commit, kind, reason))
                     }
                 }
                 pending = next
             }
-            outcome.waiting = pending.map(\.0)
+            outcome.waiting = pending
             return UncheckedBox(outcome)
         }.value
     }
 
     enum ApplyResult {
         case applied, duplicate, waiting
-        case rejected(String)
+        case rejected(RejectionKind, String)
     }
 
-    private func applyOne(_ db: Database, _ state: WriterState, _ commit: Commit, signatureOK: Bool) throws -> ApplyResult {
+    /// Allowed difference between a commit's clock and its certificate's validity.
+    static let validitySlackMillis: UInt64 = 3_600_000
+
+    private func applyOne(_ db: Database, _ state: WriterState, _ commit: Commit) throws -> ApplyResult {
         if commit.dataset != dataset {
-            return try reject(db, commit, "commit is for dataset \(commit.dataset), not \(dataset)")
+            return try reject(db, commit, .invalid, "commit is for dataset \(commit.dataset), not \(dataset)")
         }
         let head = state.heads[commit.author] ?? .empty
         let past: VersionVector
@@ -100,36 +137,55 @@ extension Replica {
             past = try FeedRules.check(commit, head: head, held: state.vector)
         } catch {
             switch error {
-            case .alreadyHeld: return .duplicate
+            case .alreadyHeld:
+                // The same seq with other bytes is tampering or a forked feed.
+                let held = try Data.fetchOne(
+                    db, sql: "SELECT l.hash FROM _lode_log l JOIN _lode_sites s ON l.site = s.id WHERE s.key = ? AND l.seq = ?",
+                    arguments: [Data(commit.author.bytes), Int64(commit.seq)])
+                guard let held, [UInt8](held) != commit.hash else { return .duplicate }
+                if !commit.hasValidSignature { return try reject(db, commit, .badSignature, "bad signature on a copy of seq \(commit.seq)") }
+                return try reject(db, commit, .forkedFeed, "the author signed two different commits with seq \(commit.seq)")
             case .gap, .missingDependency: return .waiting
             case .wrongPrevious:
-                return try reject(db, commit, "previous hash does not match the feed's head at seq \(head.seq): a forked or altered feed")
+                return try reject(
+                    db, commit, .forkedFeed, "previous hash does not match the feed's head at seq \(head.seq): a forked or altered feed")
             }
         }
-        guard signatureOK else { return try reject(db, commit, "bad signature") }
-        let role = try String.fetchOne(db, sql: "SELECT role FROM _lode_sites WHERE key = ?", arguments: [Data(commit.author.bytes)])
-            .flatMap(Role.init(rawValue:))
-        guard let role else {
-            return try reject(db, commit, "author \(commit.author.short) has no known certificate")
+        guard
+            let site = try Row.fetchOne(
+                db, sql: "SELECT role, valid_from, valid_until FROM _lode_sites WHERE key = ? AND role IS NOT NULL",
+                arguments: [Data(commit.author.bytes)]),
+            let role = Role(rawValue: site["role"])
+        else {
+            // Its certificate has not arrived yet.
+            return .waiting
+        }
+        guard commit.hasValidSignature else { return try reject(db, commit, .badSignature, "bad signature") }
+        let millis = commit.hlc.millis
+        if let from = site["valid_from"] as Int64?, millis + Replica.validitySlackMillis < UInt64(max(0, from)) {
+            return try reject(db, commit, .notAuthorized, "commit is stamped before its author's certificate was valid")
+        }
+        if let until = site["valid_until"] as Int64?, millis > UInt64(max(0, until)) + Replica.validitySlackMillis {
+            return try reject(db, commit, .notAuthorized, "commit is stamped after its author's certificate expired")
         }
         if let op = commit.ops.first(where: { !role.permits($0) }) {
-            return try reject(db, commit, "author \(commit.author.short) is a \(role.rawValue) and may not write table \(op.table)")
+            return try reject(db, commit, .notAuthorized, "author \(commit.author.short) is a \(role.rawValue) and may not write table \(op.table)")
         }
         // Apply inside a savepoint so that a schema violation found midway
         // leaves nothing behind.
-        let site = try state.siteIndex(db, commit.author)
-        let ctx = CommitContext(site: site, hlc: commit.hlc, seq: commit.seq, logID: state.nextLogID, past: past)
+        let siteIndex = try state.siteIndex(db, commit.author)
+        let ctx = CommitContext(site: siteIndex, hlc: commit.hlc, seq: commit.seq, logID: state.nextLogID, past: past)
         do {
             try db.execute(sql: "SAVEPOINT lode_commit")
             try applyOps(db, state, commit, ctx)
-            try storeCommit(db, state, commit, logID: ctx.logID, site: site, past: past)
+            try storeCommit(db, state, commit, logID: ctx.logID, site: siteIndex, past: past)
             try db.execute(sql: "RELEASE lode_commit")
             return .applied
         } catch let violation as SchemaViolation {
             try db.execute(sql: "ROLLBACK TO lode_commit")
             try db.execute(sql: "RELEASE lode_commit")
             try state.reload(db)
-            return try reject(db, commit, violation.message)
+            return try reject(db, commit, .invalid, violation.message)
         }
     }
 
@@ -164,11 +220,14 @@ extension Replica {
         }
     }
 
-    private func reject(_ db: Database, _ commit: Commit, _ reason: String) throws -> ApplyResult {
+    private func reject(_ db: Database, _ commit: Commit, _ kind: RejectionKind, _ reason: String) throws -> ApplyResult {
+        // The same bad commit offered again by another peer is kept once.
         try db.execute(
-            sql: "INSERT INTO _lode_rejected(received, site, seq, reason, bytes) VALUES (?, ?, ?, ?, ?)",
-            arguments: [Int64(wallClock()), Data(commit.author.bytes), Int64(commit.seq), reason, Data(commit.bytes)])
-        return .rejected(reason)
+            sql: "INSERT OR IGNORE INTO _lode_rejected(received, site, seq, hash, kind, reason, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            arguments: [
+                Int64(wallClock()), Data(commit.author.bytes), Int64(commit.seq), Data(commit.hash), kind.rawValue, reason, Data(commit.bytes),
+            ])
+        return .rejected(kind, reason)
     }
 
     /// How many commits this replica has refused.
@@ -186,29 +245,9 @@ extension Replica {
     }
 
     /// The commits this replica holds that a replica holding `vector` lacks,
-    /// in local apply order (a causal order), at most `limit` of them.
+    /// decoded, in local apply order, at most `limit` of them.
     public func commits(missingFrom vector: VersionVector, limit: Int = 1000) async throws -> [Commit] {
-        try await read { db in
-            var out: [Commit] = []
-            let sites = try Row.fetchAll(db, sql: "SELECT id, key FROM _lode_sites")
-            var conditions: [String] = []
-            var args: [DatabaseValueConvertible] = []
-            for row in sites {
-                let key = try SiteID(bytes: [UInt8](row["key"] as Data))
-                conditions.append("(site = ? AND seq > ?)")
-                args.append(row["id"] as Int64)
-                args.append(Int64(vector[key]))
-            }
-            guard !conditions.isEmpty else { return [] }
-            args.append(limit)
-            let cursor = try Row.fetchCursor(
-                db, sql: "SELECT bytes FROM _lode_log WHERE \(conditions.joined(separator: " OR ")) ORDER BY id LIMIT ?",
-                arguments: StatementArguments(args))
-            while let row = try cursor.next() {
-                out.append(try Commit(decoding: [UInt8](row["bytes"] as Data)))
-            }
-            return out
-        }
+        try await missingCommits(after: vector, maxBytes: .max).prefix(limit).map { try Commit(decoding: $0.bytes) }
     }
 }
 
@@ -223,5 +262,45 @@ extension WriterState {
         vector = fresh.vector
         clock = fresh.clock
         nextLogID = fresh.nextLogID
+    }
+}
+
+extension Replica {
+    /// The commits a replica holding `vector` lacks, in local apply order
+    /// (a causal order), stopping once about `maxBytes` are gathered (at
+    /// least one commit if any is missing). The scan starts at the first
+    /// missing commit of any feed, found by index, so its cost follows what
+    /// is missing, not the size of the log.
+    public func missingCommits(after vector: VersionVector, maxBytes: Int) async throws -> [(site: SiteID, seq: UInt64, bytes: [UInt8])] {
+        try await read { db in
+            var keys: [Int64: SiteID] = [:]
+            var start: Int64?
+            for row in try Row.fetchAll(db, sql: "SELECT id, key FROM _lode_sites") {
+                let id: Int64 = row["id"]
+                let key = try SiteID(bytes: [UInt8](row["key"] as Data))
+                keys[id] = key
+                let next = vector[key] == UInt64.max ? nil : vector[key] + 1
+                if let next, next <= UInt64(Int64.max),
+                    let logID = try Int64.fetchOne(db, sql: "SELECT id FROM _lode_log WHERE site = ? AND seq = ?", arguments: [id, Int64(next)])
+                {
+                    start = min(start ?? logID, logID)
+                }
+            }
+            guard let start else { return [] }
+            var out: [(site: SiteID, seq: UInt64, bytes: [UInt8])] = []
+            var total = 0
+            let rows = try Row.fetchCursor(db, sql: "SELECT id, site, seq FROM _lode_log WHERE id >= ? ORDER BY id", arguments: [start])
+            let body = try db.makeStatement(sql: "SELECT bytes FROM _lode_log WHERE id = ?")
+            while let row = try rows.next() {
+                guard let key = keys[row["site"]] else { continue }
+                let seq = UInt64(row["seq"] as Int64)
+                guard seq > vector[key] else { continue }
+                guard let data = try Data.fetchOne(body, arguments: [row["id"] as Int64]) else { continue }
+                out.append((key, seq, [UInt8](data)))
+                total += data.count
+                if total >= maxBytes { break }
+            }
+            return out
+        }
     }
 }

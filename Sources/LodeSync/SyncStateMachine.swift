@@ -313,6 +313,15 @@ public struct SyncStateMachine: Sendable {
         phase == .established && datasets.values.allSatisfy { $0.peerKnown && $0.peer == $0.local && $0.inFlight == 0 && !$0.sending }
     }
 
+    /// What the peer is known to hold, per dataset (for datasets whose peer
+    /// vector is known).
+    public var peerVectors: [String: VersionVector] {
+        datasets.filter { $0.value.peerKnown }.mapValues(\.peer)
+    }
+
+    /// True while a batch is being sent or awaits its acknowledgement.
+    public var isBusy: Bool { datasets.values.contains { $0.inFlight > 0 || $0.sending } }
+
     /// Per dataset: commits the peer lacks (ahead) and commits it has that
     /// this node lacks (behind).
     public var lag: [String: (ahead: UInt64, behind: UInt64)] {

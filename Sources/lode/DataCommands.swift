@@ -140,7 +140,7 @@ struct QueryCommand: AsyncParsableCommand {
     @OptionGroup var format: FormatOption
 
     func run() async throws {
-        let client = node.client()
+        let client = try node.client()
         let body = try JSONEncoder().encode(API.SQLRequest(sql: sql))
         try await printResult(client, format.resolved) { wire in
             try await client.request(
@@ -160,7 +160,7 @@ struct ExportCommand: AsyncParsableCommand {
     @OptionGroup var format: FormatOption
 
     func run() async throws {
-        let client = node.client()
+        let client = try node.client()
         try await printResult(client, format.resolved) { wire in
             try await client.request(.GET, "/datasets/\(percentEncode(name))/tables/\(percentEncode(table))/export", query: ["format": wire.rawValue])
         }
@@ -228,7 +228,7 @@ struct ImportCommand: AsyncParsableCommand {
         let chunks = FileChunks(path: path) { sent in
             progress.show("uploading \(file): \(Int(Double(sent) / Double(max(size, 1)) * 100))% of \(formatBytes(size))")
         }
-        let client = node.client()
+        let client = try node.client()
         let response = try await client.request(
             .POST, "/datasets/\(percentEncode(name))/tables/\(percentEncode(table))/import",
             body: .stream(chunks, length: .known(Int64(size))), contentType: "text/csv")

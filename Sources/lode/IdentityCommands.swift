@@ -33,7 +33,7 @@ struct InitCommand: ParsableCommand {
     @Option(help: "The site name (lowercase letters, digits, '-', '_', '.').") var site: String
     @Option(help: ArgumentHelp("The CA directory (holding ca.pem and ca.key).", valueName: "DIR")) var ca: String
     @Option(help: "editor, annotator, reader or relay.") var role: Role = .editor
-    @OptionGroup var node: NodeOptions
+    @OptionGroup var node: DataDirOption
 
     func run() throws {
         let dir = node.resolvedDataDir

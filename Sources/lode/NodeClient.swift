@@ -3,13 +3,45 @@ import Foundation
 import LodeProtocol
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
-/// A thin client of the node's HTTP/JSON API on its Unix socket.
+/// A thin client of the node's HTTP/JSON API: on its Unix socket, or on
+/// a remote node over mutual TLS.
 struct NodeClient: Sendable {
     let socket: String
     let dataDir: String
+    /// For a remote node: its address and a client with our certificate.
+    let remote: (address: String, client: HTTPClient)?
+
+    init(socket: String, dataDir: String) {
+        self.socket = socket
+        self.dataDir = dataDir
+        remote = nil
+    }
+
+    init(remote address: String, cert: String, key: String, ca: String) throws {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        do {
+            tls.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
+            tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+        } catch {
+            throw CLIError.failed("cannot read the TLS files: \(error)")
+        }
+        // Sites are named in certificates, not by host names: trust the CA.
+        tls.certificateVerification = .noHostnameVerification
+        tls.minimumTLSVersion = .tlsv13
+        tls.verifySignatureAlgorithms = [.ed25519]
+        tls.signingSignatureAlgorithms = [.ed25519]
+        var config = HTTPClient.Configuration(tlsConfiguration: tls)
+        config.timeout = .init(connect: .seconds(10))
+        socket = ""
+        dataDir = ""
+        remote = (address, HTTPClient(eventLoopGroupProvider: .singleton, configuration: config))
+    }
 
     var unreachable: CLIError {
+        if let remote { return CLIError(message: "cannot reach the node at \(remote.address) over mutual TLS", exitCode: 3) }
         let hint = DataDir.isDefault(dataDir) ? "lode serve" : "lode serve --data-dir \(dataDir)"
         return CLIError(message: "cannot reach the node at \(socket): is it running? Start it with `\(hint)`.", exitCode: 3)
     }
@@ -21,17 +53,23 @@ struct NodeClient: Sendable {
         var uri = API.prefix + path
         let items = query.compactMap { k, v in v.map { "\(k)=\(percentEncode($0))" } }.sorted()
         if !items.isEmpty { uri += "?" + items.joined(separator: "&") }
-        guard FileManager.default.fileExists(atPath: socket), let url = URL(httpURLWithSocketPath: socket, uri: uri) else {
-            throw unreachable
+        let url: String
+        if let remote {
+            url = "https://\(remote.address)\(uri)"
+        } else {
+            guard FileManager.default.fileExists(atPath: socket), let u = URL(httpURLWithSocketPath: socket, uri: uri) else {
+                throw unreachable
+            }
+            url = u.absoluteString
         }
-        var req = HTTPClientRequest(url: url.absoluteString)
+        var req = HTTPClientRequest(url: url)
         req.method = method
         if let body {
             req.body = body
             req.headers.add(name: "Content-Type", value: contentType)
         }
         do {
-            return try await HTTPClient.shared.execute(req, timeout: .hours(24))
+            return try await (remote?.client ?? HTTPClient.shared).execute(req, timeout: .hours(24))
         } catch let e as HTTPClientError where e == .connectTimeout || e == .remoteConnectionClosed {
             throw unreachable
         } catch let e as IOError where [ECONNREFUSED, ENOENT, ENOTSOCK].contains(e.errnoCode) {

@@ -2,8 +2,8 @@ import ArgumentParser
 import Foundation
 import LodeProtocol
 
-/// Where the node is: `--data-dir` (its Unix socket).
-struct NodeOptions: ParsableArguments {
+/// The node's data directory.
+struct DataDirOption: ParsableArguments {
     @Option(
         name: .customLong("data-dir"),
         help: ArgumentHelp(
@@ -12,8 +12,38 @@ struct NodeOptions: ParsableArguments {
 
     /// The data directory to use.
     var resolvedDataDir: String { DataDir.resolve(dataDir) }
+}
 
-    func client() -> NodeClient { NodeClient(socket: resolvedDataDir + "/lode.sock", dataDir: resolvedDataDir) }
+/// Where the node is: `--data-dir` (its Unix socket), or `--node` with
+/// `--cert`, `--key` and `--ca` for a remote node over mutual TLS.
+struct NodeOptions: ParsableArguments {
+    @OptionGroup var local: DataDirOption
+    var dataDir: String? { local.dataDir }
+
+    @Option(help: ArgumentHelp("Reach a remote node's client API over mutual TLS instead of the local socket.", valueName: "HOST:PORT"))
+    var node: String?
+    @Option(help: ArgumentHelp("With --node: the client certificate (PEM), e.g. a site's site.pem.", valueName: "FILE")) var cert: String?
+    @Option(help: ArgumentHelp("With --node: the client certificate's key (PEM).", valueName: "FILE")) var key: String?
+    @Option(help: ArgumentHelp("With --node: the cluster CA certificate (PEM).", valueName: "FILE")) var ca: String?
+
+    /// The data directory to use.
+    var resolvedDataDir: String { local.resolvedDataDir }
+
+    func validate() throws {
+        if node != nil && (cert == nil || key == nil || ca == nil) {
+            throw ValidationError("--node needs --cert, --key and --ca (for example a site's site.pem, site.key and ca.pem)")
+        }
+        if node == nil && (cert != nil || key != nil || ca != nil) {
+            throw ValidationError("--cert, --key and --ca go with --node HOST:PORT")
+        }
+    }
+
+    func client() throws -> NodeClient {
+        if let node, let cert, let key, let ca {
+            return try NodeClient(remote: node, cert: DataDir.absolute(cert), key: DataDir.absolute(key), ca: DataDir.absolute(ca))
+        }
+        return NodeClient(socket: resolvedDataDir + "/lode.sock", dataDir: resolvedDataDir)
+    }
 }
 
 enum DataDir {

@@ -14,10 +14,14 @@ struct ServeCommand: AsyncParsableCommand {
             Example: lode serve --data-dir ./berlin --listen 0.0.0.0:7443
             """)
 
-    @OptionGroup var node: NodeOptions
+    @OptionGroup var node: DataDirOption
     @Option(help: ArgumentHelp("Where peers connect.", valueName: "HOST:PORT")) var listen: String?
     @Option(name: .customLong("peer"), help: ArgumentHelp("A peer to dial (repeatable; kept across restarts).", valueName: "HOST:PORT"))
     var peers: [String] = []
+    @Option(
+        name: .customLong("api-listen"),
+        help: ArgumentHelp("Also serve the client API here over mutual TLS, for `lode --node HOST:PORT --cert --key --ca`.", valueName: "HOST:PORT"))
+    var apiListen: String?
     @Option(help: ArgumentHelp("A config file (see deploy/lode.example.toml).", valueName: "FILE")) var config: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String?
 
@@ -31,16 +35,20 @@ struct ServeCommand: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "lode")
-        let options = ServeOptions(dataDir: dataDir, listen: listen ?? file?.listen ?? "127.0.0.1:7443", peers: peers + (file?.peers ?? []))
+        let options = ServeOptions(
+            dataDir: dataDir, listen: listen ?? file?.listen ?? "127.0.0.1:7443", peers: peers + (file?.peers ?? []),
+            apiListen: apiListen ?? file?.apiListen)
         let firstRun = !Node.exists(dataDir: dataDir)
         if firstRun {
             note("lode: no node in \(dataDir); setting up a development node")
             for line in try await DevelopmentBootstrap.run(dataDir: dataDir) { note("lode: \(line)") }
         }
         let flag = DataDir.isDefault(dataDir) ? "" : " --data-dir \(dataDir)"
-        try await NodeServer.run(options, logger: logger) { node in
-            let id = node.identity.certificate
-            note("lode: site \(id.name) (\(id.role.rawValue), cluster \(id.cluster)) serving \(node.paths.socket)")
+        try await NodeServer.run(options, logger: logger) { running in
+            let id = running.node.identity.certificate
+            note(
+                "lode: site \(id.name) (\(id.role.rawValue), cluster \(id.cluster)) serving \(running.node.paths.socket), peers on port \(running.sync.port ?? 0)"
+            )
             if firstRun {
                 note(
                     """

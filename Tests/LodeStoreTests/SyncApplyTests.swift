@@ -132,18 +132,25 @@ func exchange(from: Replica, to: Replica, _ rng: inout SeededGenerator) async th
         _ = try await rs[0].exec("INSERT INTO t(id, a) VALUES ('k', 1)")
         let good = try await rs[0].commits(missingFrom: rs[1].vector).last!
         var bytes = good.bytes
-        bytes[bytes.count - 70] ^= 0x01
-        let altered = try? Commit(decoding: bytes)
+        bytes[bytes.count - 1] ^= 0x01
+        let altered = try Commit(decoding: bytes)
         // A commit from an unknown site.
         let stranger = site(7, "stranger")
         let unknown = try stranger.writer.commit(dataset: "d", ops: [.put(put)], hlc: HLC(millis: 1, counter: 0), head: .empty, held: VersionVector())
-        var batch = [byReader, unknown]
-        if let altered { batch.append(altered) }
+        var batch = [byReader, unknown]  // and the altered one below
+        batch.append(altered)
         let outcome = try await rs[1].apply(batch)
         #expect(outcome.applied.isEmpty)
-        #expect(outcome.rejected.count == batch.count)
+        // The reader's and the altered commit are refused; the stranger's
+        // waits for a certificate that never comes.
+        #expect(outcome.rejected.count == batch.count - 1)
+        #expect(Set(outcome.rejected.map(\.kind)) == [.notAuthorized, .badSignature])
+        #expect(outcome.waiting.map(\.hash) == [unknown.hash])
         #expect(try await fullDump(rs[1]) == before)
-        #expect(try await rs[1].rejections().count == batch.count)
+        #expect(try await rs[1].rejections().count == batch.count - 1)
+        // Offered again, a refused commit is recorded once.
+        _ = try await rs[1].apply(batch)
+        #expect(try await rs[1].rejections().count == batch.count - 1)
         // The genuine commit still applies afterwards.
         #expect(try await rs[1].apply([good]).applied.count == 1)
     }

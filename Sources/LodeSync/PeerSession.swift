@@ -1,0 +1,224 @@
+import AsyncAlgorithms
+import LodeCore
+import LodeProtocol
+import Logging
+import Metrics
+import NIOCore
+import Synchronization
+
+/// Who is at the other end of a session, from its verified certificate.
+public struct PeerIdentity: Sendable, Hashable {
+    public var site: SiteID
+    public var name: String
+    public var role: Role
+    public init(site: SiteID, name: String, role: Role) {
+        self.site = site
+        self.name = name
+        self.role = role
+    }
+}
+
+/// What the rest of the node can see of a running session.
+final class SessionHandle: Sendable {
+    enum Direction: String, Sendable { case dialled, accepted }
+
+    struct Snapshot: Sendable {
+        var established = false
+        /// What the peer holds, per dataset.
+        var peer: [String: VersionVector] = [:]
+        /// A batch is on its way.
+        var busy = false
+    }
+
+    let id = UUIDish.next()
+    let direction: Direction
+    let address: String
+    let peer: PeerIdentity
+    let wake: AsyncStream<Void>.Continuation
+    let wakes: AsyncStream<Void>
+    let snapshot = Mutex(Snapshot())
+    let pendingCertificates = Mutex<[[UInt8]]>([])
+
+    init(direction: Direction, address: String, peer: PeerIdentity) {
+        self.direction = direction
+        self.address = address
+        self.peer = peer
+        (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+}
+
+/// Small unique ids for sessions, without Foundation.
+enum UUIDish {
+    private static let counter = Atomic<UInt64>(0)
+    static func next() -> UInt64 { counter.add(1, ordering: .relaxed).newValue }
+}
+
+/// Runs one established connection: feeds the state machine with what
+/// arrives, what changes locally and the passing of time, and carries out
+/// its actions against the host and the socket, one event at a time.
+struct PeerSession {
+    let host: any SyncHost
+    let handle: SessionHandle
+    let config: SyncStateMachine.Config
+    let logger: Logger
+    /// Told when certificates arrive that other sessions should pass on.
+    let onNewCertificates: @Sendable ([[UInt8]]) -> Void
+    /// Told when the session's state changes (for `sync --wait`, status).
+    let onStateChange: @Sendable () -> Void
+
+    enum Event: Sendable {
+        case inbound(SyncInbound)
+        case ended((any Error)?)
+        case wake
+        case tick
+    }
+
+    static let sentCommits = Counter(label: "lode_sync_commits_sent_total")
+    static let receivedCommits = Counter(label: "lode_sync_commits_received_total")
+    static let sentBytes = Counter(label: "lode_sync_bytes_sent_total")
+    static let receivedBytes = Counter(label: "lode_sync_bytes_received_total")
+
+    func run(_ channel: NIOAsyncChannel<SyncInbound, ByteBuffer>) async throws {
+        try await channel.executeThenClose { inbound, outbound in
+            let events = AsyncChannel<Event>()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    do {
+                        for try await item in inbound { await events.send(.inbound(item)) }
+                        await events.send(.ended(nil))
+                    } catch {
+                        await events.send(.ended(error))
+                    }
+                }
+                group.addTask {
+                    for await _ in handle.wakes { await events.send(.wake) }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: .seconds(1))
+                        await events.send(.tick)
+                    }
+                }
+                defer {
+                    group.cancelAll()
+                    events.finish()
+                }
+                var sm = SyncStateMachine(config: config, peerSite: handle.peer.site)
+                let start = sm.start(local: try await host.datasetVectors(), certificates: try await host.knownCertificates(), now: .now)
+                if try await perform(start, &sm, outbound) { return }
+                for await event in events {
+                    let actions: [SyncStateMachine.Action]
+                    switch event {
+                    case .inbound(.message(let m)):
+                        if case .v1(.commits(_, let cs)) = m {
+                            PeerSession.receivedBytes.increment(by: cs.reduce(0) { $0 + $1.count })
+                        }
+                        actions = sm.receive(m, now: .now)
+                    case .inbound(.invalid(let code, let message)):
+                        actions = [.close(code, message)]
+                    case .ended(let error):
+                        logger.info("sync session ended", metadata: ["peer": "\(handle.peer.name)", "error": "\(error.map { "\($0)" } ?? "closed")"])
+                        return
+                    case .wake:
+                        var a: [SyncStateMachine.Action] = []
+                        let certs = handle.pendingCertificates.withLock { p in
+                            defer { p = [] }
+                            return p
+                        }
+                        if !certs.isEmpty && sm.isEstablished { a.append(.send(.certificates(certs))) }
+                        for (name, v) in try await host.datasetVectors().sorted(by: { $0.key < $1.key }) {
+                            a += sm.localChanged(dataset: name, vector: v)
+                        }
+                        actions = a
+                    case .tick:
+                        actions = sm.tick(now: .now)
+                    }
+                    if try await perform(actions, &sm, outbound) { return }
+                }
+            }
+        }
+    }
+
+    /// Carries out actions (and the actions they lead to). Returns true
+    /// when the session is to close.
+    private func perform(
+        _ initial: [SyncStateMachine.Action], _ sm: inout SyncStateMachine,
+        _ out: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    ) async throws -> Bool {
+        var queue = initial[...]
+        var closing = false
+        while let action = queue.popFirst() {
+            switch action {
+            case .send(let m):
+                try await out.write(ByteBuffer(bytes: SyncFrame.encode(.v1(m))))
+            case .sendMissing(let dataset, let after):
+                let batch = try await host.missingCommits(dataset: dataset, after: after, maxBytes: SyncFrame.targetBatchBytes)
+                var through = after
+                for c in batch where c.seq > through[c.site] { through[c.site] = c.seq }
+                if !batch.isEmpty {
+                    let bytes = SyncFrame.encode(.v1(.commits(dataset: dataset, commits: batch.map(\.bytes))))
+                    try await out.write(ByteBuffer(bytes: bytes))
+                    PeerSession.sentCommits.increment(by: batch.count)
+                    PeerSession.sentBytes.increment(by: bytes.count)
+                }
+                queue += sm.sent(dataset: dataset, commits: batch.count, through: through, now: .now)
+            case .apply(let dataset, let raw):
+                var commits: [Commit] = []
+                commits.reserveCapacity(raw.count)
+                var batch = VersionVector()
+                for bytes in raw {
+                    guard let c = try? Commit(decoding: bytes) else {
+                        queue = [.close(.malformed, "a commit in \(dataset) does not decode")][...]
+                        commits = []
+                        break
+                    }
+                    guard c.dataset == dataset else {
+                        queue = [.close(.invalidCommit, "a commit of \(c.dataset) was sent as \(dataset)")][...]
+                        commits = []
+                        break
+                    }
+                    if c.seq > batch[c.author] { batch[c.author] = c.seq }
+                    commits.append(c)
+                }
+                guard !commits.isEmpty else { continue }
+                PeerSession.receivedCommits.increment(by: commits.count)
+                let result = try await host.apply(dataset: dataset, commits: commits)
+                for r in result.rejected {
+                    logger.warning(
+                        "refused a commit",
+                        metadata: [
+                            "dataset": "\(dataset)", "author": "\(r.site.short)", "seq": "\(r.seq)", "code": "\(r.code)", "reason": "\(r.message)",
+                            "from": "\(handle.peer.name)",
+                        ])
+                }
+                queue += sm.applied(dataset: dataset, vector: result.vector, batch: batch, rejected: result.rejected, now: .now)
+            case .openDataset(let name):
+                let v = try await host.openDataset(name)
+                queue += sm.localChanged(dataset: name, vector: v)
+            case .addCertificates(let certs):
+                let (added, refused) = try await host.addCertificates(certs)
+                for r in refused { logger.warning("refused a certificate", metadata: ["from": "\(handle.peer.name)", "reason": "\(r)"]) }
+                if !added.isEmpty {
+                    onNewCertificates(added)
+                    // Commits waiting for these authors may apply now.
+                    for (name, v) in try await host.datasetVectors() { queue += sm.localChanged(dataset: name, vector: v) }
+                }
+            case .log(let message):
+                logger.notice("\(message)", metadata: ["peer": "\(handle.peer.name)"])
+            case .close(let code, let message):
+                if let code {
+                    try? await out.write(ByteBuffer(bytes: SyncFrame.encode(.v1(.reject(code: code, message: message)))))
+                    logger.warning("closing sync session", metadata: ["peer": "\(handle.peer.name)", "code": "\(code)", "reason": "\(message)"])
+                } else {
+                    logger.notice("sync session closed by peer", metadata: ["peer": "\(handle.peer.name)", "reason": "\(message)"])
+                }
+                closing = true
+                queue = []
+            }
+        }
+        let snapshot = SessionHandle.Snapshot(established: sm.isEstablished, peer: sm.peerVectors, busy: sm.isBusy)
+        handle.snapshot.withLock { $0 = snapshot }
+        onStateChange()
+        return closing || sm.isClosed
+    }
+}

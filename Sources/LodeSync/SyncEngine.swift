@@ -1,0 +1,354 @@
+import LodeCore
+import LodeProtocol
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import ServiceLifecycle
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One configured or connected peer, as `lode status` shows it.
+public struct PeerStatus: Sendable {
+    public var address: String
+    /// "connected", "connecting", "backoff", or "accepted" (it dialled us).
+    public var state: String
+    public var site: String?
+    public var inSync: Bool
+    public var lag: [String: (ahead: UInt64, behind: UInt64)]
+    public var lastError: String?
+    /// True for a peer this node dials.
+    public var configured: Bool
+}
+
+/// What `sync --wait` found.
+public struct SyncWaitResult: Sendable {
+    public var inSync: Bool
+    /// Peers still apart or unreachable, with why.
+    public var apart: [String]
+}
+
+/// Peer sync for a node: accepts mutual-TLS connections on the listen
+/// address, dials every configured peer (redialling with exponential backoff
+/// and jitter), and runs a `PeerSession` per connection. New commits, local
+/// or relayed, wake every session at once, so that they reach every peer.
+///
+/// ```swift
+/// let engine = SyncEngine(host: host, tls: tls, listen: ("0.0.0.0", 7443), peers: { try node.peers() }, logger: logger)
+/// try await ServiceGroup(services: [engine, api], …).run()
+/// ```
+public final class SyncEngine: Service, Sendable {
+    let host: any SyncHost
+    let tls: SyncTLS
+    let listenHost: String
+    let listenPort: Int
+    let configuredPeers: @Sendable () -> [String]
+    let logger: Logger
+    let config: SyncStateMachine.Config
+
+    private let sessions = Mutex<[UInt64: SessionHandle]>([:])
+    private let dialers = Mutex<[String: Dialer]>([:])
+    private let bound = Mutex<Int?>(nil)
+    private let changed = Wakeup()
+    private let reconcile = Wakeup()
+
+    final class Dialer: Sendable {
+        let address: String
+        let wakeup = Wakeup()
+        let state = Mutex<(state: String, lastError: String?, removed: Bool)>(("connecting", nil, false))
+        init(address: String) { self.address = address }
+    }
+
+    /// Creates the engine; `peers` is read again whenever `peersChanged()` is called.
+    public init(
+        host: any SyncHost, tls: SyncTLS, listen: (host: String, port: Int), peers: @escaping @Sendable () -> [String], logger: Logger,
+        tuning: (inout SyncStateMachine.Config) -> Void = { _ in }
+    ) {
+        self.host = host
+        self.tls = tls
+        listenHost = listen.host
+        listenPort = listen.port
+        configuredPeers = peers
+        self.logger = logger
+        var c = SyncStateMachine.Config(localSite: host.localSite, cluster: tls.cluster)
+        tuning(&c)
+        config = c
+    }
+
+    /// The port the listener is bound to, once running.
+    public var port: Int? { bound.withLock { $0 } }
+
+    public func run() async throws {
+        let serverContext = try tls.serverContext()
+        let clientContext = try tls.clientContext()
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.so_keepalive), value: 1)
+            .bind(host: listenHost, port: listenPort) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try SyncEngine.configure(channel, tls: NIOSSLServerHandler(context: serverContext))
+                }
+            }
+        bound.withLock { $0 = server.channel.localAddress?.port }
+        logger.info("sync listening", metadata: ["address": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
+        do {
+            try await runServing(server, clientContext)
+        } catch {
+            // Shutting down (SIGTERM, or the node's task cancelled) is not a failure.
+            if Task.isCancelled || error is CancellationError { return }
+            throw error
+        }
+    }
+
+    private func runServing(
+        _ server: NIOAsyncChannel<(NIOAsyncChannel<SyncInbound, ByteBuffer>, EventLoopFuture<NIOSSLCertificate>), Never>,
+        _ clientContext: NIOSSLContext
+    ) async throws {
+        try await cancelWhenGracefulShutdown {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { await self.superviseDialers(clientContext) }
+                try await server.executeThenClose { inbound in
+                    for try await (connection, handshake) in inbound {
+                        let remote = connection.channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+                        group.addTask { try? await self.serve(connection, handshake, .accepted, address: remote) }
+                    }
+                }
+            }
+        }
+    }
+
+    static func configure(
+        _ channel: Channel, tls: ChannelHandler
+    ) throws
+        -> (NIOAsyncChannel<SyncInbound, ByteBuffer>, EventLoopFuture<NIOSSLCertificate>)
+    {
+        let promise = channel.eventLoop.makePromise(of: NIOSSLCertificate.self)
+        try channel.pipeline.syncOperations.addHandler(tls)
+        try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(promise: promise))
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SyncFrameHandler()))
+        return (try NIOAsyncChannel<SyncInbound, ByteBuffer>(wrappingChannelSynchronously: channel), promise.futureResult)
+    }
+
+    /// Waits for the TLS handshake (10 s at most), identifies the peer from
+    /// its certificate, and runs the session until it ends.
+    func serve(
+        _ connection: NIOAsyncChannel<SyncInbound, ByteBuffer>, _ handshake: EventLoopFuture<NIOSSLCertificate>,
+        _ direction: SessionHandle.Direction, address: String
+    ) async throws {
+        let certificate: NIOSSLCertificate
+        do {
+            certificate = try await withThrowingTaskGroup(of: NIOSSLCertificate?.self) { group in
+                group.addTask { try await handshake.get() }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(10))
+                    return nil
+                }
+                defer { group.cancelAll() }
+                let first = try await group.next()
+                guard let cert = first ?? nil else { throw SyncError.handshakeTimeout }
+                return cert
+            }
+        } catch {
+            logger.info("refused a sync connection", metadata: ["address": "\(address)", "error": "\(error)"])
+            try? await connection.channel.close()
+            throw error
+        }
+        let peer = try host.identifyPeer(try certificate.toDERBytes())
+        guard peer.site != host.localSite else {
+            try? await connection.channel.close()
+            return
+        }
+        let handle = SessionHandle(direction: direction, address: address, peer: peer)
+        sessions.withLock { $0[handle.id] = handle }
+        changed.signal()
+        logger.info("sync session started", metadata: ["peer": "\(peer.name)", "address": "\(address)", "direction": "\(direction.rawValue)"])
+        defer {
+            sessions.withLock { _ = $0.removeValue(forKey: handle.id) }
+            changed.signal()
+        }
+        let session = PeerSession(
+            host: host, handle: handle, config: config, logger: logger,
+            onNewCertificates: { [weak self] certs in self?.broadcast(certificates: certs, except: handle.id) },
+            onStateChange: { [weak self] in self?.changed.signal() })
+        try await session.run(connection)
+    }
+
+    // MARK: Dialling
+
+    /// Keeps one dialler per configured peer, adding and removing them as
+    /// the configuration changes.
+    func superviseDialers(_ context: NIOSSLContext) async {
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled {
+                let wanted = Set(configuredPeers())
+                let (added, removed) = dialers.withLock { d -> ([Dialer], [Dialer]) in
+                    let add = wanted.subtracting(d.keys).map { Dialer(address: $0) }
+                    for a in add { d[a.address] = a }
+                    let gone = d.keys.filter { !wanted.contains($0) }.compactMap { d.removeValue(forKey: $0) }
+                    return (add, gone)
+                }
+                for r in removed {
+                    r.state.withLock { $0.removed = true }
+                    r.wakeup.signal()
+                }
+                for a in added { group.addTask { await self.dial(a, context) } }
+                await reconcile.wait(for: .seconds(5))
+            }
+        }
+    }
+
+    func dial(_ dialer: Dialer, _ context: NIOSSLContext) async {
+        var backoff: Duration = .milliseconds(250)
+        while !Task.isCancelled && !dialer.state.withLock({ $0.removed }) {
+            dialer.state.withLock { $0.state = "connecting" }
+            let started = ContinuousClock.now
+            do {
+                let (host, port) = try SyncEngine.split(dialer.address)
+                let (connection, handshake) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .connectTimeout(.seconds(5))
+                    .channelOption(.socketOption(.so_keepalive), value: 1)
+                    .connect(host: host, port: port) { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try SyncEngine.configure(channel, tls: try NIOSSLClientHandler(context: context, serverHostname: nil))
+                        }
+                    }
+                dialer.state.withLock { $0 = ("connected", nil, $0.removed) }
+                try await serve(connection, handshake, .dialled, address: dialer.address)
+                dialer.state.withLock { $0.lastError = "session ended" }
+            } catch {
+                dialer.state.withLock { $0.lastError = SyncEngine.describe(error) }
+                logger.debug("dial failed", metadata: ["peer": "\(dialer.address)", "error": "\(error)"])
+            }
+            if ContinuousClock.now - started > .seconds(30) { backoff = .milliseconds(250) }
+            dialer.state.withLock { $0.state = "backoff" }
+            changed.signal()
+            let jittered = backoff * Double.random(in: 0.5...1.5)
+            await dialer.wakeup.wait(for: jittered)
+            backoff = min(backoff * 2, .seconds(30))
+        }
+    }
+
+    /// A connection error in a few words.
+    static func describe(_ error: any Error) -> String {
+        if let e = error as? NIOConnectionError {
+            if let first = e.connectionErrors.first { return describe(first.error) }
+            if let dns = e.dnsAAAAError ?? e.dnsAError { return "cannot resolve \(e.host): \(dns)" }
+            return "cannot connect to \(e.host):\(e.port)"
+        }
+        if let e = error as? IOError { return String(cString: strerror(e.errnoCode)).lowercased() }
+        if let e = error as? NIOSSLError { return "TLS: \(e)" }
+        if let e = error as? BoringSSLError { return "TLS handshake refused (\(e))" }
+        if error is ChannelError { return "connection closed" }
+        return "\(error)"
+    }
+
+    static func split(_ address: String) throws -> (String, Int) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+            throw SyncError.badPeerCertificate("\(address) is not HOST:PORT")
+        }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
+    }
+
+    // MARK: Control
+
+    /// Something changed locally (a commit, a new dataset): every session
+    /// checks what its peer now lacks.
+    public func localChanged() {
+        for s in sessions.withLock({ Array($0.values) }) { s.wake.yield() }
+    }
+
+    /// The configured peers changed: start or stop diallers.
+    public func peersChanged() { reconcile.signal() }
+
+    /// Dial every configured peer now, without waiting out the backoff.
+    public func syncNow() {
+        reconcile.signal()
+        for d in dialers.withLock({ Array($0.values) }) { d.wakeup.signal() }
+        localChanged()
+    }
+
+    func broadcast(certificates: [[UInt8]], except id: UInt64) {
+        for s in sessions.withLock({ Array($0.values) }) where s.id != id {
+            s.pendingCertificates.withLock { $0 += certificates }
+            s.wake.yield()
+        }
+    }
+
+    /// Configured peers and connected sessions, compared with what this
+    /// node holds now (`local`, from the host).
+    public func status() async -> [PeerStatus] {
+        let local = (try? await host.datasetVectors()) ?? [:]
+        return status(local: local)
+    }
+
+    func status(local: [String: VersionVector]) -> [PeerStatus] {
+        let live = sessions.withLock { Array($0.values) }
+        func view(_ s: SessionHandle, address: String, state: String, configured: Bool) -> PeerStatus {
+            let snap = s.snapshot.withLock { $0 }
+            var lag: [String: (ahead: UInt64, behind: UInt64)] = [:]
+            for name in Set(local.keys).union(snap.peer.keys) {
+                let l = local[name] ?? VersionVector(), p = snap.peer[name] ?? VersionVector()
+                var ahead: UInt64 = 0, behind: UInt64 = 0
+                for site in Set(l.entries.keys).union(p.entries.keys) {
+                    if l[site] > p[site] { ahead += l[site] - p[site] } else { behind += p[site] - l[site] }
+                }
+                lag[name] = (ahead, behind)
+            }
+            let inSync =
+                snap.established && !snap.busy && Set(local.keys).isSubset(of: snap.peer.keys)
+                && lag.values.allSatisfy { $0.ahead == 0 && $0.behind == 0 }
+            return PeerStatus(
+                address: address, state: snap.established ? state : "handshake", site: s.peer.name, inSync: inSync, lag: lag,
+                lastError: nil, configured: configured)
+        }
+        var out: [PeerStatus] = []
+        var matched = Set<UInt64>()
+        let known = dialers.withLock { $0 }
+        for address in Set(configuredPeers()).union(known.keys).sorted() {
+            guard let d = known[address] else {
+                // Configured a moment ago; its dialler is starting.
+                out.append(PeerStatus(address: address, state: "connecting", site: nil, inSync: false, lag: [:], lastError: nil, configured: true))
+                continue
+            }
+            if let s = live.first(where: { $0.direction == .dialled && $0.address == address }) {
+                matched.insert(s.id)
+                out.append(view(s, address: address, state: "connected", configured: true))
+            } else {
+                let st = d.state.withLock { $0 }
+                out.append(
+                    PeerStatus(address: address, state: st.state, site: nil, inSync: false, lag: [:], lastError: st.lastError, configured: true))
+            }
+        }
+        for s in live where !matched.contains(s.id) {
+            out.append(view(s, address: s.address, state: "accepted", configured: false))
+        }
+        return out
+    }
+
+    /// Waits until every configured peer is connected and every connected
+    /// peer holds the same commits as this node, or until `timeout`.
+    public func waitUntilInSync(timeout: Duration) async -> SyncWaitResult {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let apart = await status().compactMap { p -> String? in
+                if p.inSync { return nil }
+                let who = p.site.map { "\($0) (\(p.address))" } ?? p.address
+                if p.state == "connected" || p.state == "accepted" {
+                    let lag = p.lag.filter { $0.value.ahead + $0.value.behind > 0 }
+                        .map { "\($0.key): \($0.value.ahead) ahead, \($0.value.behind) behind" }.sorted()
+                    return "\(who) is apart" + (lag.isEmpty ? "" : " (\(lag.joined(separator: "; ")))")
+                }
+                return "\(who) is unreachable" + (p.lastError.map { ": \($0)" } ?? "")
+            }
+            if apart.isEmpty { return SyncWaitResult(inSync: true, apart: []) }
+            let left = deadline - ContinuousClock.now
+            if left <= .zero || Task.isCancelled { return SyncWaitResult(inSync: false, apart: apart) }
+            await changed.wait(for: min(left, .seconds(1)))
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import LodeCore
+import LodeProtocol
+
+/// What the sync engine needs from the node: its datasets and their logs,
+/// applying commits, and certificates. `LodeNode` implements it over the
+/// SQLite replicas; the engine never touches storage itself.
+public protocol SyncHost: Sendable {
+    /// This node's site.
+    var localSite: SiteID { get }
+    /// This node's cluster: SHA-256 of the CA certificate.
+    var cluster: [UInt8] { get }
+    /// Every dataset held, with its vector.
+    func datasetVectors() async throws -> [String: VersionVector]
+    /// Opens a dataset, creating it empty if it is new here; returns its vector.
+    func openDataset(_ name: String) async throws -> VersionVector
+    /// The commits a replica holding `after` lacks, in a causal order, at
+    /// most about `maxBytes` of them (always at least one if any is missing),
+    /// as their original bytes with author and seq.
+    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [(site: SiteID, seq: UInt64, bytes: [UInt8])]
+    /// Verifies and applies commits; returns the vector after and the commits refused.
+    func apply(dataset: String, commits: [Commit]) async throws -> SyncApplyResult
+    /// The site certificates (DER) this node knows, its own included.
+    func knownCertificates() async throws -> [[UInt8]]
+    /// Who a TLS peer is, from its certificate (DER), already verified
+    /// against the cluster CA by the handshake.
+    func identifyPeer(_ der: [UInt8]) throws -> PeerIdentity
+    /// Verifies certificates against the cluster CA and keeps the good ones.
+    /// Returns the ones that were new, and messages for the ones refused.
+    func addCertificates(_ ders: [[UInt8]]) async throws -> (added: [[UInt8]], refused: [String])
+}
+
+/// What applying a batch did.
+public struct SyncApplyResult: Sendable {
+    /// The dataset's vector afterwards.
+    public var vector: VersionVector
+    /// Commits refused for good.
+    public var rejected: [(site: SiteID, seq: UInt64, code: RejectCode, message: String)]
+    /// Commits kept for later (a gap, a missing dependency or certificate).
+    public var waiting: Int
+
+    public init(vector: VersionVector, rejected: [(site: SiteID, seq: UInt64, code: RejectCode, message: String)], waiting: Int) {
+        self.vector = vector
+        self.rejected = rejected
+        self.waiting = waiting
+    }
+}

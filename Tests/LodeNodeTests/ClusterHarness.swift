@@ -1,0 +1,127 @@
+import Foundation
+import LodeCore
+import LodeStore
+import LodeSync
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import LodeNode
+
+/// A free TCP port on loopback (bound, then released).
+func freePort() throws -> Int {
+    let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait()
+    let port = channel.localAddress!.port!
+    try channel.close().wait()
+    return port
+}
+
+/// One node of an in-process cluster: a real `NodeServer` with its own
+/// data directory, peer port (real TLS on loopback) and Unix socket.
+final class TestNode: @unchecked Sendable {
+    let name: String
+    let dir: String
+    let port: Int
+    private var task: Task<Void, Error>?
+    private(set) var running: RunningNode?
+
+    init(name: String, role: Role, caDir: String, root: String) throws {
+        self.name = name
+        dir = root + "/" + name
+        port = try freePort()
+        try Node.initialize(dataDir: dir, site: name, role: role, caDir: caDir)
+    }
+
+    var address: String { "127.0.0.1:\(port)" }
+    var node: Node { running!.node }
+    var sync: SyncEngine { running!.sync }
+
+    /// Starts the node (again); waits until it serves.
+    func start() async throws {
+        var options = ServeOptions(dataDir: dir, listen: address)
+        options.handleSignals = false
+        options.syncTuning = { c in
+            c.keepalive = .seconds(2)
+            c.silenceTimeout = .seconds(10)
+            c.vectorInterval = .seconds(3)
+        }
+        let (stream, continuation) = AsyncStream.makeStream(of: RunningNode.self)
+        var logger = Logger(label: name)
+        logger.logLevel = ProcessInfo.processInfo.environment["LODE_TEST_LOG"] == "1" ? .debug : .critical
+        task = Task { [logger] in
+            defer { continuation.finish() }
+            try await NodeServer.run(options, logger: logger) { continuation.yield($0) }
+        }
+        for await r in stream {
+            running = r
+            return
+        }
+        _ = try await task!.value
+        throw ServeFailure(message: "\(name) stopped before serving")
+    }
+
+    /// Stops the node (as SIGTERM would) and waits until it has.
+    func stop() async {
+        task?.cancel()
+        _ = await task?.result
+        task = nil
+        running = nil
+    }
+
+    /// Dials `other`.
+    func connect(to other: TestNode) throws {
+        try node.addPeer(other.address)
+        sync.peersChanged()
+    }
+
+    func replica(_ ds: String) throws -> Replica { try node.replica(ds) }
+
+    /// Every user table of a dataset, schema included, as text.
+    func dump(_ ds: String) async throws -> [String] {
+        let r = try replica(ds)
+        var out = [try await r.schemaSQL()]
+        for t in try await r.schema() {
+            let rows = Lines()
+            try await r.query("SELECT * FROM \(t.name) ORDER BY 1") { e in rows.add("\(e)") }
+            out += rows.all
+        }
+        let notes = Lines()
+        try await r.query("SELECT id, target_table, target_pk, body, author FROM _annotations ORDER BY id") { e in notes.add("\(e)") }
+        return out + notes.all
+    }
+}
+
+struct ServeFailure: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+final class Lines: @unchecked Sendable {
+    private var items: [String] = []
+    private let lock = NSLock()
+    func add(_ s: String) { lock.withLock { items.append(s) } }
+    var all: [String] { lock.withLock { items } }
+}
+
+/// Waits until the cluster has converged: every node holds the same
+/// datasets with the same vectors, and every node's `sync --wait` succeeds.
+/// Returns what is still apart at the timeout.
+func waitForSync(_ nodes: [TestNode], timeout: Duration = .seconds(30)) async -> [String] {
+    let deadline = ContinuousClock.now + timeout
+    var apart: [String] = []
+    while ContinuousClock.now < deadline {
+        apart = []
+        for n in nodes {
+            let r = await n.sync.waitUntilInSync(timeout: .milliseconds(200))
+            apart += r.apart.map { "\(n.name): \($0)" }
+        }
+        let vectors = nodes.map { n in
+            Dictionary(uniqueKeysWithValues: n.node.datasetNames().map { ($0, (try? n.node.replica($0).vector) ?? VersionVector()) })
+        }
+        if vectors.dropFirst().contains(where: { $0 != vectors[0] }) { apart.append("vectors differ: \(vectors)") }
+        if apart.isEmpty { return [] }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return apart
+}

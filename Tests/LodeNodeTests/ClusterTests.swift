@@ -1,0 +1,112 @@
+import Foundation
+import LodeCore
+import LodeProtocol
+import LodeStore
+import LodeSync
+import Testing
+
+@testable import LodeNode
+
+let clusterSchema = """
+    CREATE TABLE mines (id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '', country TEXT, output_t INTEGER);
+    """
+
+/// Sync between real nodes, in one process, over mutual TLS on loopback.
+@Suite(.serialized) struct ClusterTests {
+    let scratch = Scratch()
+
+    func makeNodes(_ specs: [(String, Role)]) throws -> [TestNode] {
+        let caDir = scratch.file("ca")
+        if !FileManager.default.fileExists(atPath: caDir + "/ca.pem") { try Identity.createCA(dir: caDir, cluster: "test") }
+        return try specs.map { try TestNode(name: $0.0, role: $0.1, caDir: caDir, root: scratch.path) }
+    }
+
+    /// Three editing sites and a relay: concurrent and offline edits, a
+    /// delete concurrent with an update, a re-insert, annotations and a
+    /// schema change made while one site was offline all converge to
+    /// byte-identical tables.
+    @Test func threeSitesAndARelayConverge() async throws {
+        let nodes = try makeNodes([("relay", .relay), ("berlin", .editor), ("lyon", .editor), ("perth", .editor)])
+        let (relay, berlin, lyon, perth) = (nodes[0], nodes[1], nodes[2], nodes[3])
+        for n in nodes { try await n.start() }
+        for site in [berlin, lyon, perth] { try site.connect(to: relay) }
+        try await berlin.node.createDataset("mines", schema: clusterSchema)
+        _ = try await berlin.replica("mines").exec(
+            "INSERT INTO mines(id, name, output_t) VALUES ('mp', 'Mountain Pass', 45455), ('mw', 'Mount Weld', 0), ('bo', 'Bayan Obo', NULL)")
+        #expect(await waitForSync(nodes) == [])
+
+        // Concurrent edits of one cell, and a delete concurrent with an update.
+        _ = try await berlin.replica("mines").exec("UPDATE mines SET output_t = 50000 WHERE id = 'mp'")
+        _ = try await lyon.replica("mines").exec("UPDATE mines SET output_t = 51000 WHERE id = 'mp'")
+        _ = try await perth.replica("mines").exec("DELETE FROM mines WHERE id = 'mw'")
+        _ = try await lyon.replica("mines").exec("UPDATE mines SET country = 'Australia' WHERE id = 'mw'")
+        _ = try await berlin.replica("mines").annotate(table: "mines", key: "bo", text: "capacity unverified", tags: ["check"])
+        #expect(await waitForSync(nodes) == [])
+
+        // Perth goes offline; the others change the schema and write; Perth
+        // edits offline too; then it comes back.
+        await perth.stop()
+        _ = try await berlin.replica("mines").alter(
+            SchemaParser.parse(
+                clusterSchema.replacingOccurrences(of: "output_t INTEGER", with: "output_t INTEGER, status TEXT NOT NULL DEFAULT 'operating'")))
+        #expect(await waitForSync([relay, berlin, lyon]) == [])
+        _ = try await lyon.replica("mines").exec("UPDATE mines SET status = 'expanding' WHERE id = 'mp'")
+        _ = try await berlin.replica("mines").exec("INSERT INTO mines(id, name) VALUES ('mw', 'Mount Weld (re-opened)')")
+        try await perth.start()
+        _ = try await perth.replica("mines").exec("INSERT INTO mines(id, name, country) VALUES ('kv', 'Kvanefjeld', 'Greenland')")
+        #expect(await waitForSync(nodes) == [])
+
+        let expected = try await berlin.dump("mines")
+        for n in [relay, lyon, perth] {
+            #expect(try await n.dump("mines") == expected, "\(n.name) differs")
+        }
+        // The delete won over the concurrent update; the re-insert started clean.
+        let mw = Lines()
+        try await relay.replica("mines").query("SELECT name, country, status FROM mines WHERE id = 'mw'") { e in mw.add("\(e)") }
+        #expect(mw.all.last == "row([LodeCore.Value.text(\"Mount Weld (re-opened)\"), LodeCore.Value.null, LodeCore.Value.text(\"operating\")])")
+        // The concurrent writes to mp.output_t are a conflict everywhere, both values kept.
+        for n in [berlin, lyon, perth] {
+            let c = try await n.replica("mines").conflicts()
+            #expect(c.contains { $0.key == "mp" && Set([$0.winnerValue, $0.loserValue]) == [.integer(50000), .integer(51000)] }, "\(n.name)")
+        }
+        #expect(try await perth.replica("mines").annotations().first?.author == "berlin")
+        for n in nodes { await n.stop() }
+    }
+
+    @Test func aChainDeliversAndPushesEveryNewCommit() async throws {
+        let nodes = try makeNodes([("a", .editor), ("b", .relay), ("c", .editor)])
+        for n in nodes { try await n.start() }
+        try nodes[0].connect(to: nodes[1])
+        try nodes[2].connect(to: nodes[1])
+        try await nodes[0].node.createDataset("mines", schema: clusterSchema)
+        #expect(await waitForSync(nodes) == [])
+        // Pushes: each edit at A shows at C without any `sync`.
+        for i in 0..<5 {
+            _ = try await nodes[0].replica("mines").exec("INSERT INTO mines(id, name) VALUES ('m\(i)', 'Mine \(i)')")
+            let deadline = ContinuousClock.now + .seconds(10)
+            while try (try? nodes[2].replica("mines").vector) != nodes[0].replica("mines").vector, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        #expect(try nodes[2].replica("mines").vector == nodes[0].replica("mines").vector)
+        #expect(try await nodes[2].dump("mines") == nodes[0].dump("mines"))
+        for n in nodes { await n.stop() }
+    }
+
+    @Test func aNodeFromAnotherCACannotConnect() async throws {
+        let nodes = try makeNodes([("home", .editor)])
+        try Identity.createCA(dir: scratch.file("other-ca"), cluster: "test")
+        let stranger = try TestNode(name: "stranger", role: .editor, caDir: scratch.file("other-ca"), root: scratch.path)
+        try await nodes[0].start()
+        try await stranger.start()
+        try await nodes[0].node.createDataset("mines", schema: clusterSchema)
+        try stranger.connect(to: nodes[0])
+        let r = await stranger.sync.waitUntilInSync(timeout: .seconds(3))
+        #expect(!r.inSync)
+        #expect(r.apart.first?.contains("unreachable") == true, "\(r.apart)")
+        #expect(await nodes[0].sync.status().isEmpty)
+        #expect(stranger.node.datasetNames().isEmpty)
+        await stranger.stop()
+        await nodes[0].stop()
+    }
+}
