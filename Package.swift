@@ -84,7 +84,7 @@ let package = Package(
         .executableTarget(
             name: "lode",
             dependencies: [
-                "LodeNode", "LodeProtocol", "LodeCore",
+                "LodeNode", "LodeProtocol", "LodeCore", "LodeStore", "LodeSync",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -206,9 +206,32 @@ public final class Node: Sendable {
                 .forbidden, "site \(identity.certificate.name) is a \(identity.certificate.role.rawValue): only an editor may create a dataset")
         }
         let defs = try SchemaParser.parse(schema)
-        let r = try await Replica.create(at: paths.dataset(name), dataset: name, local: identity.local, tables: defs)
-        r.addObserver { [weak self] _ in self?.notifyChange() }
-        replicas.withLock { $0[name] = r }
+        guard Identifier.isValidDataset(name) else {
+            throw NodeError(
+                .badInput, "\"\(name)\" is not a valid dataset name: use lowercase letters, digits, '-', '_' and '.', starting with a letter or digit"
+            )
+        }
+        for t in defs where Identifier.isReserved(t.name) { throw NodeError(.badInput, "table name \(t.name) is reserved") }
+        // One instance per file: the replica is opened (created empty) under
+        // the lock that every other opener takes, then given its tables.
+        let r: Replica = try replicas.withLock { r in
+            guard r[name] == nil, !FileManager.default.fileExists(atPath: paths.dataset(name)) else {
+                throw NodeError(.alreadyExists, "dataset \(name) already exists")
+            }
+            let replica = try Replica.open(at: paths.dataset(name), dataset: name, local: identity.local)
+            replica.addObserver { [weak self] _ in self?.notifyChange() }
+            r[name] = replica
+            return replica
+        }
+        do {
+            _ = try await r.alter(defs)
+        } catch {
+            // Nothing was committed: remove the empty dataset again.
+            replicas.withLock { _ = $0.removeValue(forKey: name) }
+            try? r.close()
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: paths.dataset(name) + suffix) }
+            throw error
+        }
         for der in try knownCertificates() { try await register(try SiteCertificate(der: der), in: r) }
         notifyChange()
         return r

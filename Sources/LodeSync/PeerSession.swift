@@ -38,6 +38,8 @@ final class SessionHandle: Sendable {
     let wakes: AsyncStream<Void>
     let snapshot = Mutex(Snapshot())
     let pendingCertificates = Mutex<[[UInt8]]>([])
+    /// Set to end the session (the node is going offline).
+    let closeRequested = Mutex(false)
 
     init(direction: Direction, address: String, peer: PeerIdentity) {
         self.direction = direction
@@ -120,6 +122,7 @@ struct PeerSession {
                         logger.info("sync session ended", metadata: ["peer": "\(handle.peer.name)", "error": "\(error.map { "\($0)" } ?? "closed")"])
                         return
                     case .wake:
+                        if handle.closeRequested.withLock({ $0 }) { return }
                         var a: [SyncStateMachine.Action] = []
                         let certs = handle.pendingCertificates.withLock { p in
                             defer { p = [] }

@@ -54,6 +54,7 @@ public final class SyncEngine: Service, Sendable {
     private let bound = Mutex<Int?>(nil)
     private let changed = Wakeup()
     private let reconcile = Wakeup()
+    private let offline = Mutex(false)
 
     final class Dialer: Sendable {
         let address: String
@@ -157,7 +158,7 @@ public final class SyncEngine: Service, Sendable {
             throw error
         }
         let peer = try host.identifyPeer(try certificate.toDERBytes())
-        guard peer.site != host.localSite else {
+        guard peer.site != host.localSite, !isOffline else {
             try? await connection.channel.close()
             return
         }
@@ -203,6 +204,11 @@ public final class SyncEngine: Service, Sendable {
     func dial(_ dialer: Dialer, _ context: NIOSSLContext) async {
         var backoff: Duration = .milliseconds(250)
         while !Task.isCancelled && !dialer.state.withLock({ $0.removed }) {
+            if isOffline {
+                dialer.state.withLock { $0 = ("offline", nil, $0.removed) }
+                await dialer.wakeup.wait(for: .seconds(3600))
+                continue
+            }
             dialer.state.withLock { $0.state = "connecting" }
             let started = ContinuousClock.now
             do {
@@ -260,6 +266,23 @@ public final class SyncEngine: Service, Sendable {
     /// checks what its peer now lacks.
     public func localChanged() {
         for s in sessions.withLock({ Array($0.values) }) { s.wake.yield() }
+    }
+
+    /// True while the node is offline (see `setOffline`).
+    public var isOffline: Bool { offline.withLock { $0 } }
+
+    /// Takes the node off the network (it keeps working locally: a laptop on
+    /// a plane) or back on it. Going offline closes every session and stops
+    /// dialling; coming back dials every peer at once.
+    public func setOffline(_ value: Bool) {
+        offline.withLock { $0 = value }
+        if value {
+            for s in sessions.withLock({ Array($0.values) }) {
+                s.closeRequested.withLock { $0 = true }
+                s.wake.yield()
+            }
+        }
+        syncNow()
     }
 
     /// The configured peers changed: start or stop diallers.

@@ -20,7 +20,7 @@ struct Lode: AsyncParsableCommand {
             CAGroup.self, InitCommand.self, ServeCommand.self, DatasetGroup.self, SchemaCommand.self,
             ImportCommand.self, ExportCommand.self, QueryCommand.self, ExecCommand.self,
             AnnotateCommand.self, AnnotationsCommand.self, HistoryCommand.self, ConflictsCommand.self,
-            StatusCommand.self, PeersGroup.self, SyncCommand.self, WatchCommand.self,
+            StatusCommand.self, PeersGroup.self, SyncCommand.self, WatchCommand.self, DemoCommand.self,
         ])
 
     /// Parses, runs, and maps every failure to the documented exit codes.
@@ -37,6 +37,7 @@ struct Lode: AsyncParsableCommand {
             FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
             Foundation.exit(2)
         }
+        var status: Int32 = 0
         do {
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
@@ -44,27 +45,38 @@ struct Lode: AsyncParsableCommand {
                 var sync = command
                 try sync.run()
             }
-        } catch let e as CLIError {
-            note("lode: \(e.message)")
-            Foundation.exit(e.exitCode)
-        } catch let e as ValidationError {
-            note("lode: \(e.message)")
-            Foundation.exit(2)
-        } catch let e as ExitCode {
-            Foundation.exit(e.rawValue)
-        } catch let e as NodeError {
-            note("lode: \(e.message)")
-            Foundation.exit(1)
         } catch {
+            status = report(error)
+        }
+        await NodeClient.shutdownAll()
+        Foundation.exit(status)
+    }
+
+    /// Prints a failure the way the exit code says (one line on stderr for
+    /// failures, usage for bad usage, help on stdout) and returns the code.
+    static func report(_ error: any Error) -> Int32 {
+        switch error {
+        case let e as CLIError:
+            note("lode: \(e.message)")
+            return e.exitCode
+        case let e as NodeError:
+            note("lode: \(e.message)")
+            return 1
+        case let e as ExitCode:
+            return e.rawValue
+        default:
             // Help and usage errors raised while running (e.g. `lode --help`).
             let code = exitCode(for: error)
-            if code == .success { exit(withError: error) }
+            if code == .success {
+                print(fullMessage(for: error))
+                return 0
+            }
             if code == .validationFailure {
                 FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
-                Foundation.exit(2)
+                return 2
             }
             note("lode: \(error)")
-            Foundation.exit(1)
+            return 1
         }
     }
 }

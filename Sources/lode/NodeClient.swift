@@ -4,6 +4,7 @@ import LodeProtocol
 import NIOCore
 import NIOHTTP1
 import NIOSSL
+import Synchronization
 
 /// A thin client of the node's HTTP/JSON API: on its Unix socket, or on
 /// a remote node over mutual TLS.
@@ -37,7 +38,19 @@ struct NodeClient: Sendable {
         config.timeout = .init(connect: .seconds(10))
         socket = ""
         dataDir = ""
-        remote = (address, HTTPClient(eventLoopGroupProvider: .singleton, configuration: config))
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+        NodeClient.opened.withLock { $0.append(client) }
+        remote = (address, client)
+    }
+
+    /// Remote clients made by this process; shut down before it exits.
+    static let opened = Mutex<[HTTPClient]>([])
+
+    /// Shuts down every remote client (AsyncHTTPClient requires it).
+    static func shutdownAll() async {
+        for c in opened.withLock({ o in
+            defer { o = [] }; return o
+        }) { try? await c.shutdown() }
     }
 
     var unreachable: CLIError {

@@ -77,12 +77,12 @@ final class ServeProcess: @unchecked Sendable {
     let dataDir: String
     let log: String
 
-    init(dataDir: String, extra: [String] = [], env: [String: String] = [:]) throws {
+    init(dataDir: String, extra: [String] = [], env: [String: String] = [:], listen: String? = nil) throws {
         self.dataDir = dataDir
         log = dataDir + ".serve.log"
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: lodeBinary)
-        process.arguments = ["serve", "--data-dir", dataDir, "--listen", "127.0.0.1:\(Int.random(in: 20000..<60000))"] + extra
+        process.arguments = ["serve", "--data-dir", dataDir, "--listen", listen ?? "127.0.0.1:0"] + extra
         var environment = ProcessInfo.processInfo.environment
         for (k, v) in env { environment[k] = v }
         process.environment = environment

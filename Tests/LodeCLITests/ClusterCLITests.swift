@@ -1,0 +1,158 @@
+import Foundation
+import Testing
+
+/// A free TCP port on loopback: bound to port 0, read back, released.
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// Several `lode serve` processes on loopback ports, driven only with the
+/// CLI, as operators would.
+@Suite(.serialized) struct ClusterCLITests {
+    let scratch = Scratch()
+
+    struct Site {
+        let name: String
+        let dir: String
+        let port: Int
+        var flags: [String] { ["--data-dir", dir] }
+        var address: String { "127.0.0.1:\(port)" }
+    }
+
+    func site(_ name: String, role: String) throws -> Site {
+        let ca = scratch.file("ca")
+        if !FileManager.default.fileExists(atPath: ca + "/ca.pem") { #expect(try lode(["ca", "init", "--dir", ca, "--cluster", "cli"]).status == 0) }
+        let s = Site(name: name, dir: scratch.file(name), port: freePort())
+        let r = try lode(["init", "--site", name, "--ca", ca, "--role", role, "--data-dir", s.dir])
+        #expect(r.status == 0, "\(r)")
+        return s
+    }
+
+    func serve(_ s: Site, peers: [Site] = []) throws -> ServeProcess {
+        try ServeProcess(dataDir: s.dir, extra: peers.flatMap { ["--peer", $0.address] }, listen: s.address)
+    }
+
+    func export(_ s: Site) throws -> String {
+        try lode(["export", "mines", "mines", "--format", "csv"] + s.flags).stdout
+    }
+
+    @Test func editsTravelThroughARelayAndConvergeAfterItReturns() throws {
+        let relay = try site("relay", role: "relay")
+        let a = try site("a", role: "editor")
+        let b = try site("b", role: "editor")
+        var relayProcess = try serve(relay)
+        let pa = try serve(a, peers: [relay])
+        let pb = try serve(b, peers: [relay])
+        defer {
+            pa.stop()
+            pb.stop()
+            relayProcess.stop()
+        }
+        let schema = scratch.write("s.sql", "CREATE TABLE mines (id TEXT PRIMARY KEY, name TEXT, output_t INTEGER);")
+        #expect(try lode(["dataset", "create", "mines", "--schema", schema] + a.flags).status == 0)
+        #expect(
+            try lode(["import", "mines", "mines", scratch.write("m.csv", "id,name,output_t\nmp,Mountain Pass,45455\nmw,Mount Weld,\n")] + a.flags)
+                .status == 0)
+        var r = try lode(["sync", "--wait", "--timeout", "30"] + a.flags)
+        #expect(r.status == 0 && r.stdout == "in sync\n", "\(r)")
+        #expect(try lode(["sync", "--wait", "--timeout", "30"] + b.flags).status == 0)
+        #expect(try export(b) == export(a))
+        // An edit at b reaches a.
+        #expect(try lode(["exec", "mines", "UPDATE mines SET output_t = 50000 WHERE id = 'mp'"] + b.flags).stdout == "1\n")
+        #expect(try lode(["sync", "--wait", "--timeout", "30"] + b.flags).status == 0)
+        #expect(try lode(["sync", "--wait", "--timeout", "30"] + a.flags).status == 0)
+        #expect(try export(a).contains("mp,Mountain Pass,50000"))
+        // Status shows the peer and its state.
+        r = try lode(["status", "--format", "json"] + a.flags)
+        #expect(r.stdout.contains("\"state\" : \"connected\"") && r.stdout.contains("\"site\" : \"relay\""), "\(r)")
+
+        // The relay stops; both sides edit; sync cannot finish and says why.
+        #expect(relayProcess.stop() == 0)
+        _ = try lode(["exec", "mines", "UPDATE mines SET name = 'Mountain Pass (MP Materials)' WHERE id = 'mp'"] + a.flags)
+        _ = try lode(["exec", "mines", "INSERT INTO mines(id, name) VALUES ('bo', 'Bayan Obo')"] + b.flags)
+        _ = try lode(["exec", "mines", "UPDATE mines SET output_t = 1 WHERE id = 'mw'"] + a.flags)
+        _ = try lode(["exec", "mines", "UPDATE mines SET output_t = 2 WHERE id = 'mw'"] + b.flags)
+        r = try lode(["sync", "--wait", "--timeout", "2"] + a.flags)
+        #expect(r.status == 1 && r.stderr.contains(relay.address) && r.stderr.contains("unreachable"), "\(r)")
+        // It comes back; everything converges.
+        relayProcess = try serve(relay)
+        for s in [a, b, a] { #expect(try lode(["sync", "--wait", "--timeout", "30"] + s.flags).status == 0) }
+        let final = try export(a)
+        #expect(try export(b) == final)
+        #expect(final.contains("Mountain Pass (MP Materials)") && final.contains("Bayan Obo"), "\(final)")
+        #expect(try lode(["conflicts", "mines", "--format", "csv"] + a.flags).lines.count == 2)
+    }
+
+    @Test func aClientWithoutACertificateCannotCompleteASession() throws {
+        let s = try site("solo", role: "editor")
+        let p = try serve(s)
+        defer { p.stop() }
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        openssl.arguments = ["s_client", "-connect", s.address, "-tls1_3", "-quiet"]
+        let input = Pipe(), output = Pipe()
+        openssl.standardInput = input
+        openssl.standardOutput = output
+        openssl.standardError = output
+        guard (try? openssl.run()) != nil else { return }  // no openssl here
+        signal(SIGPIPE, SIG_IGN)  // openssl may be gone by the time we write
+        usleep(700_000)
+        try? input.fileHandleForWriting.write(contentsOf: Data("hello\n".utf8))
+        usleep(300_000)
+        try? input.fileHandleForWriting.close()
+        openssl.waitUntilExit()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(openssl.terminationStatus != 0, "\(text)")
+        #expect(text.contains("certificate required"), "\(text)")
+        #expect(p.logText.contains("refused a sync connection"))
+        // The node keeps serving.
+        #expect(try lode(["status"] + s.flags).status == 0)
+    }
+
+    @Test func aRemoteClientUsesTheAPIOverMutualTLSWithinItsRole() throws {
+        let s = try site("hub", role: "editor")
+        let apiPort = freePort()
+        let p = try ServeProcess(dataDir: s.dir, extra: ["--api-listen", "127.0.0.1:\(apiPort)"], listen: s.address)
+        defer { p.stop() }
+        #expect(
+            try lode(
+                ["dataset", "create", "mines", "--schema", scratch.write("s.sql", "CREATE TABLE mines (id TEXT PRIMARY KEY, name TEXT);")] + s.flags
+            ).status == 0)
+        // A reader's certificate may read but not write; an editor's may write.
+        let reader = try site("remote-reader", role: "reader")
+        let editor = try site("remote-editor", role: "editor")
+        func remote(_ site: Site) -> [String] {
+            [
+                "--node", "127.0.0.1:\(apiPort)", "--cert", site.dir + "/site.pem", "--key", site.dir + "/site.key", "--ca",
+                scratch.file("ca") + "/ca.pem",
+            ]
+        }
+        var r = try lode(["exec", "mines", "INSERT INTO mines(id, name) VALUES ('x', 'X')"] + remote(editor))
+        #expect(r.status == 0 && r.stdout == "1\n", "\(r)")
+        r = try lode(["query", "mines", "SELECT id FROM mines"] + remote(reader))
+        #expect(r.status == 0 && r.stdout == "id\r\nx\r\n", "\(r)")
+        r = try lode(["exec", "mines", "DELETE FROM mines"] + remote(reader))
+        #expect(r.status == 1 && r.stderr.contains("reader"), "\(r)")
+        // Without the right flags: usage error.
+        #expect(try lode(["status", "--node", "127.0.0.1:\(apiPort)"]).status == 2)
+    }
+}
+
+@Suite struct DemoTests {
+    @Test func theDemoRunsAndEndsConverged() throws {
+        let r = try lode(["demo", "--fast"])
+        #expect(r.status == 0, "\(r)")
+        #expect(r.stdout.contains("all three are identical"), "\(r.stdout)")
+        #expect(r.stdout.contains("won over 60000 by lyon"), "\(r.stdout)")
+        #expect(r.stdout.contains("by lyon on facilities/mountain-pass"), "\(r.stdout)")
+    }
+}
