@@ -92,6 +92,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .executableTarget(
+            name: "lode-bench",
+            dependencies: [
+                "LodeNode", "LodeStore", "LodeSync", "LodeCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            path: "Benchmarks/LodeBench"
+        ),
         .testTarget(name: "LodeCoreTests", dependencies: ["LodeCore"]),
         .testTarget(name: "LodeStoreTests", dependencies: ["LodeStore", "LodeCore"]),
         .testTarget(

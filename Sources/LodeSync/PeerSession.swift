@@ -153,7 +153,9 @@ struct PeerSession {
         while let action = queue.popFirst() {
             switch action {
             case .send(let m):
-                try await out.write(ByteBuffer(bytes: SyncFrame.encode(.v1(m))))
+                let bytes = SyncFrame.encode(.v1(m))
+                try await out.write(ByteBuffer(bytes: bytes))
+                PeerSession.sentBytes.increment(by: bytes.count)
             case .sendMissing(let dataset, let after):
                 let batch = try await host.missingCommits(dataset: dataset, after: after, maxBytes: SyncFrame.targetBatchBytes)
                 var through = after

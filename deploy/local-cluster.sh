@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs a local cluster of Lodestone nodes on loopback: one CA, a relay and
+# N editing sites that dial it, each a separate `lode serve` process with
+# its own data directory. Ctrl-C stops them all.
+#
+# Usage: deploy/local-cluster.sh [SITES] [DIR]      (default: 2 sites, /tmp/lode-cluster)
+# Then, in another terminal:
+#   lode --data-dir DIR/site-1 dataset list
+#   lode --data-dir DIR/site-1 exec rare-earths "UPDATE facilities SET status = 'operating' WHERE id = 'mp-10x'"
+#   lode --data-dir DIR/site-2 sync --wait && lode --data-dir DIR/site-2 query rare-earths "SELECT id, status FROM facilities WHERE id = 'mp-10x'"
+set -euo pipefail
+SITES=${1:-2}
+DIR=${2:-/tmp/lode-cluster}
+LODE=${LODE:-lode}
+command -v "$LODE" >/dev/null || LODE="$(cd "$(dirname "$0")/.." && pwd)/.build/release/lode"
+BASE_PORT=${BASE_PORT:-7443}
+
+mkdir -p "$DIR"
+[ -f "$DIR/ca/ca.pem" ] || "$LODE" ca init --dir "$DIR/ca" --cluster local
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait; }
+trap cleanup EXIT INT TERM
+
+[ -f "$DIR/relay/site.key" ] || "$LODE" init --site relay --ca "$DIR/ca" --role relay --data-dir "$DIR/relay"
+"$LODE" serve --data-dir "$DIR/relay" --listen "127.0.0.1:$BASE_PORT" 2>"$DIR/relay.log" &
+pids+=($!)
+for i in $(seq 1 "$SITES"); do
+    d="$DIR/site-$i"
+    [ -f "$d/site.key" ] || "$LODE" init --site "site-$i" --ca "$DIR/ca" --role editor --data-dir "$d"
+    "$LODE" serve --data-dir "$d" --listen "127.0.0.1:$((BASE_PORT + i))" --peer "127.0.0.1:$BASE_PORT" 2>"$d.log" &
+    pids+=($!)
+done
+sleep 1
+# The first site loads the bundled dataset once; it reaches the others through the relay.
+if ! "$LODE" --data-dir "$DIR/site-1" dataset list 2>/dev/null | grep -q rare-earths; then
+    tmp=$(mktemp -d)
+    "$LODE" serve --data-dir "$tmp/seed" --listen 127.0.0.1:0 2>/dev/null & seeder=$!
+    for _ in $(seq 1 100); do [ -S "$tmp/seed/lode.sock" ] && break; sleep 0.1; done
+    "$LODE" schema rare-earths --data-dir "$tmp/seed" > "$tmp/schema.sql"
+    "$LODE" dataset create rare-earths --schema "$tmp/schema.sql" --data-dir "$DIR/site-1" >/dev/null
+    for t in elements country_production facilities trade_policies dependencies; do
+        "$LODE" export rare-earths "$t" --format csv --data-dir "$tmp/seed" > "$tmp/$t.csv"
+        "$LODE" import rare-earths "$t" "$tmp/$t.csv" --data-dir "$DIR/site-1" >/dev/null
+    done
+    kill -TERM $seeder; wait $seeder 2>/dev/null || true; rm -rf "$tmp"
+fi
+echo "relay on 127.0.0.1:$BASE_PORT; sites site-1..site-$SITES in $DIR (logs beside them). Ctrl-C stops the cluster."
+wait
