@@ -7,6 +7,7 @@ import LodeStore
 import LodeSync
 import Logging
 import NIOCore
+import ServiceLifecycle
 
 /// The node's HTTP/JSON API (documented in `Protocol/client-api.yaml`).
 /// `lode` is a thin client of it; `curl --unix-socket` works as well.
@@ -295,8 +296,8 @@ extension ClientAPI {
             return rows.line()
         }
         let first = try await run()  // errors become error responses
-        let (changes, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let token = replica.addObserver { _ in continuation.yield() }
+        let (changes, continuation) = AsyncStream.makeStream(of: Bool.self, bufferingPolicy: .bufferingNewest(2))
+        let token = replica.addObserver { _ in continuation.yield(true) }
         var headers = HTTPFields()
         headers[.contentType] = ResultFormat.ndjson.contentType
         return Response(
@@ -306,14 +307,31 @@ extension ClientAPI {
                     replica.removeObserver(token)
                     continuation.finish()
                 }
-                var last = first
-                try await writer.write(ByteBuffer(bytes: first))
-                for await _ in changes {
-                    let next = try await run()
-                    if next != last {
-                        try await writer.write(ByteBuffer(bytes: next))
-                        last = next
+                // A blank line every few seconds finds out when the client has
+                // gone; the node's shutdown ends the watch too.
+                let heartbeat = Task {
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: .seconds(5))
+                        continuation.yield(false)
                     }
+                }
+                defer { heartbeat.cancel() }
+                try await withGracefulShutdownHandler {
+                    var last = first
+                    try await writer.write(ByteBuffer(bytes: first))
+                    for await changed in changes {
+                        guard changed else {
+                            try await writer.write(ByteBuffer(bytes: [0x0A]))
+                            continue
+                        }
+                        let next = try await run()
+                        if next != last {
+                            try await writer.write(ByteBuffer(bytes: next))
+                            last = next
+                        }
+                    }
+                } onGracefulShutdown: {
+                    continuation.finish()
                 }
                 try await writer.finish(nil)
             })

@@ -370,7 +370,7 @@ public final class SyncEngine: Service, Sendable {
             }
             if apart.isEmpty { return SyncWaitResult(inSync: true, apart: []) }
             let left = deadline - ContinuousClock.now
-            if left <= .zero || Task.isCancelled { return SyncWaitResult(inSync: false, apart: apart) }
+            if left <= .zero || Task.isCancelled || Task.isShuttingDownGracefully { return SyncWaitResult(inSync: false, apart: apart) }
             await changed.wait(for: min(left, .seconds(1)))
         }
     }

@@ -54,7 +54,7 @@ struct WatchCommand: AsyncParsableCommand {
         let printer = RecordPrinter(format: format.resolved)
         var first = true
         for try await buffer in response.body {
-            for line in splitter.feed(buffer.readableBytesView) {
+            for line in splitter.feed(buffer.readableBytesView) where !line.isEmpty {
                 let result = try JSONDecoder().decode(WatchResult.self, from: Data(line))
                 if !first && printer.format == .table {
                     out("\n-- \(formatISO8601(millis: UInt64(Date().timeIntervalSince1970 * 1000)))\n")

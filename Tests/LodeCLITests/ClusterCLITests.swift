@@ -156,3 +156,59 @@ func freePort() -> Int {
         #expect(r.stdout.contains("by lyon on facilities/mountain-pass"), "\(r.stdout)")
     }
 }
+
+@Suite struct WatchTests {
+    let scratch = Scratch()
+
+    @Test func watchReprintsWhenAChangeAltersTheResult() throws {
+        let dir = scratch.file("w")
+        let server = try ServeProcess(dataDir: dir)
+        defer { server.stop() }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: lodeBinary)
+        p.arguments = ["watch", "rare-earths", "SELECT id, status FROM facilities WHERE id = 'mp-10x'", "--format", "csv", "--data-dir", dir]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = Pipe()
+        try p.run()
+        defer { if p.isRunning { p.terminate() } }
+        let reader = LineReader(out.fileHandleForReading)
+        #expect(reader.next(timeout: 30) == "id,status")
+        #expect(reader.next(timeout: 30) == "mp-10x,planned")
+        // A change that does not alter the result prints nothing; one that does, prints again.
+        _ = try lode(["exec", "rare-earths", "UPDATE facilities SET notes = 'x' WHERE id = 'bayan-obo'", "--data-dir", dir])
+        _ = try lode(["exec", "rare-earths", "UPDATE facilities SET status = 'construction' WHERE id = 'mp-10x'", "--data-dir", dir])
+        #expect(reader.next(timeout: 30) == "id,status")
+        #expect(reader.next(timeout: 30) == "mp-10x,construction")
+        // SIGTERM stops the node promptly although a watch is open, and the watch ends.
+        #expect(server.stop() == 0)
+        let deadline = Date().addingTimeInterval(10)
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        #expect(!p.isRunning)
+    }
+}
+
+/// Reads lines from a pipe with a timeout.
+final class LineReader: @unchecked Sendable {
+    private let handle: FileHandle
+    private var buffer = Data()
+    init(_ handle: FileHandle) { self.handle = handle }
+
+    func next(timeout: TimeInterval) -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let i = buffer.firstIndex(of: 0x0A) {
+                let line = String(decoding: buffer[..<i], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                buffer.removeSubrange(...i)
+                return line
+            }
+            var fds = pollfd(fd: handle.fileDescriptor, events: Int16(POLLIN), revents: 0)
+            if poll(&fds, 1, 100) > 0 {
+                let chunk = handle.availableData
+                if chunk.isEmpty { return nil }
+                buffer.append(chunk)
+            }
+        }
+        return nil
+    }
+}

@@ -107,11 +107,17 @@ final class ServeProcess: @unchecked Sendable {
 
     var logText: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
 
-    /// SIGTERM, and wait for the exit status.
+    /// SIGTERM, and wait (15 s at most) for the exit status; a node that
+    /// does not stop is killed and reported as -1.
     @discardableResult func stop() -> Int32 {
         if process.isRunning {
             process.terminate()
-            process.waitUntilExit()
+            let deadline = Date().addingTimeInterval(15)
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning {
+                kill9()
+                return -1
+            }
         }
         return process.terminationStatus
     }
