@@ -36,21 +36,14 @@ struct Bench {
         return l
     }
 
-    func start(_ name: String, role: Role) async throws -> (RunningNode, Task<Void, Error>) {
+    func start(_ name: String, role: Role) async throws -> LaunchedNode {
         let caDir = root + "/ca"
         if !FileManager.default.fileExists(atPath: caDir + "/ca.pem") { try Identity.createCA(dir: caDir, cluster: "bench") }
         let dir = root + "/" + name
         try Node.initialize(dataDir: dir, site: name, role: role, caDir: caDir)
         var options = ServeOptions(dataDir: dir, listen: "127.0.0.1:0")
         options.handleSignals = false
-        let (stream, continuation) = AsyncStream.makeStream(of: RunningNode.self)
-        let task = Task { [logger] in
-            defer { continuation.finish() }
-            try await NodeServer.run(options, logger: logger) { continuation.yield($0) }
-        }
-        for await running in stream { return (running, task) }
-        _ = try await task.value
-        fatalError("node did not start")
+        return try await NodeServer.launch(options, logger: logger)
     }
 
     /// The protocol bytes counted by the node's metrics (both directions).
@@ -80,15 +73,15 @@ struct Bench {
     static let schema = "CREATE TABLE sites (id TEXT PRIMARY KEY, name TEXT, country TEXT, year INTEGER, tonnes INTEGER, grade REAL, note TEXT);"
 
     func initialSync(rows n: Int) async throws {
-        let (a, ta) = try await start("a", role: .editor)
-        defer { ta.cancel() }
+        let la = try await start("a", role: .editor)
+        let a = la.running
         try await a.node.createDataset("bench", schema: Bench.schema)
         let csv = try rows(n)
         let size = (try FileManager.default.attributesOfItem(atPath: csv)[.size] as? Int) ?? 0
         let imported = try await a.node.replica("bench").importCSV(table: "sites", path: csv)
         let logBytes = try await a.node.replica("bench").missingCommits(after: VersionVector(), maxBytes: .max).reduce(0) { $0 + $1.bytes.count }
-        let (b, tb) = try await start("b", role: .reader)
-        defer { tb.cancel() }
+        let lb = try await start("b", role: .reader)
+        let b = lb.running
         let before = wireBytes()
         let started = ContinuousClock.now
         try b.node.addPeer("127.0.0.1:\(a.sync.port!)")
@@ -99,6 +92,8 @@ struct Bench {
         }
         let elapsed = ContinuousClock.now - started
         let bytes = wireBytes() - before
+        await lb.stop()
+        await la.stop()
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         print(
             String(
@@ -109,10 +104,8 @@ struct Bench {
     }
 
     func propagation(edits: Int) async throws {
-        let (a, ta) = try await start("a", role: .editor)
-        let (relay, tr) = try await start("relay", role: .relay)
-        let (c, tc) = try await start("c", role: .editor)
-        defer { for t in [ta, tr, tc] { t.cancel() } }
+        let nodes = [try await start("a", role: .editor), try await start("relay", role: .relay), try await start("c", role: .editor)]
+        let (a, relay, c) = (nodes[0].running, nodes[1].running, nodes[2].running)
         for n in [a, c] {
             try n.node.addPeer("127.0.0.1:\(relay.sync.port!)")
             n.sync.peersChanged()
@@ -132,6 +125,7 @@ struct Bench {
             let d = ContinuousClock.now - start
             samples.append(Double(d.components.attoseconds) / 1e15 + Double(d.components.seconds) * 1000)
         }
+        for n in nodes { await n.stop() }
         samples.sort()
         func pct(_ p: Double) -> Double { samples[min(samples.count - 1, Int(Double(samples.count) * p))] }
         print(

@@ -404,32 +404,26 @@ func text(_ s: String, contentType: String = "text/plain; charset=utf-8") -> Res
     return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: s)))
 }
 
+/// The HTTP status for an error code shared by `StoreError` and `NodeError`.
+func httpStatus(_ code: String) -> HTTPResponse.Status {
+    switch code {
+    case "bad_input": .badRequest
+    case "not_found": .notFound
+    case "already_exists": .conflict
+    case "forbidden": .forbidden
+    case "rejected": .unprocessableContent
+    case "unavailable": .serviceUnavailable
+    default: .internalServerError
+    }
+}
+
 /// HTTP status, code and message for any error the API can meet.
 func describeError(_ error: any Error) -> (HTTPResponse.Status, String, String) {
     switch error {
     case let e as StoreError:
-        let status: HTTPResponse.Status =
-            switch e.code {
-            case .badInput: .badRequest
-            case .notFound: .notFound
-            case .alreadyExists: .conflict
-            case .forbidden: .forbidden
-            case .rejected: .unprocessableContent
-            case .storage: .internalServerError
-            }
-        return (status, e.code.rawValue, e.description)
+        return (httpStatus(e.code.rawValue), e.code.rawValue, e.description)
     case let e as NodeError:
-        let status: HTTPResponse.Status =
-            switch e.code {
-            case .badInput: .badRequest
-            case .notFound: .notFound
-            case .alreadyExists: .conflict
-            case .forbidden: .forbidden
-            case .rejected: .unprocessableContent
-            case .storage: .internalServerError
-            case .unavailable: .serviceUnavailable
-            }
-        return (status, e.code.rawValue, e.message)
+        return (httpStatus(e.code.rawValue), e.code.rawValue, e.message)
     case let e as HTTPError:
         return (e.status, "bad_request", e.body ?? "\(e.status)")
     case is DecodingError:

@@ -98,6 +98,38 @@ public enum NodeServer {
     }
 }
 
+/// A node started inside this process (the demo, benchmarks, tests).
+public final class LaunchedNode: Sendable {
+    /// The node and its sync engine.
+    public let running: RunningNode
+    private let task: Task<Void, Error>
+
+    init(running: RunningNode, task: Task<Void, Error>) {
+        self.running = running
+        self.task = task
+    }
+
+    /// Stops the node as SIGTERM would, and waits until it has.
+    public func stop() async {
+        task.cancel()
+        _ = await task.result
+    }
+}
+
+extension NodeServer {
+    /// Starts a node in a task of its own and returns once it serves.
+    public static func launch(_ options: ServeOptions, logger: Logger) async throws -> LaunchedNode {
+        let (stream, continuation) = AsyncStream.makeStream(of: RunningNode.self)
+        let task = Task {
+            defer { continuation.finish() }
+            try await run(options, logger: logger) { continuation.yield($0) }
+        }
+        for await running in stream { return LaunchedNode(running: running, task: task) }
+        _ = try await task.value
+        throw NodeError(.unavailable, "the node in \(options.dataDir) stopped before it served")
+    }
+}
+
 /// An exclusive lock on a file, held while a node runs in a directory.
 final class DataDirLock: Sendable {
     let fd: Int32

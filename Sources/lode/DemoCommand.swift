@@ -44,19 +44,12 @@ struct Demo {
         out(text.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n") + "\n")
     }
 
-    func start(_ name: String, role: Role, caDir: String) async throws -> (RunningNode, Task<Void, Error>) {
+    func start(_ name: String, role: Role, caDir: String) async throws -> LaunchedNode {
         let dir = root + "/" + name
         try Node.initialize(dataDir: dir, site: name, role: role, caDir: caDir)
         var options = ServeOptions(dataDir: dir, listen: "127.0.0.1:0")
         options.handleSignals = false
-        let (stream, continuation) = AsyncStream.makeStream(of: RunningNode.self)
-        let task = Task { [logger] in
-            defer { continuation.finish() }
-            try await NodeServer.run(options, logger: logger) { continuation.yield($0) }
-        }
-        for await running in stream { return (running, task) }
-        _ = try await task.value
-        throw CLIError.failed("node \(name) did not start")
+        return try await NodeServer.launch(options, logger: logger)
     }
 
     func converge(_ nodes: [RunningNode]) async {
@@ -73,12 +66,12 @@ struct Demo {
         await say("1.", "A cluster CA, then three sites: berlin and lyon (editors) and relay-1 (a headless relay).")
         let caDir = root + "/ca"
         try Identity.createCA(dir: caDir, cluster: "demo")
-        let (relay, relayTask) = try await start("relay-1", role: .relay, caDir: caDir)
-        let (berlin, berlinTask) = try await start("berlin", role: .editor, caDir: caDir)
-        let (lyon, lyonTask) = try await start("lyon", role: .editor, caDir: caDir)
-        defer {
-            for t in [relayTask, berlinTask, lyonTask] { t.cancel() }
-        }
+        let launched = [
+            try await start("relay-1", role: .relay, caDir: caDir), try await start("berlin", role: .editor, caDir: caDir),
+            try await start("lyon", role: .editor, caDir: caDir),
+        ]
+        let (relay, berlin, lyon) = (launched[0].running, launched[1].running, launched[2].running)
+        defer { Task { for n in launched { await n.stop() } } }
         let relayAddress = "127.0.0.1:\(relay.sync.port ?? 0)"
         out("    relay-1 listens on \(relayAddress) (mutual TLS 1.3, certificates from the demo CA)\n")
 

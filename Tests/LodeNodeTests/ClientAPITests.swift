@@ -15,20 +15,18 @@ import Testing
     func withNode(_ body: (String) async throws -> Void) async throws {
         let dir = scratch.file("node")
         _ = try await DevelopmentBootstrap.run(dataDir: dir)
-        let ready = AsyncStream<Void>.makeStream()
-        let server = Task {
-            try await NodeServer.run(ServeOptions(dataDir: dir), logger: Logger(label: "test")) { _ in ready.continuation.yield() }
-        }
-        for await _ in ready.stream { break }
+        var options = ServeOptions(dataDir: dir, listen: "127.0.0.1:0")
+        options.handleSignals = false
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let node = try await NodeServer.launch(options, logger: logger)
         do {
             try await body(dir + "/lode.sock")
         } catch {
-            server.cancel()
-            _ = await server.result
+            await node.stop()
             throw error
         }
-        server.cancel()
-        _ = await server.result
+        await node.stop()
     }
 
     func get(_ socket: String, _ path: String, method: HTTPMethod = .GET, body: String? = nil) async throws -> (UInt, String) {

@@ -23,8 +23,8 @@ final class TestNode: @unchecked Sendable {
     let name: String
     let dir: String
     let port: Int
-    private var task: Task<Void, Error>?
-    private(set) var running: RunningNode?
+    private var launched: LaunchedNode?
+    var running: RunningNode? { launched?.running }
 
     init(name: String, role: Role, caDir: String, root: String) throws {
         self.name = name
@@ -46,27 +46,15 @@ final class TestNode: @unchecked Sendable {
             c.silenceTimeout = .seconds(10)
             c.vectorInterval = .seconds(3)
         }
-        let (stream, continuation) = AsyncStream.makeStream(of: RunningNode.self)
         var logger = Logger(label: name)
         logger.logLevel = ProcessInfo.processInfo.environment["LODE_TEST_LOG"] == "1" ? .debug : .critical
-        task = Task { [logger] in
-            defer { continuation.finish() }
-            try await NodeServer.run(options, logger: logger) { continuation.yield($0) }
-        }
-        for await r in stream {
-            running = r
-            return
-        }
-        _ = try await task!.value
-        throw ServeFailure(message: "\(name) stopped before serving")
+        launched = try await NodeServer.launch(options, logger: logger)
     }
 
     /// Stops the node (as SIGTERM would) and waits until it has.
     func stop() async {
-        task?.cancel()
-        _ = await task?.result
-        task = nil
-        running = nil
+        await launched?.stop()
+        launched = nil
     }
 
     /// Dials `other`.
@@ -90,11 +78,6 @@ final class TestNode: @unchecked Sendable {
         try await r.query("SELECT id, target_table, target_pk, body, author FROM _annotations ORDER BY id") { e in notes.add("\(e)") }
         return out + notes.all
     }
-}
-
-struct ServeFailure: Error, CustomStringConvertible {
-    var message: String
-    var description: String { message }
 }
 
 final class Lines: @unchecked Sendable {
