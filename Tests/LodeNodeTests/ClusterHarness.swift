@@ -41,11 +41,7 @@ final class TestNode: @unchecked Sendable {
     func start() async throws {
         var options = ServeOptions(dataDir: dir, listen: address)
         options.handleSignals = false
-        options.syncTuning = { c in
-            c.keepalive = .seconds(2)
-            c.silenceTimeout = .seconds(10)
-            c.vectorInterval = .seconds(3)
-        }
+        options.syncTuning = { c in c.vectorInterval = .seconds(3) }
         var logger = Logger(label: name)
         logger.logLevel = ProcessInfo.processInfo.environment["LODE_TEST_LOG"] == "1" ? .debug : .critical
         launched = try await NodeServer.launch(options, logger: logger)
@@ -93,6 +89,7 @@ final class Lines: @unchecked Sendable {
 func waitForSync(_ nodes: [TestNode], timeout: Duration = .seconds(30)) async -> [String] {
     let deadline = ContinuousClock.now + timeout
     var apart: [String] = []
+    for n in nodes { n.sync.syncNow() }  // as `lode sync --wait` does
     while ContinuousClock.now < deadline {
         apart = []
         for n in nodes {
