@@ -1,4 +1,3 @@
-import AsyncAlgorithms
 import LodeCore
 import LodeProtocol
 import Logging
@@ -75,6 +74,9 @@ struct PeerSession {
         case tick
     }
 
+    /// The most inbound bytes a session holds before processing them.
+    static let maxBufferedBytes = 256 << 20
+
     static let sentCommits = Counter(label: "lode_sync_commits_sent_total")
     static let receivedCommits = Counter(label: "lode_sync_commits_received_total")
     static let sentBytes = Counter(label: "lode_sync_bytes_sent_total")
@@ -82,33 +84,46 @@ struct PeerSession {
 
     func run(_ channel: NIOAsyncChannel<SyncInbound, ByteBuffer>) async throws {
         try await channel.executeThenClose { inbound, outbound in
-            let events = AsyncChannel<Event>()
+            // Reading never waits for processing: a side blocked writing to
+            // its peer must still read what the peer writes, or two sides
+            // pushing at once would deadlock on full socket buffers. The
+            // protocol's flow control bounds what a peer may have in flight;
+            // a peer that ignores it is cut off at `maxBufferedBytes`.
+            let (events, continuation) = AsyncStream.makeStream(of: Event.self)
+            let buffered = InboundBudget()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     do {
-                        for try await item in inbound { await events.send(.inbound(item)) }
-                        await events.send(.ended(nil))
+                        for try await item in inbound {
+                            if buffered.add(item.weight) > PeerSession.maxBufferedBytes {
+                                continuation.yield(.inbound(.invalid(.malformed, "the peer sent more than flow control allows")))
+                                break
+                            }
+                            continuation.yield(.inbound(item))
+                        }
+                        continuation.yield(.ended(nil))
                     } catch {
-                        await events.send(.ended(error))
+                        continuation.yield(.ended(error))
                     }
                 }
                 group.addTask {
-                    for await _ in handle.wakes { await events.send(.wake) }
+                    for await _ in handle.wakes { continuation.yield(.wake) }
                 }
                 group.addTask {
                     while !Task.isCancelled {
                         try await Task.sleep(for: .seconds(1))
-                        await events.send(.tick)
+                        continuation.yield(.tick)
                     }
                 }
                 defer {
                     group.cancelAll()
-                    events.finish()
+                    continuation.finish()
                 }
                 var sm = SyncStateMachine(config: config, peerSite: handle.peer.site)
                 let start = sm.start(local: try await host.datasetVectors(), certificates: try await host.knownCertificates(), now: .now)
                 if try await perform(start, &sm, outbound) { return }
                 for await event in events {
+                    if case .inbound(let item) = event { _ = buffered.add(-item.weight) }
                     let actions: [SyncStateMachine.Action]
                     switch event {
                     case .inbound(.message(let m)):
@@ -226,4 +241,19 @@ struct PeerSession {
         onStateChange()
         return closing || sm.isClosed
     }
+}
+
+extension SyncInbound {
+    /// Roughly the memory an inbound item holds while it waits.
+    var weight: Int {
+        if case .message(.v1(.commits(_, let commits))) = self { return commits.reduce(64) { $0 + $1.count } }
+        return 64
+    }
+}
+
+/// Bytes received and not yet processed by a session.
+final class InboundBudget: Sendable {
+    private let bytes = Atomic<Int>(0)
+    /// Adds `n` (negative to release) and returns the new total.
+    func add(_ n: Int) -> Int { bytes.add(n, ordering: .relaxed).newValue }
 }

@@ -154,12 +154,18 @@ public final class SyncEngine: Service, Sendable {
             }
         } catch {
             logger.info("refused a sync connection", metadata: ["address": "\(address)", "error": "\(error)"])
-            try? await connection.channel.close()
+            await SyncEngine.discard(connection)
             throw error
         }
-        let peer = try host.identifyPeer(try certificate.toDERBytes())
+        let peer: PeerIdentity
+        do {
+            peer = try host.identifyPeer(try certificate.toDERBytes())
+        } catch {
+            await SyncEngine.discard(connection)
+            throw error
+        }
         guard peer.site != host.localSite, !isOffline else {
-            try? await connection.channel.close()
+            await SyncEngine.discard(connection)
             return
         }
         let handle = SessionHandle(direction: direction, address: address, peer: peer)
@@ -175,6 +181,12 @@ public final class SyncEngine: Service, Sendable {
             onNewCertificates: { [weak self] certs in self?.broadcast(certificates: certs, except: handle.id) },
             onStateChange: { [weak self] in self?.changed.signal() })
         try await session.run(connection)
+    }
+
+    /// Closes a connection that will not run a session. An async channel
+    /// must be closed through `executeThenClose`, which finishes its writer.
+    static func discard(_ connection: NIOAsyncChannel<SyncInbound, ByteBuffer>) async {
+        try? await connection.executeThenClose { _, _ in }
     }
 
     // MARK: Dialling

@@ -76,7 +76,8 @@ func freePort() -> Int {
         #expect(r.stdout.contains("\"state\" : \"connected\"") && r.stdout.contains("\"site\" : \"relay\""), "\(r)")
 
         // The relay stops; both sides edit; sync cannot finish and says why.
-        #expect(relayProcess.stop() == 0)
+        let stopped = relayProcess.stop()
+        #expect(stopped == 0, "\(relayProcess.logText.suffix(4000))")
         _ = try lode(["exec", "mines", "UPDATE mines SET name = 'Mountain Pass (MP Materials)' WHERE id = 'mp'"] + a.flags)
         _ = try lode(["exec", "mines", "INSERT INTO mines(id, name) VALUES ('bo', 'Bayan Obo')"] + b.flags)
         _ = try lode(["exec", "mines", "UPDATE mines SET output_t = 1 WHERE id = 'mw'"] + a.flags)
