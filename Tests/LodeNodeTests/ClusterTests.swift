@@ -98,6 +98,32 @@ let clusterSchema = """
         for n in nodes { await n.stop() }
     }
 
+    /// Two sites that each wrote megabytes offline push to each other at
+    /// once when they reconnect; neither may wait on the other forever.
+    @Test func bothSidesPushingAtOnceConverge() async throws {
+        let nodes = try makeNodes([("east", .editor), ("west", .editor)])
+        for n in nodes { try await n.start() }
+        try nodes[0].connect(to: nodes[1])
+        try await nodes[0].node.createDataset("mines", schema: clusterSchema)
+        let first = await waitForSync(nodes)
+        #expect(first == [])
+        for n in nodes { n.sync.setOffline(true) }
+        for (i, n) in nodes.enumerated() {
+            _ = try await n.replica("mines").exec(
+                """
+                WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 40000)
+                INSERT INTO mines(id, name, country) SELECT '\(i)-' || i, printf('%0200d', i), 'site \(i)' FROM k
+                """)
+        }
+        for n in nodes { n.sync.setOffline(false) }
+        let apart = await waitForSync(nodes, timeout: .seconds(120))
+        #expect(apart == [])
+        let counts = Lines()
+        try await nodes[1].replica("mines").query("SELECT count(*) FROM mines") { counts.add("\($0)") }
+        #expect(counts.all.last == "row([LodeCore.Value.integer(80000)])")
+        for n in nodes { await n.stop() }
+    }
+
     @Test func aNodeFromAnotherCACannotConnect() async throws {
         let nodes = try makeNodes([("home", .editor)])
         try Identity.createCA(dir: scratch.file("other-ca"), cluster: "test")
