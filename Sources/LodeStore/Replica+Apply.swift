@@ -247,7 +247,7 @@ extension Replica {
     /// The commits this replica holds that a replica holding `vector` lacks,
     /// decoded, in local apply order, at most `limit` of them.
     public func commits(missingFrom vector: VersionVector, limit: Int = 1000) async throws -> [Commit] {
-        try await missingCommits(after: vector, maxBytes: .max).prefix(limit).map { try Commit(decoding: $0.bytes) }
+        try await missingCommits(after: vector, maxBytes: .max, maxCount: limit).map { try Commit(decoding: $0.bytes) }
     }
 }
 
@@ -271,7 +271,11 @@ extension Replica {
     /// least one commit if any is missing). The scan starts at the first
     /// missing commit of any feed, found by index, so its cost follows what
     /// is missing, not the size of the log.
-    public func missingCommits(after vector: VersionVector, maxBytes: Int) async throws -> [(site: SiteID, seq: UInt64, bytes: [UInt8])] {
+    public func missingCommits(
+        after vector: VersionVector, maxBytes: Int, maxCount: Int = .max
+    ) async throws
+        -> [(site: SiteID, seq: UInt64, bytes: [UInt8])]
+    {
         try await read { db in
             var keys: [Int64: SiteID] = [:]
             var start: Int64?
@@ -298,7 +302,7 @@ extension Replica {
                 guard let data = try Data.fetchOne(body, arguments: [row["id"] as Int64]) else { continue }
                 out.append((key, seq, [UInt8](data)))
                 total += data.count
-                if total >= maxBytes { break }
+                if total >= maxBytes || out.count >= maxCount { break }
             }
             return out
         }

@@ -170,7 +170,9 @@ struct ImportPlan {
         let u = s.utf8
         guard let f = u.first, let l = u.last else { return s[...] }
         if f != 0x20 && f != 0x09 && l != 0x20 && l != 0x09 { return s[...] }
-        return s.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed().reduce(into: "") { $0.append($1) }[...]
+        let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        guard let start = s.firstIndex(where: { !blank($0) }), let end = s.lastIndex(where: { !blank($0) }) else { return "" }
+        return s[start...end]
     }
 
     static func shown(_ s: String) -> String {

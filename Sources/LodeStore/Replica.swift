@@ -193,28 +193,6 @@ public final class Replica: @unchecked Sendable {
         return result
     }
 
-    /// The same as `write`, synchronously (for tools and tests).
-    func writeSync<T>(_ body: (Database, WriterState) throws -> T) throws -> T {
-        var added = 0
-        var vector = VersionVector()
-        let r = try pool.write { db in
-            let state = try writerState ?? WriterState.load(db, dataset: dataset)
-            writerState = state
-            do {
-                let r = try body(db, state)
-                added = state.added
-                vector = state.vector
-                state.added = 0
-                return r
-            } catch {
-                writerState = nil
-                throw error
-            }
-        }
-        publish(vector: vector, commits: added)
-        return r
-    }
-
     /// What this replica holds: for each site, the highest seq held.
     public var vector: VersionVector { published.withLock { $0 } }
 
