@@ -143,7 +143,8 @@ struct PeerSession {
                             defer { p = [] }
                             return p
                         }
-                        if !certs.isEmpty && sm.isEstablished { a.append(.send(.certificates(certs))) }
+                        // Certificates may go before the Hello is answered; commits never before them.
+                        if !certs.isEmpty { a.append(.send(.certificates(certs))) }
                         for (name, v) in try await host.datasetVectors().sorted(by: { $0.key < $1.key }) {
                             a += sm.localChanged(dataset: name, vector: v)
                         }
