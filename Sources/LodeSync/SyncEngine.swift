@@ -206,6 +206,11 @@ public final class SyncEngine: Service, Sendable {
                 for r in removed {
                     r.state.withLock { $0.removed = true }
                     r.wakeup.signal()
+                    // A peer no longer configured is no longer dialled: end its session.
+                    for s in sessions.withLock({ Array($0.values) }) where s.direction == .dialled && s.address == r.address {
+                        s.closeRequested.withLock { $0 = true }
+                        s.wake.yield()
+                    }
                 }
                 for a in added { group.addTask { await self.dial(a, context) } }
                 await reconcile.wait(for: .seconds(5))
