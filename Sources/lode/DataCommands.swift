@@ -110,21 +110,16 @@ func printResult(_ client: NodeClient, _ format: OutputFormat, request: (ResultF
         progress.clear()
         return
     }
-    var splitter = LineSplitter()
     var columns: [String] = []
     var rows: [[Value]] = []
     let decoder = JSONDecoder()
-    func take(_ line: [UInt8]) throws {
+    try await forEachLine(of: response) { line in
         if columns.isEmpty, let c = try? decoder.decode([String: [String]].self, from: Data(line)), let names = c["columns"] {
             columns = names
         } else {
             rows.append(try decoder.decode([Value].self, from: Data(line)))
         }
     }
-    for try await buffer in response.body {
-        for line in splitter.feed(buffer.readableBytesView) { try take(line) }
-    }
-    if let rest = splitter.rest() { try take(rest) }
     RecordPrinter(format: .table).print(columns: columns, rows: rows)
 }
 
@@ -233,20 +228,17 @@ struct ImportCommand: AsyncParsableCommand {
             .POST, "/datasets/\(percentEncode(name))/tables/\(percentEncode(table))/import",
             body: .stream(chunks, length: .known(Int64(size))), contentType: "text/csv")
         try await client.checkStreaming(response)
-        var splitter = LineSplitter()
         var result: API.ImportResult?
         var failure: API.ErrorBody.Detail?
         let decoder = JSONDecoder()
-        for try await buffer in response.body {
-            for line in splitter.feed(buffer.readableBytesView) {
-                guard let e = try? decoder.decode(API.ImportEvent.self, from: Data(line)) else { continue }
-                if let p = e.progress {
-                    let pct = p.totalBytes.map { " (\(Int(Double(p.bytes) / Double(max($0, 1)) * 100))%)" } ?? ""
-                    progress.show("importing \(file): \(formatCount(p.rows)) rows\(pct)")
-                }
-                if let r = e.result { result = r }
-                if let f = e.error { failure = f }
+        try await forEachLine(of: response) { line in
+            guard let e = try? decoder.decode(API.ImportEvent.self, from: Data(line)) else { return }
+            if let p = e.progress {
+                let pct = p.totalBytes.map { " (\(Int(Double(p.bytes) / Double(max($0, 1)) * 100))%)" } ?? ""
+                progress.show("importing \(file): \(formatCount(p.rows)) rows\(pct)")
             }
+            if let r = e.result { result = r }
+            if let f = e.error { failure = f }
         }
         progress.clear()
         if let failure { throw CLIError.failed(failure.message) }

@@ -142,20 +142,19 @@ func percentEncode(_ s: String) -> String {
     return s.addingPercentEncoding(withAllowedCharacters: allowed) ?? s
 }
 
-/// Splits a byte stream into lines.
-struct LineSplitter {
-    private var pending: [UInt8] = []
-    mutating func feed(_ bytes: some Sequence<UInt8>) -> [[UInt8]] {
-        var lines: [[UInt8]] = []
-        for b in bytes {
+/// Calls `body` with each non-empty line of a streamed (NDJSON) response,
+/// the last one included even without its newline.
+func forEachLine(of response: HTTPClientResponse, _ body: ([UInt8]) throws -> Void) async throws {
+    var pending: [UInt8] = []
+    for try await buffer in response.body {
+        for b in buffer.readableBytesView {
             if b == 0x0A {
-                lines.append(pending)
+                if !pending.isEmpty { try body(pending) }
                 pending.removeAll(keepingCapacity: true)
             } else {
                 pending.append(b)
             }
         }
-        return lines
     }
-    mutating func rest() -> [UInt8]? { pending.isEmpty ? nil : pending }
+    if !pending.isEmpty { try body(pending) }
 }

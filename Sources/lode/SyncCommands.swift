@@ -50,18 +50,15 @@ struct WatchCommand: AsyncParsableCommand {
         let client = try node.client()
         let response = try await client.request(.GET, "/datasets/\(percentEncode(name))/watch", query: ["sql": sql])
         try await client.checkStreaming(response)
-        var splitter = LineSplitter()
         let printer = RecordPrinter(format: format.resolved)
         var first = true
-        for try await buffer in response.body {
-            for line in splitter.feed(buffer.readableBytesView) where !line.isEmpty {
-                let result = try JSONDecoder().decode(WatchResult.self, from: Data(line))
-                if !first && printer.format == .table {
-                    out("\n-- \(formatISO8601(millis: UInt64(Date().timeIntervalSince1970 * 1000)))\n")
-                }
-                first = false
-                printer.print(columns: result.columns, rows: result.rows)
+        try await forEachLine(of: response) { line in
+            let result = try JSONDecoder().decode(WatchResult.self, from: Data(line))
+            if !first && printer.format == .table {
+                out("\n-- \(formatISO8601(millis: UInt64(Date().timeIntervalSince1970 * 1000)))\n")
             }
+            first = false
+            printer.print(columns: result.columns, rows: result.rows)
         }
     }
 
