@@ -123,7 +123,7 @@ public final class Node: Sendable {
                 sql: """
                     CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
                     CREATE TABLE IF NOT EXISTS peers(address TEXT PRIMARY KEY, added TEXT NOT NULL);
-                    CREATE TABLE IF NOT EXISTS certificates(site BLOB PRIMARY KEY, der BLOB NOT NULL);
+                    CREATE TABLE IF NOT EXISTS certificates(site BLOB PRIMARY KEY, der BLOB NOT NULL, valid_until INTEGER NOT NULL DEFAULT 0);
                     """)
         }
         return q
@@ -152,7 +152,9 @@ public final class Node: Sendable {
         try FileManager.default.createDirectory(atPath: paths.datasets, withIntermediateDirectories: true)
         let settings = try openSettings(paths)
         try settings.write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO certificates(site, der) VALUES (?, ?)", arguments: [Data(site.site.bytes), Data(site.der)])
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO certificates(site, der, valid_until) VALUES (?, ?, ?)",
+                arguments: [Data(site.site.bytes), Data(site.der), Int64(site.certificate.notValidAfter.timeIntervalSince1970 * 1000)])
         }
         return Node(paths: paths, identity: NodeIdentity(certificate: site, ca: ca, key: key), settings: settings)
     }

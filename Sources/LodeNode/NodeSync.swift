@@ -42,14 +42,24 @@ extension Node {
         else {
             throw NodeError(.rejected, "the certificate of \(cert.name) is not issued by this cluster's CA")
         }
-        let isNew = try await settingsQueue.write { db -> Bool in
-            try db.execute(sql: "INSERT OR IGNORE INTO certificates(site, der) VALUES (?, ?)", arguments: [Data(cert.site.bytes), Data(der)])
+        // A renewed certificate (same key, later expiry) replaces the old one.
+        let until = Int64(cert.certificate.notValidAfter.timeIntervalSince1970 * 1000)
+        let changed = try await settingsQueue.write { db -> Bool in
+            try db.execute(
+                sql: """
+                    INSERT INTO certificates(site, der, valid_until) VALUES (?, ?, ?)
+                    ON CONFLICT(site) DO UPDATE SET der = excluded.der, valid_until = excluded.valid_until
+                    WHERE excluded.valid_until > certificates.valid_until
+                    """, arguments: [Data(cert.site.bytes), Data(der), until])
             return db.changesCount > 0
         }
-        if isNew {
-            for name in datasetNames() { try await register(cert, in: try replica(name)) }
+        // Every replica must know the site, also if registering failed before.
+        for name in datasetNames() {
+            let r = try replica(name)
+            let known = try await r.knowsSite(cert.site)
+            if changed || !known { try await register(cert, in: r) }
         }
-        return (cert, isNew)
+        return (cert, changed)
     }
 
     func register(_ cert: SiteCertificate, in replica: Replica) async throws {

@@ -68,6 +68,13 @@ extension Replica {
         }
     }
 
+    /// True when a certificate for `site` has been registered here.
+    public func knowsSite(_ site: SiteID) async throws -> Bool {
+        try await read { db in
+            try Bool.fetchOne(db, sql: "SELECT role IS NOT NULL FROM _lode_sites WHERE key = ?", arguments: [Data(site.bytes)]) ?? false
+        }
+    }
+
     /// Every site this replica knows of.
     public func sites() async throws -> [SiteRecord] {
         try await read { db in
