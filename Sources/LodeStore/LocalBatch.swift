@@ -12,7 +12,6 @@ final class LocalBatch {
     let state: WriterState
     private var pending: PendingCommit
     private var currentPut: PutRows?
-    private var putSlots: [Int] = []
     private var currentDelete: DeleteRows?
     /// Commits signed and stored so far (only counted: an import's commits
     /// are not kept in memory).
@@ -42,6 +41,10 @@ final class LocalBatch {
     /// an unchanged row writes nothing. Returns true when something was written.
     @discardableResult
     func put(_ t: TableState, key: String, columns: [String], slots: [Int], values: [Value], onlyChanges: Bool) throws -> Bool {
+        if try state.insertIfAbsent(db, t, key: key, length: 1, slots: slots, values: values[...], pending.context) {
+            try add(t, key: key, length: 1, columns: columns, slots: slots, values: values)
+            return true
+        }
         let meta = try state.readRow(db, t, key)
         var columns = columns
         var slots = slots
@@ -67,16 +70,21 @@ final class LocalBatch {
         }
         let length = Merge.lengthForLocalWrite(meta.length)
         try state.put(db, t, key: key, length: length, slots: slots, values: values[...], meta: meta, pending.context)
+        try add(t, key: key, length: length, columns: columns, slots: slots, values: values)
+        return true
+    }
+
+    /// Adds an applied row to the commit being built, cutting the commit
+    /// when it reaches the budget.
+    private func add(_ t: TableState, key: String, length: UInt64, columns: [String], slots: [Int], values: [Value]) throws {
         if currentPut == nil || currentPut!.table != t.name || currentPut!.columns != columns {
             flush()
             currentPut = PutRows(table: t.name, columns: columns)
-            putSlots = slots
         }
         currentPut!.append(key: key, length: length, values: values)
         changedRows += 1
         pending.size += key.utf8.count + 4 + values.reduce(0) { $0 + estimatedSize($1) }
         if pending.size >= Replica.commitBudget { try rollOver() }
-        return true
     }
 
     /// Deletes one row if present. Returns true when it was.

@@ -216,6 +216,7 @@ extension Replica {
                     }
                 }
                 for i in 0..<put.rowCount {
+                    if try state.insertIfAbsent(db, t, key: put.keys[i], length: put.lengths[i], slots: slots, values: put.row(i), ctx) { continue }
                     try state.put(db, t, key: put.keys[i], length: put.lengths[i], slots: slots, values: put.row(i), ctx)
                 }
             case .delete(let del):

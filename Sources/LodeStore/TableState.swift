@@ -19,6 +19,9 @@ final class TableState {
     private var insertStatement: RawStatement?
     private var deleteStatement: RawStatement?
     private var updateStatements: [[Int]: RawStatement] = [:]
+    /// For a list of written slots: for each physical column, the index in
+    /// that list, or -1 (one entry: imports write one set of columns).
+    private var positionsCache: (slots: [Int], positions: [Int])?
     private var selectStatements: [[Int]: RawStatement] = [:]
 
     init(id: Int64, schema: TableSchema, slots: [String: Int], physical: [ColumnDef]) {
@@ -43,7 +46,17 @@ final class TableState {
         insertStatement = nil
         deleteStatement = nil
         updateStatements = [:]
+        positionsCache = nil
         selectStatements = [:]
+    }
+
+    /// Where each physical column's value is in a row that writes `slots`
+    /// (-1: not written, takes its default).
+    func positions(of slots: [Int]) -> [Int] {
+        if let c = positionsCache, c.slots == slots { return c.positions }
+        let p = physicalSlots.map { slots.firstIndex(of: $0) ?? -1 }
+        positionsCache = (slots, p)
+        return p
     }
 
     /// `INSERT OR REPLACE` of a whole row: key, then every physical column.

@@ -22,6 +22,10 @@ final class WriterState {
     private var selectRow: RawStatement?
     private var upsertRow: RawStatement?
     private var insertHistory: RawStatement?
+    private var insertRowIfAbsent: RawStatement?
+    /// The clocks of a row whose given slots were all written by one stamp
+    /// (one entry: the rows of an import or a remote put share it).
+    private var newRowClocks: (slots: [Int], stamp: LocalStamp, blob: [UInt8])?
 
     init(dataset: String) { self.dataset = dataset }
 
@@ -209,6 +213,47 @@ final class WriterState {
             h.bind(3, logID)
             try h.run(db)
         }
+    }
+
+    /// The fast path for a row never seen here, the common case of imports
+    /// and initial syncs: one insert of its clocks (which fails if the row
+    /// exists) and one of the row, instead of a read and two writes. Returns
+    /// false, writing nothing, when the row is known; the caller then takes
+    /// the general path.
+    func insertIfAbsent(_ db: Database, _ t: TableState, key: String, length: UInt64, slots: [Int], values: ArraySlice<Value>,
+                        _ ctx: CommitContext) throws -> Bool {
+        let stamp = LocalStamp(length: length, hlc: ctx.hlc.rawValue, site: ctx.site, seq: ctx.seq)
+        if newRowClocks == nil || newRowClocks!.stamp != stamp || newRowClocks!.slots != slots {
+            var clocks = RowClocks()
+            let g = clocks.group(for: stamp)
+            for slot in slots { clocks.set(slot, group: g) }
+            newRowClocks = (slots, stamp, clocks.encoded)
+        }
+        if insertRowIfAbsent == nil {
+            insertRowIfAbsent = try RawStatement(
+                db, "INSERT INTO _lode_rows(tbl, pk, cl, clocks, first_log) VALUES (?, ?, ?, ?, ?) ON CONFLICT(tbl, pk) DO NOTHING")
+        }
+        let m = insertRowIfAbsent!
+        m.bind(1, t.id)
+        m.bind(2, key)
+        m.bind(3, Int64(length))
+        m.bind(4, blob: newRowClocks!.blob)
+        m.bind(5, ctx.logID)
+        try m.run(db)
+        guard sqlite3_changes(db.sqliteConnection) > 0 else { return false }
+        let s = try t.insert(db)
+        s.bind(1, key)
+        for (p, j) in t.positions(of: slots).enumerated() {
+            let def = t.physical[p]
+            var value = def.defaultValue
+            if j >= 0 {
+                let w = values[values.startIndex + j]
+                if !(w.isNull && def.notNull) { value = w }
+            }
+            s.bind(Int32(p + 2), value)
+        }
+        try s.run(db)
+        return true
     }
 
     /// True when local stamp `a` replaces `b`, breaking clock ties by the
