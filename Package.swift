@@ -44,9 +44,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .systemLibrary(
+            name: "CZlib",
+            path: "Sources/CZlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
         .target(
             name: "LodeProtocol",
-            dependencies: ["LodeCore"]
+            dependencies: ["LodeCore", "CZlib"]
         ),
         .target(
             name: "LodeSync",
@@ -95,7 +100,7 @@ let package = Package(
         .executableTarget(
             name: "lode-bench",
             dependencies: [
-                "LodeNode", "LodeStore", "LodeSync", "LodeCore",
+                "LodeNode", "LodeStore", "LodeSync", "LodeCore", "CLodeSQLite",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],

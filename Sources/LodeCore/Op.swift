@@ -64,7 +64,8 @@ public struct PutRows: Hashable, Sendable {
     public var rowCount: Int { keys.count }
 
     /// Appends one row; `rowValues` holds one value per column.
-    public mutating func append(key: String, length: UInt64, values rowValues: some Collection<Value>) {
+    @inlinable
+    public mutating func append(key: String, length: UInt64, values rowValues: [Value]) {
         precondition(rowValues.count == columns.count, "one value per column")
         keys.append(key)
         lengths.append(length)

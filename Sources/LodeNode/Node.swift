@@ -117,6 +117,7 @@ public final class Node: Sendable {
     }
 
     static func openSettings(_ paths: NodePaths) throws -> DatabaseQueue {
+        _ = SQLiteSetup.prepare
         let q = try DatabaseQueue(path: paths.nodeDB)
         try q.write { db in
             try db.execute(

@@ -1,3 +1,4 @@
+import CZlib
 import LodeCore
 
 /// Why a session or a commit was refused. Typed so that a peer can act on it.
@@ -89,7 +90,12 @@ public enum SyncFrame {
 
     enum Tag: UInt8 {
         case hello = 1, certificates, commits, ack, vector, ping, pong, commitRejected, reject
+        /// `commits` with its commit list deflated (RFC 1950 zlib).
+        case commitsDeflated
     }
+
+    /// A `commits` frame is sent deflated when that saves at least this share.
+    static let deflateWorthIt = 0.9
 
     /// Encodes a message as one frame (length prefix included).
     public static func encode(_ message: SyncMessage) -> [UInt8] {
@@ -113,10 +119,19 @@ public enum SyncFrame {
             w.writeVarint(UInt64(certs.count))
             for c in certs { w.writeLengthPrefixed(c) }
         case .commits(let dataset, let commits):
-            w.writeByte(Tag.commits.rawValue)
-            w.writeString(dataset)
-            w.writeVarint(UInt64(commits.count))
-            for c in commits { w.writeLengthPrefixed(c) }
+            var list = ByteWriter(capacity: commits.reduce(8) { $0 + $1.count + 5 })
+            list.writeVarint(UInt64(commits.count))
+            for c in commits { list.writeLengthPrefixed(c) }
+            if let packed = Deflate.compress(list.bytes), Double(packed.count) < Double(list.count) * deflateWorthIt {
+                w.writeByte(Tag.commitsDeflated.rawValue)
+                w.writeString(dataset)
+                w.writeVarint(UInt64(list.count))
+                w.writeBytes(packed)
+            } else {
+                w.writeByte(Tag.commits.rawValue)
+                w.writeString(dataset)
+                w.writeBytes(list.bytes)
+            }
         case .ack(let dataset, let v):
             w.writeByte(Tag.ack.rawValue)
             w.writeString(dataset)
@@ -210,11 +225,27 @@ public enum SyncFrame {
             m = .certificates(certs)
         case .commits:
             let dataset = try readDataset(&r)
-            let n = try r.readCount(limit: r.remaining / 2, "commit count")
-            var commits: [[UInt8]] = []
-            commits.reserveCapacity(n)
-            for _ in 0..<n { commits.append(try r.readLengthPrefixed(limit: Limits.maxCommitBytes)) }
-            m = .commits(dataset: dataset, commits: commits)
+            m = .commits(dataset: dataset, commits: try readCommitList(&r))
+        case .commitsDeflated:
+            let dataset = try readDataset(&r)
+            let at = r.offset
+            let rawLength = try r.readCount(limit: maxFrameBytes, "inflated length")
+            let packed = try r.readRaw(r.remaining)
+            guard let list = Deflate.decompress(packed, exactly: rawLength) else {
+                throw DecodingError(.invalidValue, at: at, "deflated commits do not inflate to the \(rawLength) bytes announced")
+            }
+            var result: Result<[[UInt8]], DecodingError> = .success([])
+            list.withUnsafeBytes { raw in
+                var lr = ByteReader(raw)
+                do throws(DecodingError) {
+                    let commits = try readCommitList(&lr)
+                    guard lr.isAtEnd else { throw DecodingError(.trailingBytes, at: at, "bytes after the inflated commit list") }
+                    result = .success(commits)
+                } catch {
+                    result = .failure(error)
+                }
+            }
+            m = .commits(dataset: dataset, commits: try result.get())
         case .ack:
             let dataset = try readDataset(&r)
             m = .ack(dataset: dataset, vector: try readVector(&r))
@@ -235,6 +266,14 @@ public enum SyncFrame {
         }
         guard r.isAtEnd else { throw DecodingError(.trailingBytes, at: r.offset, "\(r.remaining) bytes after the message") }
         return .v1(m)
+    }
+
+    static func readCommitList(_ r: inout ByteReader) throws(DecodingError) -> [[UInt8]] {
+        let n = try r.readCount(limit: r.remaining / 2, "commit count")
+        var commits: [[UInt8]] = []
+        commits.reserveCapacity(n)
+        for _ in 0..<n { commits.append(try r.readLengthPrefixed(limit: Limits.maxCommitBytes)) }
+        return commits
     }
 
     static func readDataset(_ r: inout ByteReader) throws(DecodingError) -> String {
@@ -300,4 +339,30 @@ public struct SyncFrameDecoder: Sendable {
 
     /// Bytes received but not yet part of a complete frame.
     public var pendingBytes: Int { buffer.count - start }
+}
+
+/// zlib (RFC 1950) at level 1: fast, and enough for keys that repeat.
+enum Deflate {
+    static func compress(_ input: [UInt8]) -> [UInt8]? {
+        var size = compressBound(uLong(input.count))
+        var out = [UInt8](repeating: 0, count: Int(size))
+        let rc = out.withUnsafeMutableBufferPointer { o in
+            input.withUnsafeBufferPointer { i in compress2(o.baseAddress, &size, i.baseAddress, uLong(i.count), 1) }
+        }
+        guard rc == Z_OK else { return nil }
+        out.removeLast(out.count - Int(size))
+        return out
+    }
+
+    /// Inflates to exactly `length` bytes, or nil: never more than `length`
+    /// is allocated, whatever the input claims.
+    static func decompress(_ input: UnsafeRawBufferPointer, exactly length: Int) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: length)
+        var size = uLong(length)
+        let rc = out.withUnsafeMutableBufferPointer { o in
+            uncompress(o.baseAddress, &size, input.assumingMemoryBound(to: UInt8.self).baseAddress, uLong(input.count))
+        }
+        guard rc == Z_OK, Int(size) == length else { return nil }
+        return out
+    }
 }

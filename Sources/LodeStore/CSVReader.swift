@@ -205,7 +205,8 @@ public final class CSVReader {
                 let s = i
                 while i < n && r[i] != UInt8(ascii: ",") {
                     if r[i] == UInt8(ascii: "\"") {
-                        throw CSVError(line: line, message: "field \(number) has a quote inside an unquoted field (quote the whole field and double the quote)")
+                        throw CSVError(
+                            line: line, message: "field \(number) has a quote inside an unquoted field (quote the whole field and double the quote)")
                     }
                     i += 1
                 }

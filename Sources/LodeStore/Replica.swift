@@ -78,6 +78,7 @@ public final class Replica: @unchecked Sendable {
     }
 
     static func configuration() -> Configuration {
+        _ = SQLiteSetup.prepare
         var config = Configuration()
         config.busyMode = .timeout(30)
         config.maximumReaderCount = 4

@@ -150,3 +150,11 @@ extension Value {
 func quote(_ name: String) -> String {
     "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
 }
+
+/// Process-wide SQLite settings, applied before any database is opened.
+public enum SQLiteSetup {
+    /// Puts SQLite in multi-thread mode: no mutex around every call, since
+    /// GRDB never lets two threads use one connection at once. Too late once
+    /// SQLite has initialized (then it stays serialized, only slower).
+    public static let prepare: Void = { _ = lode_sqlite_multithread() }()
+}

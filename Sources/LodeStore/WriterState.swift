@@ -220,8 +220,10 @@ final class WriterState {
     /// exists) and one of the row, instead of a read and two writes. Returns
     /// false, writing nothing, when the row is known; the caller then takes
     /// the general path.
-    func insertIfAbsent(_ db: Database, _ t: TableState, key: String, length: UInt64, slots: [Int], values: ArraySlice<Value>,
-                        _ ctx: CommitContext) throws -> Bool {
+    func insertIfAbsent(
+        _ db: Database, _ t: TableState, key: String, length: UInt64, slots: [Int], values: ArraySlice<Value>,
+        _ ctx: CommitContext
+    ) throws -> Bool {
         let stamp = LocalStamp(length: length, hlc: ctx.hlc.rawValue, site: ctx.site, seq: ctx.seq)
         if newRowClocks == nil || newRowClocks!.stamp != stamp || newRowClocks!.slots != slots {
             var clocks = RowClocks()

@@ -79,8 +79,9 @@ struct PeerSession {
 
     static let sentCommits = Counter(label: "lode_sync_commits_sent_total")
     static let receivedCommits = Counter(label: "lode_sync_commits_received_total")
-    static let sentBytes = Counter(label: "lode_sync_bytes_sent_total")
-    static let receivedBytes = Counter(label: "lode_sync_bytes_received_total")
+    /// Frame bytes this node sent, labelled with its site (several nodes
+    /// may share a process in tests and benchmarks).
+    var sentBytes: Counter { Counter(label: "lode_sync_bytes_sent_total", dimensions: [("site", config.localSite.short)]) }
 
     func run(_ channel: NIOAsyncChannel<SyncInbound, ByteBuffer>) async throws {
         try await channel.executeThenClose { inbound, outbound in
@@ -127,9 +128,6 @@ struct PeerSession {
                     let actions: [SyncStateMachine.Action]
                     switch event {
                     case .inbound(.message(let m)):
-                        if case .v1(.commits(_, let cs)) = m {
-                            PeerSession.receivedBytes.increment(by: cs.reduce(0) { $0 + $1.count })
-                        }
                         actions = sm.receive(m, now: .now)
                     case .inbound(.invalid(let code, let message)):
                         actions = [.close(code, message)]
@@ -171,7 +169,7 @@ struct PeerSession {
             case .send(let m):
                 let bytes = SyncFrame.encode(.v1(m))
                 try await out.write(ByteBuffer(bytes: bytes))
-                PeerSession.sentBytes.increment(by: bytes.count)
+                sentBytes.increment(by: bytes.count)
             case .sendMissing(let dataset, let after):
                 let batch = try await host.missingCommits(dataset: dataset, after: after, maxBytes: SyncFrame.targetBatchBytes)
                 var through = after
@@ -180,7 +178,7 @@ struct PeerSession {
                     let bytes = SyncFrame.encode(.v1(.commits(dataset: dataset, commits: batch.map(\.bytes))))
                     try await out.write(ByteBuffer(bytes: bytes))
                     PeerSession.sentCommits.increment(by: batch.count)
-                    PeerSession.sentBytes.increment(by: bytes.count)
+                    sentBytes.increment(by: bytes.count)
                 }
                 queue += sm.sent(dataset: dataset, commits: batch.count, through: through, now: .now)
             case .apply(let dataset, let raw):

@@ -60,7 +60,7 @@ func sampleOps() -> [Op] {
     @Test func signatureFromAnotherKeyIsRejected() throws {
         let c = try sample()
         var b = c.bytes
-        let other = try testKey(3).signature(for: Commit.signingContext + b[0..<(b.count - 64)])
+        let other = try testKey(3).signature(for: Commit.signedMessage(b[0..<(b.count - 64)]))
         b.replaceSubrange((b.count - 64)..., with: other)
         let forged = try Commit(decoding: b)
         #expect(!forged.hasValidSignature)

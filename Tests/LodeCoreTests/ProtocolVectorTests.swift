@@ -121,7 +121,7 @@ enum VectorSet {
 
         func signed(with key: Curve25519.Signing.PrivateKey = VectorSet.key) throws -> [UInt8] {
             let body = version + dataset + author + seq + hlc + prev + deps + ops
-            return body + Array(try key.signature(for: Commit.signingContext + body))
+            return body + Array(try key.signature(for: Commit.signedMessage(body)))
         }
     }
 

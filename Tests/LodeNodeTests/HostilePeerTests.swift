@@ -101,7 +101,7 @@ final class HandRolledPeer: @unchecked Sendable {
             content.prev = genuine.last!.hash
             var forged = ByteWriter()
             content.encode(into: &forged)
-            let forgedBytes = forged.bytes + Array(try Curve25519.Signing.PrivateKey().signature(for: Commit.signingContext + forged.bytes))
+            let forgedBytes = forged.bytes + Array(try Curve25519.Signing.PrivateKey().signature(for: Commit.signedMessage(forged.bytes)))
             try await evil.send(.commits(dataset: "mines", commits: [alteredBytes]))
             let first = try await evil.receive { if case .commitRejected = $0 { true } else { false } }
             guard case .commitRejected(_, _, _, let code1, _)? = first else {

@@ -33,7 +33,8 @@ import Testing
         let width = Int.random(in: 1...5, using: &rng)
         var records: [[String]] = []
         for _ in 0..<Int.random(in: 1...30, using: &rng) {
-            records.append((0..<width).map { _ in (0..<Int.random(in: 0...6, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }.joined() })
+            records.append(
+                (0..<width).map { _ in (0..<Int.random(in: 0...6, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }.joined() })
         }
         func quoted(_ f: String) -> String {
             f.unicodeScalars.contains { ",\"\r\n".unicodeScalars.contains($0) } ? "\"" + f.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : f

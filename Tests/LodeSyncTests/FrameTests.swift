@@ -1,7 +1,8 @@
 import Foundation
 import LodeCore
-import LodeProtocol
 import Testing
+
+@testable import LodeProtocol
 
 /// The frame layer: every message round-trips, however the byte stream is
 /// cut; bad frames are refused with the right rule; and the frame vectors
@@ -20,6 +21,10 @@ import Testing
         ),
         ("certificates", .certificates([[0x30, 0x82, 0x01], [0x30]])),
         ("commits", .commits(dataset: "rare-earths", commits: [[1, 2, 3], [4]])),
+        (
+            "commits-deflated",
+            .commits(dataset: "rare-earths", commits: [[UInt8](repeating: 7, count: 3000), Array("site-00000001,site-00000002".utf8)])
+        ),
         ("ack", .ack(dataset: "rare-earths", vector: vector)),
         ("vector", .vector(dataset: "rare-earths", vector: VersionVector())),
         ("ping", .ping(42)),
@@ -137,6 +142,18 @@ import Testing
             ("not-canonical-vector-unsorted", "vector entries out of site order", framed(unsorted.bytes)),
             ("invalid-value-dataset-name", "a dataset name with a space", framed([1, 5, 3] + Array("a b".utf8) + [0])),
             ("unknown-tag-reject-code-200", "rejection code 200", framed([1, 9, 200, 0])),
+            (
+                "invalid-value-deflated-length", "deflated commits announcing 10 bytes more than they inflate to",
+                {
+                    var body: [UInt8] = [1, 10, 1, 0x64]  // commits-deflated, dataset "d"
+                    let list: [UInt8] = [1, 3, 9, 9, 9]
+                    let packed = Deflate.compress(list)!
+                    var w = ByteWriter()
+                    w.writeVarint(UInt64(list.count + 10))
+                    body += w.bytes + packed
+                    return framed(body)
+                }()
+            ),
         ]
         for (name, comment, bytes) in invalid { try write(Self.root + "/invalid/\(name).hex", comment, bytes) }
     }

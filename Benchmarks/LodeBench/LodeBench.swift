@@ -1,0 +1,92 @@
+import Foundation
+import LodeCore
+import LodeNode
+
+/// The benchmark suite (release build):
+///
+///   swift run -c release lode-bench [all | W1 … W7]... [--rows N] [--runs K] [--json FILE]
+///   swift run -c release lode-bench rows N [SEED] > rows.csv
+///
+/// Every workload is measured beside its baseline in the same run; medians
+/// of `--runs` runs (default 3) are printed as a table and written as JSON.
+@main
+enum LodeBench {
+    static func main() async throws {
+        var args = Array(CommandLine.arguments.dropFirst())
+        func option(_ name: String) -> String? {
+            guard let i = args.firstIndex(of: name), i + 1 < args.count else { return nil }
+            defer { args.removeSubrange(i...(i + 1)) }
+            return args[i + 1]
+        }
+        let rows = option("--rows").flatMap { Int($0) } ?? 1_000_000
+        let runs = option("--runs").flatMap { Int($0) } ?? 3
+        let json = option("--json") ?? "bench-results.json"
+        if args.first == "import-only", args.count > 1 {
+            // For profiling: only the import path, on an existing CSV.
+            let ws = try Workspace()
+            defer { ws.remove() }
+            let node = try Node.open(dataDir: try ws.makeNode("profile"))
+            let replica = try await node.createDataset("bench", schema: Rows.schema)
+            let start = ContinuousClock.now
+            let report = try await replica.importCSV(table: "sites", path: args[1])
+            print(String(format: "imported %d rows in %.2f s", report.rowsRead, seconds(since: start)))
+            node.close()
+            return
+        }
+        if args.first == "rows" {
+            let n = args.count > 1 ? Int(args[1]) ?? 1000 : 1000
+            let seed = args.count > 2 ? UInt64(args[2]) ?? 42 : 42
+            try Rows.write(count: n, seed: seed, to: FileHandle.standardOutput)
+            return
+        }
+        var wanted = Set(args.map { $0.uppercased() })
+        if wanted.isEmpty || wanted.contains("ALL") { wanted = ["W1", "W2", "W3", "W4", "W5", "W6", "W7"] }
+        let ws = try Workspace()
+        defer { ws.remove() }
+        let csv = ws.path("rows.csv")
+        let small = ws.path("small.csv")
+        try Rows.write(count: rows, seed: 42, to: csv)
+        try Rows.write(count: 1000, seed: 7, to: small)
+        let lode = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lode").path
+        var suite = Suite(ws: ws, rows: rows, runs: runs, csv: csv, source: nil)
+        var results: [Result] = []
+        func report(_ r: Result) {
+            results.append(r)
+            print(line(r))
+        }
+        print("lode-bench: \(rows) rows, \(runs) runs, \(ProcessInfo.processInfo.activeProcessorCount) cores\n")
+        print(header)
+        // W1 builds the dataset the others use.
+        let w1 = try await suite.w1()
+        if wanted.contains("W1") { report(w1) }
+        if wanted.contains("W2") { report(try await suite.w2()) }
+        if wanted.contains("W3") { report(try await suite.w3()) }
+        if wanted.contains("W4") { report(try await suite.w4()) }
+        if wanted.contains("W5") {
+            if FileManager.default.isExecutableFile(atPath: lode) {
+                report(try suite.w5(lode: lode))
+            } else {
+                print("W5 skipped: build the lode binary first (swift build -c release --product lode)")
+            }
+        }
+        if wanted.contains("W6") { report(try await suite.w6()) }
+        if wanted.contains("W7") { report(try await suite.w7(small: small)) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(results).write(to: URL(fileURLWithPath: json))
+        print("\nwritten to \(json)")
+    }
+
+    static func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+
+    static let header = pad("", 4) + pad("result", 18) + pad("baseline", 34) + pad("ratio", 8) + pad("peak MB", 9) + pad("target", 34) + "notes"
+
+    static func line(_ r: Result) -> String {
+        let value = String(format: "%.2f ", r.value) + r.unit
+        let base = r.baseline.map { String(format: "%.2f ", $0) + (r.baselineUnit ?? "") } ?? "—"
+        let ratio = r.ratio.map { String(format: "%.2f×", $0) } ?? "—"
+        let met = r.met.map { $0 ? " (met)" : " (MISSED)" } ?? ""
+        return pad(r.workload, 4) + pad(value, 18) + pad(base, 34) + pad(ratio, 8) + pad(String(format: "%.0f", r.peakMemoryMB), 9)
+            + pad(r.target + met, 34) + r.what + "; " + r.notes
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import LodeCore
+import LodeNode
+import LodeStore
+import LodeSync
+import Logging
+
+/// Seconds since `start`.
+func seconds(since start: ContinuousClock.Instant) -> Double {
+    let d = ContinuousClock.now - start
+    return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+}
+
+func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    guard !s.isEmpty else { return .nan }
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+/// Peak resident memory of this process since the last `resetPeakMemory`, in MB.
+func peakMemoryMB(pid: Int32? = nil) -> Double {
+    let path = pid.map { "/proc/\($0)/status" } ?? "/proc/self/status"
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+        let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+    else { return .nan }
+    return (Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1024
+}
+
+/// Starts peak-memory accounting afresh for this process (Linux: clear_refs 5).
+func resetPeakMemory() {
+    try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+}
+
+/// The protocol bytes a site has sent (from the node metrics).
+func bytesSent(by site: SiteID) -> Double {
+    let text = NodeServer.metrics.emitToString()
+    var total = 0.0
+    for line in text.split(separator: "\n") where line.hasPrefix("lode_sync_bytes_sent_total") && line.contains("site=\"\(site.short)\"") {
+        total += Double(line.split(separator: " ").last ?? "0") ?? 0
+    }
+    return total
+}
+
+/// A directory for the benchmark's files, removed at the end.
+final class Workspace: @unchecked Sendable {
+    let root: String
+    var logger: Logger
+    private var counter = 0
+
+    init() throws {
+        root = NSTemporaryDirectory() + "lode-bench-" + String(UUID().uuidString.prefix(8))
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        logger = Logger(label: "bench")
+        logger.logLevel = .critical
+        try Identity.createCA(dir: root + "/ca", cluster: "bench")
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: root) }
+
+    /// A fresh path under the workspace.
+    func path(_ name: String) -> String {
+        counter += 1
+        return root + "/\(counter)-\(name)"
+    }
+
+    /// Creates a node (site key and certificate) without starting it.
+    func makeNode(_ name: String, role: Role = .editor) throws -> String {
+        let dir = path(name)
+        try Node.initialize(dataDir: dir, site: name, role: role, caDir: root + "/ca")
+        return dir
+    }
+
+    /// Starts a node in this process.
+    func launch(_ dir: String, tuning: @escaping @Sendable (inout SyncStateMachine.Config) -> Void = { _ in }) async throws -> LaunchedNode {
+        var options = ServeOptions(dataDir: dir, listen: "127.0.0.1:0")
+        options.handleSignals = false
+        options.syncTuning = tuning
+        return try await NodeServer.launch(options, logger: logger)
+    }
+}
+
+/// Waits until every node holds the same vector for `dataset` (or the timeout).
+func waitUntilEqual(_ nodes: [RunningNode], dataset: String, timeout: Double = 600) async throws {
+    let deadline = ContinuousClock.now + .seconds(timeout)
+    while ContinuousClock.now < deadline {
+        let vectors = nodes.map { (try? $0.node.replica(dataset).vector) ?? VersionVector() }
+        if Set(vectors).count == 1 && !vectors[0].entries.isEmpty { return }
+        try await Task.sleep(for: .milliseconds(2))
+    }
+    throw BenchError("nodes did not converge on \(dataset) within \(timeout) s")
+}
+
+/// One workload's result.
+struct Result: Codable {
+    var workload: String
+    var what: String
+    var value: Double
+    var unit: String
+    var baseline: Double?
+    var baselineUnit: String?
+    /// value / baseline, or what the target compares.
+    var ratio: Double?
+    var target: String
+    var met: Bool?
+    var peakMemoryMB: Double
+    var runs: Int
+    var notes: String
+}
