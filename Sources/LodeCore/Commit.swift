@@ -116,6 +116,24 @@ public struct Commit: Sendable, Hashable {
         return Commit(content: content, signature: Array(sig), bytes: body)
     }
 
+    /// Signs a commit whose ops are already encoded (`opCount` ops in
+    /// `ops`), for writers that encode rows as they go rather than holding
+    /// them as values. `header.ops` is ignored. Returns the encoding and its hash.
+    public static func sign(
+        header: CommitContent, opCount: Int, ops: [UInt8], with key: Curve25519.Signing.PrivateKey
+    ) throws
+        -> (bytes: [UInt8], hash: [UInt8])
+    {
+        var w = ByteWriter(capacity: ops.count + 256)
+        header.encodeHeader(into: &w)
+        w.writeVarint(UInt64(opCount))
+        w.writeBytes(ops)
+        var body = w.bytes
+        let sig = try key.signature(for: signedMessage(body))
+        body.append(contentsOf: sig)
+        return (body, Array(SHA256.hash(data: body)))
+    }
+
     /// True when the signature verifies under the author's key.
     public var hasValidSignature: Bool {
         guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: content.author.bytes) else { return false }
@@ -156,6 +174,13 @@ public struct CommitContent: Sendable, Hashable {
 
     /// Appends the canonical encoding, without signature.
     public func encode(into w: inout ByteWriter) {
+        encodeHeader(into: &w)
+        w.writeVarint(UInt64(ops.count))
+        for op in ops { op.encode(into: &w) }
+    }
+
+    /// Appends every field before the ops.
+    public func encodeHeader(into w: inout ByteWriter) {
         w.writeByte(Commit.version)
         w.writeString(dataset)
         author.encode(into: &w)
@@ -167,8 +192,6 @@ public struct CommitContent: Sendable, Hashable {
             d.site.encode(into: &w)
             w.writeVarint(d.seq)
         }
-        w.writeVarint(UInt64(ops.count))
-        for op in ops { op.encode(into: &w) }
     }
 
     /// Reads the fields, enforcing every rule that needs no other commit.

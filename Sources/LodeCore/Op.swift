@@ -119,7 +119,8 @@ public enum Op: Hashable, Sendable {
         }
     }
 
-    enum Tag: UInt8 {
+    /// The encoding's op tags.
+    public enum Tag: UInt8 {
         case defineTable = 1, put = 2, delete = 3
     }
 

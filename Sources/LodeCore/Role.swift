@@ -25,6 +25,16 @@ public enum Role: String, Sendable, CaseIterable, Codable {
         }
     }
 
+    /// True when a site of this role may author a commit that defines
+    /// tables (`defines`) and writes rows of `tables`.
+    public func permits(defines: Bool, tables: Set<String>) -> Bool {
+        switch self {
+        case .editor: true
+        case .annotator: !defines && tables.isSubset(of: Role.annotationTables)
+        case .reader, .relay: !defines && tables.isEmpty
+        }
+    }
+
     /// True when a site of this role may write rows of user tables.
     public var canEdit: Bool { self == .editor }
     /// True when a site of this role may add annotations.

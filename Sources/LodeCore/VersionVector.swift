@@ -112,9 +112,14 @@ public enum FeedRules {
     /// The full causal past of `commit`: its author's vector at the previous
     /// commit, raised by the dependencies, with the author's own entry at seq.
     public static func causalPast(of commit: Commit, previous: VersionVector) -> VersionVector {
+        causalPast(author: commit.author, seq: commit.seq, deps: commit.deps, previous: previous)
+    }
+
+    /// The same, from the commit's fields.
+    public static func causalPast(author: SiteID, seq: UInt64, deps: [Dependency], previous: VersionVector) -> VersionVector {
         var v = previous
-        for d in commit.deps where d.seq > v[d.site] { v[d.site] = d.seq }
-        v[commit.author] = commit.seq
+        for d in deps where d.seq > v[d.site] { v[d.site] = d.seq }
+        v[author] = seq
         return v
     }
 }

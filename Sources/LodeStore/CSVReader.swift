@@ -40,7 +40,6 @@ public final class CSVReader {
     public private(set) var bytesRead: UInt64 = 0
     /// The largest record accepted.
     public let maxRecordBytes: Int
-    private var fields: [String] = []
 
     /// Opens a file for reading.
     public init(path: String, chunkSize: Int = 1 << 16, maxRecordBytes: Int = 64 << 20) throws {
@@ -83,14 +82,21 @@ public final class CSVReader {
 
     /// The next record's fields, or nil at the end. Blank lines are skipped.
     public func next() throws -> [String]? {
+        var fields: [String] = []
+        return try next(into: &fields) ? fields : nil
+    }
+
+    /// Reads the next record into `fields` (reusing its storage). Returns
+    /// false at the end. Blank lines are skipped.
+    public func next(into fields: inout [String]) throws -> Bool {
         while true {
-            guard try nextRecord() else { return nil }
+            guard try nextRecord(into: &fields) else { return false }
             if fields.count == 1 && fields[0].isEmpty { continue }
-            return fields
+            return true
         }
     }
 
-    private func nextRecord() throws -> Bool {
+    private func nextRecord(into fields: inout [String]) throws -> Bool {
         if atFileStart {
             while try end - start < 3 && fill() {}
             if end - start >= 3 && buffer[start] == 0xEF && buffer[start + 1] == 0xBB && buffer[start + 2] == 0xBF {
@@ -147,7 +153,7 @@ public final class CSVReader {
         }
         // 2. Split it into fields, straight from the buffer.
         try buffer.withUnsafeBufferPointer { b in
-            try split(UnsafeBufferPointer(rebasing: b[start..<(start + recordEnd)]), line: recordLine)
+            try split(UnsafeBufferPointer(rebasing: b[start..<(start + recordEnd)]), line: recordLine, into: &fields)
         }
         // 3. Consume the line end (CRLF, LF or CR).
         var consumed = recordEnd
@@ -169,7 +175,7 @@ public final class CSVReader {
     }
 
     /// Splits one complete record (without its line end) into `fields`.
-    private func split(_ r: UnsafeBufferPointer<UInt8>, line: Int) throws {
+    private func split(_ r: UnsafeBufferPointer<UInt8>, line: Int, into fields: inout [String]) throws {
         fields.removeAll(keepingCapacity: true)
         var i = 0
         let n = r.count

@@ -11,8 +11,12 @@ final class LocalBatch {
     let db: Database
     let state: WriterState
     private var pending: PendingCommit
-    private var currentPut: PutRows?
-    private var currentDelete: DeleteRows?
+    /// The op being built: rows of one table (and one column list, for a
+    /// put), encoded as they are added.
+    private enum Current { case none, put(table: String, columns: [String]), delete(table: String) }
+    private var current = Current.none
+    private var rows = ByteWriter(capacity: 1 << 16)
+    private var rowCount = 0
     /// Commits signed and stored so far (only counted: an import's commits
     /// are not kept in memory).
     private(set) var commitCount = 0
@@ -77,14 +81,17 @@ final class LocalBatch {
     /// Adds an applied row to the commit being built, cutting the commit
     /// when it reaches the budget.
     private func add(_ t: TableState, key: String, length: UInt64, columns: [String], slots: [Int], values: [Value]) throws {
-        if currentPut == nil || currentPut!.table != t.name || currentPut!.columns != columns {
+        if case .put(let table, let cols) = current, table == t.name, cols == columns {
+        } else {
             flush()
-            currentPut = PutRows(table: t.name, columns: columns)
+            current = .put(table: t.name, columns: columns)
         }
-        currentPut!.append(key: key, length: length, values: values)
+        rows.writeString(key)
+        rows.writeVarint(length)
+        for v in values { v.encode(into: &rows) }
+        rowCount += 1
         changedRows += 1
-        pending.size += key.utf8.count + 4 + values.reduce(0) { $0 + estimatedSize($1) }
-        if pending.size >= Replica.commitBudget { try rollOver() }
+        if pending.size + rows.count >= Replica.commitBudget { try rollOver() }
     }
 
     /// Deletes one row if present. Returns true when it was.
@@ -93,14 +100,16 @@ final class LocalBatch {
         let meta = try state.readRow(db, t, key)
         guard let length = Merge.lengthForLocalDelete(meta.length) else { return false }
         try state.delete(db, t, key: key, length: length, meta: meta, pending.context)
-        if currentDelete == nil || currentDelete!.table != t.name {
+        if case .delete(let table) = current, table == t.name {
+        } else {
             flush()
-            currentDelete = DeleteRows(table: t.name)
+            current = .delete(table: t.name)
         }
-        currentDelete!.append(key: key, length: length)
+        rows.writeString(key)
+        rows.writeVarint(length)
+        rowCount += 1
         changedRows += 1
-        pending.size += key.utf8.count + 4
-        if pending.size >= Replica.commitBudget { try rollOver() }
+        if pending.size + rows.count >= Replica.commitBudget { try rollOver() }
         return true
     }
 
@@ -111,15 +120,19 @@ final class LocalBatch {
     }
 
     private func flush() {
-        if let p = currentPut { pending.ops.append(.put(p)) }
-        if let d = currentDelete { pending.ops.append(.delete(d)) }
-        currentPut = nil
-        currentDelete = nil
+        switch current {
+        case .none: break
+        case .put(let table, let columns): pending.addPut(table: table, columns: columns, count: rowCount, rows: rows)
+        case .delete(let table): pending.addDelete(table: table, count: rowCount, rows: rows)
+        }
+        current = .none
+        rows.removeAll()
+        rowCount = 0
     }
 
     private func rollOver() throws {
         flush()
-        if try replica.finishLocal(db, state, pending) != nil { commitCount += 1 }
+        if try replica.finishLocal(db, state, pending) { commitCount += 1 }
         pending = try replica.beginLocal(db, state)
     }
 
@@ -127,17 +140,7 @@ final class LocalBatch {
     @discardableResult
     func finish() throws -> Int {
         flush()
-        if try replica.finishLocal(db, state, pending) != nil { commitCount += 1 }
+        if try replica.finishLocal(db, state, pending) { commitCount += 1 }
         return commitCount
-    }
-}
-
-@inline(__always) func estimatedSize(_ v: Value) -> Int {
-    switch v {
-    case .null: 1
-    case .integer: 5
-    case .real: 9
-    case .text(let s): s.utf8.count + 2
-    case .blob(let b): b.count + 2
     }
 }

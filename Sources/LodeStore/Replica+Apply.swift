@@ -185,7 +185,9 @@ extension Replica {
         do {
             try db.execute(sql: "SAVEPOINT lode_commit")
             try applyOps(db, state, commit, ctx)
-            try storeCommit(db, state, commit, logID: ctx.logID, site: siteIndex, past: past)
+            try storeCommit(
+                db, state, author: commit.author, seq: commit.seq, hlc: commit.hlc, hash: commit.hash, bytes: commit.bytes,
+                logID: ctx.logID, site: siteIndex, past: past)
             try db.execute(sql: "RELEASE lode_commit")
             return .applied
         } catch let violation as SchemaViolation {

@@ -56,16 +56,17 @@ extension Replica {
             }
             var rows = 0
             var lastReport = Date()
+            // One fields array and one values array serve every row.
+            var fields: [String] = []
+            var values: [Value] = []
             while true {
-                let fields: [String]
                 do {
-                    guard let f = try csv.next() else { break }
-                    fields = f
+                    guard try csv.next(into: &fields) else { break }
                 } catch let e as CSVError {
                     throw StoreError.badInput("malformed CSV: \(e)")
                 }
                 rows += 1
-                let (key, values) = try plan.row(fields, line: csv.line)
+                let key = try plan.row(fields, line: csv.line, into: &values)
                 try batch.put(t, key: key, columns: plan.columns, slots: plan.slots, values: values, onlyChanges: true)
                 if let progress, rows % 4096 == 0, Date().timeIntervalSince(lastReport) > 0.2 {
                     lastReport = Date()
@@ -126,7 +127,8 @@ struct ImportPlan {
         fieldIndexes = indexes
     }
 
-    func row(_ fields: [String], line: Int) throws -> (String, [Value]) {
+    /// Converts one record: returns its key and fills `values` (reusing its storage).
+    func row(_ fields: [String], line: Int, into values: inout [Value]) throws -> String {
         guard fields.count == width else {
             throw StoreError.badInput("malformed CSV: line \(line): \(fields.count) fields, but the header has \(width)")
         }
@@ -135,13 +137,12 @@ struct ImportPlan {
         guard key.utf8.count <= Op.maxKeyBytes else {
             throw StoreError.badInput("line \(line): the primary key is longer than \(Op.maxKeyBytes) bytes")
         }
-        var values: [Value] = []
-        values.reserveCapacity(columns.count)
+        values.removeAll(keepingCapacity: true)
         for j in 0..<columns.count {
             let text = fields[fieldIndexes[j]]
             values.append(try ImportPlan.convert(text, to: types[j], line: line, column: columns[j]))
         }
-        return (key, values)
+        return key
     }
 
     /// Converts one CSV field to a column's type. An empty field is NULL.

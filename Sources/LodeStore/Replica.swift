@@ -110,7 +110,7 @@ public final class Replica: @unchecked Sendable {
         do {
             let replica = try open(at: path, dataset: dataset, local: local, wallClock: wallClock)
             if !tables.isEmpty {
-                _ = try await replica.commitLocal { db, state, pending in
+                try await replica.commitLocal { db, state, pending in
                     try replica.defineLocal(db, state, pending, tables)
                 }
             }
@@ -226,19 +226,55 @@ public final class Replica: @unchecked Sendable {
 
 // MARK: - Local commits
 
-/// A local commit being built inside a write transaction.
+/// A local commit being built inside a write transaction. Its ops are
+/// encoded as they are added, so that a commit of a million rows is never
+/// held as values.
 final class PendingCommit {
-    var ops: [Op] = []
     let context: CommitContext
-    /// Approximate encoded size of `ops`.
-    var size = 0
+    /// The encoded ops, and how many.
+    private(set) var ops = ByteWriter(capacity: 1 << 16)
+    private(set) var opCount = 0
+    /// What the ops do, for the role check.
+    private(set) var defines = false
+    private(set) var tables = Set<String>()
 
     init(context: CommitContext) { self.context = context }
+
+    /// The encoded size so far.
+    var size: Int { ops.count }
+
+    func add(_ op: Op) {
+        op.encode(into: &ops)
+        opCount += 1
+        if case .defineTable = op { defines = true } else { tables.insert(op.table) }
+    }
+
+    /// Adds a put op whose rows (`count` of them) were encoded by the caller.
+    func addPut(table: String, columns: [String], count: Int, rows: ByteWriter) {
+        ops.writeByte(Op.Tag.put.rawValue)
+        ops.writeString(table)
+        ops.writeVarint(UInt64(columns.count))
+        for c in columns { ops.writeString(c) }
+        ops.writeVarint(UInt64(count))
+        ops.writeBytes(rows.bytes)
+        opCount += 1
+        tables.insert(table)
+    }
+
+    /// Adds a delete op whose rows (`count` of them) were encoded by the caller.
+    func addDelete(table: String, count: Int, rows: ByteWriter) {
+        ops.writeByte(Op.Tag.delete.rawValue)
+        ops.writeString(table)
+        ops.writeVarint(UInt64(count))
+        ops.writeBytes(rows.bytes)
+        opCount += 1
+        tables.insert(table)
+    }
 }
 
 extension Replica {
-    /// The largest local commit, in approximate encoded bytes: imports and
-    /// large `exec`s are split into commits of this size.
+    /// The largest local commit, in encoded bytes: imports and large
+    /// `exec`s are split into commits of this size.
     static let commitBudget = 1 << 20
 
     /// Starts a local commit: a stamp, the next seq, the next log row.
@@ -250,43 +286,50 @@ extension Replica {
     }
 
     /// Signs the pending commit and stores it in the log and feed. Returns
-    /// nil (storing nothing) when it has no op.
-    func finishLocal(_ db: Database, _ state: WriterState, _ pending: PendingCommit) throws -> Commit? {
-        guard !pending.ops.isEmpty else { return nil }
-        for op in pending.ops where !local.role.permits(op) {
-            throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue) and may not write table \(op.table)")
+    /// false (storing nothing) when it has no op.
+    @discardableResult
+    func finishLocal(_ db: Database, _ state: WriterState, _ pending: PendingCommit) throws -> Bool {
+        guard pending.opCount > 0 else { return false }
+        guard local.role.permits(defines: pending.defines, tables: pending.tables) else {
+            let what = pending.defines ? "change the schema" : "write table \(pending.tables.sorted().joined(separator: ", "))"
+            throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue) and may not \(what)")
         }
         let head = state.heads[local.site] ?? .empty
-        let commit = try local.writer.commit(dataset: dataset, ops: pending.ops, hlc: pending.context.hlc, head: head, held: state.vector)
-        precondition(commit.seq == pending.context.seq)
+        let signed = try local.writer.commit(
+            dataset: dataset, opCount: pending.opCount, encodedOps: pending.ops.bytes, hlc: pending.context.hlc, head: head, held: state.vector)
         try storeCommit(
-            db, state, commit, logID: pending.context.logID, site: pending.context.site,
-            past: FeedRules.causalPast(of: commit, previous: head.vector))
-        return commit
+            db, state, author: local.site, seq: pending.context.seq, hlc: pending.context.hlc, hash: signed.hash, bytes: signed.bytes,
+            logID: pending.context.logID, site: pending.context.site,
+            past: FeedRules.causalPast(author: local.site, seq: pending.context.seq, deps: signed.deps, previous: head.vector))
+        return true
     }
 
     /// Appends a commit to the log and advances its feed.
-    func storeCommit(_ db: Database, _ state: WriterState, _ commit: Commit, logID: Int64, site: Int64, past: VersionVector) throws {
+    func storeCommit(
+        _ db: Database, _ state: WriterState, author: SiteID, seq: UInt64, hlc: HLC, hash: [UInt8], bytes: [UInt8],
+        logID: Int64, site: Int64, past: VersionVector
+    ) throws {
         try db.execute(
             sql: "INSERT INTO _lode_log(id, site, seq, hlc, hash, bytes) VALUES (?, ?, ?, ?, ?, ?)",
-            arguments: [logID, site, Int64(commit.seq), Int64(bitPattern: commit.hlc.rawValue), Data(commit.hash), Data(commit.bytes)])
+            arguments: [logID, site, Int64(seq), Int64(bitPattern: hlc.rawValue), Data(hash), Data(bytes)])
         try db.execute(
             sql: "INSERT OR REPLACE INTO _lode_feeds(site, seq, hash, vector) VALUES (?, ?, ?, ?)",
-            arguments: [site, Int64(commit.seq), Data(commit.hash), Data(encodeVector(past))])
-        state.heads[commit.author] = FeedHead(seq: commit.seq, hash: commit.hash, vector: past)
-        state.vector[commit.author] = commit.seq
+            arguments: [site, Int64(seq), Data(hash), Data(encodeVector(past))])
+        state.heads[author] = FeedHead(seq: seq, hash: hash, vector: past)
+        state.vector[author] = seq
         state.nextLogID = logID + 1
-        state.clock.observe(commit.hlc)
+        state.clock.observe(hlc)
         state.added += 1
     }
 
     /// Runs `build` to fill one local commit (applying its ops as it adds
     /// them), then signs and stores it, all in one transaction.
-    func commitLocal<T: Sendable>(_ build: @escaping @Sendable (Database, WriterState, PendingCommit) throws -> T) async throws -> (T, Commit?) {
+    func commitLocal<T: Sendable>(_ build: @escaping @Sendable (Database, WriterState, PendingCommit) throws -> T) async throws -> T {
         try await write { [self] db, state in
             let pending = try beginLocal(db, state)
             let r = try build(db, state, pending)
-            return (r, try finishLocal(db, state, pending))
+            try finishLocal(db, state, pending)
+            return r
         }
     }
 
@@ -295,7 +338,7 @@ extension Replica {
         let stamp = SchemaStamp(hlc: pending.context.hlc, site: local.site)
         for def in tables {
             try state.define(db, def, stamp: stamp)
-            pending.ops.append(.defineTable(def))
+            pending.add(.defineTable(def))
         }
     }
 }
