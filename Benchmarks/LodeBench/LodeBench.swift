@@ -1,6 +1,7 @@
 import Foundation
 import LodeCore
 import LodeNode
+import LodeStore
 
 /// The benchmark suite (release build):
 ///
@@ -12,6 +13,7 @@ import LodeNode
 @main
 enum LodeBench {
     static func main() async throws {
+        _ = SQLiteSetup.prepare  // before the raw baselines open SQLite
         var args = Array(CommandLine.arguments.dropFirst())
         func option(_ name: String) -> String? {
             guard let i = args.firstIndex(of: name), i + 1 < args.count else { return nil }
@@ -30,6 +32,7 @@ enum LodeBench {
             let start = ContinuousClock.now
             let report = try await replica.importCSV(table: "sites", path: args[1])
             print(String(format: "imported %d rows in %.2f s", report.rowsRead, seconds(since: start)))
+            print("SQLite multi-thread mode \(SQLiteSetup.applied ? "on" : "OFF")")
             node.close()
             return
         }
@@ -54,7 +57,9 @@ enum LodeBench {
             results.append(r)
             print(line(r))
         }
-        print("lode-bench: \(rows) rows, \(runs) runs, \(ProcessInfo.processInfo.activeProcessorCount) cores\n")
+        print(
+            "lode-bench: \(rows) rows, \(runs) runs, \(ProcessInfo.processInfo.activeProcessorCount) cores, SQLite multi-thread mode \(SQLiteSetup.applied ? "on" : "OFF")\n"
+        )
         print(header)
         // W1 builds the dataset the others use.
         let w1 = try await suite.w1()

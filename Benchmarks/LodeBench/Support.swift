@@ -5,6 +5,10 @@ import LodeStore
 import LodeSync
 import Logging
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Seconds since `start`.
 func seconds(since start: ContinuousClock.Instant) -> Double {
     let d = ContinuousClock.now - start
@@ -26,8 +30,16 @@ func peakMemoryMB(pid: Int32? = nil) -> Double {
     return (Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1024
 }
 
-/// Starts peak-memory accounting afresh for this process (Linux: clear_refs 5).
+/// Starts peak-memory accounting afresh for this process (Linux: clear_refs 5),
+/// after handing memory freed by earlier phases back to the system, so the
+/// peak is the workload's own and not what the set-up left in malloc's arenas.
 func resetPeakMemory() {
+    #if canImport(Glibc)
+        // glibc's malloc_trim, which the Glibc module does not export.
+        if let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
+            _ = unsafeBitCast(sym, to: (@convention(c) (Int) -> Int32).self)(0)
+        }
+    #endif
     try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
 }
 

@@ -5,6 +5,12 @@
 #include <sqlite3.h>
 
 /// Multi-thread mode (no mutex per call): every connection is used by one
-/// thread at a time (GRDB serializes). Must run before SQLite initializes.
-static inline int lode_sqlite_multithread(void) { return sqlite3_config(SQLITE_CONFIG_MULTITHREAD); }
+/// thread at a time (GRDB serializes). Memory statistics off: with them on,
+/// every allocation SQLite makes takes a global mutex. Must run before SQLite
+/// initializes; returns SQLITE_OK when both settings took effect.
+static inline int lode_sqlite_configure(void) {
+    int rc = sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+    if (rc != SQLITE_OK) return rc;
+    return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
 #endif

@@ -35,9 +35,9 @@ extension Replica {
             )
         }
         return try await write { [self] db, state in
-            let changes = try capture(db, state, sql)
+            let changeset = try capture(db, sql)
             let batch = try LocalBatch(self, db, state)
-            for change in changes {
+            try changeset.forEach(state) { change in
                 let t = try batch.table(change.table)
                 switch change.kind {
                 case .delete:
@@ -55,7 +55,7 @@ extension Replica {
                     }
                     if columns.isEmpty {
                         // A row inserted with only its key still exists.
-                        guard let first = t.physical.first, let slot = t.slots[first.name] else { continue }
+                        guard let first = t.physical.first, let slot = t.slots[first.name] else { return }
                         columns = [first.name]
                         slots = [slot]
                         values = [first.defaultValue]
@@ -83,17 +83,9 @@ extension Replica {
         throw StoreError.badInput("column \(table).\(def.name) is \(def.type.sqlName), and \(v.typeName) value \(shownValue(v)) does not fit")
     }
 
-    struct CapturedChange {
-        enum Kind { case upsert, delete }
-        var table: String
-        var kind: Kind
-        var key: String
-        var values: [(String, Value)]
-    }
-
-    /// Runs `sql` in a savepoint under a session, returns the row changes
-    /// it made to user tables, and rolls everything back.
-    private func capture(_ db: Database, _ state: WriterState, _ sql: String) throws -> [CapturedChange] {
+    /// Runs `sql` in a savepoint under a session, rolls everything back, and
+    /// returns the changes it made, as SQLite's compact changeset.
+    private func capture(_ db: Database, _ sql: String) throws -> CapturedChangeset {
         let conn = db.sqliteConnection
         var session: OpaquePointer?
         guard sqlite3session_create(conn, "main", &session) == SQLITE_OK, let session else {
@@ -104,7 +96,7 @@ extension Replica {
             throw StoreError(.storage, "cannot attach the capture session")
         }
         try db.execute(sql: "SAVEPOINT lode_exec")
-        var changes: [CapturedChange] = []
+        let undo = "ROLLBACK TO lode_exec; RELEASE lode_exec"
         do {
             do {
                 try db.execute(sql: sql)
@@ -119,54 +111,85 @@ extension Replica {
             guard sqlite3session_changeset(session, &n, &buf) == SQLITE_OK else {
                 throw StoreError(.storage, "cannot read the captured changes")
             }
-            defer { sqlite3_free(buf) }
-            var iter: OpaquePointer?
-            guard sqlite3changeset_start(&iter, n, buf) == SQLITE_OK, let iter else {
-                throw StoreError(.storage, "cannot read the captured changes")
-            }
-            defer { sqlite3changeset_finalize(iter) }
-            while sqlite3changeset_next(iter) == SQLITE_ROW {
-                var tableName: UnsafePointer<CChar>?
-                var ncol: Int32 = 0
-                var op: Int32 = 0
-                var indirect: Int32 = 0
-                sqlite3changeset_op(iter, &tableName, &ncol, &op, &indirect)
-                let name = tableName.map { String(cString: $0) } ?? ""
-                guard let t = state.tables[name], !Identifier.isReserved(name) else {
-                    throw StoreError(
-                        .forbidden,
-                        "exec may change rows of user tables only, not \(name): \(name.hasPrefix("_annotation") ? "use lode annotate" : "it is managed by Lodestone")"
-                    )
-                }
-                let cols = [t.primaryKey] + t.physical.map(\.name)
-                guard cols.count == Int(ncol) else { throw StoreError(.storage, "table \(name) changed shape during exec") }
-                func value(_ old: Bool, _ i: Int32) -> Value? {
-                    var v: OpaquePointer?
-                    let rc = old ? sqlite3changeset_old(iter, i, &v) : sqlite3changeset_new(iter, i, &v)
-                    guard rc == SQLITE_OK, let v else { return nil }
-                    return sqliteValue(v)
-                }
-                let keySource = op == SQLITE_INSERT ? value(false, 0) : value(true, 0)
-                guard case .text(let key)? = keySource else {
-                    throw StoreError.badInput("table \(name): the primary key \(t.primaryKey) must be a non-NULL TEXT value")
-                }
-                guard !key.isEmpty else { throw StoreError.badInput("table \(name): the primary key may not be empty") }
-                if op == SQLITE_DELETE {
-                    changes.append(CapturedChange(table: name, kind: .delete, key: key, values: []))
-                } else {
-                    var values: [(String, Value)] = []
-                    for i in 1..<ncol {
-                        if let v = value(false, i) { values.append((cols[Int(i)], v)) }
-                    }
-                    changes.append(CapturedChange(table: name, kind: .upsert, key: key, values: values))
-                }
-            }
+            let changes = CapturedChangeset(bytes: buf, count: n)
+            try db.execute(sql: undo)
+            return changes
         } catch {
-            try db.execute(sql: "ROLLBACK TO lode_exec; RELEASE lode_exec")
+            try? db.execute(sql: undo)
             throw error
         }
-        try db.execute(sql: "ROLLBACK TO lode_exec; RELEASE lode_exec")
-        return changes
+    }
+}
+
+/// One row changed by an `exec` statement.
+struct CapturedChange {
+    enum Kind { case upsert, delete }
+    var table: String
+    var kind: Kind
+    var key: String
+    /// The columns written (for an update, only those that changed).
+    var values: [(String, Value)]
+}
+
+/// The changes an `exec` made, held as SQLite's changeset bytes (a few
+/// bytes per changed cell) and decoded one row at a time, so a statement
+/// that touches a million rows never holds a million decoded rows.
+final class CapturedChangeset {
+    private let bytes: UnsafeMutableRawPointer?
+    private let count: Int32
+
+    init(bytes: UnsafeMutableRawPointer?, count: Int32) {
+        self.bytes = bytes
+        self.count = count
+    }
+
+    deinit { sqlite3_free(bytes) }
+
+    /// Calls `body` with each changed row of a user table; refuses changes
+    /// to Lodestone's own tables and keys that are not non-empty TEXT.
+    func forEach(_ state: WriterState, _ body: (CapturedChange) throws -> Void) throws {
+        guard count > 0 else { return }
+        var iter: OpaquePointer?
+        guard sqlite3changeset_start(&iter, count, bytes) == SQLITE_OK, let iter else {
+            throw StoreError(.storage, "cannot read the captured changes")
+        }
+        defer { sqlite3changeset_finalize(iter) }
+        while sqlite3changeset_next(iter) == SQLITE_ROW {
+            var tableName: UnsafePointer<CChar>?
+            var ncol: Int32 = 0
+            var op: Int32 = 0
+            var indirect: Int32 = 0
+            sqlite3changeset_op(iter, &tableName, &ncol, &op, &indirect)
+            let name = tableName.map { String(cString: $0) } ?? ""
+            guard let t = state.tables[name], !Identifier.isReserved(name) else {
+                throw StoreError(
+                    .forbidden,
+                    "exec may change rows of user tables only, not \(name): \(name.hasPrefix("_annotation") ? "use lode annotate" : "it is managed by Lodestone")"
+                )
+            }
+            let cols = [t.primaryKey] + t.physical.map(\.name)
+            guard cols.count == Int(ncol) else { throw StoreError(.storage, "table \(name) changed shape during exec") }
+            func value(_ old: Bool, _ i: Int32) -> Value? {
+                var v: OpaquePointer?
+                let rc = old ? sqlite3changeset_old(iter, i, &v) : sqlite3changeset_new(iter, i, &v)
+                guard rc == SQLITE_OK, let v else { return nil }
+                return sqliteValue(v)
+            }
+            let keySource = op == SQLITE_INSERT ? value(false, 0) : value(true, 0)
+            guard case .text(let key)? = keySource else {
+                throw StoreError.badInput("table \(name): the primary key \(t.primaryKey) must be a non-NULL TEXT value")
+            }
+            guard !key.isEmpty else { throw StoreError.badInput("table \(name): the primary key may not be empty") }
+            if op == SQLITE_DELETE {
+                try body(CapturedChange(table: name, kind: .delete, key: key, values: []))
+            } else {
+                var values: [(String, Value)] = []
+                for i in 1..<ncol {
+                    if let v = value(false, i) { values.append((cols[Int(i)], v)) }
+                }
+                try body(CapturedChange(table: name, kind: .upsert, key: key, values: values))
+            }
+        }
     }
 }
 

@@ -83,7 +83,7 @@ public final class Replica: @unchecked Sendable {
         config.busyMode = .timeout(30)
         config.maximumReaderCount = 4
         config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA synchronous = FULL; PRAGMA cache_size = -32768")
         }
         return config
     }

@@ -154,7 +154,10 @@ func quote(_ name: String) -> String {
 /// Process-wide SQLite settings, applied before any database is opened.
 public enum SQLiteSetup {
     /// Puts SQLite in multi-thread mode: no mutex around every call, since
-    /// GRDB never lets two threads use one connection at once. Too late once
-    /// SQLite has initialized (then it stays serialized, only slower).
-    public static let prepare: Void = { _ = lode_sqlite_multithread() }()
+    /// GRDB never lets two threads use one connection at once; and turns off
+    /// its memory statistics, which take a global mutex per allocation. Too
+    /// late once SQLite has initialized (then it stays serialized, only
+    /// slower): `applied` says whether it took effect.
+    public static let prepare: Void = { _ = applied }()
+    public static let applied: Bool = lode_sqlite_configure() == SQLITE_OK
 }
