@@ -11,10 +11,11 @@ cd "$(dirname "$0")/.."
 ROWS=${1:-1000000}
 RUNS=${2:-3}
 swift build -c release --scratch-path .build-release --product lode >&2
+swift build -c release --scratch-path .build-release --product lode-bench >&2
 LODE=$PWD/.build-release/release/lode
 WORK=$(mktemp -d /tmp/lode-bench.XXXXXX)
 trap 'pkill -f "lode serve --data-dir $WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-python3 Benchmarks/gen-rows.py "$ROWS" 42 > "$WORK/rows.csv"
+.build-release/release/lode-bench rows "$ROWS" 42 > "$WORK/rows.csv"
 SIZE=$(stat -c %s "$WORK/rows.csv")
 SCHEMA="CREATE TABLE sites (id TEXT PRIMARY KEY, name TEXT, country TEXT, year INTEGER, tonnes INTEGER, grade REAL, note TEXT);"
 echo "$SCHEMA" > "$WORK/schema.sql"
