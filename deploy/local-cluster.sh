@@ -5,9 +5,9 @@
 #
 # Usage: deploy/local-cluster.sh [SITES] [DIR]      (default: 2 sites, /tmp/lode-cluster)
 # Then, in another terminal:
-#   lode --data-dir DIR/site-1 dataset list
-#   lode --data-dir DIR/site-1 exec rare-earths "UPDATE facilities SET status = 'operating' WHERE id = 'mp-10x'"
-#   lode --data-dir DIR/site-2 sync --wait && lode --data-dir DIR/site-2 query rare-earths "SELECT id, status FROM facilities WHERE id = 'mp-10x'"
+#   lode dataset list --data-dir DIR/site-1
+#   lode exec rare-earths "UPDATE facilities SET status = 'operating' WHERE id = 'mp-10x'" --data-dir DIR/site-1
+#   lode sync --wait --data-dir DIR/site-2 && lode query rare-earths "SELECT id, status FROM facilities WHERE id = 'mp-10x'" --data-dir DIR/site-2
 set -euo pipefail
 SITES=${1:-2}
 DIR=${2:-/tmp/lode-cluster}
@@ -32,7 +32,7 @@ for i in $(seq 1 "$SITES"); do
 done
 sleep 1
 # The first site loads the bundled dataset once; it reaches the others through the relay.
-if ! "$LODE" --data-dir "$DIR/site-1" dataset list 2>/dev/null | grep -q rare-earths; then
+if ! "$LODE" dataset list --data-dir "$DIR/site-1" 2>/dev/null | grep -q rare-earths; then
     tmp=$(mktemp -d)
     "$LODE" serve --data-dir "$tmp/seed" --listen 127.0.0.1:0 2>/dev/null & seeder=$!
     for _ in $(seq 1 100); do [ -S "$tmp/seed/lode.sock" ] && break; sleep 0.1; done
