@@ -106,6 +106,11 @@ let package = Package(
             ],
             path: "Benchmarks/LodeBench"
         ),
+        .executableTarget(
+            name: "lode-faults",
+            dependencies: ["LodeCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Tools/LodeFaults"
+        ),
         .testTarget(name: "LodeCoreTests", dependencies: ["LodeCore"]),
         .testTarget(name: "LodeStoreTests", dependencies: ["LodeStore", "LodeCore"]),
         .testTarget(

@@ -12,7 +12,7 @@
 #   deploy/netns-cluster.sh run DIR [same options]
 #       `up`, then waits; Ctrl-C tears the cluster down.
 #   deploy/netns-cluster.sh cut DIR A B      partition: A and B can no longer reach each other
-#   deploy/netns-cluster.sh heal DIR [A B]   restore one link, or every link
+#   deploy/netns-cluster.sh heal DIR [A [B]] restore one link, every link of A, or every link
 #   deploy/netns-cluster.sh isolate DIR A    cut A from every other node
 #   deploy/netns-cluster.sh pause DIR A      SIGSTOP the node (resume: SIGCONT)
 #   deploy/netns-cluster.sh resume DIR A
@@ -93,7 +93,10 @@ blackhole() { # blackhole add|del FROM TO
 down() {
     local n
     for n in $(nodes); do stop_node "$n"; done
-    for n in $(nodes); do ip netns del "$(ns "$n")" 2>/dev/null || true; done
+    for n in $(nodes); do
+        ip link del "$PREFIX-${n}h" 2>/dev/null || true
+        ip netns del "$(ns "$n")" 2>/dev/null || true
+    done
     ip link del "$BRIDGE" 2>/dev/null || true
     rm -f "$DIR/cuts"
 }
@@ -168,6 +171,11 @@ cut | heal)
     if [ "$CMD" = heal ] && [ $# -eq 0 ]; then
         while read -r a b; do blackhole del "$a" "$b"; blackhole del "$b" "$a"; done <"$DIR/cuts" 2>/dev/null || true
         rm -f "$DIR/cuts"
+        exit 0
+    fi
+    if [ "$CMD" = heal ] && [ $# -eq 1 ]; then
+        check_node "$1"
+        for n in $(nodes); do [ "$n" = "$1" ] || "$0" heal "$DIR" "$1" "$n"; done
         exit 0
     fi
     [ $# -eq 2 ] || usage

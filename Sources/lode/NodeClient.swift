@@ -59,6 +59,24 @@ struct NodeClient: Sendable {
         return CLIError(message: "cannot reach the node at \(socket): is it running? Start it with `\(hint)`.", exitCode: 3)
     }
 
+    /// Whether something accepts connections on a Unix socket path.
+    static func accepts(_ path: String) -> Bool {
+        let fd = Foundation.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        return rc == 0
+    }
+
     func request(
         _ method: HTTPMethod, _ path: String, query: [String: String?] = [:], body: HTTPClientRequest.Body? = nil,
         contentType: String = "application/json"
@@ -70,7 +88,9 @@ struct NodeClient: Sendable {
         if let remote {
             url = "https://\(remote.address)\(uri)"
         } else {
-            guard FileManager.default.fileExists(atPath: socket), let u = URL(httpURLWithSocketPath: socket, uri: uri) else {
+            // A socket left by a node that died refuses at once; AsyncHTTPClient
+            // would retry it until its connect timeout, so ask first.
+            guard Self.accepts(socket), let u = URL(httpURLWithSocketPath: socket, uri: uri) else {
                 throw unreachable
             }
             url = u.absoluteString

@@ -210,6 +210,13 @@ import Testing
         #expect(try lode(["export", "a", "b", "--format", "yaml"]).status == 2)
         let r = try lode(["status", "--data-dir", scratch.file("nobody")])
         #expect(r.status == 3 && r.stderr.contains("lode serve --data-dir"), "\(r)")
+        // A node killed with -9 leaves its socket file behind: still exit 3, at once.
+        let (server, d) = try node("stale")
+        server.kill9()
+        #expect(FileManager.default.fileExists(atPath: server.dataDir + "/lode.sock"))
+        // (Before the client probed the socket, this waited out a 90 s connect timeout.)
+        let stale = try lode(["exec", "rare-earths", "DELETE FROM elements"] + d)
+        #expect(stale.status == 3 && stale.stderr.contains("is it running"), "\(stale)")
         #expect(try lode(["--help"]).status == 0)
         #expect(try lode(["query", "--help"]).stdout.contains("Example"))
     }

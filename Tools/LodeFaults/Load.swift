@@ -1,0 +1,73 @@
+import Foundation
+import LodeCore
+
+/// Several clients writing through `lode exec` on each of three nodes for a
+/// while, as the nodes sync: every write must be acknowledged, every
+/// acknowledged write present everywhere at the end, and memory flat.
+func runLoad(lode: Lode, root: String, seconds: Double, clientsPerNode: Int, seed: UInt64) throws -> String {
+    try? FileManager.default.removeItem(atPath: root)
+    let names = ["l1", "l2", "l3"]
+    try makeSites(lode, dir: root, sites: names.map { ($0, "editor") })
+    var nodes: [LocalNode] = []
+    for n in names {
+        let node = LocalNode(lode: lode, dataDir: root + "/" + n, peers: nodes.map(\.address))
+        try node.start()
+        nodes.append(node)
+    }
+    defer { for n in nodes { n.stop() } }
+    var clients: [Client] = []
+    for (i, node) in nodes.enumerated() {
+        for c in 0..<clientsPerNode {
+            clients.append(Client(name: "\(names[i])c\(c)", dataDir: node.dataDir, lode: lode, seed: seed &* 1000 &+ UInt64(i * 10 + c)))
+        }
+    }
+    try setUpWorkload(lode, at: nodes[0].dataDir, clients: clients, scratch: root)
+    _ = try waitForConvergence(lode, dirs: nodes.map(\.dataDir), dataset: "faults", timeout: 60)
+
+    log("load: \(clients.count) clients on \(nodes.count) nodes for \(Int(seconds)) s")
+    let stop = Flag()
+    let group = DispatchGroup()
+    for c in clients {
+        group.enter()
+        Thread {
+            c.runUntil(stop)
+            group.leave()
+        }.start()
+    }
+    // Resident memory of each node, once a second.
+    var samples: [[Int]] = Array(repeating: [], count: nodes.count)
+    let begun = Date()
+    while Date().timeIntervalSince(begun) < seconds {
+        usleep(1_000_000)
+        for (i, n) in nodes.enumerated() { samples[i].append(n.memory()?.rss ?? 0) }
+    }
+    stop.set()
+    group.wait()
+    let converge = try waitForConvergence(lode, dirs: nodes.map(\.dataDir), dataset: "faults", timeout: 120)
+    var problems = try verifyWorkload(lode, dirs: nodes.map(\.dataDir), clients: clients, scratch: root)
+    let ops = clients.flatMap(\.ops)
+    let failed = ops.filter { !$0.acked }.count
+    if failed > 0 {
+        var errors: [String: Int] = [:]
+        for c in clients { errors.merge(c.errors, uniquingKeysWith: +) }
+        problems.append("\(failed) writes failed: \(errors)")
+    }
+    // Flat: the median of the last quarter of samples within 1.5× (or 32 MiB
+    // of) the median of the second quarter, after start-up.
+    var memory: [String] = []
+    for (i, s) in samples.enumerated() where s.count >= 8 {
+        let q = s.count / 4
+        let early = median(s[q..<(2 * q)].map(Double.init)), late = median(s[(3 * q)...].map(Double.init))
+        let peak = nodes[i].memory()?.peak ?? s.max() ?? 0
+        memory.append("\(names[i]) \(Int(early / 1024))→\(Int(late / 1024)) MB (peak \(peak / 1024) MB)")
+        if late > max(early * 1.5, early + 32 * 1024) {
+            problems.append("\(names[i])'s memory grew from \(Int(early / 1024)) MB to \(Int(late / 1024)) MB under steady load")
+        }
+    }
+    let summary = String(
+        format: "load: %d writes by %d clients in %.0f s (%.0f/s), %d failed; converged %.1f s after; memory %@",
+        ops.count, clients.count, seconds, Double(ops.count) / seconds, failed, converge, memory.joined(separator: ", "))
+    if !problems.isEmpty { throw Failure(summary + "\n" + problems.prefix(20).map { "  " + $0 }.joined(separator: "\n")) }
+    try? FileManager.default.removeItem(atPath: root)
+    return summary
+}

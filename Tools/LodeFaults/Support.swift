@@ -1,0 +1,325 @@
+import Foundation
+import LodeCore
+
+/// What a finished command printed and returned.
+struct Outcome: CustomStringConvertible {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    /// The command was killed because it ran past its timeout.
+    var timedOut: Bool
+    var ok: Bool { status == 0 && !timedOut }
+    var description: String {
+        timedOut ? "timed out" : "exit \(status): \(stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
+    }
+}
+
+/// Starts a program with the given file descriptors as its stdin, stdout
+/// and stderr (posix_spawn; Foundation's Process can miss a child's exit when
+/// that child leaves background processes behind, as the cluster script does).
+func spawn(_ executable: String, _ arguments: [String], stdin: Int32, stdout: Int32, stderr: Int32) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, stdin, 0)
+    posix_spawn_file_actions_adddup2(&actions, stdout, 1)
+    posix_spawn_file_actions_adddup2(&actions, stderr, 2)
+    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+    let env = ProcessInfo.processInfo.environment.filter { $0.key != "LODE_DATA_DIR" }.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer {
+        for p in argv { free(p) }
+        for p in env { free(p) }
+    }
+    var pid: pid_t = 0
+    let rc = spawnLock.withLock { posix_spawn(&pid, executable, &actions, nil, argv, env) }
+    guard rc == 0 else { throw Failure("cannot run \(executable): \(String(cString: strerror(rc)))") }
+    return pid
+}
+
+/// Serialises making pipes and spawning across threads.
+let spawnLock = NSRecursiveLock()
+
+/// Waits for a child and returns its exit status (128+signal if killed).
+@discardableResult
+func reap(_ pid: pid_t) -> Int32 {
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    if status & 0x7f == 0 { return (status >> 8) & 0xff }
+    return 128 + (status & 0x7f)
+}
+
+/// Runs a program and waits for it, killing it (SIGKILL) if it runs longer
+/// than `timeout` seconds. Both pipes are read at once so neither fills.
+func run(_ executable: String, _ arguments: [String], timeout: Double = 120) -> Outcome {
+    var outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
+    let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
+    let started: Result<pid_t, Error> = spawnLock.withLock {
+        // Made and marked close-on-exec under the lock, so that no other
+        // thread's child inherits these pipes and holds them open.
+        guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else {
+            return .failure(Failure("pipe: \(String(cString: strerror(errno)))"))
+        }
+        for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        return Result { try spawn(executable, arguments, stdin: devnull, stdout: outPipe[1], stderr: errPipe[1]) }
+    }
+    close(outPipe[1])
+    close(errPipe[1])
+    close(devnull)
+    guard case .success(let pid) = started else {
+        close(outPipe[0])
+        close(errPipe[0])
+        if case .failure(let error) = started { return Outcome(status: -1, stdout: "", stderr: "\(error)", timedOut: false) }
+        return Outcome(status: -1, stdout: "", stderr: "", timedOut: false)
+    }
+    var out: [UInt8] = [], err: [UInt8] = []
+    var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0), pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
+    let deadline = Date().addingTimeInterval(timeout)
+    var timedOut = false
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while fds.contains(where: { $0.fd >= 0 }) {
+        let left = deadline.timeIntervalSinceNow
+        if left <= 0 && !timedOut {
+            timedOut = true
+            kill(pid, SIGKILL)
+        }
+        if poll(&fds, nfds_t(fds.count), Int32(max(10, min(left, 1) * 1000))) < 0 && errno != EINTR { break }
+        for i in fds.indices where fds[i].fd >= 0 && fds[i].revents != 0 {
+            let n = read(fds[i].fd, &buffer, buffer.count)
+            if n > 0 {
+                if i == 0 { out += buffer[0..<n] } else { err += buffer[0..<n] }
+            } else if n == 0 || errno != EINTR {
+                close(fds[i].fd)
+                fds[i].fd = -1
+            }
+        }
+        // Background processes the child left holding the pipes do not keep us.
+        if timedOut && deadline.timeIntervalSinceNow < -5 { break }
+    }
+    for f in fds where f.fd >= 0 { close(f.fd) }
+    let status = reap(pid)
+    return Outcome(
+        status: status, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self), timedOut: timedOut)
+}
+
+/// A value shared between threads behind a lock.
+final class Box<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: T
+    init(_ value: T) { stored = value }
+    var value: T {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
+    }
+    func update<R>(_ f: (inout T) -> R) -> R { lock.withLock { f(&stored) } }
+}
+
+/// A boolean set once, read from any thread.
+final class Flag: @unchecked Sendable {
+    private let box = Box(false)
+    func set() { box.value = true }
+    var isSet: Bool { box.value }
+}
+
+/// Runs `body` on `count` threads and waits for all of them.
+func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    let group = DispatchGroup()
+    for i in 0..<count {
+        group.enter()
+        Thread {
+            body(i)
+            group.leave()
+        }.start()
+    }
+    group.wait()
+}
+
+/// The `lode` binary and how to call it against a node's data directory.
+struct Lode: Sendable {
+    let binary: String
+
+    /// `lode ARGS --data-dir DIR`.
+    func at(_ dataDir: String, _ args: [String], timeout: Double = 120) -> Outcome {
+        run(binary, args + ["--data-dir", dataDir], timeout: timeout)
+    }
+
+    /// Like `at`, but a failure ends the run with the command and its error.
+    @discardableResult
+    func must(_ dataDir: String, _ args: [String], timeout: Double = 120) throws -> String {
+        let r = at(dataDir, args, timeout: timeout)
+        guard r.ok else { throw Failure("lode \(args.joined(separator: " ")) --data-dir \(dataDir): \(r)") }
+        return r.stdout
+    }
+
+    /// The single value a one-cell query prints (table format: header, rule, value).
+    func scalar(_ dataDir: String, _ dataset: String, _ sql: String) throws -> String {
+        let out = try must(dataDir, ["query", dataset, sql, "--format", "csv"])
+        let lines = out.split(whereSeparator: \.isNewline).map(String.init)
+        guard lines.count >= 2 else { throw Failure("query \(sql) printed \(out)") }
+        return lines[1]
+    }
+
+    /// The version vector of a dataset at a node, as "site:seq ..." (empty when
+    /// the node does not answer or does not hold the dataset yet).
+    func vector(_ dataDir: String, _ dataset: String, timeout: Double = 10) -> String? {
+        let r = at(dataDir, ["status", "--format", "json"], timeout: timeout)
+        guard r.ok, let status = try? JSONDecoder().decode(StatusJSON.self, from: Data(r.stdout.utf8)) else { return nil }
+        guard let d = status.datasets.first(where: { $0.name == dataset }) else { return nil }
+        return d.vector.map { "\($0.key.prefix(12)):\($0.seq)" }.sorted().joined(separator: " ")
+    }
+
+    /// Commits a node refused, for a dataset.
+    func rejected(_ dataDir: String, _ dataset: String) -> Int? {
+        let r = at(dataDir, ["status", "--format", "json"], timeout: 10)
+        guard r.ok, let status = try? JSONDecoder().decode(StatusJSON.self, from: Data(r.stdout.utf8)) else { return nil }
+        return status.datasets.first(where: { $0.name == dataset })?.rejected
+    }
+
+    /// Every table of a dataset as CSV, ordered by primary key: a node's
+    /// replica as a user sees it, to compare byte for byte.
+    func dump(_ dataDir: String, _ dataset: String, tables: [String]) throws -> String {
+        var all = ""
+        for t in tables {
+            all += "-- \(t)\n"
+            all += try must(dataDir, ["export", dataset, t, "--format", "csv"])
+        }
+        return all
+    }
+
+    struct StatusJSON: Decodable {
+        struct Dataset: Decodable {
+            struct Entry: Decodable {
+                var key: String
+                var seq: UInt64
+            }
+            var name: String
+            var rejected: Int
+            var vector: [Entry]
+        }
+        var datasets: [Dataset]
+        var listen: String?
+    }
+}
+
+/// A check that did not hold, or a step that could not be done.
+struct Failure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// A `lode serve` process on loopback, started and killed directly.
+final class LocalNode: @unchecked Sendable {
+    let lode: Lode
+    let dataDir: String
+    let peers: [String]
+    private(set) var pid: pid_t?
+    private(set) var address = ""
+
+    init(lode: Lode, dataDir: String, peers: [String] = []) {
+        self.lode = lode
+        self.dataDir = dataDir
+        self.peers = peers
+    }
+
+    /// Starts the node and waits until it answers on its socket.
+    func start(listen: String? = nil) throws {
+        var args = ["serve", "--data-dir", dataDir, "--listen", listen ?? (address.isEmpty ? "127.0.0.1:0" : address)]
+        for peer in peers { args += ["--peer", peer] }
+        let log = open(dataDir + ".log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer {
+            close(log)
+            close(devnull)
+        }
+        let child = try spawn(lode.binary, args, stdin: devnull, stdout: log, stderr: log)
+        pid = child
+        for _ in 0..<400 {
+            let r = run(lode.binary, ["status", "--format", "json", "--data-dir", dataDir], timeout: 5)
+            if r.ok, let s = try? JSONDecoder().decode(Lode.StatusJSON.self, from: Data(r.stdout.utf8)) {
+                address = s.listen ?? ""
+                return
+            }
+            var status: Int32 = 0
+            if waitpid(child, &status, WNOHANG) == child {
+                pid = nil
+                throw Failure("node \(dataDir) exited at start; see \(dataDir).log")
+            }
+            usleep(25_000)
+        }
+        throw Failure("node \(dataDir) did not start within 10 s; see \(dataDir).log")
+    }
+
+    /// kill -9, and reap it.
+    func kill9() {
+        guard let pid else { return }
+        kill(pid, SIGKILL)
+        reap(pid)
+        self.pid = nil
+    }
+
+    /// SIGTERM, and wait for a clean stop.
+    func stop() {
+        guard let pid else { return }
+        kill(pid, SIGTERM)
+        reap(pid)
+        self.pid = nil
+    }
+
+    /// Resident memory now and at its peak, in KiB, from /proc.
+    func memory() -> (rss: Int, peak: Int)? {
+        guard let pid, let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        func field(_ name: String) -> Int {
+            for line in text.split(separator: "\n") where line.hasPrefix(name + ":") {
+                return Int(line.split(whereSeparator: \.isWhitespace).dropFirst().first ?? "") ?? 0
+            }
+            return 0
+        }
+        return (field("VmRSS"), field("VmHWM"))
+    }
+}
+
+/// Creates a cluster CA and sites in `dir`: the same files `lode ca init`
+/// and `lode init` make for users.
+func makeSites(_ lode: Lode, dir: String, sites: [(name: String, role: String)]) throws {
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let r = run(lode.binary, ["ca", "init", "--dir", dir + "/ca", "--cluster", "faults"])
+    guard r.ok else { throw Failure("ca init: \(r)") }
+    for s in sites {
+        let r = run(lode.binary, ["init", "--site", s.name, "--ca", dir + "/ca", "--role", s.role, "--data-dir", dir + "/" + s.name])
+        guard r.ok else { throw Failure("init \(s.name): \(r)") }
+    }
+}
+
+/// Waits until every node holds the same commits of `dataset`; returns the
+/// seconds it took, or throws with each node's vector.
+func waitForConvergence(_ lode: Lode, dirs: [String], dataset: String, timeout: Double) throws -> Double {
+    let start = Date()
+    var last: [String?] = []
+    var stableSince: Date?
+    while Date().timeIntervalSince(start) < timeout {
+        last = dirs.map { lode.vector($0, dataset) }
+        if let first = last.first, first != nil, last.allSatisfy({ $0 == first }) {
+            // Equal twice in a row, half a second apart: nothing was in flight.
+            if let since = stableSince, Date().timeIntervalSince(since) >= 0.5 { return Date().timeIntervalSince(start) }
+            if stableSince == nil { stableSince = Date() }
+        } else {
+            stableSince = nil
+        }
+        usleep(200_000)
+    }
+    let shown = zip(dirs, last).map { "  \(($0 as NSString).lastPathComponent): \($1 ?? "no answer")" }.joined(separator: "\n")
+    throw Failure("replicas did not converge within \(Int(timeout)) s:\n\(shown)")
+}
+
+/// The median of some figures.
+func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    guard !s.isEmpty else { return 0 }
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+/// Wall-clock seconds since the process started, for log lines.
+let startTime = Date()
+func log(_ s: String) {
+    let t = String(format: "%7.1f", Date().timeIntervalSince(startTime))
+    FileHandle.standardError.write(Data("[\(t)s] \(s)\n".utf8))
+}
