@@ -237,6 +237,9 @@ public enum Limits {
     public static let maxCommitBytes = 64 << 20
     /// The largest text or blob value (16 MiB).
     public static let maxText = 16 << 20
+    /// The largest row a site may write, encoded (17 MiB): with the 1 MiB
+    /// commit budget, a commit then always fits one sync frame (32 MiB).
+    public static let maxRowBytes = 17 << 20
     /// The longest identifier (table, column, dataset name) in bytes.
     public static let maxIdentifier = 255
     /// The most columns a table may have.

@@ -134,9 +134,10 @@ public enum Identity {
 
     /// Issues a certificate for a site key, naming the site, its role and
     /// the cluster, valid for both TLS ends and for signing commits.
+    /// Valid from an hour ago for five years unless `validity` says otherwise.
     public static func issueSite(
         name: String, role: Role, key: Curve25519.Signing.PublicKey,
-        ca: Certificate, caKey: Curve25519.Signing.PrivateKey
+        ca: Certificate, caKey: Curve25519.Signing.PrivateKey, validity: ClosedRange<Date>? = nil
     ) throws -> Certificate {
         try checkName(name, "site")
         let cluster = ca.subject.flatMap { $0 }.first { $0.type == .RDNAttributeType.organizationName }.flatMap { String($0.value) } ?? "lodestone"
@@ -145,7 +146,8 @@ public enum Identity {
         if name.contains(where: { $0.isLetter }) { sans.insert(.dnsName(name), at: 0) }
         return try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key),
-            notValidBefore: now.addingTimeInterval(-3600), notValidAfter: now.addingTimeInterval(5 * 365 * 86400),
+            notValidBefore: validity?.lowerBound ?? now.addingTimeInterval(-3600),
+            notValidAfter: validity?.upperBound ?? now.addingTimeInterval(5 * 365 * 86400),
             issuer: ca.subject,
             subject: try DistinguishedName {
                 OrganizationName(cluster)

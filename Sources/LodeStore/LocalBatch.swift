@@ -86,12 +86,34 @@ final class LocalBatch {
             flush()
             current = .put(table: t.name, columns: columns)
         }
+        let start = rows.count
         rows.writeString(key)
         rows.writeVarint(length)
         for v in values { v.encode(into: &rows) }
+        if rows.count - start > Limits.maxText { try checkSize(t, key: key, columns: columns, values: values, bytes: rows.count - start) }
         rowCount += 1
         changedRows += 1
         if pending.size + rows.count >= Replica.commitBudget { try rollOver() }
+    }
+
+    /// Refuses a value or a row too large for every peer to accept (checked
+    /// only for rows over 16 MiB, so ordinary rows pay nothing).
+    private func checkSize(_ t: TableState, key: String, columns: [String], values: [Value], bytes: Int) throws {
+        for (c, v) in zip(columns, values) {
+            let size: Int
+            switch v {
+            case .text(let s): size = s.utf8.count
+            case .blob(let b): size = b.count
+            default: size = 0
+            }
+            if size > Limits.maxText {
+                throw StoreError.badInput(
+                    "\(t.name).\(c) of row \(key) is \(size >> 20) MiB; a text or blob value may be at most \(Limits.maxText >> 20) MiB")
+            }
+        }
+        if bytes > Limits.maxRowBytes {
+            throw StoreError.badInput("row \(key) of \(t.name) is \(bytes >> 20) MiB; a row may be at most \(Limits.maxRowBytes >> 20) MiB")
+        }
     }
 
     /// Deletes one row if present. Returns true when it was.

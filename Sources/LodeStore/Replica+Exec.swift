@@ -169,13 +169,17 @@ final class CapturedChangeset {
             }
             let cols = [t.primaryKey] + t.physical.map(\.name)
             guard cols.count == Int(ncol) else { throw StoreError(.storage, "table \(name) changed shape during exec") }
-            func value(_ old: Bool, _ i: Int32) -> Value? {
+            func value(_ old: Bool, _ i: Int32) throws -> Value? {
                 var v: OpaquePointer?
                 let rc = old ? sqlite3changeset_old(iter, i, &v) : sqlite3changeset_new(iter, i, &v)
                 guard rc == SQLITE_OK, let v else { return nil }
-                return sqliteValue(v)
+                guard let value = sqliteValue(v) else {
+                    throw StoreError.badInput(
+                        "table \(name), column \(cols[Int(i)]): the new value is TEXT that is not valid UTF-8 (store bytes as a BLOB)")
+                }
+                return value
             }
-            let keySource = op == SQLITE_INSERT ? value(false, 0) : value(true, 0)
+            let keySource = op == SQLITE_INSERT ? try value(false, 0) : try value(true, 0)
             guard case .text(let key)? = keySource else {
                 throw StoreError.badInput("table \(name): the primary key \(t.primaryKey) must be a non-NULL TEXT value")
             }
@@ -185,7 +189,7 @@ final class CapturedChangeset {
             } else {
                 var values: [(String, Value)] = []
                 for i in 1..<ncol {
-                    if let v = value(false, i) { values.append((cols[Int(i)], v)) }
+                    if let v = try value(false, i) { values.append((cols[Int(i)], v)) }
                 }
                 try body(CapturedChange(table: name, kind: .upsert, key: key, values: values))
             }
@@ -193,15 +197,16 @@ final class CapturedChangeset {
     }
 }
 
-/// Reads an `sqlite3_value` as a Value.
-func sqliteValue(_ v: OpaquePointer) -> Value {
+/// Reads an `sqlite3_value` as a Value; nil for TEXT that is not valid
+/// UTF-8 (SQLite lets `CAST(x'ff' AS TEXT)` make it; no peer would accept it).
+func sqliteValue(_ v: OpaquePointer) -> Value? {
     switch sqlite3_value_type(v) {
     case SQLITE_INTEGER: return .integer(sqlite3_value_int64(v))
     case SQLITE_FLOAT: return .real(sqlite3_value_double(v))
     case SQLITE_TEXT:
         let n = Int(sqlite3_value_bytes(v))
         guard let p = sqlite3_value_text(v) else { return .text("") }
-        return .text(String(decoding: UnsafeBufferPointer(start: p, count: n), as: UTF8.self))
+        return String(validating: UnsafeBufferPointer(start: p, count: n), as: UTF8.self).map { .text($0) }
     case SQLITE_BLOB:
         let n = Int(sqlite3_value_bytes(v))
         guard n > 0, let p = sqlite3_value_blob(v) else { return .blob([]) }

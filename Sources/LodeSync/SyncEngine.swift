@@ -140,22 +140,24 @@ public final class SyncEngine: Service, Sendable {
         _ direction: SessionHandle.Direction, address: String
     ) async throws {
         let certificate: NIOSSLCertificate
+        // A connection that never completes its handshake (a silent TCP
+        // client, a slow-loris) is closed after 10 s; closing fails the
+        // handshake future, which nothing else would.
+        let channel = connection.channel
+        let timedOut = Mutex(false)
+        let timer = channel.eventLoop.scheduleTask(in: .seconds(10)) {
+            timedOut.withLock { $0 = true }
+            channel.close(promise: nil)
+        }
         do {
-            certificate = try await withThrowingTaskGroup(of: NIOSSLCertificate?.self) { group in
-                group.addTask { try await handshake.get() }
-                group.addTask {
-                    try await Task.sleep(for: .seconds(10))
-                    return nil
-                }
-                defer { group.cancelAll() }
-                let first = try await group.next()
-                guard let cert = first ?? nil else { throw SyncError.handshakeTimeout }
-                return cert
-            }
+            certificate = try await handshake.get()
+            timer.cancel()
         } catch {
-            logger.info("refused a sync connection", metadata: ["address": "\(address)", "error": "\(error)"])
+            timer.cancel()
+            let reason: Error = timedOut.withLock { $0 } ? SyncError.handshakeTimeout : error
+            logger.info("refused a sync connection", metadata: ["address": "\(address)", "error": "\(reason)"])
             await SyncEngine.discard(connection)
-            throw error
+            throw reason
         }
         let peer: PeerIdentity
         do {

@@ -25,6 +25,8 @@ final class TestNode: @unchecked Sendable {
     let port: Int
     private var launched: LaunchedNode?
     var running: RunningNode? { launched?.running }
+    /// A session closes after this long without hearing anything.
+    var silenceTimeout: Duration = .seconds(45)
 
     init(name: String, role: Role, caDir: String, root: String) throws {
         self.name = name
@@ -41,7 +43,11 @@ final class TestNode: @unchecked Sendable {
     func start() async throws {
         var options = ServeOptions(dataDir: dir, listen: address)
         options.handleSignals = false
-        options.syncTuning = { c in c.vectorInterval = .seconds(3) }
+        let silence = silenceTimeout
+        options.syncTuning = { c in
+            c.vectorInterval = .seconds(3)
+            c.silenceTimeout = silence
+        }
         var logger = Logger(label: name)
         logger.logLevel = ProcessInfo.processInfo.environment["LODE_TEST_LOG"] == "1" ? .debug : .critical
         launched = try await NodeServer.launch(options, logger: logger)

@@ -7,6 +7,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import Testing
+import X509
 
 @testable import LodeNode
 @testable import LodeSync
@@ -69,10 +70,11 @@ final class HandRolledPeer: @unchecked Sendable {
 @Suite(.serialized) struct HostilePeerTests {
     let scratch = Scratch()
 
-    func target() async throws -> TestNode {
+    func target(silenceTimeout: Duration = .seconds(45)) async throws -> TestNode {
         let caDir = scratch.file("ca")
         try Identity.createCA(dir: caDir, cluster: "test")
         let n = try TestNode(name: "berlin", role: .editor, caDir: caDir, root: scratch.path)
+        n.silenceTimeout = silenceTimeout
         try await n.start()
         try await n.node.createDataset("mines", schema: clusterSchema)
         _ = try await n.replica("mines").exec("INSERT INTO mines(id, name) VALUES ('mp', 'Mountain Pass')")
@@ -166,6 +168,113 @@ final class HandRolledPeer: @unchecked Sendable {
             if case .reject(let code, _)? = r3 { #expect(code == .siteMismatch) } else { Issue.record("a Hello claiming another site was accepted") }
         }
         // The node still serves its API and other peers.
+        #expect(try await berlin.dump("mines").count > 1)
+    }
+
+    @Test func aReplayedCommitChangesNothingAndACommitAfterAGapWaits() async throws {
+        let berlin = try await target()
+        defer { Task { await berlin.stop() } }
+        let before = try await berlin.dump("mines")
+        let vectorBefore = try berlin.replica("mines").vector
+        let genuine = try await berlin.replica("mines").commits(missingFrom: VersionVector())
+        try await HandRolledPeer.session(to: berlin, name: "replayer", role: .editor, caDir: scratch.file("ca"), root: scratch.path) { peer in
+            _ = try await peer.receive { if case .hello = $0 { true } else { false } }
+            // berlin's own commits, sent back to it: duplicates, acknowledged and ignored.
+            try await peer.send(.commits(dataset: "mines", commits: genuine.map(\.bytes)))
+            let ack = try await peer.receive { if case .ack = $0 { true } else { false } }
+            #expect(ack != nil, "a replay must be acknowledged, not fail the session")
+            // The peer's own seq 2 without its seq 1: a gap in its feed.
+            var put = PutRows(table: "mines", columns: ["name"])
+            put.append(key: "gap", length: 1, values: [.text("after a hole")])
+            let first = try peer.site.writer.commit(
+                dataset: "mines", ops: [.put(put)], hlc: HLC(millis: UInt64(Date().timeIntervalSince1970 * 1000), counter: 0),
+                head: .empty, held: vectorBefore)
+            let second = try peer.site.writer.commit(
+                dataset: "mines", ops: [.put(put)], hlc: HLC(millis: UInt64(Date().timeIntervalSince1970 * 1000), counter: 1),
+                head: FeedHead(seq: first.seq, hash: first.hash, vector: vectorBefore), held: vectorBefore)
+            // Its seq 2 before its seq 1 (as through another relay): held
+            // back, not applied, not acknowledged as held.
+            try await peer.send(.commits(dataset: "mines", commits: [second.bytes]))
+            let early = try await peer.receive { if case .ack = $0 { true } else { false } }
+            if case .ack(_, let v)? = early { #expect(v[peer.site.site] == 0, "\(v)") } else { Issue.record("no ack") }
+            #expect(try await berlin.dump("mines") == before)
+            #expect(try berlin.replica("mines").vector == vectorBefore)
+            // Once seq 1 arrives, both apply, in order.
+            try await peer.send(.commits(dataset: "mines", commits: [first.bytes]))
+            let late = try await peer.receive { if case .ack(_, let v) = $0 { v[peer.site.site] == 2 } else { false } }
+            #expect(late != nil, "the held commit was not applied after the gap closed")
+        }
+        #expect(try await berlin.dump("mines").contains { $0.contains("after a hole") })
+    }
+
+    @Test func aSilentConnectionAndASilentPeerAreDroppedAndTheNodeKeepsServing() async throws {
+        let berlin = try await target(silenceTimeout: .seconds(2))
+        defer { Task { await berlin.stop() } }
+        // A TCP connection that never starts TLS: closed after the 10 s handshake limit.
+        let started = ContinuousClock.now
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(berlin.port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        #expect(rc == 0)
+        // While it hangs there, the node serves its API and other peers.
+        #expect(try await berlin.dump("mines").count > 1)
+        try await HandRolledPeer.session(to: berlin, name: "quiet", role: .editor, caDir: scratch.file("ca"), root: scratch.path) { peer in
+            // Hello and certificate sent, then nothing: berlin hangs up after 2 s.
+            let end = try await peer.receive { if case .reject = $0 { true } else { false } }
+            if case .reject(let code, _)? = end { #expect(code == .timeout) }
+        }
+        var buffer = [UInt8](repeating: 0, count: 16)
+        let n = read(fd, &buffer, buffer.count)  // blocks until berlin closes it
+        #expect(n <= 0, "the silent TCP connection was not closed")
+        #expect(ContinuousClock.now - started < .seconds(60))
+        #expect(try await berlin.dump("mines").count > 1)
+    }
+
+    @Test func expiredOrNotYetValidCertificatesCannotConnect() async throws {
+        let berlin = try await target()
+        defer { Task { await berlin.stop() } }
+        let (ca, caKey) = try Identity.loadCA(dir: scratch.file("ca"))
+        let now = Date()
+        for (label, window) in [
+            ("expired", now.addingTimeInterval(-86400 * 30)...now.addingTimeInterval(-86400)),
+            ("not yet valid", now.addingTimeInterval(86400)...now.addingTimeInterval(86400 * 30)),
+        ] {
+            let key = Curve25519.Signing.PrivateKey()
+            let cert = try Identity.issueSite(name: "late", role: .editor, key: key.publicKey, ca: ca, caKey: caKey, validity: window)
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.certificateChain = [.certificate(try NIOSSLCertificate(bytes: Array(try cert.serializeAsPEM().pemString.utf8), format: .pem))]
+            tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(key.pemRepresentation.utf8), format: .pem))
+            tls.trustRoots = .certificates([try NIOSSLCertificate(bytes: Array(try ca.serializeAsPEM().pemString.utf8), format: .pem)])
+            tls.certificateVerification = .noHostnameVerification
+            tls.minimumTLSVersion = .tlsv13
+            tls.verifySignatureAlgorithms = [.ed25519]
+            tls.signingSignatureAlgorithms = [.ed25519]
+            let context = try NIOSSLContext(configuration: tls)
+            let (channel, handshake) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: berlin.port) { ch in
+                    ch.eventLoop.makeCompletedFuture {
+                        try SyncEngine.configure(ch, tls: try NIOSSLClientHandler(context: context, serverHostname: nil))
+                    }
+                }
+            // TLS 1.3: the client finishes first; berlin's verdict on the
+            // certificate arrives as an alert that ends the connection.
+            _ = try? await handshake.get()
+            var heard: [SyncInbound] = []
+            do {
+                try await channel.executeThenClose { inbound, outbound in
+                    try? await outbound.write(ByteBuffer(bytes: SyncFrame.encode(.v1(.ping(1)))))
+                    for try await item in inbound { heard.append(item) }
+                }
+            } catch {}
+            #expect(!heard.contains { if case .message = $0 { true } else { false } }, "\(label): berlin spoke to it")
+        }
+        #expect(await berlin.sync.status().isEmpty, "no session was established")
         #expect(try await berlin.dump("mines").count > 1)
     }
 }

@@ -84,4 +84,20 @@ import Testing
         _ = try csv.next()
         #expect(throws: CSVError.self) { try csv.next() }
     }
+
+    @Test func aRecordLongerThanTheLimitIsRefusedNamingItsLine() throws {
+        let d = TempDir()
+        // An unterminated quote on line 3 swallows the rest of a 3 MB file.
+        let text = "a,b\nx,1\ny,\"" + String(repeating: "z,9\n", count: 800_000)
+        let csv = try CSVReader(path: d.write("long.csv", text), maxRecordBytes: 1 << 20)
+        #expect(try csv.next() == ["a", "b"])
+        #expect(try csv.next() == ["x", "1"])
+        do {
+            _ = try csv.next()
+            Issue.record("an over-long record was read")
+        } catch let e as CSVError {
+            #expect(e.line == 3, "\(e)")
+            #expect(e.message.contains("longer than 1 MiB"), "\(e)")
+        }
+    }
 }

@@ -63,6 +63,34 @@ import Testing
         }
     }
 
+    @Test func nonUTF8AndOversizedValuesAreRefusedAndLargeOnesTravel() async throws {
+        let r = try await make()
+        _ = try await r.importCSV(table: "elements", path: dir.write("ok.csv", "symbol,name\nNd,Neodymium\n"))
+        let before = try await fullDump(r)
+        let vector = r.vector
+        // A CSV with a byte that is not UTF-8 on line 3.
+        let binary = dir.file("latin1.csv")
+        try Data(Array("symbol,name\nLa,Lanthanum\nCe,C".utf8) + [0xE9] + Array("rium\n".utf8)).write(to: URL(fileURLWithPath: binary))
+        await #expect(throws: StoreError.self) { try await r.importCSV(table: "elements", path: binary) }
+        // SQL can make text that is not UTF-8, and values and rows too large for a peer.
+        for sql in [
+            "INSERT INTO elements(symbol, name) VALUES ('X', CAST(x'ff' AS TEXT))",
+            "UPDATE elements SET notes = CAST(x'c328' AS TEXT) WHERE symbol = 'Nd'",
+            "INSERT INTO elements(symbol, notes) VALUES ('Big', zeroblob(\(Limits.maxText + 1)))",
+            "INSERT INTO elements(symbol, name, notes) VALUES ('Wide', hex(zeroblob(5000000)), hex(zeroblob(5000000)))",
+        ] {
+            await #expect(throws: StoreError.self, "\(sql.prefix(60))") { try await r.exec(sql) }
+            #expect(try await fullDump(r) == before)
+            #expect(r.vector == vector)
+        }
+        // A 6 MB field imports, reads back whole, and its commit decodes as a peer would.
+        let big = String(repeating: "rare earth ", count: 600_000)
+        _ = try await r.importCSV(table: "elements", path: dir.write("big.csv", "symbol,notes\nXL,\"\(big)\"\n"))
+        let length = try await dump(r, "SELECT length(notes) FROM elements WHERE symbol = 'XL'")
+        #expect(length.last == "row([LodeCore.Value.integer(\(big.utf8.count))])", "\(length)")
+        for c in try await r.commits(missingFrom: vector) { #expect(throws: Never.self) { try Commit(decoding: c.bytes) } }
+    }
+
     @Test func execCapturesWritesAsCommits() async throws {
         let r = try await make()
         var rep = try await r.exec("INSERT INTO elements(symbol, name, atomic_number) VALUES ('Nd', 'Neodymium', 60), ('Pr', 'Praseodymium', 59)")
