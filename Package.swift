@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "LodeCore", targets: ["LodeCore"]),
         .library(name: "LodeStore", targets: ["LodeStore"]),
         .library(name: "LodeNode", targets: ["LodeNode"]),
+        .library(name: "LodeProtocol", targets: ["LodeProtocol"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -136,3 +137,16 @@ let package = Package(
         .testTarget(name: "LodeCLITests", dependencies: ["LodeCore", "lode"]),
     ]
 )
+
+// The libFuzzer targets, only when Fuzz/run.sh asks for them: they have no
+// main of their own (libFuzzer's, linked by -sanitize=fuzzer, runs them).
+if Context.environment["LODE_FUZZ"] != nil {
+    package.products.append(.executable(name: "lode-fuzz", targets: ["lode-fuzz"]))
+    package.targets.append(
+        .executableTarget(
+            name: "lode-fuzz",
+            dependencies: ["LodeCore", "LodeStore", "LodeProtocol", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Fuzz/LodeFuzz",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ))
+}

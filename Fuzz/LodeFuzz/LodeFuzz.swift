@@ -1,0 +1,149 @@
+// libFuzzer targets for the parsers that read what other people send us.
+// Built only by Fuzz/run.sh (LODE_FUZZ=1 swift build -Xswiftc -sanitize=fuzzer),
+// which links libFuzzer; the target is chosen with LODE_FUZZ_TARGET:
+//
+//   commit  Commit(decoding:): anything accepted re-encodes to the same bytes,
+//           and checking its signature never traps.
+//   frame   SyncFrameDecoder fed in two pieces: every message decoded encodes
+//           to a frame that decodes to the same message.
+//   csv     CSVReader and Replica.importCSV into a 5-column table: an import
+//           that fails leaves the tables exactly as they were; one that
+//           succeeds makes only commits that a peer's decoder accepts.
+//   exec    Replica.exec on tables with rows: the same two rules.
+import Crypto
+import Foundation
+import LodeCore
+import LodeProtocol
+import LodeStore
+
+let target = ProcessInfo.processInfo.environment["LODE_FUZZ_TARGET"] ?? ""
+
+/// Runs async work to completion from libFuzzer's synchronous callback.
+func blocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) -> Result<T, Error> {
+    let done = DispatchSemaphore(value: 0)
+    let box = ResultBox<T>()
+    Task {
+        do { box.result = .success(try await work()) } catch { box.result = .failure(error) }
+        done.signal()
+    }
+    done.wait()
+    return box.result!
+}
+
+final class ResultBox<T>: @unchecked Sendable { var result: Result<T, Error>? }
+
+/// A replica in a temporary directory, made once per fuzzing process.
+let replica: Replica? = {
+    guard target == "csv" || target == "exec" else { return nil }
+    let dir = NSTemporaryDirectory() + "lode-fuzz-\(getpid())"
+    try? FileManager.default.removeItem(atPath: dir)
+    try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "lode-fuzz-\(getpid())") }
+    let key = try! Curve25519.Signing.PrivateKey(rawRepresentation: [UInt8](repeating: 7, count: 32))
+    let local = LocalSite(writer: FeedWriter(key: key), name: "fuzz", role: .editor, certificate: [])
+    let tables = try! SchemaParser.parse(
+        """
+        CREATE TABLE t (k TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '', n INTEGER, x REAL, b BLOB);
+        CREATE TABLE u (id TEXT PRIMARY KEY, t_k TEXT, note TEXT);
+        """)
+    let r = try! blocking { try await Replica.create(at: dir + "/fuzz.sqlite", dataset: "fuzz", local: local, tables: tables) }.get()
+    _ = try! blocking { try await r.exec("INSERT INTO t (k, name, n, x) VALUES ('a', 'one', 1, 1.5), ('b', 'two', 2, NULL), ('c', '', NULL, 0.25)") }
+        .get()
+    return r
+}()
+
+let csvPath = NSTemporaryDirectory() + "lode-fuzz-\(getpid()).csv"
+
+/// Every row of both tables and the version vector: what must not change
+/// when an operation fails.
+func snapshot(_ r: Replica) -> String {
+    let text = blocking { () async throws -> String in
+        let rows = Lines()
+        for t in ["t", "u"] {
+            try await r.query("SELECT * FROM \(t) ORDER BY 1") { row in rows.add("\(row)") }
+        }
+        return rows.joined + "\n\(r.vector)"
+    }
+    return (try? text.get()) ?? "query failed: \(text)"
+}
+
+final class Lines: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func add(_ s: String) { lock.withLock { lines.append(s) } }
+    var joined: String { lock.withLock { lines.joined(separator: "\n") } }
+}
+
+/// Runs a local write; if it fails the replica must be exactly as before,
+/// and if it succeeds every commit it made must be one a peer accepts.
+func checkWrite(_ r: Replica, _ what: String, _ write: @escaping @Sendable () async throws -> Void) {
+    let before = snapshot(r)
+    let vector = r.vector
+    switch blocking(write) {
+    case .failure:
+        precondition(snapshot(r) == before, "a failed \(what) changed the tables")
+    case .success:
+        let made = (try? blocking { try await r.commits(missingFrom: vector) }.get()) ?? []
+        for c in made {
+            precondition((try? Commit(decoding: c.bytes)) != nil, "\(what) made a commit that peers would refuse")
+        }
+    }
+}
+
+/// libFuzzer's entry for a program with its own main.
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt
+) -> CInt
+
+/// SwiftPM names an executable's entry point `<module>_main` and links
+/// `main` to it, so libFuzzer's own main is never used: run its driver.
+@_cdecl("lode_fuzz_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    var count = argc
+    var vector: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = argv
+    return LLVMFuzzerRunDriver(&count, &vector, fuzz)
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+    switch target {
+    case "commit":
+        if let c = try? Commit(decoding: bytes) {
+            precondition(c.bytes == bytes, "a decoded commit must be its own canonical encoding")
+            _ = c.hasValidSignature
+            let again = try? Commit(decoding: c.bytes)
+            precondition(again?.bytes == c.bytes)
+        }
+    case "frame":
+        guard let first = bytes.first else { return 0 }
+        let cut = bytes.count > 1 ? Int(first) % bytes.count : 0
+        var decoder = SyncFrameDecoder(maxFrameBytes: 1 << 20)
+        var messages: [SyncMessage] = []
+        do {
+            messages += try decoder.feed(bytes[1..<max(1, cut)])
+            messages += try decoder.feed(bytes[max(1, cut)...])
+        } catch {}
+        for m in messages {
+            var check = SyncFrameDecoder(maxFrameBytes: 64 << 20)
+            let back = try? check.feed(SyncFrame.encode(m))
+            precondition(back == [m], "a decoded message must survive encoding: \(m)")
+        }
+    case "csv":
+        guard let r = replica else { return 0 }
+        FileManager.default.createFile(atPath: csvPath, contents: Data(bytes))
+        if let reader = try? CSVReader(path: csvPath, maxRecordBytes: 1 << 16) {
+            while let record = try? reader.next() { _ = record }
+        }
+        checkWrite(r, "import") { _ = try await r.importCSV(table: "t", path: csvPath) }
+    case "exec":
+        guard let r = replica else { return 0 }
+        let sql = String(decoding: bytes, as: UTF8.self)
+        checkWrite(r, "exec") { _ = try await r.exec(sql) }
+    default:
+        fatalError("set LODE_FUZZ_TARGET to commit, frame, csv or exec")
+    }
+    return 0
+}

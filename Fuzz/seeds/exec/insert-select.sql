@@ -1,0 +1,1 @@
+INSERT INTO u (id, t_k, note) SELECT k || '-u', k, name FROM t

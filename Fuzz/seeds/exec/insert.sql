@@ -1,0 +1,1 @@
+INSERT INTO t (k, name, n) VALUES ('z', 'zed', 26)

@@ -1,0 +1,1 @@
+INSERT OR REPLACE INTO t (k, b) VALUES ('a', x'00ff'); UPDATE t SET name = 'two' WHERE k = 'b'

@@ -1,0 +1,1 @@
+UPDATE t SET n = n + 1, x = x * 2 WHERE k IN ('a', 'b')
