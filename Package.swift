@@ -135,6 +135,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "LodeCLITests", dependencies: ["LodeCore", "lode"]),
+        .testTarget(name: "LodeFaultsTests", dependencies: ["LodeCore", "lode-faults"]),
     ]
 )
 

@@ -10,16 +10,18 @@
 # keeps the corpus in .build-fuzz/corpus/TARGET between runs. A crash is
 # written to .build-fuzz/crashes/TARGET-*; make it a fixture under
 # Protocol/vectors/invalid/ with a test, and fix it. Exit 1 if any target crashed.
+# FUZZ_CONFIG=debug builds in debug (faster to build; CI uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${1:-all}
 SECONDS_EACH=${2:-60}
 shift $(( $# > 2 ? 2 : $# ))
 OUT=.build-fuzz
+CONFIG=${FUZZ_CONFIG:-release} # debug builds faster and runs slower
 
-echo "building lode-fuzz with -sanitize=fuzzer (first build takes several minutes)" >&2
-LODE_FUZZ=1 swift build -c release --product lode-fuzz -Xswiftc -sanitize=fuzzer --scratch-path "$OUT" >&2
-BIN="$OUT/release/lode-fuzz"
+echo "building lode-fuzz ($CONFIG) with -sanitize=fuzzer (the first build takes several minutes)" >&2
+LODE_FUZZ=1 swift build -c "$CONFIG" --product lode-fuzz -Xswiftc -sanitize=fuzzer --scratch-path "$OUT" >&2
+BIN="$OUT/$CONFIG/lode-fuzz"
 
 hex_seeds() { # hex_seeds DIR... -> binary files in $seeds
     local f

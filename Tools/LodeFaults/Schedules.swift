@@ -93,7 +93,7 @@ struct NetnsCluster {
 /// What a client asked for and what it was told: the record a Jepsen-style
 /// checker reads. `acked` means `lode exec` exited 0; anything else (an error,
 /// a timeout, a node that died) leaves the outcome unknown.
-struct Op {
+struct ClientOp {
     enum Kind { case insert, delete, register, contested }
     var client: String
     var kind: Kind
@@ -109,7 +109,7 @@ final class Client: @unchecked Sendable {
     let dataDir: String
     let lode: Lode
     private var rng: SeededGenerator
-    private(set) var ops: [Op] = []
+    private(set) var ops: [ClientOp] = []
     private(set) var errors: [String: Int] = [:]
     private var counter = 0
     private var liveItems: [String] = []
@@ -129,22 +129,22 @@ final class Client: @unchecked Sendable {
         counter += 1
         let n = counter
         let roll = Int.random(in: 0..<100, using: &rng)
-        let op: Op
+        let op: ClientOp
         let sql: String
         if roll < 15, !liveItems.isEmpty {
             let key = liveItems.remove(at: Int.random(in: 0..<liveItems.count, using: &rng))
-            op = Op(client: name, kind: .delete, key: key, value: "", acked: false)
+            op = ClientOp(client: name, kind: .delete, key: key, value: "", acked: false)
             sql = "DELETE FROM items WHERE k = '\(key)'"
         } else if roll < 35 {
-            op = Op(client: name, kind: .register, key: name, value: "\(n)", acked: false)
+            op = ClientOp(client: name, kind: .register, key: name, value: "\(n)", acked: false)
             sql = "UPDATE regs SET v = \(n) WHERE k = '\(name)'"
         } else if roll < 55 {
             let key = "s\(Int.random(in: 0..<4, using: &rng))"
-            op = Op(client: name, kind: .contested, key: key, value: "\(name):\(n)", acked: false)
+            op = ClientOp(client: name, kind: .contested, key: key, value: "\(name):\(n)", acked: false)
             sql = "UPDATE shared SET v = '\(name):\(n)' WHERE k = '\(key)'"
         } else {
             let key = "\(name)-\(n)"
-            op = Op(client: name, kind: .insert, key: key, value: "\(n)", acked: false)
+            op = ClientOp(client: name, kind: .insert, key: key, value: "\(n)", acked: false)
             sql = "INSERT INTO items (k, owner, n) VALUES ('\(key)', '\(name)', \(n))"
         }
         // A paused node never answers; a client gives up after a while.
@@ -169,7 +169,7 @@ final class Client: @unchecked Sendable {
 /// - Registers (one writer each, increasing values): the final value was
 ///   written by its client, and is at least the last acked one.
 /// - Contested cells: the final value was written by some client.
-func checkHistory(ops: [Op], items: [String: String], regs: [String: String], shared: [String: String]) -> [String] {
+func checkHistory(ops: [ClientOp], items: [String: String], regs: [String: String], shared: [String: String]) -> [String] {
     var problems: [String] = []
     var attemptedInserts = Set<String>(), attemptedDeletes = Set<String>()
     for op in ops where op.kind == .insert { attemptedInserts.insert(op.key) }
@@ -190,7 +190,7 @@ func checkHistory(ops: [Op], items: [String: String], regs: [String: String], sh
     for key in items.keys where !attemptedInserts.contains(key) {
         problems.append("item \(key) was never written")
     }
-    var byClient: [String: [Op]] = [:]
+    var byClient: [String: [ClientOp]] = [:]
     for op in ops where op.kind == .register { byClient[op.client, default: []].append(op) }
     for (client, writes) in byClient {
         let final = regs[client] ?? "missing"
