@@ -46,6 +46,7 @@ struct LodeFaults: ParsableCommand {
             // Its own namespaces, bridge and subnet, apart from a user's cluster.
             setenv("NETNS_PREFIX", "lodef", 0)
             setenv("NET", "10.232.0", 0)
+            setenv("LODE", lode.binary, 1)  // the script starts this binary
             let first = seed ?? UInt64(Date().timeIntervalSince1970)
             var passed = 0
             for s in first..<(first + UInt64(count)) {
