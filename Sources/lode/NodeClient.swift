@@ -46,6 +46,18 @@ struct NodeClient: Sendable {
     /// Remote clients made by this process; shut down before it exits.
     static let opened = Mutex<[HTTPClient]>([])
 
+    /// The client for the local socket. A node that dies between our probe
+    /// and the connection must fail the command at once: AsyncHTTPClient
+    /// would otherwise retry the dead socket until its 90 s connect timeout.
+    static let local: HTTPClient = {
+        var config = HTTPClient.Configuration()
+        config.connectionPool.retryConnectionEstablishment = false
+        config.timeout = .init(connect: .seconds(5))
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+        opened.withLock { $0.append(client) }
+        return client
+    }()
+
     /// Shuts down every remote client (AsyncHTTPClient requires it).
     static func shutdownAll() async {
         for c in opened.withLock({ o in
@@ -102,7 +114,7 @@ struct NodeClient: Sendable {
             req.headers.add(name: "Content-Type", value: contentType)
         }
         do {
-            return try await (remote?.client ?? HTTPClient.shared).execute(req, timeout: .hours(24))
+            return try await (remote?.client ?? NodeClient.local).execute(req, timeout: .hours(24))
         } catch let e as HTTPClientError where e == .connectTimeout || e == .remoteConnectionClosed {
             throw unreachable
         } catch let e as IOError where [ECONNREFUSED, ENOENT, ENOTSOCK].contains(e.errnoCode) {

@@ -222,6 +222,12 @@ final class LocalNode: @unchecked Sendable {
 
     /// Starts the node and waits until it answers on its socket.
     func start(listen: String? = nil) throws {
+        try launch(listen: listen)
+        try waitUntilReady()
+    }
+
+    /// Starts the node without waiting for it.
+    func launch(listen: String? = nil) throws {
         var args = ["serve", "--data-dir", dataDir, "--listen", listen ?? (address.isEmpty ? "127.0.0.1:0" : address)]
         for peer in peers { args += ["--peer", peer] }
         let log = open(dataDir + ".log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
@@ -230,8 +236,12 @@ final class LocalNode: @unchecked Sendable {
             close(log)
             close(devnull)
         }
-        let child = try spawn(lode.binary, args, stdin: devnull, stdout: log, stderr: log)
-        pid = child
+        pid = try spawn(lode.binary, args, stdin: devnull, stdout: log, stderr: log)
+    }
+
+    /// Waits until the launched node answers on its socket (10 s at most).
+    func waitUntilReady() throws {
+        guard let child = pid else { throw Failure("node \(dataDir) is not running") }
         for _ in 0..<400 {
             let r = run(lode.binary, ["status", "--format", "json", "--data-dir", dataDir], timeout: 5)
             if r.ok, let s = try? JSONDecoder().decode(Lode.StatusJSON.self, from: Data(r.stdout.utf8)) {
