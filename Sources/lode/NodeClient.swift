@@ -43,7 +43,7 @@ struct NodeClient: Sendable {
         remote = (address, client)
     }
 
-    /// Remote clients made by this process; shut down before it exits.
+    /// The clients made by this process (local and remote); shut down before it exits.
     static let opened = Mutex<[HTTPClient]>([])
 
     /// The client for the local socket. A node that dies between our probe
@@ -58,7 +58,7 @@ struct NodeClient: Sendable {
         return client
     }()
 
-    /// Shuts down every remote client (AsyncHTTPClient requires it).
+    /// Shuts down every client (AsyncHTTPClient requires it).
     static func shutdownAll() async {
         for c in opened.withLock({ o in
             defer { o = [] }; return o
