@@ -53,14 +53,14 @@ struct LodeFaults: ParsableCommand {
                 do {
                     let summary = try runSchedule(
                         seed: s, seconds: seconds, clientsPerSite: clients, skew: skew, root: common.dir, lode: lode, script: script)
-                    print("PASS " + summary)
+                    say("PASS " + summary)
                     passed += 1
                 } catch {
-                    print("FAIL seed \(s): \(error)\nReplay: lode-faults schedules --seed \(s) --seconds \(Int(seconds))")
+                    say("FAIL seed \(s): \(error)\nReplay: lode-faults schedules --seed \(s) --seconds \(Int(seconds))")
                     throw ExitCode(1)
                 }
             }
-            print("\(passed) of \(count) schedules passed")
+            say("\(passed) of \(count) schedules passed")
         }
     }
 
@@ -77,9 +77,9 @@ struct LodeFaults: ParsableCommand {
             let s = seed ?? UInt64(Date().timeIntervalSince1970)
             var test = CrashTest(lode: try common.binary(), root: common.dir + "/crash", rows: rows, seed: s)
             do {
-                print("PASS " + (try test.run(rounds: rounds)))
+                say("PASS " + (try test.run(rounds: rounds)))
             } catch {
-                print(
+                say(
                     "FAIL seed \(s): \(error)\nKept in \(common.dir)/crash. Replay: lode-faults crash --seed \(s) --rounds \(rounds) --rows \(rows)")
                 throw ExitCode(1)
             }
@@ -96,13 +96,18 @@ struct LodeFaults: ParsableCommand {
 
         func run() throws {
             do {
-                print(
+                say(
                     "PASS "
                         + (try runLoad(lode: try common.binary(), root: common.dir + "/load", seconds: seconds, clientsPerNode: clients, seed: seed)))
             } catch {
-                print("FAIL: \(error)")
+                say("FAIL: \(error)")
                 throw ExitCode(1)
             }
         }
     }
+}
+
+/// Prints a line at once (unbuffered, also into a file or a pipe).
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
