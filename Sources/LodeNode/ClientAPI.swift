@@ -429,6 +429,7 @@ func describeError(_ error: any Error) -> (HTTPResponse.Status, String, String) 
     case is DecodingError:
         return (.badRequest, "bad_input", "the request body is not the JSON this endpoint expects: \(error)")
     default:
+        if let e = StoreError.explaining(error) { return (.init(code: 507, reasonPhrase: "Insufficient Storage"), e.code.rawValue, e.message) }
         return (.internalServerError, "internal", "\(error)")
     }
 }
@@ -440,7 +441,7 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let (status, code, message) = describeError(error)
-            if status == .internalServerError {
+            if status.code >= 500 {
                 context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             }
             return try json(API.ErrorBody(code: code, message: message), status: status)

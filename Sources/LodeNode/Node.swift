@@ -152,9 +152,14 @@ public final class Node: Sendable {
         }
         try FileManager.default.createDirectory(atPath: paths.datasets, withIntermediateDirectories: true)
         let settings = try openSettings(paths)
+        // Written only when it changed: a node must start on a full disk.
         try settings.write { db in
             try db.execute(
-                sql: "INSERT OR REPLACE INTO certificates(site, der, valid_until) VALUES (?, ?, ?)",
+                sql: """
+                    INSERT INTO certificates(site, der, valid_until) VALUES (?, ?, ?)
+                    ON CONFLICT(site) DO UPDATE SET der = excluded.der, valid_until = excluded.valid_until
+                    WHERE der IS NOT excluded.der OR valid_until IS NOT excluded.valid_until
+                    """,
                 arguments: [Data(site.site.bytes), Data(site.der), Int64(site.certificate.notValidAfter.timeIntervalSince1970 * 1000)])
         }
         return Node(paths: paths, identity: NodeIdentity(certificate: site, ca: ca, key: key), settings: settings)
@@ -250,7 +255,11 @@ public final class Node: Sendable {
     /// Stores a setting.
     public func setSetting(_ key: String, _ value: String) throws {
         try settings.write { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", arguments: [key, value])
+            // Written only when it changed: a node must start on a full disk.
+            try db.execute(
+                sql:
+                    "INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value WHERE value IS NOT excluded.value",
+                arguments: [key, value])
         }
     }
 

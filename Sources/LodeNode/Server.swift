@@ -62,7 +62,12 @@ public enum NodeServer {
         for p in options.peers { try node.addPeer(p) }
         let (listenHost, listenPort) = try PeerAddress.parse(options.listen, allowZero: true)
         let apiAddress = try options.apiListen.map { try PeerAddress.parse($0, allowZero: true) }
-        try node.setSetting("listen", options.listen)
+        do {
+            try node.setSetting("listen", options.listen)
+        } catch {
+            // Informational only: a node must come up on a full disk to serve reads.
+            logger.warning("could not record the listen address", metadata: ["error": "\(StoreError.explaining(error)?.message ?? "\(error)")"])
+        }
         let socket = node.paths.socket
         if FileManager.default.fileExists(atPath: socket) { try FileManager.default.removeItem(atPath: socket) }
         defer { try? FileManager.default.removeItem(atPath: socket) }

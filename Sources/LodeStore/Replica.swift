@@ -177,18 +177,27 @@ public final class Replica: @unchecked Sendable {
     /// publishes the new vector and tells observers of the commits added.
     /// If the transaction fails, the state is reloaded from the file.
     func write<T: Sendable>(_ body: @escaping @Sendable (Database, WriterState) throws -> T) async throws -> T {
-        let (result, added) = try await pool.write { [self] db in
+        // The transaction is opened and committed inside the closure so that
+        // a COMMIT that fails (a full disk, an I/O error: SQLite rolls the
+        // whole transaction back) also drops the in-memory state, which
+        // would otherwise believe in heads and a vector that were never
+        // stored, and sign the next commit on top of them.
+        let (result, added) = try await pool.writeWithoutTransaction { [self] db in
             let state = try writerState ?? WriterState.load(db, dataset: dataset)
             writerState = state
+            var out: (T, UncheckedBox<(Int, VersionVector)>)?
             do {
-                let r = try body(db, state)
-                let added = state.added
+                try db.inTransaction {
+                    let r = try body(db, state)
+                    out = (r, UncheckedBox((state.added, state.vector)))
+                    return .commit
+                }
                 state.added = 0
-                return (r, UncheckedBox((added, state.vector)))
             } catch {
                 writerState = nil
                 throw error
             }
+            return out!
         }
         publish(vector: added.value.1, commits: added.value.0)
         return result

@@ -1,3 +1,5 @@
+import GRDB
+
 /// An error from the store: a code for programs, a message for people, and
 /// the underlying cause when there is one.
 ///
@@ -43,4 +45,20 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
 
     static func badInput(_ m: String) -> StoreError { StoreError(.badInput, m) }
     static func notFound(_ m: String) -> StoreError { StoreError(.notFound, m) }
+}
+
+extension StoreError {
+    /// A storage failure users can act on, told in their terms: a full disk
+    /// (SQLITE_FULL) rolls the write back whole. Nil for anything else.
+    public static func explaining(_ error: any Error) -> StoreError? {
+        guard let e = error as? DatabaseError else { return nil }
+        switch e.resultCode {
+        case .SQLITE_FULL:
+            return StoreError(.storage, "the disk holding the data directory is full: nothing of this write was stored; free some space and retry")
+        case .SQLITE_IOERR:
+            return StoreError(.storage, "the disk failed while writing (\(e.message ?? "I/O error")): nothing of this write was stored")
+        default:
+            return nil
+        }
+    }
 }

@@ -13,9 +13,10 @@ struct LodeFaults: ParsableCommand {
               lode-faults schedules --count 3           # what CI runs
               lode-faults schedules --seed 1234          # replay one schedule
               lode-faults crash --rounds 10
+              lode-faults diskfull
               lode-faults load --seconds 60
             """,
-        subcommands: [Schedules.self, Crash.self, Load.self])
+        subcommands: [Schedules.self, Crash.self, DiskFull.self, Load.self])
 
     struct Common: ParsableArguments {
         @Option(help: "The lode binary.") var lode = ".build/release/lode"
@@ -81,6 +82,23 @@ struct LodeFaults: ParsableCommand {
             } catch {
                 say(
                     "FAIL seed \(s): \(error)\nKept in \(common.dir)/crash. Replay: lode-faults crash --seed \(s) --rounds \(rounds) --rows \(rows)")
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct DiskFull: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "diskfull",
+            abstract: "Fill a node's disk (a small tmpfs; needs root): the write that does not fit fails whole, the node keeps serving.")
+        @OptionGroup var common: Common
+        @Option(help: "The size of the node's disk.") var megabytes = 24
+
+        func run() throws {
+            do {
+                say("PASS " + (try runDiskFull(lode: try common.binary(), root: common.dir + "/diskfull", megabytes: megabytes)))
+            } catch {
+                say("FAIL: \(error)")
                 throw ExitCode(1)
             }
         }

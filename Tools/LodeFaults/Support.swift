@@ -167,6 +167,13 @@ struct Lode: Sendable {
         return d.vector.map { "\($0.key.prefix(12)):\($0.seq)" }.sorted().joined(separator: " ")
     }
 
+    /// The highest seq of `site`'s feed a node holds in a dataset (0 for none).
+    func seq(_ dataDir: String, _ dataset: String, site: String) -> UInt64? {
+        let r = at(dataDir, ["status", "--format", "json"], timeout: 10)
+        guard r.ok, let status = try? JSONDecoder().decode(StatusJSON.self, from: Data(r.stdout.utf8)) else { return nil }
+        return status.datasets.first(where: { $0.name == dataset })?.vector.first(where: { $0.site == site })?.seq ?? 0
+    }
+
     /// Commits a node refused, for a dataset.
     func rejected(_ dataDir: String, _ dataset: String) -> Int? {
         let r = at(dataDir, ["status", "--format", "json"], timeout: 10)
@@ -190,6 +197,7 @@ struct Lode: Sendable {
             struct Entry: Decodable {
                 var key: String
                 var seq: UInt64
+                var site: String?
             }
             var name: String
             var rejected: Int
@@ -251,7 +259,8 @@ final class LocalNode: @unchecked Sendable {
             var status: Int32 = 0
             if waitpid(child, &status, WNOHANG) == child {
                 pid = nil
-                throw Failure("node \(dataDir) exited at start; see \(dataDir).log")
+                let tail = ((try? String(contentsOfFile: dataDir + ".log", encoding: .utf8)) ?? "").split(separator: "\n").suffix(3)
+                throw Failure("node \(dataDir) exited at start: \(tail.joined(separator: " | "))")
             }
             usleep(25_000)
         }
