@@ -8,7 +8,8 @@
 //           to a frame that decodes to the same message.
 //   csv     CSVReader and Replica.importCSV into a 5-column table: an import
 //           that fails leaves the tables exactly as they were; one that
-//           succeeds makes only commits that a peer's decoder accepts.
+//           succeeds makes only commits that a peer's decoder accepts, and
+//           a second replica applying them ends up with the same rows.
 //   exec    Replica.exec on tables with rows: the same two rules.
 import Crypto
 import Foundation
@@ -52,15 +53,33 @@ let replica: Replica? = {
     return r
 }()
 
+/// A second replica that applies every commit the first one makes, as a
+/// peer would: after each successful write both must hold the same rows.
+let follower: Replica? = {
+    guard let r = replica else { return nil }
+    let key = try! Curve25519.Signing.PrivateKey(rawRepresentation: [UInt8](repeating: 8, count: 32))
+    let local = LocalSite(writer: FeedWriter(key: key), name: "peer", role: .editor, certificate: [])
+    let dir = NSTemporaryDirectory() + "lode-fuzz-\(getpid())"
+    let f = try! Replica.open(at: dir + "/peer.sqlite", dataset: "fuzz", local: local)
+    _ = try! blocking {
+        try await f.registerSite(SiteRecord(site: r.local.site, name: r.local.name, role: .editor, certificate: nil))
+        let all = try await r.commits(missingFrom: VersionVector())
+        return try await f.apply(all.map { try Commit(decoding: $0.bytes) }).applied.count
+    }.get()
+    return f
+}()
+
 let csvPath = NSTemporaryDirectory() + "lode-fuzz-\(getpid()).csv"
 
-/// Every row of both tables and the version vector: what must not change
-/// when an operation fails.
+/// Every row of both tables, byte for byte with each value's storage class,
+/// and the version vector: what must not change when an operation fails,
+/// and what a peer applying the same commits must hold.
 func snapshot(_ r: Replica) -> String {
     let text = blocking { () async throws -> String in
         let rows = Lines()
-        for t in ["t", "u"] {
-            try await r.query("SELECT * FROM \(t) ORDER BY 1") { row in rows.add("\(row)") }
+        for (table, columns) in [("t", ["k", "name", "n", "x", "b"]), ("u", ["id", "t_k", "note"])] {
+            let exact = columns.map { "typeof(\($0)) || ':' || coalesce(hex(CAST(\($0) AS BLOB)), '')" }.joined(separator: ", ")
+            try await r.query("SELECT \(exact) FROM \(table) ORDER BY \(columns[0])") { row in rows.add("\(row)") }
         }
         return rows.joined + "\n\(r.vector)"
     }
@@ -77,6 +96,7 @@ final class Lines: @unchecked Sendable {
 /// Runs a local write; if it fails the replica must be exactly as before,
 /// and if it succeeds every commit it made must be one a peer accepts.
 func checkWrite(_ r: Replica, _ what: String, _ write: @escaping @Sendable () async throws -> Void) {
+    let f = follower  // made (and caught up) before this write
     let before = snapshot(r)
     let vector = r.vector
     switch blocking(write) {
@@ -84,9 +104,16 @@ func checkWrite(_ r: Replica, _ what: String, _ write: @escaping @Sendable () as
         precondition(snapshot(r) == before, "a failed \(what) changed the tables")
     case .success:
         let made = (try? blocking { try await r.commits(missingFrom: vector) }.get()) ?? []
-        for c in made {
-            precondition((try? Commit(decoding: c.bytes)) != nil, "\(what) made a commit that peers would refuse")
+        let decoded = made.map { c -> Commit in
+            guard let d = try? Commit(decoding: c.bytes) else { preconditionFailure("\(what) made a commit that peers would refuse") }
+            return d
         }
+        guard let f, !decoded.isEmpty else { return }
+        let outcome = blocking { try await f.apply(decoded) }
+        guard case .success(let o) = outcome, o.applied.count == decoded.count else {
+            preconditionFailure("a peer did not apply the commits of a successful \(what): \(outcome)")
+        }
+        precondition(snapshot(f) == snapshot(r), "after a successful \(what), a peer applying its commits holds different rows")
     }
 }
 

@@ -198,7 +198,8 @@ final class CapturedChangeset {
 }
 
 /// Reads an `sqlite3_value` as a Value; nil for TEXT that is not valid
-/// UTF-8 (SQLite lets `CAST(x'ff' AS TEXT)` make it; no peer would accept it).
+/// UTF-8 (SQLite lets `CAST(x'ff' AS TEXT)` make it; decoding it would
+/// silently replace the user's bytes with U+FFFD everywhere).
 func sqliteValue(_ v: OpaquePointer) -> Value? {
     switch sqlite3_value_type(v) {
     case SQLITE_INTEGER: return .integer(sqlite3_value_int64(v))

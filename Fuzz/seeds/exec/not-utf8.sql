@@ -1,0 +1,1 @@
+INSERT INTO t (k, name) VALUES ('q', CAST(x'ff' AS TEXT))
