@@ -118,6 +118,18 @@ struct Suite {
 
     final class Box: @unchecked Sendable { var value = 0.0 }
 
+    /// Brings two offline nodes back online and waits until they hold the
+    /// same commits: seconds, peak MB, and bytes sent A→B and B→A.
+    func reconnect(_ a: RunningNode, _ b: RunningNode) async throws -> (Double, Double, Double, Double) {
+        let sentA = bytesSent(by: a.node.identity.local.site), sentB = bytesSent(by: b.node.identity.local.site)
+        resetPeakMemory()
+        let start = ContinuousClock.now
+        for n in [a, b] { n.sync.setOffline(false) }
+        try await waitUntilEqual([a, b], dataset: "bench")
+        let time = seconds(since: start), peak = peakMemoryMB()
+        return (time, peak, bytesSent(by: a.node.identity.local.site) - sentA, bytesSent(by: b.node.identity.local.site) - sentB)
+    }
+
     // MARK: W3 delta exchange
 
     func w3() async throws -> Result {
@@ -134,14 +146,9 @@ struct Suite {
             _ = try await rb.exec("UPDATE sites SET tonnes = tonnes + 2 WHERE \(both)")
             // The changed values' own bytes: text as UTF-8, numbers as 8 bytes.
             let changed = try await Suite.bytes(ra, "note", aRows) + 8 * Double(rows / 10) + 8 * Double(rows / 20) * 2 + 16 * Double(rows / 100)
-            let sentA = bytesSent(by: a.node.identity.local.site), sentB = bytesSent(by: b.node.identity.local.site)
-            resetPeakMemory()
-            let start = ContinuousClock.now
-            for n in [a, b] { n.sync.setOffline(false) }
-            try await waitUntilEqual([a, b], dataset: "bench")
-            times.append(seconds(since: start))
-            mem.append(peakMemoryMB())
-            let x = bytesSent(by: a.node.identity.local.site) - sentA, y = bytesSent(by: b.node.identity.local.site) - sentB
+            let (time, peak, x, y) = try await reconnect(a, b)
+            times.append(time)
+            mem.append(peak)
             ab.append(x)
             ba.append(y)
             values.append(changed)
@@ -167,15 +174,11 @@ struct Suite {
             for n in [a, b] { n.sync.setOffline(true) }
             _ = try await a.node.replica("bench").exec("DELETE FROM sites WHERE \(Suite.rowsWhere(20, [3]))")
             _ = try await b.node.replica("bench").exec("UPDATE sites SET note = 'checked' WHERE \(Suite.rowsWhere(100, [3, 50]))")
-            let sentA = bytesSent(by: a.node.identity.local.site), sentB = bytesSent(by: b.node.identity.local.site)
-            resetPeakMemory()
-            let start = ContinuousClock.now
-            for n in [a, b] { n.sync.setOffline(false) }
-            try await waitUntilEqual([a, b], dataset: "bench")
-            times.append(seconds(since: start))
-            mem.append(peakMemoryMB())
-            ab.append(bytesSent(by: a.node.identity.local.site) - sentA)
-            ba.append(bytesSent(by: b.node.identity.local.site) - sentB)
+            let (time, peak, x, y) = try await reconnect(a, b)
+            times.append(time)
+            mem.append(peak)
+            ab.append(x)
+            ba.append(y)
             await na.stop()
             await nb.stop()
         }

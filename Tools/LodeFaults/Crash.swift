@@ -46,9 +46,7 @@ struct CrashTest {
     }
 
     func converge(_ a: LocalNode, _ b: LocalNode, _ dataset: String) throws {
-        _ = try waitForConvergence(lode, dirs: [a.dataDir, b.dataDir], dataset: dataset, timeout: 120)
-        let da = try lode.dump(a.dataDir, dataset, tables: ["t"]), db = try lode.dump(b.dataDir, dataset, tables: ["t"])
-        guard da == db else { throw Failure("\(a.dataDir) and \(b.dataDir) hold the same commits but different rows") }
+        try convergeIdentical(lode, dirs: [a.dataDir, b.dataDir], dataset: dataset, tables: ["t"])
     }
 
     /// A CSV of `rows` rows for import round `batch`.
@@ -71,10 +69,7 @@ struct CrashTest {
     mutating func run(rounds: Int) throws -> String {
         try? FileManager.default.removeItem(atPath: root)
         try makeSites(lode, dir: root, sites: [("a", "editor"), ("b", "editor"), ("c", "editor")])
-        let a = LocalNode(lode: lode, dataDir: root + "/a")
-        try a.start()
-        let b = LocalNode(lode: lode, dataDir: root + "/b", peers: [a.address])
-        try b.start()
+        let (a, b) = try startPair(lode, a: root + "/a", b: root + "/b")
         defer {
             a.stop()
             b.stop()
@@ -179,9 +174,7 @@ struct CrashTest {
             if held == total { window *= 0.6 } else if held == 0 { window *= 1.4 }
             let when = held == 0 ? "before any commit was applied" : held < total ? "while receiving" : "after it caught up"
             try c.start()
-            _ = try waitForConvergence(lode, dirs: [a.dataDir, cDir], dataset: "bulk", timeout: 120)
-            let da = try lode.dump(a.dataDir, "bulk", tables: ["t"]), dc = try lode.dump(cDir, "bulk", tables: ["t"])
-            guard da == dc else { throw Failure("sync round \(round): c holds a's commits but different rows") }
+            try converge(a, c, "bulk")
             log("  sync \(round): killed \(when), holding \(held) of \(total) rows, each commit whole; integrity ok; converged")
             c.stop()
         }

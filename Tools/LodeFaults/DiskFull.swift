@@ -16,10 +16,7 @@ func runDiskFull(lode: Lode, root: String, megabytes: Int) throws -> String {
     defer { _ = run("/bin/umount", ["-l", disk]) }
     let cp = run("/bin/cp", ["-a", root + "/a", disk + "/a"])
     guard cp.ok else { throw Failure("cp: \(cp)") }
-    let a = LocalNode(lode: lode, dataDir: disk + "/a")
-    try a.start()
-    let b = LocalNode(lode: lode, dataDir: root + "/b", peers: [a.address])
-    try b.start()
+    let (a, b) = try startPair(lode, a: disk + "/a", b: root + "/b")
     defer {
         a.stop()
         b.stop()
@@ -59,10 +56,7 @@ func runDiskFull(lode: Lode, root: String, megabytes: Int) throws -> String {
         guard r.ok else { throw Failure("remount: \(r)") }
     }
     func converged() throws {
-        _ = try waitForConvergence(lode, dirs: [a.dataDir, b.dataDir], dataset: "full", timeout: 120)
-        guard try lode.dump(a.dataDir, "full", tables: ["t"]) == lode.dump(b.dataDir, "full", tables: ["t"]) else {
-            throw Failure("a and b hold the same commits but different rows")
-        }
+        try convergeIdentical(lode, dirs: [a.dataDir, b.dataDir], dataset: "full", tables: ["t"])
     }
 
     // 1. The first import that does not fit fails whole, with a clear error.

@@ -26,14 +26,7 @@ func runLoad(lode: Lode, root: String, seconds: Double, clientsPerNode: Int, see
 
     log("load: \(clients.count) clients on \(nodes.count) nodes for \(Int(seconds)) s")
     let stop = Flag()
-    let group = DispatchGroup()
-    for c in clients {
-        group.enter()
-        Thread {
-            c.runUntil(stop)
-            group.leave()
-        }.start()
-    }
+    let group = startClients(clients, until: stop)
     // Resident memory of each node, once a second.
     var samples: [[Int]] = Array(repeating: [], count: nodes.count)
     let begun = Date()

@@ -162,6 +162,20 @@ final class Client: @unchecked Sendable {
     }
 }
 
+/// Starts every client writing on its own thread until `stop` is set;
+/// wait on the group for them to finish their last write.
+func startClients(_ clients: [Client], until stop: Flag) -> DispatchGroup {
+    let group = DispatchGroup()
+    for c in clients {
+        group.enter()
+        Thread {
+            c.runUntil(stop)
+            group.leave()
+        }.start()
+    }
+    return group
+}
+
 /// Checks the final replica against the clients' records.
 /// - Items (a set per client, each key written once, maybe deleted once):
 ///   every acked insert is present unless a delete of it was attempted;
@@ -252,14 +266,7 @@ func runSchedule(
     let faultError = Box<String?>(nil)
     let kills = Box(0)
     let begun = Date()
-    let group = DispatchGroup()
-    for c in clients {
-        group.enter()
-        Thread {
-            c.runUntil(stop)
-            group.leave()
-        }.start()
-    }
+    let group = startClients(clients, until: stop)
     var events: [(at: Double, begin: Bool, fault: Fault)] = []
     for f in faults { events += [(f.at, true, f), (f.at + f.duration, false, f)] }
     events.sort { $0.at < $1.at }

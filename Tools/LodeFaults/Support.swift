@@ -120,19 +120,6 @@ final class Flag: @unchecked Sendable {
     var isSet: Bool { box.value }
 }
 
-/// Runs `body` on `count` threads and waits for all of them.
-func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
-    let group = DispatchGroup()
-    for i in 0..<count {
-        group.enter()
-        Thread {
-            body(i)
-            group.leave()
-        }.start()
-    }
-    group.wait()
-}
-
 /// The `lode` binary and how to call it against a node's data directory.
 struct Lode: Sendable {
     let binary: String
@@ -150,7 +137,7 @@ struct Lode: Sendable {
         return r.stdout
     }
 
-    /// The single value a one-cell query prints (table format: header, rule, value).
+    /// The single value a one-cell query prints (CSV: a header line, then the value).
     func scalar(_ dataDir: String, _ dataset: String, _ sql: String) throws -> String {
         let out = try must(dataDir, ["query", dataset, sql, "--format", "csv"])
         let lines = out.split(whereSeparator: \.isNewline).map(String.init)
@@ -327,6 +314,30 @@ func waitForConvergence(_ lode: Lode, dirs: [String], dataset: String, timeout: 
     }
     let shown = zip(dirs, last).map { "  \(($0 as NSString).lastPathComponent): \($1 ?? "no answer")" }.joined(separator: "\n")
     throw Failure("replicas did not converge within \(Int(timeout)) s:\n\(shown)")
+}
+
+/// Waits until every node holds the same commits, then checks that their
+/// tables export byte for byte the same.
+@discardableResult
+func convergeIdentical(_ lode: Lode, dirs: [String], dataset: String, tables: [String], timeout: Double = 120) throws -> Double {
+    let seconds = try waitForConvergence(lode, dirs: dirs, dataset: dataset, timeout: timeout)
+    let dumps = try dirs.map { try lode.dump($0, dataset, tables: tables) }
+    for (dir, d) in zip(dirs, dumps) where d != dumps[0] {
+        throw Failure("\(dir) and \(dirs[0]) hold the same commits of \(dataset) but different rows")
+    }
+    return seconds
+}
+
+/// Starts node a, then node b dialling it; both editors already made.
+func startPair(_ lode: Lode, a aDir: String, b bDir: String) throws -> (LocalNode, LocalNode) {
+    let a = LocalNode(lode: lode, dataDir: aDir)
+    try a.start()
+    let b = LocalNode(lode: lode, dataDir: bDir, peers: [a.address])
+    do { try b.start() } catch {
+        a.stop()
+        throw error
+    }
+    return (a, b)
 }
 
 /// The median of some figures.
