@@ -65,7 +65,8 @@ public enum API {
     /// A configured or connected peer.
     public struct PeerInfo: Codable, Sendable {
         public var address: String
-        /// "connected", "connecting", "backoff", "offline", or "not dialled".
+        /// "connected", "accepted" (it dialled us), "handshake", "connecting",
+        /// "backoff", or "offline".
         public var state: String
         /// The peer's site name once known.
         public var site: String?

@@ -14,7 +14,8 @@ import Synchronization
 /// One configured or connected peer, as `lode status` shows it.
 public struct PeerStatus: Sendable {
     public var address: String
-    /// "connected", "connecting", "backoff", or "accepted" (it dialled us).
+    /// "connected", "handshake" (TCP up, TLS or Hello not done), "connecting",
+    /// "backoff", "offline", or "accepted" (it dialled us).
     public var state: String
     public var site: String?
     public var inSync: Bool
@@ -240,7 +241,11 @@ public final class SyncEngine: Service, Sendable {
                             try SyncEngine.configure(channel, tls: try NIOSSLClientHandler(context: context, serverHostname: nil))
                         }
                     }
-                dialer.state.withLock { $0 = ("connected", nil, $0.removed) }
+                // TCP is up; TLS and the peer's certificate are not checked
+                // yet (in TLS 1.3 the client finishes before the server has
+                // judged its certificate). The session, once registered,
+                // reports "connected".
+                dialer.state.withLock { $0 = ("handshake", nil, $0.removed) }
                 try await serve(connection, handshake, .dialled, address: dialer.address)
                 dialer.state.withLock { $0.lastError = "session ended" }
             } catch {
