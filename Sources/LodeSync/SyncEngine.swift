@@ -151,12 +151,22 @@ public final class SyncEngine: Service, Sendable {
             channel.close(promise: nil)
         }
         do {
-            certificate = try await handshake.get()
+            // The future ignores task cancellation: a node stopping closes
+            // the channel, or it would wait out the 10 s.
+            certificate = try await withTaskCancellationHandler {
+                try await handshake.get()
+            } onCancel: {
+                channel.close(promise: nil)
+            }
             timer.cancel()
         } catch {
             timer.cancel()
             let reason: Error = timedOut.withLock { $0 } ? SyncError.handshakeTimeout : error
-            logger.info("refused a sync connection", metadata: ["address": "\(address)", "error": "\(reason)"])
+            if Task.isCancelled {
+                logger.debug("closed a sync connection in its handshake: stopping", metadata: ["address": "\(address)"])
+            } else {
+                logger.info("refused a sync connection", metadata: ["address": "\(address)", "error": "\(reason)"])
+            }
             await SyncEngine.discard(connection)
             throw reason
         }

@@ -140,4 +140,40 @@ let clusterSchema = """
         await stranger.stop()
         await nodes[0].stop()
     }
+
+    /// A peer that takes the TCP connection and never answers TLS is not
+    /// "connected": until a session with a checked certificate exists the
+    /// dialler says "handshake", and a wait calls the peer unreachable; and
+    /// the node stops at once, without waiting out the handshake.
+    @Test func aPeerStuckBeforeTLSIsInHandshakeNotConnected() async throws {
+        let nodes = try makeNodes([("home", .editor)])
+        try await nodes[0].start()
+        // A listener that never accepts: the kernel completes TCP, nothing speaks TLS.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var size = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, size) == 0 && getsockname(fd, $0, &size) == 0 }
+        }
+        #expect(bound && listen(fd, 4) == 0)
+        let address = "127.0.0.1:\(UInt16(bigEndian: addr.sin_port))"
+        try nodes[0].node.addPeer(address)
+        nodes[0].sync.peersChanged()
+        var states: [String] = []
+        for _ in 0..<50 where states.last != "handshake" {
+            states.append(await nodes[0].sync.status().first { $0.address == address }?.state ?? "absent")
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(states.last == "handshake", "\(states)")
+        #expect(!states.contains("connected"), "\(states)")
+        let r = await nodes[0].sync.waitUntilInSync(timeout: .milliseconds(500))
+        #expect(r.apart == ["\(address) is unreachable"], "\(r.apart)")
+        // Stopping does not wait out the 10 s handshake limit.
+        let stopping = ContinuousClock.now
+        await nodes[0].stop()
+        #expect(ContinuousClock.now - stopping < .seconds(9))
+    }
 }
