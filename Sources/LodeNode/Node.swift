@@ -63,7 +63,20 @@ public final class Node: Sendable {
     public let identity: NodeIdentity
     private let settings: DatabaseQueue
     let replicas = Mutex<[String: Replica]>([:])
-    private let changeHandler = Mutex<(@Sendable () -> Void)?>(nil)
+    private let changeHandler = Mutex<ChangeHandler?>(nil)
+
+    /// The handler sits in a class, not in the mutex itself: a closure kept
+    /// directly in a `Mutex` (generic storage) is read through `withLock`'s
+    /// `inout` access, which wraps it in a pair of reabstraction thunks and
+    /// writes the wrapped closure back (swiftlang/swift#91348, also at -O).
+    /// Every notification made the chain longer: after 100,000 commits,
+    /// calling it was most of a node's CPU, its memory kept growing, and
+    /// enough commits would overflow the stack (`lode-faults load --api`
+    /// found it).
+    private final class ChangeHandler: Sendable {
+        let call: @Sendable () -> Void
+        init(_ call: @escaping @Sendable () -> Void) { self.call = call }
+    }
 
     /// The node database (settings, peers, certificates).
     var settingsQueue: DatabaseQueue { settings }
@@ -71,11 +84,12 @@ public final class Node: Sendable {
     /// Sets what to call whenever any replica gains commits or a dataset
     /// appears (the sync engine's wake-up).
     public func onChange(_ f: @escaping @Sendable () -> Void) {
-        changeHandler.withLock { $0 = f }
+        let handler = ChangeHandler(f)
+        changeHandler.withLock { $0 = handler }
     }
 
     func notifyChange() {
-        changeHandler.withLock { $0 }?()
+        changeHandler.withLock { $0 }?.call()
     }
 
     /// The software version.
