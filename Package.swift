@@ -109,7 +109,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "lode-faults",
-            dependencies: ["LodeCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["LodeCore", "LodeProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Tools/LodeFaults"
         ),
         .testTarget(name: "LodeCoreTests", dependencies: ["LodeCore"]),

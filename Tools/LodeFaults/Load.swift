@@ -1,10 +1,11 @@
 import Foundation
 import LodeCore
 
-/// Several clients writing through `lode exec` on each of three nodes for a
-/// while, as the nodes sync: every write must be acknowledged, every
-/// acknowledged write present everywhere at the end, and memory flat.
-func runLoad(lode: Lode, root: String, seconds: Double, clientsPerNode: Int, seed: UInt64) throws -> String {
+/// Several clients writing through `lode exec` (or the HTTP API) on each of
+/// three nodes for a while, as the nodes sync: every write must be
+/// acknowledged, every acknowledged write present everywhere at the end, and
+/// memory flat.
+func runLoad(lode: Lode, root: String, seconds: Double, clientsPerNode: Int, throughAPI: Bool, seed: UInt64) throws -> String {
     try? FileManager.default.removeItem(atPath: root)
     let names = ["l1", "l2", "l3"]
     try makeSites(lode, dir: root, sites: names.map { ($0, "editor") })
@@ -18,13 +19,16 @@ func runLoad(lode: Lode, root: String, seconds: Double, clientsPerNode: Int, see
     var clients: [Client] = []
     for (i, node) in nodes.enumerated() {
         for c in 0..<clientsPerNode {
-            clients.append(Client(name: "\(names[i])c\(c)", dataDir: node.dataDir, lode: lode, seed: seed &* 1000 &+ UInt64(i * 10 + c)))
+            clients.append(
+                Client(
+                    name: "\(names[i])c\(c)", dataDir: node.dataDir, lode: lode, seed: seed &* 1000 &+ UInt64(i * 10 + c),
+                    throughAPI: throughAPI))
         }
     }
     try setUpWorkload(lode, at: nodes[0].dataDir, clients: clients, scratch: root)
     _ = try waitForConvergence(lode, dirs: nodes.map(\.dataDir), dataset: "faults", timeout: 60)
 
-    log("load: \(clients.count) clients on \(nodes.count) nodes for \(Int(seconds)) s")
+    log("load: \(clients.count) clients on \(nodes.count) nodes for \(Int(seconds)) s, through \(throughAPI ? "the API" : "lode exec")")
     let stop = Flag()
     let group = startClients(clients, until: stop)
     // Resident memory of each node, once a second.
@@ -58,8 +62,9 @@ func runLoad(lode: Lode, root: String, seconds: Double, clientsPerNode: Int, see
         }
     }
     let summary = String(
-        format: "load: %d writes by %d clients in %.0f s (%.0f/s), %d failed; converged %.1f s after; memory %@",
-        ops.count, clients.count, seconds, Double(ops.count) / seconds, failed, converge, memory.joined(separator: ", "))
+        format: "load: %d writes by %d clients (through %@) in %.0f s (%.0f/s), %d failed; converged %.1f s after; memory %@",
+        ops.count, clients.count, throughAPI ? "the API" : "lode exec", seconds, Double(ops.count) / seconds, failed, converge,
+        memory.joined(separator: ", "))
     if !problems.isEmpty { throw Failure(summary + "\n" + problems.prefix(20).map { "  " + $0 }.joined(separator: "\n")) }
     try? FileManager.default.removeItem(atPath: root)
     return summary

@@ -15,6 +15,7 @@ struct LodeFaults: ParsableCommand {
               lode-faults crash --rounds 10
               lode-faults diskfull
               lode-faults load --seconds 60
+              lode-faults load --seconds 60 --api --clients 8   # more load: no process per write
             """,
         subcommands: [Schedules.self, Crash.self, DiskFull.self, Load.self])
 
@@ -110,13 +111,16 @@ struct LodeFaults: ParsableCommand {
         @OptionGroup var common: Common
         @Option(help: "How long to write.") var seconds: Double = 60
         @Option(help: "Clients per node.") var clients = 3
+        @ArgumentParser.Flag(help: "Write through the node's HTTP API on its socket instead of a `lode exec` per write.") var api = false
         @Option(help: "Seed for the clients' choices.") var seed: UInt64 = 1
 
         func run() throws {
             do {
                 say(
                     "PASS "
-                        + (try runLoad(lode: try common.binary(), root: common.dir + "/load", seconds: seconds, clientsPerNode: clients, seed: seed)))
+                        + (try runLoad(
+                            lode: try common.binary(), root: common.dir + "/load", seconds: seconds, clientsPerNode: clients, throughAPI: api,
+                            seed: seed)))
             } catch {
                 say("FAIL: \(error)")
                 throw ExitCode(1)

@@ -102,22 +102,25 @@ struct ClientOp {
     var acked: Bool
 }
 
-/// One client writing through `lode exec` at one node, sequentially, forever
-/// (until told to stop).
+/// One client writing through `lode exec` (or, with `throughAPI`, the
+/// node's HTTP API on its socket) at one node, sequentially, forever (until
+/// told to stop).
 final class Client: @unchecked Sendable {
     let name: String
     let dataDir: String
     let lode: Lode
+    let throughAPI: Bool
     private var rng: SeededGenerator
     private(set) var ops: [ClientOp] = []
     private(set) var errors: [String: Int] = [:]
     private var counter = 0
     private var liveItems: [String] = []
 
-    init(name: String, dataDir: String, lode: Lode, seed: UInt64) {
+    init(name: String, dataDir: String, lode: Lode, seed: UInt64, throughAPI: Bool = false) {
         self.name = name
         self.dataDir = dataDir
         self.lode = lode
+        self.throughAPI = throughAPI
         rng = SeededGenerator(seed: seed)
     }
 
@@ -148,7 +151,10 @@ final class Client: @unchecked Sendable {
             sql = "INSERT INTO items (k, owner, n) VALUES ('\(key)', '\(name)', \(n))"
         }
         // A paused node never answers; a client gives up after a while.
-        let r = lode.at(dataDir, ["exec", "faults", sql], timeout: 6)
+        let r =
+            throughAPI
+            ? apiExec(socket: dataDir + "/lode.sock", dataset: "faults", sql: sql, timeout: 6)
+            : lode.at(dataDir, ["exec", "faults", sql], timeout: 6)
         var done = op
         done.acked = r.ok
         ops.append(done)

@@ -1,5 +1,6 @@
 import Foundation
 import LodeCore
+import LodeProtocol
 
 /// What a finished command printed and returned.
 struct Outcome: CustomStringConvertible {
@@ -352,4 +353,60 @@ let startTime = Date()
 func log(_ s: String) {
     let t = String(format: "%7.1f", Date().timeIntervalSince(startTime))
     FileHandle.standardError.write(Data("[\(t)s] \(s)\n".utf8))
+}
+
+/// `POST /v1/datasets/DATASET/exec` on a node's Unix socket, one connection
+/// per request, as a client of the API rather than of the CLI (no process
+/// per write). The answer is an `Outcome` like the CLI's: status 0 for HTTP
+/// 200, the node's error message otherwise, `timedOut` when no answer came
+/// within `timeout` seconds.
+func apiExec(socket path: String, dataset: String, sql: String, timeout: Double) -> Outcome {
+    func failed(_ message: String, timedOut: Bool = false) -> Outcome {
+        Outcome(status: 1, stdout: "", stderr: message, timedOut: timedOut)
+    }
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return failed("socket: errno \(errno)") }
+    defer { close(fd) }
+    var limit = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1_000_000))
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    var addr = sockaddr_un()
+    addr.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return failed("socket path too long: \(path)") }
+    withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: bytes + [0]) }
+    let connected = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard connected == 0 else { return failed("cannot reach the node at \(path): errno \(errno)") }
+    guard let body = try? JSONEncoder().encode(API.SQLRequest(sql: sql)) else { return failed("cannot encode the request") }
+    let request =
+        Array(
+            "POST /v1/datasets/\(dataset)/exec HTTP/1.1\r\nHost: lode\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+                .utf8)
+        + Array(body)
+    var sent = 0
+    while sent < request.count {
+        let n = request[sent...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if n <= 0 { return failed("write: errno \(errno)", timedOut: errno == EAGAIN) }
+        sent += n
+    }
+    // With Connection: close the node ends the stream after the response.
+    var response: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n == 0 { break }
+        if n < 0 { return failed("read: errno \(errno)", timedOut: errno == EAGAIN) }
+        response += buffer[0..<n]
+    }
+    let text = String(decoding: response, as: UTF8.self)
+    guard let statusLine = text.split(separator: "\r\n", maxSplits: 1).first,
+        let code = statusLine.split(separator: " ").dropFirst().first.flatMap({ Int($0) }),
+        let split = text.range(of: "\r\n\r\n")
+    else { return failed("not an HTTP response: \(text.prefix(80))") }
+    let payload = String(text[split.upperBound...])
+    return code == 200
+        ? Outcome(status: 0, stdout: payload, stderr: "", timedOut: false)
+        : failed("HTTP \(code): \(payload.prefix(120))")
 }
