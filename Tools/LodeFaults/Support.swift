@@ -314,7 +314,12 @@ func waitForConvergence(_ lode: Lode, dirs: [String], dataset: String, timeout: 
         usleep(200_000)
     }
     let shown = zip(dirs, last).map { "  \(($0 as NSString).lastPathComponent): \($1 ?? "no answer")" }.joined(separator: "\n")
-    throw Failure("replicas did not converge within \(Int(timeout)) s:\n\(shown)")
+    // What each node says of its peers, for the diagnosis.
+    let peers = dirs.map { dir in
+        let r = lode.at(dir, ["status"], timeout: 30)
+        return "  \((dir as NSString).lastPathComponent) status: " + (r.ok ? r.stdout : "\(r)").replacingOccurrences(of: "\n", with: "\n    ")
+    }.joined(separator: "\n")
+    throw Failure("replicas did not converge within \(Int(timeout)) s:\n\(shown)\n\(peers)")
 }
 
 /// Waits until every node holds the same commits, then checks that their
