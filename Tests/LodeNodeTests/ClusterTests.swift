@@ -163,7 +163,7 @@ let clusterSchema = """
         try nodes[0].node.addPeer(address)
         nodes[0].sync.peersChanged()
         var states: [String] = []
-        for _ in 0..<50 where states.last != "handshake" {
+        while states.last != "handshake" && states.count < 50 {
             states.append(await nodes[0].sync.status().first { $0.address == address }?.state ?? "absent")
             try await Task.sleep(for: .milliseconds(100))
         }
