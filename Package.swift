@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "lode", targets: ["lode"]),
         .library(name: "LodeCore", targets: ["LodeCore"]),
         .library(name: "LodeStore", targets: ["LodeStore"]),
+        .library(name: "LodeSQLite", targets: ["LodeSQLite"]),
         .library(name: "LodeNode", targets: ["LodeNode"]),
         .library(name: "LodeProtocol", targets: ["LodeProtocol"]),
     ],
@@ -25,7 +26,6 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
-        .package(url: "https://github.com/apple/swift-async-algorithms.git", from: "1.1.4"),
     ],
     targets: [
         .target(
@@ -37,13 +37,10 @@ let package = Package(
             path: "Sources/CLodeSQLite",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        .target(name: "LodeStore", dependencies: ["LodeCore"]),
         .target(
-            name: "LodeStore",
-            dependencies: [
-                "LodeCore", "CLodeSQLite",
-                .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "Logging", package: "swift-log"),
-            ]
+            name: "LodeSQLite",
+            dependencies: ["LodeCore", "LodeStore", "CLodeSQLite", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .systemLibrary(
             name: "CZlib",
@@ -65,17 +62,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .target(
             name: "LodeNode",
             dependencies: [
-                "LodeCore", "LodeStore", "LodeProtocol", "LodeSync",
+                "LodeCore", "LodeStore", "LodeSQLite", "LodeProtocol", "LodeSync",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -84,7 +80,6 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
         .executableTarget(
@@ -94,6 +89,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -101,9 +97,8 @@ let package = Package(
         .executableTarget(
             name: "lode-bench",
             dependencies: [
-                "LodeNode", "LodeStore", "LodeSync", "LodeCore", "CLodeSQLite",
+                "LodeNode", "LodeStore", "LodeSQLite", "LodeSync", "LodeCore", "CLodeSQLite",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "Benchmarks/LodeBench"
         ),
@@ -112,8 +107,17 @@ let package = Package(
             dependencies: ["LodeCore", "LodeProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Tools/LodeFaults"
         ),
-        .testTarget(name: "LodeCoreTests", dependencies: ["LodeCore"]),
-        .testTarget(name: "LodeStoreTests", dependencies: ["LodeStore", "LodeCore"]),
+        .testTarget(name: "LodeCoreTests", dependencies: ["LodeCore", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(
+            name: "LodeTestSupport",
+            dependencies: ["LodeCore", "LodeStore", "LodeSQLite", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Tests/LodeTestSupport"
+        ),
+        .testTarget(name: "LodeStoreTests", dependencies: ["LodeStore", "LodeSQLite", "LodeCore", "LodeTestSupport"]),
+        .testTarget(
+            name: "LodeSQLiteTests",
+            dependencies: ["LodeSQLite", "LodeStore", "LodeCore", "LodeTestSupport", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .testTarget(
             name: "LodeSyncTests",
             dependencies: [
@@ -124,7 +128,7 @@ let package = Package(
         .testTarget(
             name: "LodeNodeTests",
             dependencies: [
-                "LodeNode", "LodeStore", "LodeCore", "LodeProtocol", "LodeSync",
+                "LodeNode", "LodeStore", "LodeSQLite", "LodeCore", "LodeProtocol", "LodeSync", "LodeTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -134,8 +138,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "LodeCLITests", dependencies: ["LodeCore", "lode"]),
-        .testTarget(name: "LodeFaultsTests", dependencies: ["LodeCore", "lode-faults"]),
+        // The CLI tests run the built `lode` binary; depending on it builds it first.
+        .testTarget(name: "LodeCLITests", dependencies: ["lode", "LodeTestSupport"]),
+        .testTarget(name: "LodeFaultsTests", dependencies: ["lode-faults"]),
     ]
 )
 
@@ -146,7 +151,7 @@ if Context.environment["LODE_FUZZ"] != nil {
     package.targets.append(
         .executableTarget(
             name: "lode-fuzz",
-            dependencies: ["LodeCore", "LodeStore", "LodeProtocol", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["LodeCore", "LodeStore", "LodeSQLite", "LodeProtocol", "LodeSync", .product(name: "Crypto", package: "swift-crypto")],
             path: "Fuzz/LodeFuzz",
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]
         ))

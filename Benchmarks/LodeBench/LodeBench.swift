@@ -1,6 +1,7 @@
 import Foundation
 import LodeCore
 import LodeNode
+import LodeSQLite
 import LodeStore
 
 /// The benchmark suite (release build):

@@ -1,6 +1,7 @@
 import Foundation
 import LodeCore
 import LodeNode
+import LodeSQLite
 import LodeStore
 import LodeSync
 
@@ -94,7 +95,7 @@ struct Suite {
         // Wait for the session (the vectors are equal from the start).
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
-            let dialled = await nb.running.sync.status().first?.state == "connected"
+            let dialled = await nb.running.sync.status().first?.state == .connected
             let accepted = await !na.running.sync.status().isEmpty
             if dialled && accepted { break }
             try await Task.sleep(for: .milliseconds(10))
@@ -108,7 +109,7 @@ struct Suite {
     }
 
     /// Bytes of the given expression summed over matching rows.
-    static func bytes(_ replica: Replica, _ expr: String, _ condition: String) async throws -> Double {
+    static func bytes(_ replica: any SQLReplicaStore, _ expr: String, _ condition: String) async throws -> Double {
         let box = Box()
         try await replica.query("SELECT total(length(CAST(\(expr) AS BLOB))) FROM sites WHERE \(condition)") { e in
             if case .row(let r) = e, case .real(let d) = r[0] { box.value = d }

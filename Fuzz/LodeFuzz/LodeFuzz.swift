@@ -4,18 +4,21 @@
 //
 //   commit  Commit(decoding:): anything accepted re-encodes to the same bytes,
 //           and checking its signature never traps.
-//   frame   SyncFrameDecoder fed in two pieces: every message decoded encodes
-//           to a frame that decodes to the same message.
-//   csv     CSVReader and Replica.importCSV into a 5-column table: an import
+//   frame   SyncFrameDecoder (the one the connection pipeline runs), fed in
+//           two pieces: every message decoded encodes to a frame that
+//           decodes to the same message.
+//   csv     CSVReader and SQLiteReplica.importCSV into a 5-column table: an import
 //           that fails leaves the tables exactly as they were; one that
 //           succeeds makes only commits that a peer's decoder accepts, and
 //           a second replica applying them ends up with the same rows.
-//   exec    Replica.exec on tables with rows: the same two rules.
+//   exec    SQLiteReplica.exec on tables with rows: the same two rules.
 import Crypto
 import Foundation
 import LodeCore
 import LodeProtocol
+import LodeSQLite
 import LodeStore
+import LodeSync
 
 let target = ProcessInfo.processInfo.environment["LODE_FUZZ_TARGET"] ?? ""
 
@@ -34,7 +37,7 @@ func blocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) -> 
 final class ResultBox<T>: @unchecked Sendable { var result: Result<T, Error>? }
 
 /// A replica in a temporary directory, made once per fuzzing process.
-let replica: Replica? = {
+let replica: SQLiteReplica? = {
     guard target == "csv" || target == "exec" else { return nil }
     let dir = NSTemporaryDirectory() + "lode-fuzz-\(getpid())"
     try? FileManager.default.removeItem(atPath: dir)
@@ -47,7 +50,7 @@ let replica: Replica? = {
         CREATE TABLE t (k TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '', n INTEGER, x REAL, b BLOB);
         CREATE TABLE u (id TEXT PRIMARY KEY, t_k TEXT, note TEXT);
         """)
-    let r = try! blocking { try await Replica.create(at: dir + "/fuzz.sqlite", dataset: "fuzz", local: local, tables: tables) }.get()
+    let r = try! blocking { try await SQLiteCatalog(directory: dir, local: local).create("fuzz", tables: tables) }.get()
     _ = try! blocking { try await r.exec("INSERT INTO t (k, name, n, x) VALUES ('a', 'one', 1, 1.5), ('b', 'two', 2, NULL), ('c', '', NULL, 0.25)") }
         .get()
     return r
@@ -55,12 +58,12 @@ let replica: Replica? = {
 
 /// A second replica that applies every commit the first one makes, as a
 /// peer would: after each successful write both must hold the same rows.
-let follower: Replica? = {
+let follower: SQLiteReplica? = {
     guard let r = replica else { return nil }
     let key = try! Curve25519.Signing.PrivateKey(rawRepresentation: [UInt8](repeating: 8, count: 32))
     let local = LocalSite(writer: FeedWriter(key: key), name: "peer", role: .editor, certificate: [])
     let dir = NSTemporaryDirectory() + "lode-fuzz-\(getpid())"
-    let f = try! Replica.open(at: dir + "/peer.sqlite", dataset: "fuzz", local: local)
+    let f = try! SQLiteCatalog(directory: dir + "/peer", local: local).openOrCreate("fuzz").replica
     _ = try! blocking {
         try await f.registerSite(SiteRecord(site: r.local.site, name: r.local.name, role: .editor, certificate: nil))
         let all = try await r.commits(missingFrom: VersionVector())
@@ -74,7 +77,7 @@ let csvPath = NSTemporaryDirectory() + "lode-fuzz-\(getpid()).csv"
 /// Every row of both tables, byte for byte with each value's storage class,
 /// and the version vector: what must not change when an operation fails,
 /// and what a peer applying the same commits must hold.
-func snapshot(_ r: Replica) -> String {
+func snapshot(_ r: SQLiteReplica) -> String {
     let text = blocking { () async throws -> String in
         let rows = Lines()
         for (table, columns) in [("t", ["k", "name", "n", "x", "b"]), ("u", ["id", "t_k", "note"])] {
@@ -95,7 +98,7 @@ final class Lines: @unchecked Sendable {
 
 /// Runs a local write; if it fails the replica must be exactly as before,
 /// and if it succeeds every commit it made must be one a peer accepts.
-func checkWrite(_ r: Replica, _ what: String, _ write: @escaping @Sendable () async throws -> Void) {
+func checkWrite(_ r: SQLiteReplica, _ what: String, _ write: @escaping @Sendable () async throws -> Void) {
     let f = follower  // made (and caught up) before this write
     let before = snapshot(r)
     let vector = r.vector
@@ -147,14 +150,14 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     case "frame":
         guard let first = bytes.first else { return 0 }
         let cut = bytes.count > 1 ? Int(first) % bytes.count : 0
-        var decoder = SyncFrameDecoder(maxFrameBytes: 1 << 20)
+        let decoder = SyncFrameSplitter(maxFrameBytes: 1 << 20)
         var messages: [SyncMessage] = []
         do {
             messages += try decoder.feed(bytes[1..<max(1, cut)])
             messages += try decoder.feed(bytes[max(1, cut)...])
         } catch {}
         for m in messages {
-            var check = SyncFrameDecoder(maxFrameBytes: 64 << 20)
+            let check = SyncFrameSplitter(maxFrameBytes: 64 << 20)
             let back = try? check.feed(SyncFrame.encode(m))
             precondition(back == [m], "a decoded message must survive encoding: \(m)")
         }

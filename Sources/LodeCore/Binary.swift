@@ -73,7 +73,7 @@ public struct ByteWriter: Sendable {
 }
 
 /// Why a byte string could not be decoded.
-public struct DecodingError: Error, Equatable, CustomStringConvertible, Sendable {
+public struct BinaryDecodingError: Error, Equatable, CustomStringConvertible, Sendable {
     /// Which rule the input broke; stable names used by the test vectors.
     public enum Rule: String, Sendable, CaseIterable {
         case truncated
@@ -129,17 +129,17 @@ public struct ByteReader {
     public var isAtEnd: Bool { offset == base.count }
 
     /// Reads one byte.
-    @inlinable public mutating func readByte() throws(DecodingError) -> UInt8 {
-        guard offset < base.count else { throw DecodingError(.truncated, at: offset, "expected 1 more byte") }
+    @inlinable public mutating func readByte() throws(BinaryDecodingError) -> UInt8 {
+        guard offset < base.count else { throw BinaryDecodingError(.truncated, at: offset, "expected 1 more byte") }
         let b = base[offset]
         position += 1
         return b
     }
 
     /// Reads exactly `n` bytes.
-    public mutating func readBytes(_ n: Int) throws(DecodingError) -> [UInt8] {
+    public mutating func readBytes(_ n: Int) throws(BinaryDecodingError) -> [UInt8] {
         guard n >= 0, n <= remaining else {
-            throw DecodingError(.truncated, at: offset, "expected \(n) bytes, \(remaining) left")
+            throw BinaryDecodingError(.truncated, at: offset, "expected \(n) bytes, \(remaining) left")
         }
         let out = [UInt8](UnsafeRawBufferPointer(rebasing: base[offset..<offset + n]))
         position += n
@@ -147,9 +147,9 @@ public struct ByteReader {
     }
 
     /// Reads `n` bytes without copying; the result is valid while the input is.
-    public mutating func readRaw(_ n: Int) throws(DecodingError) -> UnsafeRawBufferPointer {
+    public mutating func readRaw(_ n: Int) throws(BinaryDecodingError) -> UnsafeRawBufferPointer {
         guard n >= 0, n <= remaining else {
-            throw DecodingError(.truncated, at: offset, "expected \(n) bytes, \(remaining) left")
+            throw BinaryDecodingError(.truncated, at: offset, "expected \(n) bytes, \(remaining) left")
         }
         let out = UnsafeRawBufferPointer(rebasing: base[offset..<offset + n])
         position += n
@@ -157,48 +157,48 @@ public struct ByteReader {
     }
 
     /// Reads a shortest-form unsigned LEB128 varint of at most 64 bits.
-    @inlinable public mutating func readVarint() throws(DecodingError) -> UInt64 {
+    @inlinable public mutating func readVarint() throws(BinaryDecodingError) -> UInt64 {
         let start = offset
         var result: UInt64 = 0
         var shift: UInt64 = 0
         while true {
-            guard offset < base.count else { throw DecodingError(.truncated, at: offset, "varint runs past the end") }
+            guard offset < base.count else { throw BinaryDecodingError(.truncated, at: offset, "varint runs past the end") }
             let b = base[offset]
             position += 1
             if shift == 63 && b > 1 {
-                throw DecodingError(.varintOverflow, at: start, "varint does not fit in 64 bits")
+                throw BinaryDecodingError(.varintOverflow, at: start, "varint does not fit in 64 bits")
             }
             result |= UInt64(b & 0x7f) << shift
             if b & 0x80 == 0 {
                 if b == 0 && shift > 0 {
-                    throw DecodingError(.nonMinimalVarint, at: start, "varint has a redundant trailing zero byte")
+                    throw BinaryDecodingError(.nonMinimalVarint, at: start, "varint has a redundant trailing zero byte")
                 }
                 return result
             }
             shift += 7
-            if shift > 63 { throw DecodingError(.varintOverflow, at: start, "varint longer than 10 bytes") }
+            if shift > 63 { throw BinaryDecodingError(.varintOverflow, at: start, "varint longer than 10 bytes") }
         }
     }
 
     /// Reads a varint that must fit in an `Int` no larger than `limit`.
-    public mutating func readCount(limit: Int, _ what: String) throws(DecodingError) -> Int {
+    public mutating func readCount(limit: Int, _ what: String) throws(BinaryDecodingError) -> Int {
         let at = offset
         let v = try readVarint()
         guard v <= UInt64(limit) else {
-            throw DecodingError(.tooLarge, at: at, "\(what) \(v) exceeds the limit of \(limit)")
+            throw BinaryDecodingError(.tooLarge, at: at, "\(what) \(v) exceeds the limit of \(limit)")
         }
         return Int(v)
     }
 
     /// Reads a zigzag-encoded signed varint.
-    public mutating func readSignedVarint() throws(DecodingError) -> Int64 {
+    public mutating func readSignedVarint() throws(BinaryDecodingError) -> Int64 {
         let u = try readVarint()
         return Int64(bitPattern: (u >> 1) ^ (0 &- (u & 1)))
     }
 
     /// Reads a fixed 8-byte big-endian integer.
-    public mutating func readUInt64() throws(DecodingError) -> UInt64 {
-        guard remaining >= 8 else { throw DecodingError(.truncated, at: offset, "expected 8 bytes, \(remaining) left") }
+    public mutating func readUInt64() throws(BinaryDecodingError) -> UInt64 {
+        guard remaining >= 8 else { throw BinaryDecodingError(.truncated, at: offset, "expected 8 bytes, \(remaining) left") }
         var v: UInt64 = 0
         for i in 0..<8 { v = (v << 8) | UInt64(base[offset + i]) }
         position += 8
@@ -206,20 +206,52 @@ public struct ByteReader {
     }
 
     /// Reads a length-prefixed UTF-8 string, refusing invalid UTF-8.
-    public mutating func readString(limit: Int = Limits.maxText) throws(DecodingError) -> String {
+    public mutating func readString(limit: Int = Limits.maxText) throws(BinaryDecodingError) -> String {
         let at = offset
         let n = try readCount(limit: limit, "string length")
         let raw = try readRaw(n)
         guard let s = String(validatingUTF8Bytes: raw) else {
-            throw DecodingError(.invalidUTF8, at: at, "string is not valid UTF-8")
+            throw BinaryDecodingError(.invalidUTF8, at: at, "string is not valid UTF-8")
         }
         return s
     }
 
     /// Reads length-prefixed bytes.
-    public mutating func readLengthPrefixed(limit: Int) throws(DecodingError) -> [UInt8] {
+    public mutating func readLengthPrefixed(limit: Int) throws(BinaryDecodingError) -> [UInt8] {
         let n = try readCount(limit: limit, "byte string length")
         return try readBytes(n)
+    }
+}
+
+extension ByteReader {
+    /// Runs `body` with a reader over `bytes` and returns what it read;
+    /// bytes it leaves unread are an error (`trailing-bytes`), naming `what`.
+    ///
+    /// ```swift
+    /// let v = try ByteReader.decodeAll(bytes, "vector") { r throws(BinaryDecodingError) in try VersionVector.decode(from: &r) }
+    /// ```
+    public static func decodeAll<T>(
+        _ bytes: [UInt8], _ what: String, _ body: (inout ByteReader) throws(BinaryDecodingError) -> T
+    ) throws(BinaryDecodingError) -> T {
+        // `withUnsafeBytes` rethrows untyped errors: carry the typed one out.
+        let result: Result<T, BinaryDecodingError> = bytes.withUnsafeBytes { raw in
+            do throws(BinaryDecodingError) {
+                return .success(try decodeAll(raw, what, body))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
+    }
+
+    /// The same, over raw bytes.
+    public static func decodeAll<T>(
+        _ bytes: UnsafeRawBufferPointer, _ what: String, _ body: (inout ByteReader) throws(BinaryDecodingError) -> T
+    ) throws(BinaryDecodingError) -> T {
+        var r = ByteReader(bytes)
+        let value = try body(&r)
+        guard r.isAtEnd else { throw BinaryDecodingError(.trailingBytes, at: r.offset, "\(r.remaining) bytes after the \(what)") }
+        return value
     }
 }
 

@@ -72,27 +72,15 @@ public struct Commit: Sendable, Hashable {
 
     /// Decodes and structurally checks a commit. The signature is not checked
     /// here: call `hasValidSignature`, which costs far more.
-    public init(decoding bytes: [UInt8]) throws(DecodingError) {
+    public init(decoding bytes: [UInt8]) throws(BinaryDecodingError) {
         guard bytes.count <= Limits.maxCommitBytes else {
-            throw DecodingError(.tooLarge, at: 0, "commit of \(bytes.count) bytes exceeds \(Limits.maxCommitBytes)")
+            throw BinaryDecodingError(.tooLarge, at: 0, "commit of \(bytes.count) bytes exceeds \(Limits.maxCommitBytes)")
         }
-        var result: Result<CommitContent, DecodingError> = .failure(DecodingError(.truncated, at: 0, "empty"))
-        var sig: [UInt8] = []
-        bytes.withUnsafeBytes { raw in
-            var r = ByteReader(raw)
-            do throws(DecodingError) {
-                let content = try CommitContent.decode(from: &r)
-                sig = try r.readBytes(64)
-                guard r.isAtEnd else {
-                    throw DecodingError(.trailingBytes, at: r.offset, "\(r.remaining) bytes after the signature")
-                }
-                result = .success(content)
-            } catch {
-                result = .failure(error)
-            }
+        let (content, signature) = try ByteReader.decodeAll(bytes, "signature") { r throws(BinaryDecodingError) in
+            (try CommitContent.decode(from: &r), try r.readBytes(64))
         }
-        content = try result.get()
-        signature = sig
+        self.content = content
+        self.signature = signature
         self.bytes = bytes
         hash = Array(SHA256.hash(data: bytes))
     }
@@ -116,22 +104,20 @@ public struct Commit: Sendable, Hashable {
         return Commit(content: content, signature: Array(sig), bytes: body)
     }
 
-    /// Signs a commit whose ops are already encoded (`opCount` ops in
-    /// `ops`), for writers that encode rows as they go rather than holding
-    /// them as values. `header.ops` is ignored. Returns the encoding and its hash.
-    public static func sign(
-        header: CommitContent, opCount: Int, ops: [UInt8], with key: Curve25519.Signing.PrivateKey
-    ) throws
-        -> (bytes: [UInt8], hash: [UInt8])
-    {
-        var w = ByteWriter(capacity: ops.count + 256)
+    /// Signs a commit whose ops are already encoded, for writers that
+    /// encode rows as they go rather than holding them as values.
+    /// `header.ops` is ignored.
+    public static func sign(header: CommitContent, ops: EncodedOps, with key: Curve25519.Signing.PrivateKey) throws -> SignedCommit {
+        var w = ByteWriter(capacity: ops.bytes.count + 256)
         header.encodeHeader(into: &w)
-        w.writeVarint(UInt64(opCount))
-        w.writeBytes(ops)
+        w.writeVarint(UInt64(ops.count))
+        w.writeBytes(ops.bytes)
         var body = w.bytes
         let sig = try key.signature(for: signedMessage(body))
         body.append(contentsOf: sig)
-        return (body, Array(SHA256.hash(data: body)))
+        var fields = header
+        fields.ops = []
+        return SignedCommit(header: fields, bytes: body, hash: Array(SHA256.hash(data: body)))
     }
 
     /// True when the signature verifies under the author's key.
@@ -142,6 +128,34 @@ public struct Commit: Sendable, Hashable {
 
     public static func == (a: Commit, b: Commit) -> Bool { a.bytes == b.bytes }
     public func hash(into h: inout Hasher) { h.combine(bytes) }
+}
+
+/// A commit as a store holds it: author, seq and its original bytes.
+public struct StoredCommit: Sendable, Hashable {
+    /// The author.
+    public var site: SiteID
+    /// Its position in the author's feed.
+    public var seq: UInt64
+    /// The signed encoding, exactly as the author made it.
+    public var bytes: [UInt8]
+
+    /// Creates a stored commit.
+    public init(site: SiteID, seq: UInt64, bytes: [UInt8]) {
+        self.site = site
+        self.seq = seq
+        self.bytes = bytes
+    }
+}
+
+/// A commit signed from encoded ops: its header fields, bytes and hash,
+/// without decoding the ops back into values.
+public struct SignedCommit: Sendable {
+    /// Every field but the ops (`header.ops` is empty).
+    public let header: CommitContent
+    /// The whole encoding, signature included.
+    public let bytes: [UInt8]
+    /// SHA-256 of `bytes`.
+    public let hash: [UInt8]
 }
 
 /// Everything in a commit but its signature.
@@ -195,28 +209,29 @@ public struct CommitContent: Sendable, Hashable {
     }
 
     /// Reads the fields, enforcing every rule that needs no other commit.
-    static func decode(from r: inout ByteReader) throws(DecodingError) -> CommitContent {
+    static func decode(from r: inout ByteReader) throws(BinaryDecodingError) -> CommitContent {
         let vat = r.offset
         let version = try r.readByte()
         guard version == Commit.version else {
-            throw DecodingError(.unknownVersion, at: vat, "commit version \(version) is not supported (this node reads version \(Commit.version))")
+            throw BinaryDecodingError(
+                .unknownVersion, at: vat, "commit version \(version) is not supported (this node reads version \(Commit.version))")
         }
         let dat = r.offset
         let dataset = try r.readString(limit: 64)
         guard Identifier.isValidDataset(dataset) else {
-            throw DecodingError(.invalidValue, at: dat, "\"\(dataset)\" is not a valid dataset name")
+            throw BinaryDecodingError(.invalidValue, at: dat, "\"\(dataset)\" is not a valid dataset name")
         }
         let author = try SiteID(from: &r)
         let sat = r.offset
         let seq = try r.readVarint()
-        guard seq >= 1 else { throw DecodingError(.invalidValue, at: sat, "seq starts at 1") }
+        guard seq >= 1 else { throw BinaryDecodingError(.invalidValue, at: sat, "seq starts at 1") }
         let hat = r.offset
         let hlc = HLC(rawValue: try r.readUInt64())
-        guard hlc > .zero else { throw DecodingError(.invalidValue, at: hat, "the stamp is zero") }
+        guard hlc > .zero else { throw BinaryDecodingError(.invalidValue, at: hat, "the stamp is zero") }
         let pat = r.offset
         let prev = try r.readBytes(32)
         if (seq == 1) != (prev == Commit.zeroHash) {
-            throw DecodingError(
+            throw BinaryDecodingError(
                 .invalidValue, at: pat, seq == 1 ? "the first commit of a feed has a previous hash" : "previous hash is zero after seq 1")
         }
         let ndeps = try r.readCount(limit: r.remaining / 33, "dependency count")
@@ -226,19 +241,19 @@ public struct CommitContent: Sendable, Hashable {
             let dat = r.offset
             let site = try SiteID(from: &r)
             let dseq = try r.readVarint()
-            guard dseq >= 1 else { throw DecodingError(.invalidValue, at: dat, "a dependency's seq starts at 1") }
-            guard site != author else { throw DecodingError(.invalidValue, at: dat, "a commit depends on its own feed") }
+            guard dseq >= 1 else { throw BinaryDecodingError(.invalidValue, at: dat, "a dependency's seq starts at 1") }
+            guard site != author else { throw BinaryDecodingError(.invalidValue, at: dat, "a commit depends on its own feed") }
             if let last = deps.last, !(last.site < site) {
-                throw DecodingError(.notCanonical, at: dat, "dependencies are not in strictly ascending site order")
+                throw BinaryDecodingError(.notCanonical, at: dat, "dependencies are not in strictly ascending site order")
             }
             deps.append(Dependency(site: site, seq: dseq))
         }
         let nops = try r.readCount(limit: r.remaining / 2, "op count")
-        guard nops > 0 else { throw DecodingError(.invalidValue, at: r.offset, "a commit has no op") }
+        guard nops > 0 else { throw BinaryDecodingError(.invalidValue, at: r.offset, "a commit has no op") }
         var ops: [Op] = []
         ops.reserveCapacity(nops)
         for _ in 0..<nops { ops.append(try Op.decode(from: &r)) }
-        guard r.remaining >= 64 else { throw DecodingError(.truncated, at: r.offset, "the signature is missing") }
+        guard r.remaining >= 64 else { throw BinaryDecodingError(.truncated, at: r.offset, "the signature is missing") }
         var c = CommitContent(dataset: dataset, author: author, seq: seq, hlc: hlc, prev: prev, deps: [], ops: ops)
         c.deps = deps
         return c

@@ -30,17 +30,11 @@ public struct FeedWriter: Sendable {
         return try Commit.sign(content, with: key)
     }
 
-    /// Like `commit`, for ops already encoded: returns the encoding, its
-    /// hash, and the dependencies it carries.
-    public func commit(
-        dataset: String, opCount: Int, encodedOps: [UInt8], hlc: HLC, head: FeedHead, held: VersionVector
-    ) throws
-        -> (bytes: [UInt8], hash: [UInt8], deps: [Dependency])
-    {
+    /// Like `commit`, for ops already encoded.
+    public func commit(dataset: String, ops: EncodedOps, hlc: HLC, head: FeedHead, held: VersionVector) throws -> SignedCommit {
         let header = CommitContent(
             dataset: dataset, author: site, seq: head.seq + 1, hlc: hlc, prev: head.hash,
             deps: held.dependencies(since: head.vector, author: site), ops: [])
-        let (bytes, hash) = try Commit.sign(header: header, opCount: opCount, ops: encodedOps, with: key)
-        return (bytes, hash, header.deps)
+        return try Commit.sign(header: header, ops: ops, with: key)
     }
 }

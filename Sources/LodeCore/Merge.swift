@@ -58,4 +58,53 @@ public enum Merge {
     @inlinable public static func isConcurrent(existing: CellStamp, incomingPast: VersionVector, incomingSite: SiteID) -> Bool {
         existing.site != incomingSite && incomingPast[existing.site] < existing.seq
     }
+
+    /// Merges one incoming write into a cell: whether it replaces the cell's
+    /// current write, and whether the two are a conflict (concurrent writes
+    /// in the row's current life, so that the loser must be recorded).
+    ///
+    /// `rowLength` is the row's causal length after merging the incoming
+    /// write's; `incomingPast` is the incoming commit's causal past, nil for
+    /// a local write (which has seen everything the replica holds, so it is
+    /// never concurrent with what the replica holds).
+    ///
+    /// ```swift
+    /// let m = Merge.cell(incoming: stamp, past: past, existing: cell?.stamp, rowLength: length)
+    /// if m.replaces { cell = incoming }
+    /// if m.isConflict { record(winner: m.replaces ? incoming : existing, loser: …) }
+    /// ```
+    @inlinable public static func cell(
+        incoming: CellStamp, past incomingPast: VersionVector?, existing: CellStamp?, rowLength: UInt64
+    ) -> CellMerge {
+        let wins = replaces(incoming, existing)
+        guard let existing, let incomingPast, incoming.length == rowLength, existing.length == incoming.length else {
+            return CellMerge(replaces: wins, isConflict: false)
+        }
+        return CellMerge(replaces: wins, isConflict: isConcurrent(existing: existing, incomingPast: incomingPast, incomingSite: incoming.site))
+    }
+
+    /// True when a write whose causal past is `past` has seen both sides of
+    /// a conflict (each side named by its author and seq), and so resolves
+    /// it. A local write (`past` nil) has seen everything the replica holds.
+    @inlinable public static func resolves(
+        past: VersionVector?, winnerSite: SiteID, winnerSeq: UInt64, loserSite: SiteID, loserSeq: UInt64
+    ) -> Bool {
+        guard let past else { return true }
+        return past[winnerSite] >= winnerSeq && past[loserSite] >= loserSeq
+    }
+}
+
+/// What merging one incoming write into a cell does (`Merge.cell`).
+public struct CellMerge: Equatable, Sendable {
+    /// True when the incoming write becomes the cell's value.
+    public var replaces: Bool
+    /// True when the incoming write and the cell's current one are
+    /// concurrent in the row's current life: the loser is kept as a conflict.
+    public var isConflict: Bool
+
+    /// Creates an outcome.
+    @inlinable public init(replaces: Bool, isConflict: Bool) {
+        self.replaces = replaces
+        self.isConflict = isConflict
+    }
 }

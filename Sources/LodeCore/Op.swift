@@ -16,6 +16,12 @@ public struct ColumnDef: Hashable, Sendable {
         self.notNull = notNull
         self.defaultValue = defaultValue
     }
+
+    /// The value a cell of this column shows for a write of `value`: a NULL
+    /// written to a NOT NULL column shows the default, on every replica alike.
+    @inlinable public func materialized(_ value: Value) -> Value {
+        value.isNull && notNull ? defaultValue : value
+    }
 }
 
 /// A table definition: the primary key column's name and some columns.
@@ -119,6 +125,9 @@ public enum Op: Hashable, Sendable {
         }
     }
 
+    /// True for a table definition.
+    public var isDefinition: Bool { if case .defineTable = self { true } else { false } }
+
     /// The encoding's op tags.
     public enum Tag: UInt8 {
         case defineTable = 1, put = 2, delete = 3
@@ -142,37 +151,56 @@ public enum Op: Hashable, Sendable {
                 c.defaultValue.encode(into: &w)
             }
         case .put(let p):
-            w.writeByte(Tag.put.rawValue)
-            w.writeString(p.table)
-            w.writeVarint(UInt64(p.columns.count))
-            for c in p.columns { w.writeString(c) }
-            w.writeVarint(UInt64(p.keys.count))
-            var v = 0
-            for i in 0..<p.keys.count {
-                w.writeString(p.keys[i])
-                w.writeVarint(p.lengths[i])
-                for _ in 0..<p.columns.count {
-                    p.values[v].encode(into: &w)
-                    v += 1
-                }
-            }
+            Op.encodePutHeader(table: p.table, columns: p.columns, rowCount: p.rowCount, into: &w)
+            for i in 0..<p.rowCount { Op.encodePutRow(pk: p.keys[i], length: p.lengths[i], values: p.row(i), into: &w) }
         case .delete(let d):
-            w.writeByte(Tag.delete.rawValue)
-            w.writeString(d.table)
-            w.writeVarint(UInt64(d.keys.count))
-            for i in 0..<d.keys.count {
-                w.writeString(d.keys[i])
-                w.writeVarint(d.lengths[i])
-            }
+            Op.encodeDeleteHeader(table: d.table, rowCount: d.keys.count, into: &w)
+            for i in 0..<d.keys.count { Op.encodeDeleteRow(pk: d.keys[i], length: d.lengths[i], into: &w) }
         }
     }
 
+    // The layout of put and delete ops, written once here for `encode` and
+    // for writers that encode rows as they go (`OpsEncoder`): a header
+    // naming the table (and for a put, the columns) and the row count, then
+    // the rows.
+
+    /// Appends the header of a put op: tag, table, columns, row count.
+    public static func encodePutHeader(table: String, columns: [String], rowCount: Int, into w: inout ByteWriter) {
+        w.writeByte(Tag.put.rawValue)
+        w.writeString(table)
+        w.writeVarint(UInt64(columns.count))
+        for c in columns { w.writeString(c) }
+        w.writeVarint(UInt64(rowCount))
+    }
+
+    /// Appends one row of a put op: its primary key, causal length, and
+    /// one value per column of the header.
+    @inlinable
+    public static func encodePutRow<Values: Collection<Value>>(pk: String, length: UInt64, values: Values, into w: inout ByteWriter) {
+        w.writeString(pk)
+        w.writeVarint(length)
+        for v in values { v.encode(into: &w) }
+    }
+
+    /// Appends the header of a delete op: tag, table, row count.
+    public static func encodeDeleteHeader(table: String, rowCount: Int, into w: inout ByteWriter) {
+        w.writeByte(Tag.delete.rawValue)
+        w.writeString(table)
+        w.writeVarint(UInt64(rowCount))
+    }
+
+    /// Appends one row of a delete op: its primary key and causal length.
+    public static func encodeDeleteRow(pk: String, length: UInt64, into w: inout ByteWriter) {
+        w.writeString(pk)
+        w.writeVarint(length)
+    }
+
     /// Reads one op, enforcing every structural rule of the format.
-    public static func decode(from r: inout ByteReader) throws(DecodingError) -> Op {
+    public static func decode(from r: inout ByteReader) throws(BinaryDecodingError) -> Op {
         let at = r.offset
         let tagByte = try r.readByte()
         guard let tag = Tag(rawValue: tagByte) else {
-            throw DecodingError(.unknownTag, at: at, "unknown op tag \(tagByte)")
+            throw BinaryDecodingError(.unknownTag, at: at, "unknown op tag \(tagByte)")
         }
         switch tag {
         case .defineTable:
@@ -187,19 +215,19 @@ public enum Op: Hashable, Sendable {
                 let cat = r.offset
                 let cname = try readIdentifier(&r, "column name")
                 guard seen.insert(cname).inserted else {
-                    throw DecodingError(.invalidValue, at: cat, "column \(cname) is defined twice")
+                    throw BinaryDecodingError(.invalidValue, at: cat, "column \(cname) is defined twice")
                 }
                 let tat = r.offset
                 let tb = try r.readByte()
                 guard let type = ColumnType(rawValue: tb) else {
-                    throw DecodingError(.unknownTag, at: tat, "unknown column type \(tb)")
+                    throw BinaryDecodingError(.unknownTag, at: tat, "unknown column type \(tb)")
                 }
                 let fat = r.offset
                 let flags = try r.readByte()
-                guard flags <= 1 else { throw DecodingError(.notCanonical, at: fat, "unknown column flags \(flags)") }
+                guard flags <= 1 else { throw BinaryDecodingError(.notCanonical, at: fat, "unknown column flags \(flags)") }
                 let dflt = try Value.decode(from: &r)
                 if flags == 1 && dflt.isNull {
-                    throw DecodingError(.invalidValue, at: fat, "NOT NULL column \(cname) has no default")
+                    throw BinaryDecodingError(.invalidValue, at: fat, "NOT NULL column \(cname) has no default")
                 }
                 columns.append(ColumnDef(name: cname, type: type, notNull: flags == 1, defaultValue: dflt))
             }
@@ -207,7 +235,7 @@ public enum Op: Hashable, Sendable {
         case .put:
             let table = try readIdentifier(&r, "table name")
             let ncols = try r.readCount(limit: min(Limits.maxColumns, r.remaining / 2), "column count")
-            guard ncols > 0 else { throw DecodingError(.invalidValue, at: r.offset, "a put names no column") }
+            guard ncols > 0 else { throw BinaryDecodingError(.invalidValue, at: r.offset, "a put names no column") }
             var columns: [String] = []
             columns.reserveCapacity(ncols)
             var seen = Set<String>()
@@ -215,13 +243,13 @@ public enum Op: Hashable, Sendable {
                 let cat = r.offset
                 let c = try readIdentifier(&r, "column name")
                 guard seen.insert(c).inserted else {
-                    throw DecodingError(.invalidValue, at: cat, "column \(c) is written twice in one put")
+                    throw BinaryDecodingError(.invalidValue, at: cat, "column \(c) is written twice in one put")
                 }
                 columns.append(c)
             }
             // Each row takes at least 2 bytes plus 1 per value.
             let nrows = try r.readCount(limit: r.remaining / (2 + ncols), "row count")
-            guard nrows > 0 else { throw DecodingError(.invalidValue, at: r.offset, "a put has no row") }
+            guard nrows > 0 else { throw BinaryDecodingError(.invalidValue, at: r.offset, "a put has no row") }
             var put = PutRows(table: table, columns: columns)
             put.keys.reserveCapacity(nrows)
             put.lengths.reserveCapacity(nrows)
@@ -231,7 +259,7 @@ public enum Op: Hashable, Sendable {
                 let lat = r.offset
                 let cl = try r.readVarint()
                 guard cl % 2 == 1 else {
-                    throw DecodingError(.invalidValue, at: lat, "a put's causal length must be odd, not \(cl)")
+                    throw BinaryDecodingError(.invalidValue, at: lat, "a put's causal length must be odd, not \(cl)")
                 }
                 put.lengths.append(cl)
                 for _ in 0..<ncols { put.values.append(try Value.decode(from: &r)) }
@@ -240,14 +268,14 @@ public enum Op: Hashable, Sendable {
         case .delete:
             let table = try readIdentifier(&r, "table name")
             let nrows = try r.readCount(limit: r.remaining / 2, "row count")
-            guard nrows > 0 else { throw DecodingError(.invalidValue, at: r.offset, "a delete has no row") }
+            guard nrows > 0 else { throw BinaryDecodingError(.invalidValue, at: r.offset, "a delete has no row") }
             var del = DeleteRows(table: table)
             for _ in 0..<nrows {
                 del.keys.append(try r.readString(limit: maxKeyBytes))
                 let lat = r.offset
                 let cl = try r.readVarint()
                 guard cl >= 2, cl % 2 == 0 else {
-                    throw DecodingError(.invalidValue, at: lat, "a delete's causal length must be even and positive, not \(cl)")
+                    throw BinaryDecodingError(.invalidValue, at: lat, "a delete's causal length must be even and positive, not \(cl)")
                 }
                 del.lengths.append(cl)
             }
@@ -255,45 +283,12 @@ public enum Op: Hashable, Sendable {
         }
     }
 
-    static func readIdentifier(_ r: inout ByteReader, _ what: String) throws(DecodingError) -> String {
+    static func readIdentifier(_ r: inout ByteReader, _ what: String) throws(BinaryDecodingError) -> String {
         let at = r.offset
         let s = try r.readString(limit: Limits.maxIdentifier)
         guard Identifier.isValid(s) else {
-            throw DecodingError(.invalidValue, at: at, "\(what) \"\(s)\" is not a valid identifier")
+            throw BinaryDecodingError(.invalidValue, at: at, "\(what) \"\(s)\" is not a valid identifier")
         }
         return s
-    }
-}
-
-/// The rules for table, column and dataset names.
-public enum Identifier {
-    /// True for a table or column name: 1 to 64 characters, a lowercase ASCII
-    /// letter or `_` first, then lowercase letters, digits or `_`. SQLite
-    /// compares names without regard to case, so Lodestone keeps one spelling.
-    public static func isValid(_ s: String) -> Bool {
-        let u = s.utf8
-        guard let first = u.first, u.count <= 64 else { return false }
-        guard first == UInt8(ascii: "_") || (first >= UInt8(ascii: "a") && first <= UInt8(ascii: "z")) else { return false }
-        return u.allSatisfy { c in
-            c == UInt8(ascii: "_") || (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z"))
-                || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9"))
-        }
-    }
-
-    /// True for a dataset name: 1 to 64 characters from lowercase letters,
-    /// digits, `-`, `_` and `.`, starting with a letter or digit.
-    public static func isValidDataset(_ s: String) -> Bool {
-        let u = s.utf8
-        guard let first = u.first, u.count <= 64 else { return false }
-        func alnum(_ c: UInt8) -> Bool {
-            (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z")) || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9"))
-        }
-        guard alnum(first) else { return false }
-        return u.allSatisfy { c in alnum(c) || c == UInt8(ascii: "-") || c == UInt8(ascii: "_") || c == UInt8(ascii: ".") }
-    }
-
-    /// True for names reserved to Lodestone's own tables.
-    public static func isReserved(_ s: String) -> Bool {
-        s.hasPrefix("_") || s.hasPrefix("sqlite_")
     }
 }

@@ -1,99 +1,3 @@
-/// Why a commit's ops cannot be applied to a replica's schema.
-public struct SchemaViolation: Error, Equatable, Sendable, CustomStringConvertible {
-    /// What is wrong, for a person to read.
-    public let message: String
-    /// Creates a violation.
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
-/// The merged state of one table's schema.
-public struct TableSchema: Hashable, Sendable {
-    /// One column with the stamps that order and merge it.
-    public struct Column: Hashable, Sendable {
-        /// The winning definition (LWW by `stamp`).
-        public var def: ColumnDef
-        /// The stamp of the winning definition.
-        public var stamp: SchemaStamp
-        /// The earliest stamp that defined the column: fixes its position.
-        public var firstStamp: SchemaStamp
-        /// The column's position in that earliest definition.
-        public var ordinal: Int
-
-        /// Creates a merged column.
-        public init(def: ColumnDef, stamp: SchemaStamp, firstStamp: SchemaStamp, ordinal: Int) {
-            self.def = def
-            self.stamp = stamp
-            self.firstStamp = firstStamp
-            self.ordinal = ordinal
-        }
-    }
-
-    /// The table name.
-    public var name: String
-    /// The primary key column name (LWW by `stamp`).
-    public var primaryKey: String
-    /// The stamp of the definition that set `primaryKey`.
-    public var stamp: SchemaStamp
-    /// Columns by name.
-    public var columns: [String: Column]
-
-    /// The columns in canonical order: by first definition, then position in
-    /// it. Every replica that holds the same definitions derives the same order.
-    public var orderedColumns: [ColumnDef] {
-        columns.values.sorted { a, b in
-            if a.firstStamp != b.firstStamp { return a.firstStamp < b.firstStamp }
-            if a.ordinal != b.ordinal { return a.ordinal < b.ordinal }
-            return a.def.name < b.def.name
-        }.map(\.def)
-    }
-
-    /// Merges one definition of this table, written with `stamp`.
-    public mutating func merge(_ def: TableDef, stamp s: SchemaStamp) {
-        if s > stamp {
-            stamp = s
-            primaryKey = def.primaryKey
-        }
-        for (i, c) in def.columns.enumerated() {
-            if var existing = columns[c.name] {
-                if s > existing.stamp { existing.def = c; existing.stamp = s }
-                if s < existing.firstStamp {
-                    existing.firstStamp = s
-                    existing.ordinal = i
-                }
-                columns[c.name] = existing
-            } else {
-                columns[c.name] = Column(def: c, stamp: s, firstStamp: s, ordinal: i)
-            }
-        }
-        // A column named like the primary key is the key itself.
-        columns[primaryKey] = nil
-    }
-
-    /// A schema from one definition.
-    public init(_ def: TableDef, stamp: SchemaStamp) {
-        name = def.name
-        primaryKey = def.primaryKey
-        self.stamp = stamp
-        columns = [:]
-        merge(def, stamp: stamp)
-    }
-}
-
-/// The stamp of a schema definition: (hlc, site), totally ordered.
-public struct SchemaStamp: Hashable, Comparable, Sendable {
-    /// The commit's clock.
-    public var hlc: HLC
-    /// The commit's author.
-    public var site: SiteID
-    /// Creates a stamp.
-    public init(hlc: HLC, site: SiteID) {
-        self.hlc = hlc
-        self.site = site
-    }
-    public static func < (a: SchemaStamp, b: SchemaStamp) -> Bool { (a.hlc, a.site) < (b.hlc, b.site) }
-}
-
 /// An in-memory replica that applies commits by the merge rules alone.
 ///
 /// It is the executable definition of the CRDT: property tests drive it
@@ -117,16 +21,33 @@ public struct ReferenceReplica: Sendable {
         public var cells: [String: Cell] = [:]
     }
 
+    /// Two concurrent writes to one cell, as `Merge.cell` found them.
+    public struct Conflict: Hashable, Sendable {
+        public var table: String
+        public var pk: String
+        public var column: String
+        /// The write the cell kept, with the value it shows.
+        public var winner: Cell
+        /// The write it did not keep, with the value it wrote.
+        public var loser: Cell
+        /// The write that saw both and so resolved the conflict, if any.
+        public var resolvedBy: CellStamp?
+    }
+
     /// The dataset name.
     public let dataset: String
     /// Table schemas by name.
     public private(set) var schemas: [String: TableSchema] = [:]
     /// Rows by table, then primary key.
     public private(set) var tables: [String: [String: Row]] = [:]
+    /// Conflicts in the order they were found.
+    public private(set) var conflicts: [Conflict] = []
     /// Feed heads by site.
     public private(set) var heads: [SiteID: FeedHead] = [:]
     /// What this replica holds.
     public private(set) var vector = VersionVector()
+    /// The row of `table` with primary key `pk`, if ever written.
+    public func row(_ table: String, _ pk: String) -> Row? { tables[table]?[pk] }
     /// The replica's clock.
     public var clock = HybridLogicalClock()
 
@@ -137,30 +58,26 @@ public struct ReferenceReplica: Sendable {
     public func head(of site: SiteID) -> FeedHead { heads[site] ?? .empty }
 
     /// Applies a commit after checking its feed position and dependencies.
-    /// A commit that fails any check changes nothing.
-    public mutating func apply(_ commit: Commit) throws {
+    /// A commit that fails any check changes nothing. With `local`, the
+    /// commit is this replica's own: it has seen everything held here, so
+    /// it conflicts with nothing and resolves every conflict it overwrites.
+    public mutating func apply(_ commit: Commit, local: Bool = false) throws {
         guard commit.dataset == dataset else { throw SchemaViolation("commit is for dataset \(commit.dataset)") }
         let past = try FeedRules.check(commit, head: head(of: commit.author), held: vector)
         var next = self
-        try next.applyOps(commit)
+        try next.applyOps(commit, past: local ? nil : past)
         next.heads[commit.author] = FeedHead(seq: commit.seq, hash: commit.hash, vector: past)
         next.vector[commit.author] = commit.seq
         next.clock.observe(commit.hlc)
         self = next
     }
 
-    private mutating func applyOps(_ commit: Commit) throws {
+    private mutating func applyOps(_ commit: Commit, past: VersionVector?) throws {
         let schemaStamp = SchemaStamp(hlc: commit.hlc, site: commit.author)
         for op in commit.ops {
             switch op {
             case .defineTable(let def):
-                if var s = schemas[def.name] {
-                    s.merge(def, stamp: schemaStamp)
-                    schemas[def.name] = s
-                } else {
-                    schemas[def.name] = TableSchema(def, stamp: schemaStamp)
-                    tables[def.name] = [:]
-                }
+                define(def, stamp: schemaStamp)
             case .put(let put):
                 guard let schema = schemas[put.table] else { throw SchemaViolation("no table \(put.table)") }
                 for c in put.columns where schema.columns[c] == nil {
@@ -171,10 +88,19 @@ public struct ReferenceReplica: Sendable {
                     row.length = Merge.rowLength(row.length, put.lengths[i])
                     let stamp = CellStamp(length: put.lengths[i], hlc: commit.hlc, site: commit.author, seq: commit.seq)
                     for (j, value) in put.row(i).enumerated() {
-                        let col = put.columns[j]
-                        if Merge.replaces(stamp, row.cells[col]?.stamp) {
-                            row.cells[col] = Cell(value: value, stamp: stamp)
+                        let column = put.columns[j]
+                        let written = Cell(value: schema.columns[column]!.def.materialized(value), stamp: stamp)
+                        let existing = row.cells[column]
+                        let m = Merge.cell(incoming: stamp, past: past, existing: existing?.stamp, rowLength: row.length)
+                        if m.isConflict, let existing {
+                            conflicts.append(
+                                Conflict(
+                                    table: put.table, pk: put.keys[i], column: column, winner: m.replaces ? written : existing,
+                                    loser: m.replaces ? existing : written))
+                        } else if m.replaces {
+                            resolveConflicts(table: put.table, pk: put.keys[i], column: column, by: stamp, past: past)
                         }
+                        if m.replaces { row.cells[column] = written }
                     }
                     tables[put.table]![put.keys[i]] = row
                 }
@@ -185,6 +111,32 @@ public struct ReferenceReplica: Sendable {
                     row.length = Merge.rowLength(row.length, del.lengths[i])
                     tables[del.table]![del.keys[i]] = row
                 }
+            }
+        }
+    }
+
+    /// Merges a table definition written with `stamp` (also how a store
+    /// defines its system tables, at the zero stamp).
+    public mutating func define(_ def: TableDef, stamp: SchemaStamp) {
+        if var s = schemas[def.name] {
+            s.merge(def, stamp: stamp)
+            schemas[def.name] = s
+        } else {
+            schemas[def.name] = TableSchema(def, stamp: stamp)
+            tables[def.name] = [:]
+        }
+    }
+
+    /// A write to a cell that has seen both sides of its open conflicts resolves them.
+    private mutating func resolveConflicts(table: String, pk: String, column: String, by stamp: CellStamp, past: VersionVector?) {
+        for i in conflicts.indices where conflicts[i].resolvedBy == nil {
+            let c = conflicts[i]
+            guard c.table == table, c.pk == pk, c.column == column else { continue }
+            if Merge.resolves(
+                past: past, winnerSite: c.winner.stamp.site, winnerSeq: c.winner.stamp.seq, loserSite: c.loser.stamp.site,
+                loserSeq: c.loser.stamp.seq)
+            {
+                conflicts[i].resolvedBy = stamp
             }
         }
     }

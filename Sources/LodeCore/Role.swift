@@ -14,15 +14,7 @@ public enum Role: String, Sendable, CaseIterable, Codable {
 
     /// True when a site of this role may author `op`.
     public func permits(_ op: Op) -> Bool {
-        switch self {
-        case .editor: true
-        case .annotator:
-            switch op {
-            case .defineTable: false
-            case .put, .delete: Role.annotationTables.contains(op.table)
-            }
-        case .reader, .relay: false
-        }
+        op.isDefinition ? permits(defines: true, tables: []) : permits(defines: false, tables: [op.table])
     }
 
     /// True when a site of this role may author a commit that defines

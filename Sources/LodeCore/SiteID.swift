@@ -15,9 +15,9 @@ public struct SiteID: Hashable, Comparable, Sendable, CustomStringConvertible {
     public static let byteCount = 32
 
     /// Creates a site id from exactly 32 bytes.
-    public init<C: Collection>(bytes: C) throws(DecodingError) where C.Element == UInt8 {
+    public init<C: Collection>(bytes: C) throws(BinaryDecodingError) where C.Element == UInt8 {
         guard bytes.count == 32 else {
-            throw DecodingError(.invalidValue, at: 0, "a site id is 32 bytes, not \(bytes.count)")
+            throw BinaryDecodingError(.invalidValue, at: 0, "a site id is 32 bytes, not \(bytes.count)")
         }
         var words = [UInt64](repeating: 0, count: 4)
         for (i, b) in bytes.enumerated() { words[i / 8] = (words[i / 8] << 8) | UInt64(b) }
@@ -25,7 +25,7 @@ public struct SiteID: Hashable, Comparable, Sendable, CustomStringConvertible {
     }
 
     /// Reads 32 raw bytes from `reader`.
-    public init(from reader: inout ByteReader) throws(DecodingError) {
+    public init(from reader: inout ByteReader) throws(BinaryDecodingError) {
         let raw = try reader.readRaw(32)
         try self.init(bytes: raw)
     }

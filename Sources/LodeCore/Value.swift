@@ -53,22 +53,47 @@ public enum Value: Hashable, Sendable {
 
     /// Reads one canonically encoded value. NaN is refused: SQLite cannot
     /// store it, so it has no place in a replicated cell.
-    public static func decode(from r: inout ByteReader) throws(DecodingError) -> Value {
+    public static func decode(from r: inout ByteReader) throws(BinaryDecodingError) -> Value {
         let at = r.offset
         let tagByte = try r.readByte()
         guard let tag = Tag(rawValue: tagByte) else {
-            throw DecodingError(.unknownTag, at: at, "unknown value tag \(tagByte)")
+            throw BinaryDecodingError(.unknownTag, at: at, "unknown value tag \(tagByte)")
         }
         switch tag {
         case .null: return .null
         case .integer: return .integer(try r.readSignedVarint())
         case .real:
             let d = Double(bitPattern: try r.readUInt64())
-            if d.isNaN { throw DecodingError(.invalidValue, at: at, "NaN is not a storable value") }
+            if d.isNaN { throw BinaryDecodingError(.invalidValue, at: at, "NaN is not a storable value") }
             return .real(d)
         case .text: return .text(try r.readString())
         case .blob: return .blob(try r.readLengthPrefixed(limit: Limits.maxText))
         }
+    }
+}
+
+extension Value {
+    /// The value as an SQL literal, for DEFAULT clauses.
+    public var sqlLiteral: String {
+        switch self {
+        case .null: "NULL"
+        case .integer(let i): String(i)
+        case .real(let d): d.isFinite ? "\(d)" : (d > 0 ? "9e999" : "-9e999")
+        case .text(let s): "'" + s.replacingOccurrences(of: "'", with: "''") + "'"
+        case .blob(let b): "X'" + b.hexString + "'"
+        }
+    }
+
+    /// Encodes to bytes with the canonical value encoding.
+    public var encoded: [UInt8] {
+        var w = ByteWriter(capacity: 16)
+        encode(into: &w)
+        return w.bytes
+    }
+
+    /// Decodes bytes written by `encoded`.
+    public static func decoded(_ bytes: [UInt8]) throws(BinaryDecodingError) -> Value {
+        try ByteReader.decodeAll(bytes, "value") { r throws(BinaryDecodingError) in try Value.decode(from: &r) }
     }
 }
 

@@ -5,25 +5,6 @@ import LodeStore
 import SwiftASN1
 import X509
 
-/// An error about keys, certificates or the node's files.
-public struct NodeError: Error, CustomStringConvertible, Sendable {
-    /// What kind of failure.
-    public enum Code: String, Sendable, Codable {
-        case badInput = "bad_input", notFound = "not_found", alreadyExists = "already_exists"
-        case forbidden, rejected, storage, unavailable
-    }
-    /// The kind.
-    public let code: Code
-    /// One line for the user.
-    public let message: String
-    /// Creates an error.
-    public init(_ code: Code, _ message: String) {
-        self.code = code
-        self.message = message
-    }
-    public var description: String { message }
-}
-
 /// What a site certificate says: the site key, its name, role and cluster.
 public struct SiteCertificate: Sendable {
     /// The certificate.

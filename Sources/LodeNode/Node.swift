@@ -1,7 +1,8 @@
 import Crypto
 import Foundation
-import GRDB
 import LodeCore
+import LodeProtocol
+import LodeSQLite
 import LodeStore
 import Synchronization
 import X509
@@ -61,44 +62,54 @@ public final class Node: Sendable {
     public let paths: NodePaths
     /// Who the node is.
     public let identity: NodeIdentity
-    private let settings: DatabaseQueue
-    let replicas = Mutex<[String: Replica]>([:])
-    private let changeHandler = Mutex<ChangeHandler?>(nil)
+    /// Settings, peers and certificates.
+    let file: NodeFile
+    /// The datasets, each open once.
+    private let catalog: any DatasetCatalog
+    private let changes: ChangeRelay
 
-    /// The handler sits in a class, not in the mutex itself: a closure kept
-    /// directly in a `Mutex` (generic storage) is read through `withLock`'s
-    /// `inout` access, which wraps it in a pair of reabstraction thunks and
-    /// writes the wrapped closure back (swiftlang/swift#91348, also at -O).
-    /// Every notification made the chain longer: after 100,000 commits,
-    /// calling it was most of a node's CPU, its memory kept growing, and
-    /// enough commits would overflow the stack (`lode-faults load --api`
-    /// found it).
-    private final class ChangeHandler: Sendable {
-        let call: @Sendable () -> Void
-        init(_ call: @escaping @Sendable () -> Void) { self.call = call }
+    /// Calls the change handler. The handler sits in a class, not in the
+    /// mutex itself: a closure kept directly in a `Mutex` (generic storage)
+    /// is read through `withLock`'s `inout` access, which wraps it in a pair
+    /// of reabstraction thunks and writes the wrapped closure back
+    /// (swiftlang/swift#91348, also at -O). Every notification made the
+    /// chain longer: after 100,000 commits, calling it was most of a node's
+    /// CPU, its memory kept growing, and enough commits would overflow the
+    /// stack (`lode-faults load --api` found it).
+    private final class ChangeRelay: Sendable {
+        private final class Handler: Sendable {
+            let call: @Sendable () -> Void
+            init(_ call: @escaping @Sendable () -> Void) { self.call = call }
+        }
+        private let handler = Mutex<Handler?>(nil)
+        func set(_ f: @escaping @Sendable () -> Void) {
+            let h = Handler(f)
+            handler.withLock { $0 = h }
+        }
+        func notify() { handler.withLock { $0 }?.call() }
     }
-
-    /// The node database (settings, peers, certificates).
-    var settingsQueue: DatabaseQueue { settings }
 
     /// Sets what to call whenever any replica gains commits or a dataset
     /// appears (the sync engine's wake-up).
-    public func onChange(_ f: @escaping @Sendable () -> Void) {
-        let handler = ChangeHandler(f)
-        changeHandler.withLock { $0 = handler }
-    }
+    public func onChange(_ f: @escaping @Sendable () -> Void) { changes.set(f) }
 
-    func notifyChange() {
-        changeHandler.withLock { $0 }?.call()
-    }
+    func notifyChange() { changes.notify() }
 
     /// The software version.
     public static let version = "0.1.0"
 
-    private init(paths: NodePaths, identity: NodeIdentity, settings: DatabaseQueue) {
+    private init(paths: NodePaths, identity: NodeIdentity, file: NodeFile) {
         self.paths = paths
         self.identity = identity
-        self.settings = settings
+        self.file = file
+        let changes = ChangeRelay()
+        self.changes = changes
+        catalog = SQLiteCatalog(
+            directory: paths.datasets, local: identity.local,
+            onOpen: { replica in
+                // Every commit a replica gains (local or from a peer) wakes sync.
+                replica.addObserver { _ in changes.notify() }
+            })
     }
 
     /// True when `dataDir` holds a node.
@@ -126,22 +137,8 @@ public final class Node: Sendable {
         try Identity.writeSecret(Certificate.PrivateKey(key).serializeAsPEM().pemString, to: paths.siteKey)
         try Identity.writeFile(cert.serializeAsPEM().pemString, to: paths.siteCert)
         try FileManager.default.createDirectory(atPath: paths.datasets, withIntermediateDirectories: true)
-        _ = try openSettings(paths)
+        _ = try NodeFile(path: paths.nodeDB)
         return try SiteCertificate(cert)
-    }
-
-    static func openSettings(_ paths: NodePaths) throws -> DatabaseQueue {
-        _ = SQLiteSetup.prepare
-        let q = try DatabaseQueue(path: paths.nodeDB)
-        try q.write { db in
-            try db.execute(
-                sql: """
-                    CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                    CREATE TABLE IF NOT EXISTS peers(address TEXT PRIMARY KEY, added TEXT NOT NULL);
-                    CREATE TABLE IF NOT EXISTS certificates(site BLOB PRIMARY KEY, der BLOB NOT NULL, valid_until INTEGER NOT NULL DEFAULT 0);
-                    """)
-        }
-        return q
     }
 
     /// Opens the node in `dataDir`, checking that its key, certificate and
@@ -165,161 +162,71 @@ public final class Node: Sendable {
             throw NodeError(.badInput, "\(paths.siteCert) is not issued by \(paths.caCert), or has expired")
         }
         try FileManager.default.createDirectory(atPath: paths.datasets, withIntermediateDirectories: true)
-        let settings = try openSettings(paths)
-        // Written only when it changed: a node must start on a full disk.
-        try settings.write { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO certificates(site, der, valid_until) VALUES (?, ?, ?)
-                    ON CONFLICT(site) DO UPDATE SET der = excluded.der, valid_until = excluded.valid_until
-                    WHERE der IS NOT excluded.der OR valid_until IS NOT excluded.valid_until
-                    """,
-                arguments: [Data(site.site.bytes), Data(site.der), Int64(site.certificate.notValidAfter.timeIntervalSince1970 * 1000)])
-        }
-        return Node(paths: paths, identity: NodeIdentity(certificate: site, ca: ca, key: key), settings: settings)
+        let file = try NodeFile(path: paths.nodeDB)
+        try file.keepOwnCertificate(site: site.site, der: site.der, validUntil: Int64(site.certificate.notValidAfter.timeIntervalSince1970 * 1000))
+        return Node(paths: paths, identity: NodeIdentity(certificate: site, ca: ca, key: key), file: file)
     }
 
     /// Closes every replica.
-    public func close() {
-        let all = replicas.withLock { r in
-            defer { r = [:] }
-            return Array(r.values)
-        }
-        for r in all { try? r.close() }
-    }
+    public func close() { catalog.close() }
 
     // MARK: Datasets
 
     /// The datasets this node holds, by name.
-    public func datasetNames() -> [String] {
-        let files = (try? FileManager.default.contentsOfDirectory(atPath: paths.datasets)) ?? []
-        return files.filter { $0.hasSuffix(".db") }.map { String($0.dropLast(3)) }.filter(Identifier.isValidDataset).sorted()
-    }
+    public func datasetNames() -> [String] { catalog.names() }
 
     /// The replica of dataset `name`, opened on first use.
-    public func replica(_ name: String) throws -> Replica {
-        if let r = replicas.withLock({ $0[name] }) { return r }
-        guard Identifier.isValidDataset(name), FileManager.default.fileExists(atPath: paths.dataset(name)) else {
-            let names = datasetNames()
-            throw NodeError(
-                .notFound,
-                "no dataset \(name)" + (names.isEmpty ? "; create one with `lode dataset create`" : " (datasets: \(names.joined(separator: ", ")))"))
-        }
-        return try opened(name)
+    public func replica(_ name: String) throws -> any SQLReplicaStore {
+        if let r = try catalog.store(name) { return r }
+        let names = datasetNames()
+        if names.isEmpty { throw NodeError(.notFound, "no dataset \(name)", remedy: .createDataset) }
+        throw NodeError(.notFound, "no dataset \(name) (datasets: \(names.joined(separator: ", ")))")
     }
 
-    /// The replica of `name`, opening (or creating) its file and watching
-    /// it for changes on first use.
-    func opened(_ name: String) throws -> Replica {
-        try replicas.withLock { r in
-            if let existing = r[name] { return existing }
-            let replica = try Replica.open(at: paths.dataset(name), dataset: name, local: identity.local)
-            replica.addObserver { [weak self] _ in self?.notifyChange() }
-            r[name] = replica
-            return replica
-        }
-    }
-
-    /// Creates a dataset from `CREATE TABLE` statements.
+    /// Creates a dataset from `CREATE TABLE` statements and tells it every
+    /// site this node knows.
     @discardableResult
-    public func createDataset(_ name: String, schema: String) async throws -> Replica {
-        guard identity.certificate.role.canEdit else {
-            throw NodeError(
-                .forbidden, "site \(identity.certificate.name) is a \(identity.certificate.role.rawValue): only an editor may create a dataset")
-        }
-        let defs = try SchemaParser.parse(schema)
-        guard Identifier.isValidDataset(name) else {
-            throw NodeError(
-                .badInput, "\"\(name)\" is not a valid dataset name: use lowercase letters, digits, '-', '_' and '.', starting with a letter or digit"
-            )
-        }
-        for t in defs where Identifier.isReserved(t.name) { throw NodeError(.badInput, "table name \(t.name) is reserved") }
-        // One instance per file: the replica is opened (created empty) under
-        // the lock that every other opener takes, then given its tables.
-        let r: Replica = try replicas.withLock { r in
-            guard r[name] == nil, !FileManager.default.fileExists(atPath: paths.dataset(name)) else {
-                throw NodeError(.alreadyExists, "dataset \(name) already exists")
-            }
-            let replica = try Replica.open(at: paths.dataset(name), dataset: name, local: identity.local)
-            replica.addObserver { [weak self] _ in self?.notifyChange() }
-            r[name] = replica
-            return replica
-        }
-        do {
-            _ = try await r.alter(defs)
-        } catch {
-            // Nothing was committed: remove the empty dataset again.
-            replicas.withLock { _ = $0.removeValue(forKey: name) }
-            try? r.close()
-            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: paths.dataset(name) + suffix) }
-            throw error
-        }
-        for der in try knownCertificates() { try await register(try SiteCertificate(der: der), in: r) }
+    public func createDataset(_ name: String, schema: String) async throws -> any SQLReplicaStore {
+        let replica = try await catalog.createStore(name, tables: try SchemaParser.parse(schema))
+        for der in try knownCertificates() { try await register(try SiteCertificate(der: der), in: replica) }
         notifyChange()
-        return r
+        return replica
+    }
+
+    /// Opens a dataset, creating an empty replica when it is new here (a
+    /// dataset first heard of from a peer), and tells it every known site.
+    public func openOrCreate(_ name: String) async throws -> any SQLReplicaStore {
+        let (replica, created) = try catalog.openOrCreateStore(name)
+        if created {
+            for der in try knownCertificates() { try await register(try SiteCertificate(der: der), in: replica) }
+            notifyChange()
+        }
+        return replica
     }
 
     // MARK: Settings and peers
 
     /// A stored setting.
-    public func setting(_ key: String) -> String? {
-        try? settings.read { db in try String.fetchOne(db, sql: "SELECT value FROM settings WHERE key = ?", arguments: [key]) }
-    }
+    public func setting(_ key: String) -> String? { try? file.setting(key) }
 
-    /// Stores a setting.
-    public func setSetting(_ key: String, _ value: String) throws {
-        try settings.write { db in
-            // Written only when it changed: a node must start on a full disk.
-            try db.execute(
-                sql:
-                    "INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value WHERE value IS NOT excluded.value",
-                arguments: [key, value])
-        }
-    }
+    /// Stores a setting (the file is written only when it changes).
+    public func setSetting(_ key: String, _ value: String) throws { try file.setSetting(key, value) }
 
     /// The peers this node dials, kept across restarts.
-    public func peers() throws -> [String] {
-        try settings.read { db in try String.fetchAll(db, sql: "SELECT address FROM peers ORDER BY address") }
-    }
+    public func peers() throws -> [String] { try file.peers() }
 
     /// Adds a peer to dial. Returns false if it was already there.
     @discardableResult
     public func addPeer(_ address: String) throws -> Bool {
-        try PeerAddress.check(address)
-        return try settings.write { db in
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO peers(address, added) VALUES (?, ?)",
-                arguments: [address, formatISO8601(millis: Replica.systemWallClock())])
-            return db.changesCount > 0
+        do {
+            _ = try PeerAddress(address)
+        } catch {
+            throw NodeError(.badInput, error.message)
         }
+        return try file.addPeer(address, added: formatISO8601(millis: SQLiteReplica.systemWallClock()))
     }
 
     /// Removes a peer. Returns false if it was not there.
     @discardableResult
-    public func removePeer(_ address: String) throws -> Bool {
-        try settings.write { db in
-            try db.execute(sql: "DELETE FROM peers WHERE address = ?", arguments: [address])
-            return db.changesCount > 0
-        }
-    }
-}
-
-/// `HOST:PORT` addresses.
-public enum PeerAddress {
-    /// Splits and checks `HOST:PORT` (IPv6 hosts in brackets). Port 0 (any
-    /// free port) is allowed only where a node listens.
-    public static func parse(_ s: String, allowZero: Bool = false) throws -> (host: String, port: Int) {
-        guard let colon = s.lastIndex(of: ":") else {
-            throw NodeError(.badInput, "\"\(s)\" is not HOST:PORT")
-        }
-        var host = String(s[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty, let port = Int(s[s.index(after: colon)...]), ((allowZero ? 0 : 1)...65535).contains(port) else {
-            throw NodeError(.badInput, "\"\(s)\" is not HOST:PORT with a port from 1 to 65535")
-        }
-        return (host, port)
-    }
-
-    /// Throws unless `s` parses.
-    public static func check(_ s: String, allowZero: Bool = false) throws { _ = try parse(s, allowZero: allowZero) }
+    public func removePeer(_ address: String) throws -> Bool { try file.removePeer(address) }
 }

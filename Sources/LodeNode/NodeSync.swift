@@ -1,8 +1,8 @@
 import Crypto
 import Foundation
-import GRDB
 import LodeCore
 import LodeProtocol
+import LodeSQLite
 import LodeStore
 import LodeSync
 import SwiftASN1
@@ -28,14 +28,13 @@ extension Node {
     // MARK: Certificates of other sites
 
     /// Every site certificate this node knows (its own included), DER.
-    public func knownCertificates() throws -> [[UInt8]] {
-        try settingsQueue.read { db in try Data.fetchAll(db, sql: "SELECT der FROM certificates ORDER BY site").map { [UInt8]($0) } }
-    }
+    public func knownCertificates() throws -> [[UInt8]] { try file.certificates() }
 
-    /// Verifies a site certificate against the cluster CA and keeps it.
-    /// Returns the certificate's reading, and whether it was new.
+    /// Verifies a site certificate against the cluster CA and keeps it,
+    /// telling every replica of the site. Returns true when it was new here
+    /// (or renewed).
     @discardableResult
-    public func addCertificate(_ der: [UInt8]) async throws -> (SiteCertificate, Bool) {
+    public func addCertificate(_ der: [UInt8]) async throws -> Bool {
         let cert = try SiteCertificate(der: der)
         guard cert.certificate.issuer == identity.ca.subject,
             identity.ca.publicKey.isValidSignature(cert.certificate.signature, for: cert.certificate)
@@ -44,41 +43,22 @@ extension Node {
         }
         // A renewed certificate (same key, later expiry) replaces the old one.
         let until = Int64(cert.certificate.notValidAfter.timeIntervalSince1970 * 1000)
-        let changed = try await settingsQueue.write { db -> Bool in
-            try db.execute(
-                sql: """
-                    INSERT INTO certificates(site, der, valid_until) VALUES (?, ?, ?)
-                    ON CONFLICT(site) DO UPDATE SET der = excluded.der, valid_until = excluded.valid_until
-                    WHERE excluded.valid_until > certificates.valid_until
-                    """, arguments: [Data(cert.site.bytes), Data(der), until])
-            return db.changesCount > 0
-        }
+        let changed = try file.keepCertificate(site: cert.site, der: der, validUntil: until)
         // Every replica must know the site, also if registering failed before.
         for name in datasetNames() {
             let r = try replica(name)
             let known = try await r.knowsSite(cert.site)
             if changed || !known { try await register(cert, in: r) }
         }
-        return (cert, changed)
+        return changed
     }
 
-    func register(_ cert: SiteCertificate, in replica: Replica) async throws {
+    func register(_ cert: SiteCertificate, in replica: any ReplicaStore) async throws {
         try await replica.registerSite(
             SiteRecord(
                 site: cert.site, name: cert.name, role: cert.role, certificate: cert.der,
                 validFrom: UInt64(max(0, cert.certificate.notValidBefore.timeIntervalSince1970 * 1000)),
                 validUntil: UInt64(max(0, cert.certificate.notValidAfter.timeIntervalSince1970 * 1000))))
-    }
-
-    /// Opens a dataset, creating an empty replica when it is new here (a
-    /// dataset first heard of from a peer), and tells it every known site.
-    public func openOrCreate(_ name: String) async throws -> Replica {
-        guard Identifier.isValidDataset(name) else { throw NodeError(.badInput, "\"\(name)\" is not a dataset name") }
-        if let r = try? replica(name) { return r }
-        let created = try opened(name)
-        for der in try knownCertificates() { try await register(try SiteCertificate(der: der), in: created) }
-        notifyChange()
-        return created
     }
 }
 
@@ -88,9 +68,8 @@ final class NodeSyncHost: SyncHost {
     let node: Node
     let localSite: SiteID
     let cluster: [UInt8]
-    /// Commits that could not be applied yet, per dataset (bounded).
-    private let waiting = Mutex<[String: [Commit]]>([:])
-    static let maxWaiting = 20_000
+    /// Commits that could not be applied yet, per dataset.
+    private let waiting = CausalBuffer(limit: 20_000)
 
     init(node: Node) {
         self.node = node
@@ -108,33 +87,15 @@ final class NodeSyncHost: SyncHost {
         try await node.openOrCreate(name).vector
     }
 
-    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [(site: SiteID, seq: UInt64, bytes: [UInt8])] {
-        try await node.replica(dataset).missingCommits(after: after, maxBytes: maxBytes)
+    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [StoredCommit] {
+        try await node.replica(dataset).missingCommits(after: after, maxBytes: maxBytes, maxCount: .max)
     }
 
     func apply(dataset: String, commits: [Commit]) async throws -> SyncApplyResult {
         let replica = try await node.openOrCreate(dataset)
-        let held = waiting.withLock { w in
-            defer { w[dataset] = nil }
-            return w[dataset] ?? []
-        }
-        var seen = Set<[UInt8]>()
-        let batch = (held + commits).filter { seen.insert($0.hash).inserted }
-        let outcome = try await replica.apply(batch)
-        waiting.withLock { w in
-            var keep = (w[dataset] ?? []) + outcome.waiting
-            if keep.count > NodeSyncHost.maxWaiting { keep.removeFirst(keep.count - NodeSyncHost.maxWaiting) }
-            w[dataset] = keep.isEmpty ? nil : keep
-        }
-        let rejected = outcome.rejected.map { r -> (site: SiteID, seq: UInt64, code: RejectCode, message: String) in
-            let code: RejectCode =
-                switch r.kind {
-                case .badSignature: .badSignature
-                case .forkedFeed: .gapInFeed
-                case .notAuthorized: .notAuthorized
-                case .invalid: .invalidCommit
-                }
-            return (r.commit.author, r.commit.seq, code, r.reason)
+        let outcome = try await waiting.apply(commits, to: replica)
+        let rejected = outcome.rejected.map { r in
+            CommitRejection(site: r.commit.author, seq: r.commit.seq, code: RejectCode(r.kind), reason: r.reason)
         }
         return SyncApplyResult(vector: replica.vector, rejected: rejected, waiting: outcome.waiting.count)
     }
@@ -146,17 +107,27 @@ final class NodeSyncHost: SyncHost {
         return PeerIdentity(site: c.site, name: c.name, role: c.role)
     }
 
-    func addCertificates(_ ders: [[UInt8]]) async throws -> (added: [[UInt8]], refused: [String]) {
-        var added: [[UInt8]] = []
-        var refused: [String] = []
+    func addCertificates(_ ders: [[UInt8]]) async throws -> CertificateIntake {
+        var intake = CertificateIntake(added: [], refused: [])
         for der in ders {
             do {
-                let (_, isNew) = try await node.addCertificate(der)
-                if isNew { added.append(der) }
+                if try await node.addCertificate(der) { intake.added.append(der) }
             } catch {
-                refused.append("\(error)")
+                intake.refused.append("\(error)")
             }
         }
-        return (added, refused)
+        return intake
+    }
+}
+
+extension RejectCode {
+    /// The code a peer is told for a commit refused for `kind`.
+    init(_ kind: RejectionKind) {
+        switch kind {
+        case .badSignature: self = .badSignature
+        case .forkedFeed: self = .forkedFeed
+        case .notAuthorized: self = .notAuthorized
+        case .invalid: self = .invalidCommit
+        }
     }
 }

@@ -60,13 +60,13 @@ public enum NodeServer {
         let node = try Node.open(dataDir: options.dataDir)
         defer { node.close() }
         for p in options.peers { try node.addPeer(p) }
-        let (listenHost, listenPort) = try PeerAddress.parse(options.listen, allowZero: true)
-        let apiAddress = try options.apiListen.map { try PeerAddress.parse($0, allowZero: true) }
+        let listen = try address(options.listen)
+        let apiAddress = try options.apiListen.map { try address($0) }
         do {
             try node.setSetting("listen", options.listen)
         } catch {
             // Informational only: a node must come up on a full disk to serve reads.
-            logger.warning("could not record the listen address", metadata: ["error": "\(StoreError.explaining(error)?.message ?? "\(error)")"])
+            logger.warning("could not record the listen address", metadata: ["error": "\(error)"])
         }
         let socket = node.paths.socket
         if FileManager.default.fileExists(atPath: socket) { try FileManager.default.removeItem(atPath: socket) }
@@ -74,11 +74,11 @@ public enum NodeServer {
 
         let tls = try node.tls()
         let engine = SyncEngine(
-            host: NodeSyncHost(node: node), tls: tls, listen: (listenHost, listenPort),
+            host: NodeSyncHost(node: node), tls: tls, listen: listen,
             peers: { (try? node.peers()) ?? [] }, logger: logger, tuning: options.syncTuning)
         node.onChange { engine.localChanged() }
         let running = RunningNode(node: node, sync: engine)
-        let api = ClientAPI(node: node, listenHost: listenHost, sync: engine)
+        let api = ClientAPI(node: node, listenHost: listen.host, sync: engine)
         let router = api.router()
         router.get("metrics") { _, _ in
             text(metrics.emitToString(), contentType: "text/plain; version=0.0.4")
@@ -94,12 +94,21 @@ public enum NodeServer {
             },
             logger: logger)
         var services: [any Service] = [engine, app]
-        if let (host, port) = apiAddress {
-            services.append(try RemoteAPI.application(api: api, tls: tls, host: host, port: port, logger: logger))
+        if let apiAddress {
+            services.append(try RemoteAPI.application(api: api, tls: tls, address: apiAddress, logger: logger))
         }
         let group = ServiceGroup(
             services: services, gracefulShutdownSignals: options.handleSignals ? [.sigterm, .sigint] : [], logger: logger)
         try await group.run()
+    }
+}
+
+/// A listen address, where port 0 asks for any free port.
+private func address(_ s: String) throws -> PeerAddress {
+    do {
+        return try PeerAddress(s, allowZero: true)
+    } catch {
+        throw NodeError(.badInput, error.message)
     }
 }
 

@@ -11,13 +11,17 @@ public enum API {
         public struct Detail: Codable, Sendable {
             public var code: String
             public var message: String
-            public init(code: String, message: String) {
+            /// The operation to use instead, when the request used the wrong
+            /// one: `exec`, `query`, `alter`, `annotate` or `create_dataset`.
+            public var remedy: String?
+            public init(code: String, message: String, remedy: String? = nil) {
                 self.code = code
                 self.message = message
+                self.remedy = remedy
             }
         }
         public var error: Detail
-        public init(code: String, message: String) { error = Detail(code: code, message: message) }
+        public init(code: String, message: String, remedy: String? = nil) { error = Detail(code: code, message: message, remedy: remedy) }
     }
 
     /// One entry of a version vector.
@@ -65,23 +69,13 @@ public enum API {
     /// A configured or connected peer.
     public struct PeerInfo: Codable, Sendable {
         public var address: String
-        /// "connected", "accepted" (it dialled us), "handshake", "connecting",
-        /// "backoff", or "offline".
-        public var state: String
+        public var state: PeerState
         /// The peer's site name once known.
         public var site: String?
         /// Per dataset: commits the peer lacks (ahead) and this node lacks (behind).
         public var datasets: [String: Lag]?
         public var lastError: String?
-        public struct Lag: Codable, Sendable {
-            public var ahead: UInt64
-            public var behind: UInt64
-            public init(ahead: UInt64, behind: UInt64) {
-                self.ahead = ahead
-                self.behind = behind
-            }
-        }
-        public init(address: String, state: String, site: String? = nil, datasets: [String: Lag]? = nil, lastError: String? = nil) {
+        public init(address: String, state: PeerState, site: String? = nil, datasets: [String: Lag]? = nil, lastError: String? = nil) {
             self.address = address
             self.state = state
             self.site = site

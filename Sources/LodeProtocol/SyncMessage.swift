@@ -11,8 +11,10 @@ public enum RejectCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case notAuthorized = 3
     /// A commit's signature does not verify.
     case badSignature = 4
-    /// A commit does not follow its feed (its previous hash names another head).
-    case gapInFeed = 5
+    /// A commit forks its feed: its previous hash names another head, or its
+    /// author signed another commit with the same seq. (A commit after a gap
+    /// is never refused: it waits for what it follows.)
+    case forkedFeed = 5
     /// A frame is larger than the limit.
     case frameTooLarge = 6
     /// A frame or message could not be decoded.
@@ -30,7 +32,7 @@ public enum RejectCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .protocolVersion: "protocol version"
         case .notAuthorized: "not authorized"
         case .badSignature: "bad signature"
-        case .gapInFeed: "gap in feed"
+        case .forkedFeed: "forked feed"
         case .frameTooLarge: "frame too large"
         case .malformed: "malformed"
         case .siteMismatch: "site mismatch"
@@ -112,7 +114,7 @@ public enum SyncFrame {
             w.writeVarint(UInt64(datasets.count))
             for d in datasets {
                 w.writeString(d.dataset)
-                writeVector(d.vector, &w)
+                d.vector.encode(into: &w)
             }
         case .certificates(let certs):
             w.writeByte(Tag.certificates.rawValue)
@@ -135,11 +137,11 @@ public enum SyncFrame {
         case .ack(let dataset, let v):
             w.writeByte(Tag.ack.rawValue)
             w.writeString(dataset)
-            writeVector(v, &w)
+            v.encode(into: &w)
         case .vector(let dataset, let v):
             w.writeByte(Tag.vector.rawValue)
             w.writeString(dataset)
-            writeVector(v, &w)
+            v.encode(into: &w)
         case .ping(let n):
             w.writeByte(Tag.ping.rawValue)
             w.writeUInt64(n)
@@ -167,42 +169,17 @@ public enum SyncFrame {
         return bytes
     }
 
-    static func writeVector(_ v: VersionVector, _ w: inout ByteWriter) {
-        let entries = v.sorted
-        w.writeVarint(UInt64(entries.count))
-        for e in entries {
-            e.site.encode(into: &w)
-            w.writeVarint(e.seq)
-        }
-    }
-
-    static func readVector(_ r: inout ByteReader) throws(DecodingError) -> VersionVector {
-        let n = try r.readCount(limit: r.remaining / 33, "vector entries")
-        var v = VersionVector()
-        var last: SiteID?
-        for _ in 0..<n {
-            let at = r.offset
-            let site = try SiteID(from: &r)
-            let seq = try r.readVarint()
-            guard seq > 0 else { throw DecodingError(.invalidValue, at: at, "a vector entry of 0 is left out, not sent") }
-            if let last, !(last < site) { throw DecodingError(.notCanonical, at: at, "vector entries are not in ascending site order") }
-            last = site
-            v[site] = seq
-        }
-        return v
-    }
-
     /// Decodes the body of one frame (everything after the length prefix).
-    public static func decode(body: UnsafeRawBufferPointer) throws(DecodingError) -> SyncMessage {
+    public static func decode(body: UnsafeRawBufferPointer) throws(BinaryDecodingError) -> SyncMessage {
         var r = ByteReader(body)
         let vat = r.offset
         let v = try r.readByte()
         guard v == version else {
-            throw DecodingError(.unknownVersion, at: vat, "frame version \(v); this node speaks version \(version)")
+            throw BinaryDecodingError(.unknownVersion, at: vat, "frame version \(v); this node speaks version \(version)")
         }
         let tat = r.offset
         let tb = try r.readByte()
-        guard let tag = Tag(rawValue: tb) else { throw DecodingError(.unknownTag, at: tat, "unknown message type \(tb)") }
+        guard let tag = Tag(rawValue: tb) else { throw BinaryDecodingError(.unknownTag, at: tat, "unknown message type \(tb)") }
         let m: SyncMessageV1
         switch tag {
         case .hello:
@@ -214,8 +191,8 @@ public enum SyncFrame {
             for _ in 0..<n {
                 let at = r.offset
                 let name = try r.readString(limit: 64)
-                guard Identifier.isValidDataset(name) else { throw DecodingError(.invalidValue, at: at, "\"\(name)\" is not a dataset name") }
-                ds.append(DatasetVector(dataset: name, vector: try readVector(&r)))
+                guard Identifier.isValidDataset(name) else { throw BinaryDecodingError(.invalidValue, at: at, "\"\(name)\" is not a dataset name") }
+                ds.append(DatasetVector(dataset: name, vector: try VersionVector.decode(from: &r)))
             }
             m = .hello(protocolVersion: pv, cluster: cluster, site: site, datasets: ds)
         case .certificates:
@@ -232,26 +209,16 @@ public enum SyncFrame {
             let rawLength = try r.readCount(limit: maxFrameBytes, "inflated length")
             let packed = try r.readRaw(r.remaining)
             guard let list = Deflate.decompress(packed, exactly: rawLength) else {
-                throw DecodingError(.invalidValue, at: at, "deflated commits do not inflate to the \(rawLength) bytes announced")
+                throw BinaryDecodingError(.invalidValue, at: at, "deflated commits do not inflate to the \(rawLength) bytes announced")
             }
-            var result: Result<[[UInt8]], DecodingError> = .success([])
-            list.withUnsafeBytes { raw in
-                var lr = ByteReader(raw)
-                do throws(DecodingError) {
-                    let commits = try readCommitList(&lr)
-                    guard lr.isAtEnd else { throw DecodingError(.trailingBytes, at: at, "bytes after the inflated commit list") }
-                    result = .success(commits)
-                } catch {
-                    result = .failure(error)
-                }
-            }
-            m = .commits(dataset: dataset, commits: try result.get())
+            let commits = try ByteReader.decodeAll(list, "inflated commit list") { lr throws(BinaryDecodingError) in try readCommitList(&lr) }
+            m = .commits(dataset: dataset, commits: commits)
         case .ack:
             let dataset = try readDataset(&r)
-            m = .ack(dataset: dataset, vector: try readVector(&r))
+            m = .ack(dataset: dataset, vector: try VersionVector.decode(from: &r))
         case .vector:
             let dataset = try readDataset(&r)
-            m = .vector(dataset: dataset, vector: try readVector(&r))
+            m = .vector(dataset: dataset, vector: try VersionVector.decode(from: &r))
         case .ping: m = .ping(try r.readUInt64())
         case .pong: m = .pong(try r.readUInt64())
         case .commitRejected:
@@ -264,11 +231,11 @@ public enum SyncFrame {
             let code = try readCode(&r)
             m = .reject(code: code, message: try r.readString(limit: 4096))
         }
-        guard r.isAtEnd else { throw DecodingError(.trailingBytes, at: r.offset, "\(r.remaining) bytes after the message") }
+        guard r.isAtEnd else { throw BinaryDecodingError(.trailingBytes, at: r.offset, "\(r.remaining) bytes after the message") }
         return .v1(m)
     }
 
-    static func readCommitList(_ r: inout ByteReader) throws(DecodingError) -> [[UInt8]] {
+    static func readCommitList(_ r: inout ByteReader) throws(BinaryDecodingError) -> [[UInt8]] {
         let n = try r.readCount(limit: r.remaining / 2, "commit count")
         var commits: [[UInt8]] = []
         commits.reserveCapacity(n)
@@ -276,69 +243,19 @@ public enum SyncFrame {
         return commits
     }
 
-    static func readDataset(_ r: inout ByteReader) throws(DecodingError) -> String {
+    static func readDataset(_ r: inout ByteReader) throws(BinaryDecodingError) -> String {
         let at = r.offset
         let name = try r.readString(limit: 64)
-        guard Identifier.isValidDataset(name) else { throw DecodingError(.invalidValue, at: at, "\"\(name)\" is not a dataset name") }
+        guard Identifier.isValidDataset(name) else { throw BinaryDecodingError(.invalidValue, at: at, "\"\(name)\" is not a dataset name") }
         return name
     }
 
-    static func readCode(_ r: inout ByteReader) throws(DecodingError) -> RejectCode {
+    static func readCode(_ r: inout ByteReader) throws(BinaryDecodingError) -> RejectCode {
         let at = r.offset
         let b = try r.readByte()
-        guard let c = RejectCode(rawValue: b) else { throw DecodingError(.unknownTag, at: at, "unknown rejection code \(b)") }
+        guard let c = RejectCode(rawValue: b) else { throw BinaryDecodingError(.unknownTag, at: at, "unknown rejection code \(b)") }
         return c
     }
-}
-
-/// Splits a byte stream into frames, however it is cut: feed it bytes as
-/// they arrive and take the frames it completes. A length over the limit is
-/// an error at once, before any of the frame is buffered.
-public struct SyncFrameDecoder: Sendable {
-    private var buffer: [UInt8] = []
-    private var start = 0
-    /// The largest frame accepted.
-    public let maxFrameBytes: Int
-
-    public init(maxFrameBytes: Int = SyncFrame.maxFrameBytes) { self.maxFrameBytes = maxFrameBytes }
-
-    /// Why the stream cannot be decoded.
-    public enum Failure: Error, Equatable, Sendable {
-        case frameTooLarge(Int)
-        case malformed(DecodingError)
-    }
-
-    /// Appends bytes and returns every complete message.
-    public mutating func feed(_ bytes: some Collection<UInt8>) throws(Failure) -> [SyncMessage] {
-        buffer.append(contentsOf: bytes)
-        var out: [SyncMessage] = []
-        while buffer.count - start >= 4 {
-            let length = Int(buffer[start]) << 24 | Int(buffer[start + 1]) << 16 | Int(buffer[start + 2]) << 8 | Int(buffer[start + 3])
-            guard length <= maxFrameBytes else { throw .frameTooLarge(length) }
-            guard buffer.count - start - 4 >= length else { break }
-            let body = start + 4
-            let decoded: Result<SyncMessage, DecodingError> = buffer.withUnsafeBytes { raw in
-                do throws(DecodingError) {
-                    return .success(try SyncFrame.decode(body: UnsafeRawBufferPointer(rebasing: raw[body..<(body + length)])))
-                } catch {
-                    return .failure(error)
-                }
-            }
-            switch decoded {
-            case .success(let m): out.append(m)
-            case .failure(let e): throw .malformed(e)
-            }
-            start = body + length
-        }
-        if start > 0 && (start == buffer.count || start > 1 << 16) {
-            buffer.removeFirst(start)
-            start = 0
-        }
-        return out
-    }
-
-    /// Bytes received but not yet part of a complete frame.
-    public var pendingBytes: Int { buffer.count - start }
 }
 
 /// zlib (RFC 1950) at level 1: fast, and enough for keys that repeat.

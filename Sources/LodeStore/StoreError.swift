@@ -1,10 +1,12 @@
-import GRDB
-
-/// An error from the store: a code for programs, a message for people, and
+/// An error from a store: a code for programs, a message for people, and
 /// the underlying cause when there is one.
 ///
+/// Messages speak of the store's own operations, never of a particular
+/// client's commands: `remedy` names the operation to use instead, and each
+/// client says it in its own terms (`lode` prints "use lode exec").
+///
 /// ```swift
-/// do { try await replica.importCSV(table: "mines", from: url) }
+/// do { _ = try await replica.importCSV(table: "mines", path: "mines.csv", progress: nil) }
 /// catch let e as StoreError where e.code == .badInput { print(e.message) }
 /// ```
 public struct StoreError: Error, CustomStringConvertible, Sendable {
@@ -20,21 +22,41 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         case forbidden
         /// A commit from elsewhere failed verification.
         case rejected
-        /// SQLite or the file system failed.
+        /// The storage underneath failed.
         case storage
+    }
+
+    /// The operation to use instead of the one refused.
+    public enum Remedy: String, Sendable, Codable {
+        /// Change rows with SQL (`INSERT`, `UPDATE`, `DELETE`).
+        case exec
+        /// Read with a query.
+        case query
+        /// Add tables or columns.
+        case alter
+        /// Write annotations.
+        case annotate
+        /// Create a dataset.
+        case createDataset = "create_dataset"
     }
 
     /// The kind of failure.
     public let code: Code
-    /// One line saying what went wrong and, where known, what to do.
+    /// One line saying what went wrong.
     public let message: String
+    /// What to use instead, when the operation was the wrong one.
+    public var remedy: Remedy?
+    /// True when the storage is full: nothing of the write was stored, and
+    /// it can be retried once there is room.
+    public var isStorageFull = false
     /// The error underneath, if any.
     public let cause: (any Error)?
 
     /// Creates an error.
-    public init(_ code: Code, _ message: String, cause: (any Error)? = nil) {
+    public init(_ code: Code, _ message: String, remedy: Remedy? = nil, cause: (any Error)? = nil) {
         self.code = code
         self.message = message
+        self.remedy = remedy
         self.cause = cause
     }
 
@@ -43,22 +65,8 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         return message
     }
 
-    static func badInput(_ m: String) -> StoreError { StoreError(.badInput, m) }
-    static func notFound(_ m: String) -> StoreError { StoreError(.notFound, m) }
-}
-
-extension StoreError {
-    /// A storage failure users can act on, told in their terms: a full disk
-    /// (SQLITE_FULL) rolls the write back whole. Nil for anything else.
-    public static func explaining(_ error: any Error) -> StoreError? {
-        guard let e = error as? DatabaseError else { return nil }
-        switch e.resultCode {
-        case .SQLITE_FULL:
-            return StoreError(.storage, "the disk holding the data directory is full: nothing of this write was stored; free some space and retry")
-        case .SQLITE_IOERR:
-            return StoreError(.storage, "the disk failed while writing (\(e.message ?? "I/O error")): nothing of this write was stored")
-        default:
-            return nil
-        }
-    }
+    /// Bad input, with the message.
+    public static func badInput(_ m: String, remedy: Remedy? = nil) -> StoreError { StoreError(.badInput, m, remedy: remedy) }
+    /// Not found, with the message.
+    public static func notFound(_ m: String) -> StoreError { StoreError(.notFound, m) }
 }

@@ -68,7 +68,9 @@ struct PeerSession {
     let onStateChange: @Sendable () -> Void
 
     enum Event: Sendable {
-        case inbound(SyncInbound)
+        case inbound(SyncMessage)
+        /// The stream cannot go on (a bad frame, a peer ignoring flow control).
+        case invalid(RejectCode, String)
         case ended((any Error)?)
         case wake
         case tick
@@ -83,7 +85,7 @@ struct PeerSession {
     /// may share a process in tests and benchmarks).
     var sentBytes: Counter { Counter(label: "lode_sync_bytes_sent_total", dimensions: [("site", config.localSite.short)]) }
 
-    func run(_ channel: NIOAsyncChannel<SyncInbound, ByteBuffer>) async throws {
+    func run(_ channel: NIOAsyncChannel<SyncMessage, ByteBuffer>) async throws {
         try await channel.executeThenClose { inbound, outbound in
             // Reading never waits for processing: a side blocked writing to
             // its peer must still read what the peer writes, or two sides
@@ -95,14 +97,16 @@ struct PeerSession {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     do {
-                        for try await item in inbound {
-                            if buffered.add(item.weight) > PeerSession.maxBufferedBytes {
-                                continuation.yield(.inbound(.invalid(.malformed, "the peer sent more than flow control allows")))
+                        for try await message in inbound {
+                            if buffered.add(message.weight) > PeerSession.maxBufferedBytes {
+                                continuation.yield(.invalid(.malformed, "the peer sent more than flow control allows"))
                                 break
                             }
-                            continuation.yield(.inbound(item))
+                            continuation.yield(.inbound(message))
                         }
                         continuation.yield(.ended(nil))
+                    } catch let failure as SyncFrameDecoder.Failure {
+                        continuation.yield(.invalid(failure.code, failure.description))
                     } catch {
                         continuation.yield(.ended(error))
                     }
@@ -124,12 +128,12 @@ struct PeerSession {
                 let start = sm.start(local: try await host.datasetVectors(), certificates: try await host.knownCertificates(), now: .now)
                 if try await perform(start, &sm, outbound) { return }
                 for await event in events {
-                    if case .inbound(let item) = event { _ = buffered.add(-item.weight) }
+                    if case .inbound(let message) = event { _ = buffered.add(-message.weight) }
                     let actions: [SyncStateMachine.Action]
                     switch event {
-                    case .inbound(.message(let m)):
+                    case .inbound(let m):
                         actions = sm.receive(m, now: .now)
-                    case .inbound(.invalid(let code, let message)):
+                    case .invalid(let code, let message):
                         actions = [.close(code, message)]
                     case .ended(let error):
                         logger.info("sync session ended", metadata: ["peer": "\(handle.peer.name)", "error": "\(error.map { "\($0)" } ?? "closed")"])
@@ -206,7 +210,7 @@ struct PeerSession {
                     logger.warning(
                         "refused a commit",
                         metadata: [
-                            "dataset": "\(dataset)", "author": "\(r.site.short)", "seq": "\(r.seq)", "code": "\(r.code)", "reason": "\(r.message)",
+                            "dataset": "\(dataset)", "author": "\(r.site.short)", "seq": "\(r.seq)", "code": "\(r.code)", "reason": "\(r.reason)",
                             "from": "\(handle.peer.name)",
                         ])
                 }
@@ -215,10 +219,10 @@ struct PeerSession {
                 let v = try await host.openDataset(name)
                 queue += sm.localChanged(dataset: name, vector: v)
             case .addCertificates(let certs):
-                let (added, refused) = try await host.addCertificates(certs)
-                for r in refused { logger.warning("refused a certificate", metadata: ["from": "\(handle.peer.name)", "reason": "\(r)"]) }
-                if !added.isEmpty {
-                    onNewCertificates(added)
+                let intake = try await host.addCertificates(certs)
+                for r in intake.refused { logger.warning("refused a certificate", metadata: ["from": "\(handle.peer.name)", "reason": "\(r)"]) }
+                if !intake.added.isEmpty {
+                    onNewCertificates(intake.added)
                     // Commits waiting for these authors may apply now.
                     for (name, v) in try await host.datasetVectors() { queue += sm.localChanged(dataset: name, vector: v) }
                 }
@@ -242,10 +246,10 @@ struct PeerSession {
     }
 }
 
-extension SyncInbound {
-    /// Roughly the memory an inbound item holds while it waits.
+extension SyncMessage {
+    /// Roughly the memory an inbound message holds while it waits.
     var weight: Int {
-        if case .message(.v1(.commits(_, let commits))) = self { return commits.reduce(64) { $0 + $1.count } }
+        if case .v1(.commits(_, let commits)) = self { return commits.reduce(64) { $0 + $1.count } }
         return 64
     }
 }

@@ -14,12 +14,12 @@ import Synchronization
 /// One configured or connected peer, as `lode status` shows it.
 public struct PeerStatus: Sendable {
     public var address: String
-    /// "connected", "handshake" (TCP up, TLS or Hello not done), "connecting",
-    /// "backoff", "offline", or "accepted" (it dialled us).
-    public var state: String
-    public var site: String?
+    public var state: PeerState
+    /// The peer's site name, once a session tells it.
+    public var siteName: String?
     public var inSync: Bool
-    public var lag: [String: (ahead: UInt64, behind: UInt64)]
+    /// Per dataset, how far apart this node and the peer are.
+    public var lag: [String: Lag]
     public var lastError: String?
     /// True for a peer this node dials.
     public var configured: Bool
@@ -38,14 +38,13 @@ public struct SyncWaitResult: Sendable {
 /// or relayed, wake every session at once, so that they reach every peer.
 ///
 /// ```swift
-/// let engine = SyncEngine(host: host, tls: tls, listen: ("0.0.0.0", 7443), peers: { try node.peers() }, logger: logger)
+/// let engine = SyncEngine(host: host, tls: tls, listen: try PeerAddress("127.0.0.1:7443"), peers: { node.peers() }, logger: logger)
 /// try await ServiceGroup(services: [engine, api], …).run()
 /// ```
 public final class SyncEngine: Service, Sendable {
     let host: any SyncHost
     let tls: SyncTLS
-    let listenHost: String
-    let listenPort: Int
+    let listenAddress: PeerAddress
     let configuredPeers: @Sendable () -> [String]
     let logger: Logger
     let config: SyncStateMachine.Config
@@ -58,21 +57,26 @@ public final class SyncEngine: Service, Sendable {
     private let offline = Mutex(false)
 
     final class Dialer: Sendable {
+        struct State {
+            var state = PeerState.connecting
+            var lastError: String?
+            /// The peer is no longer configured: stop dialling.
+            var removed = false
+        }
         let address: String
         let wakeup = Wakeup()
-        let state = Mutex<(state: String, lastError: String?, removed: Bool)>(("connecting", nil, false))
+        let state = Mutex(State())
         init(address: String) { self.address = address }
     }
 
     /// Creates the engine; `peers` is read again whenever `peersChanged()` is called.
     public init(
-        host: any SyncHost, tls: SyncTLS, listen: (host: String, port: Int), peers: @escaping @Sendable () -> [String], logger: Logger,
+        host: any SyncHost, tls: SyncTLS, listen: PeerAddress, peers: @escaping @Sendable () -> [String], logger: Logger,
         tuning: (inout SyncStateMachine.Config) -> Void = { _ in }
     ) {
         self.host = host
         self.tls = tls
-        listenHost = listen.host
-        listenPort = listen.port
+        listenAddress = listen
         configuredPeers = peers
         self.logger = logger
         var c = SyncStateMachine.Config(localSite: host.localSite, cluster: tls.cluster)
@@ -89,7 +93,7 @@ public final class SyncEngine: Service, Sendable {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
-            .bind(host: listenHost, port: listenPort) { channel in
+            .bind(host: listenAddress.host, port: listenAddress.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try SyncEngine.configure(channel, tls: NIOSSLServerHandler(context: serverContext))
                 }
@@ -106,7 +110,7 @@ public final class SyncEngine: Service, Sendable {
     }
 
     private func runServing(
-        _ server: NIOAsyncChannel<(NIOAsyncChannel<SyncInbound, ByteBuffer>, EventLoopFuture<NIOSSLCertificate>), Never>,
+        _ server: NIOAsyncChannel<(NIOAsyncChannel<SyncMessage, ByteBuffer>, EventLoopFuture<NIOSSLCertificate>), Never>,
         _ clientContext: NIOSSLContext
     ) async throws {
         try await cancelWhenGracefulShutdown {
@@ -125,19 +129,19 @@ public final class SyncEngine: Service, Sendable {
     static func configure(
         _ channel: Channel, tls: ChannelHandler
     ) throws
-        -> (NIOAsyncChannel<SyncInbound, ByteBuffer>, EventLoopFuture<NIOSSLCertificate>)
+        -> (NIOAsyncChannel<SyncMessage, ByteBuffer>, EventLoopFuture<NIOSSLCertificate>)
     {
         let promise = channel.eventLoop.makePromise(of: NIOSSLCertificate.self)
         try channel.pipeline.syncOperations.addHandler(tls)
         try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(promise: promise))
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SyncFrameHandler()))
-        return (try NIOAsyncChannel<SyncInbound, ByteBuffer>(wrappingChannelSynchronously: channel), promise.futureResult)
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SyncFrameDecoder()))
+        return (try NIOAsyncChannel<SyncMessage, ByteBuffer>(wrappingChannelSynchronously: channel), promise.futureResult)
     }
 
     /// Waits for the TLS handshake (10 s at most), identifies the peer from
     /// its certificate, and runs the session until it ends.
     func serve(
-        _ connection: NIOAsyncChannel<SyncInbound, ByteBuffer>, _ handshake: EventLoopFuture<NIOSSLCertificate>,
+        _ connection: NIOAsyncChannel<SyncMessage, ByteBuffer>, _ handshake: EventLoopFuture<NIOSSLCertificate>,
         _ direction: SessionHandle.Direction, address: String
     ) async throws {
         let certificate: NIOSSLCertificate
@@ -164,8 +168,10 @@ public final class SyncEngine: Service, Sendable {
             let reason: Error = timedOut.withLock { $0 } ? SyncError.handshakeTimeout : error
             if Task.isCancelled {
                 logger.debug("closed a sync connection in its handshake: stopping", metadata: ["address": "\(address)"])
-            } else {
+            } else if direction == .accepted {
                 logger.info("refused a sync connection", metadata: ["address": "\(address)", "error": "\(reason)"])
+            } else {
+                logger.info("could not open a sync session with a peer", metadata: ["peer": "\(address)", "error": "\(reason)"])
             }
             await SyncEngine.discard(connection)
             throw reason
@@ -198,7 +204,7 @@ public final class SyncEngine: Service, Sendable {
 
     /// Closes a connection that will not run a session. An async channel
     /// must be closed through `executeThenClose`, which finishes its writer.
-    static func discard(_ connection: NIOAsyncChannel<SyncInbound, ByteBuffer>) async {
+    static func discard(_ connection: NIOAsyncChannel<SyncMessage, ByteBuffer>) async {
         try? await connection.executeThenClose { _, _ in }
     }
 
@@ -235,18 +241,21 @@ public final class SyncEngine: Service, Sendable {
         var backoff: Duration = .milliseconds(250)
         while !Task.isCancelled && !dialer.state.withLock({ $0.removed }) {
             if isOffline {
-                dialer.state.withLock { $0 = ("offline", nil, $0.removed) }
+                dialer.state.withLock {
+                    $0.state = .offline
+                    $0.lastError = nil
+                }
                 await dialer.wakeup.wait(for: .seconds(3600))
                 continue
             }
-            dialer.state.withLock { $0.state = "connecting" }
+            dialer.state.withLock { $0.state = .connecting }
             let started = ContinuousClock.now
             do {
-                let (host, port) = try SyncEngine.split(dialer.address)
+                let address = try PeerAddress(dialer.address)
                 let (connection, handshake) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                     .connectTimeout(.seconds(5))
                     .channelOption(.socketOption(.so_keepalive), value: 1)
-                    .connect(host: host, port: port) { channel in
+                    .connect(host: address.host, port: address.port) { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try SyncEngine.configure(channel, tls: try NIOSSLClientHandler(context: context, serverHostname: nil))
                         }
@@ -255,7 +264,10 @@ public final class SyncEngine: Service, Sendable {
                 // yet (in TLS 1.3 the client finishes before the server has
                 // judged its certificate). The session, once registered,
                 // reports "connected".
-                dialer.state.withLock { $0 = ("handshake", nil, $0.removed) }
+                dialer.state.withLock {
+                    $0.state = .handshake
+                    $0.lastError = nil
+                }
                 try await serve(connection, handshake, .dialled, address: dialer.address)
                 dialer.state.withLock { $0.lastError = "session ended" }
             } catch {
@@ -263,7 +275,7 @@ public final class SyncEngine: Service, Sendable {
                 logger.debug("dial failed", metadata: ["peer": "\(dialer.address)", "error": "\(error)"])
             }
             if ContinuousClock.now - started > .seconds(30) { backoff = .milliseconds(250) }
-            dialer.state.withLock { $0.state = "backoff" }
+            dialer.state.withLock { $0.state = .backoff }
             changed.signal()
             let jittered = backoff * Double.random(in: 0.5...1.5)
             await dialer.wakeup.wait(for: jittered)
@@ -283,15 +295,6 @@ public final class SyncEngine: Service, Sendable {
         if let e = error as? BoringSSLError { return "TLS handshake refused (\(e))" }
         if error is ChannelError { return "connection closed" }
         return "\(error)"
-    }
-
-    static func split(_ address: String) throws -> (String, Int) {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
-            throw SyncError.badPeerCertificate("\(address) is not HOST:PORT")
-        }
-        var host = String(address[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host, port)
     }
 
     // MARK: Control
@@ -345,22 +348,15 @@ public final class SyncEngine: Service, Sendable {
 
     func status(local: [String: VersionVector]) -> [PeerStatus] {
         let live = sessions.withLock { Array($0.values) }
-        func view(_ s: SessionHandle, address: String, state: String, configured: Bool) -> PeerStatus {
+        func view(_ s: SessionHandle, address: String, state: PeerState, configured: Bool) -> PeerStatus {
             let snap = s.snapshot.withLock { $0 }
-            var lag: [String: (ahead: UInt64, behind: UInt64)] = [:]
+            var lag: [String: Lag] = [:]
             for name in Set(local.keys).union(snap.peer.keys) {
-                let l = local[name] ?? VersionVector(), p = snap.peer[name] ?? VersionVector()
-                var ahead: UInt64 = 0, behind: UInt64 = 0
-                for site in Set(l.entries.keys).union(p.entries.keys) {
-                    if l[site] > p[site] { ahead += l[site] - p[site] } else { behind += p[site] - l[site] }
-                }
-                lag[name] = (ahead, behind)
+                lag[name] = Lag(local: local[name] ?? VersionVector(), peer: snap.peer[name] ?? VersionVector())
             }
-            let inSync =
-                snap.established && !snap.busy && Set(local.keys).isSubset(of: snap.peer.keys)
-                && lag.values.allSatisfy { $0.ahead == 0 && $0.behind == 0 }
+            let inSync = snap.established && !snap.busy && Set(local.keys).isSubset(of: snap.peer.keys) && lag.values.allSatisfy(\.isZero)
             return PeerStatus(
-                address: address, state: snap.established ? state : "handshake", site: s.peer.name, inSync: inSync, lag: lag,
+                address: address, state: snap.established ? state : .handshake, siteName: s.peer.name, inSync: inSync, lag: lag,
                 lastError: nil, configured: configured)
         }
         var out: [PeerStatus] = []
@@ -369,20 +365,22 @@ public final class SyncEngine: Service, Sendable {
         for address in Set(configuredPeers()).union(known.keys).sorted() {
             guard let d = known[address] else {
                 // Configured a moment ago; its dialler is starting.
-                out.append(PeerStatus(address: address, state: "connecting", site: nil, inSync: false, lag: [:], lastError: nil, configured: true))
+                out.append(
+                    PeerStatus(address: address, state: .connecting, siteName: nil, inSync: false, lag: [:], lastError: nil, configured: true))
                 continue
             }
             if let s = live.first(where: { $0.direction == .dialled && $0.address == address }) {
                 matched.insert(s.id)
-                out.append(view(s, address: address, state: "connected", configured: true))
+                out.append(view(s, address: address, state: .connected, configured: true))
             } else {
                 let st = d.state.withLock { $0 }
                 out.append(
-                    PeerStatus(address: address, state: st.state, site: nil, inSync: false, lag: [:], lastError: st.lastError, configured: true))
+                    PeerStatus(
+                        address: address, state: st.state, siteName: nil, inSync: false, lag: [:], lastError: st.lastError, configured: true))
             }
         }
         for s in live where !matched.contains(s.id) {
-            out.append(view(s, address: s.address, state: "accepted", configured: false))
+            out.append(view(s, address: s.address, state: .accepted, configured: false))
         }
         return out
     }
@@ -394,9 +392,9 @@ public final class SyncEngine: Service, Sendable {
         while true {
             let apart = await status().compactMap { p -> String? in
                 if p.inSync { return nil }
-                let who = p.site.map { "\($0) (\(p.address))" } ?? p.address
-                if p.state == "connected" || p.state == "accepted" {
-                    let lag = p.lag.filter { $0.value.ahead + $0.value.behind > 0 }
+                let who = p.siteName.map { "\($0) (\(p.address))" } ?? p.address
+                if p.state.isConnected {
+                    let lag = p.lag.filter { !$0.value.isZero }
                         .map { "\($0.key): \($0.value.ahead) ahead, \($0.value.behind) behind" }.sorted()
                     return "\(who) is apart" + (lag.isEmpty ? "" : " (\(lag.joined(separator: "; ")))")
                 }

@@ -2,8 +2,8 @@ import LodeCore
 import LodeProtocol
 
 /// What the sync engine needs from the node: its datasets and their logs,
-/// applying commits, and certificates. `LodeNode` implements it over the
-/// SQLite replicas; the engine never touches storage itself.
+/// applying commits, and certificates. `LodeNode` implements it over its
+/// replica stores; the engine never touches storage itself.
 public protocol SyncHost: Sendable {
     /// This node's site.
     var localSite: SiteID { get }
@@ -16,7 +16,7 @@ public protocol SyncHost: Sendable {
     /// The commits a replica holding `after` lacks, in a causal order, at
     /// most about `maxBytes` of them (always at least one if any is missing),
     /// as their original bytes with author and seq.
-    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [(site: SiteID, seq: UInt64, bytes: [UInt8])]
+    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [StoredCommit]
     /// Verifies and applies commits; returns the vector after and the commits refused.
     func apply(dataset: String, commits: [Commit]) async throws -> SyncApplyResult
     /// The site certificates (DER) this node knows, its own included.
@@ -25,8 +25,37 @@ public protocol SyncHost: Sendable {
     /// against the cluster CA by the handshake.
     func identifyPeer(_ der: [UInt8]) throws -> PeerIdentity
     /// Verifies certificates against the cluster CA and keeps the good ones.
-    /// Returns the ones that were new, and messages for the ones refused.
-    func addCertificates(_ ders: [[UInt8]]) async throws -> (added: [[UInt8]], refused: [String])
+    func addCertificates(_ ders: [[UInt8]]) async throws -> CertificateIntake
+}
+
+/// What became of certificates a peer sent.
+public struct CertificateIntake: Sendable {
+    /// The certificates that were new here (DER), to pass on to other peers.
+    public var added: [[UInt8]]
+    /// Why each refused one was refused.
+    public var refused: [String]
+
+    public init(added: [[UInt8]], refused: [String]) {
+        self.added = added
+        self.refused = refused
+    }
+}
+
+/// A commit refused for good, as the sender is told.
+public struct CommitRejection: Sendable, Hashable {
+    /// The commit's author and seq.
+    public var site: SiteID
+    public var seq: UInt64
+    /// Why, for programs and for people.
+    public var code: RejectCode
+    public var reason: String
+
+    public init(site: SiteID, seq: UInt64, code: RejectCode, reason: String) {
+        self.site = site
+        self.seq = seq
+        self.code = code
+        self.reason = reason
+    }
 }
 
 /// What applying a batch did.
@@ -34,11 +63,11 @@ public struct SyncApplyResult: Sendable {
     /// The dataset's vector afterwards.
     public var vector: VersionVector
     /// Commits refused for good.
-    public var rejected: [(site: SiteID, seq: UInt64, code: RejectCode, message: String)]
+    public var rejected: [CommitRejection]
     /// Commits kept for later (a gap, a missing dependency or certificate).
     public var waiting: Int
 
-    public init(vector: VersionVector, rejected: [(site: SiteID, seq: UInt64, code: RejectCode, message: String)], waiting: Int) {
+    public init(vector: VersionVector, rejected: [CommitRejection], waiting: Int) {
         self.vector = vector
         self.rejected = rejected
         self.waiting = waiting

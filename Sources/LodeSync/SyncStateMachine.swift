@@ -244,7 +244,7 @@ public struct SyncStateMachine: Sendable {
     /// them), and `rejected` the commits refused.
     public mutating func applied(
         dataset: String, vector: VersionVector, batch: VersionVector,
-        rejected: [(site: SiteID, seq: UInt64, code: RejectCode, message: String)],
+        rejected: [CommitRejection],
         now: ContinuousClock.Instant
     ) -> [Action] {
         guard phase != .closed, var d = datasets[dataset] else { return [] }
@@ -255,7 +255,7 @@ public struct SyncStateMachine: Sendable {
         lastSent = now
         var out: [Action] = [.send(.ack(dataset: dataset, vector: vector))]
         for r in rejected {
-            out.append(.send(.commitRejected(dataset: dataset, site: r.site, seq: r.seq, code: r.code, message: r.message)))
+            out.append(.send(.commitRejected(dataset: dataset, site: r.site, seq: r.seq, code: r.code, message: r.reason)))
         }
         return out + maybeSend(dataset)
     }
@@ -324,15 +324,7 @@ public struct SyncStateMachine: Sendable {
 
     /// Per dataset: commits the peer lacks (ahead) and commits it has that
     /// this node lacks (behind).
-    public var lag: [String: (ahead: UInt64, behind: UInt64)] {
-        datasets.mapValues { d in
-            var ahead: UInt64 = 0, behind: UInt64 = 0
-            let sites = Set(d.local.entries.keys).union(d.peer.entries.keys)
-            for s in sites {
-                let l = d.local[s], p = d.peer[s]
-                if l > p { ahead += l - p } else { behind += p - l }
-            }
-            return (ahead, behind)
-        }
+    public var lag: [String: Lag] {
+        datasets.mapValues { Lag(local: $0.local, peer: $0.peer) }
     }
 }

@@ -5,58 +5,6 @@ import NIOCore
 import NIOSSL
 import NIOTLS
 
-/// What the frame decoder hands up: a message, or the reason the stream
-/// cannot go on (after which it reads nothing more).
-public enum SyncInbound: Sendable {
-    case message(SyncMessage)
-    case invalid(RejectCode, String)
-}
-
-/// Splits the TLS byte stream into sync frames. An oversized length is
-/// refused from the header alone, before its body is buffered.
-struct SyncFrameHandler: ByteToMessageDecoder {
-    typealias InboundOut = SyncInbound
-    let maxFrameBytes: Int
-    var failed = false
-
-    init(maxFrameBytes: Int = SyncFrame.maxFrameBytes) { self.maxFrameBytes = maxFrameBytes }
-
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        if failed {
-            buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
-            return .needMoreData
-        }
-        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
-        guard Int(length) <= maxFrameBytes else {
-            failed = true
-            buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
-            context.fireChannelRead(wrapInboundOut(.invalid(.frameTooLarge, "a frame of \(length) bytes exceeds the limit of \(maxFrameBytes)")))
-            return .needMoreData
-        }
-        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
-        buffer.moveReaderIndex(forwardBy: 4)
-        let result: Result<SyncMessage, DecodingError> = buffer.readWithUnsafeReadableBytes { raw in
-            let body = UnsafeRawBufferPointer(rebasing: raw[0..<Int(length)])
-            do throws(DecodingError) {
-                return (Int(length), .success(try SyncFrame.decode(body: body)))
-            } catch {
-                return (Int(length), .failure(error))
-            }
-        }
-        switch result {
-        case .success(let m): context.fireChannelRead(wrapInboundOut(.message(m)))
-        case .failure(let e):
-            failed = true
-            context.fireChannelRead(wrapInboundOut(.invalid(.malformed, "malformed frame: \(e)")))
-        }
-        return .continue
-    }
-
-    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        try decode(context: context, buffer: &buffer)
-    }
-}
-
 /// Completes a promise with the peer's certificate once the TLS handshake
 /// is done, or fails it if the connection ends or errs first.
 final class HandshakeWatcher: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
@@ -102,14 +50,12 @@ public enum SyncError: Error, CustomStringConvertible, Sendable {
     case noPeerCertificate
     case closedDuringHandshake
     case handshakeTimeout
-    case badPeerCertificate(String)
 
     public var description: String {
         switch self {
         case .noPeerCertificate: "the peer presented no certificate"
         case .closedDuringHandshake: "the connection closed during the TLS handshake"
         case .handshakeTimeout: "the TLS handshake did not finish in time"
-        case .badPeerCertificate(let m): "the peer's certificate is unusable: \(m)"
         }
     }
 }

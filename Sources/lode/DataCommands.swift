@@ -241,7 +241,7 @@ struct ImportCommand: AsyncParsableCommand {
             if let f = e.error { failure = f }
         }
         progress.clear()
-        if let failure { throw CLIError.failed(failure.message) }
+        if let failure { throw CLIError(failure) }
         guard let result else { throw CLIError.failed("the node stopped before the import finished; nothing was imported") }
         if stderrIsTerminal {
             note(

@@ -93,8 +93,9 @@ struct Demo {
         let berlinReplica = try berlin.node.replica("rare-earths")
         _ = try await lyonReplica.exec("UPDATE facilities SET capacity_t_per_year = 60000 WHERE id = 'mountain-pass'")
         let note = try await lyonReplica.annotate(
-            table: "facilities", key: "mountain-pass", column: "capacity_t_per_year", text: "60,000 t is the 2027 target, not output", tags: ["check"]
-        )
+            NewAnnotation(
+                table: "facilities", pk: "mountain-pass", column: "capacity_t_per_year", text: "60,000 t is the 2027 target, not output",
+                tags: ["check"]))
         out("    lyon, offline: capacity of mountain-pass := 60000, and annotation \(note) tagged 'check'\n")
 
         await say("5.", "Meanwhile berlin edits the same cell, and deletes a row lyon has not touched.")
@@ -119,13 +120,13 @@ struct Demo {
             "7.", "The two writes to one cell were concurrent: the later one (by the hybrid logical clock) shows, and both are kept as a conflict.")
         for c in try await berlinReplica.conflicts() {
             out(
-                "    \(c.table).\(c.key).\(c.column): \(ResultEncoderShim.show(c.winnerValue)) by \(c.winnerSite) won over \(ResultEncoderShim.show(c.loserValue)) by \(c.loserSite)\n"
+                "    \(c.table).\(c.pk).\(c.column): \(ResultEncoderShim.show(c.winnerValue)) by \(c.winnerSite) won over \(ResultEncoderShim.show(c.loserValue)) by \(c.loserSite)\n"
             )
         }
 
         await say("8.", "lyon's annotation reached berlin too, with its tag and author:")
         for a in try await berlinReplica.annotations(AnnotationFilter(tag: "check")) {
-            out("    \(a.id) by \(a.author) on \(a.table)/\(a.key).\(a.column ?? ""): \(a.text)\n")
+            out("    \(a.id) by \(a.author) on \(a.table)/\(a.pk).\(a.column ?? ""): \(a.text)\n")
         }
 
         await say("9.", "Every replica holds the same commits and identical tables:")

@@ -155,7 +155,7 @@ struct NodeClient: Sendable {
     func check(_ response: HTTPClientResponse, _ body: Data) throws {
         guard !(200..<300).contains(response.status.code) else { return }
         if let e = try? JSONDecoder().decode(API.ErrorBody.self, from: body) {
-            throw CLIError.failed(e.error.message)
+            throw CLIError(e.error)
         }
         throw CLIError.failed("the node answered \(response.status): \(String(decoding: body.prefix(500), as: UTF8.self))")
     }
@@ -165,6 +165,22 @@ struct NodeClient: Sendable {
         guard !(200..<300).contains(response.status.code) else { return }
         let bytes = try await response.body.collect(upTo: 1 << 20)
         try check(response, Data(buffer: bytes))
+    }
+}
+
+extension CLIError {
+    /// The node's error, with what to run instead said as a `lode` command.
+    init(_ e: API.ErrorBody.Detail) {
+        let instead: String? =
+            switch e.remedy {
+            case "exec": "use lode exec to change rows"
+            case "query": "use lode query to read"
+            case "alter": "use lode dataset alter to change the schema"
+            case "annotate": "use lode annotate"
+            case "create_dataset": "create one with lode dataset create"
+            default: nil
+            }
+        self = .failed(instead.map { "\(e.message): \($0)" } ?? e.message)
     }
 }
 

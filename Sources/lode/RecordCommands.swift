@@ -173,7 +173,9 @@ struct PeersList: AsyncParsableCommand {
         if format.resolved == .json { return try printJSON(peers) }
         RecordPrinter(format: format.resolved).print(
             columns: ["address", "state", "site", "last_error"],
-            rows: peers.map { [.text($0.address), .text($0.state), $0.site.map(Value.text) ?? .null, $0.lastError.map(Value.text) ?? .null] })
+            rows: peers.map {
+                [.text($0.address), .text($0.state.rawValue), $0.site.map(Value.text) ?? .null, $0.lastError.map(Value.text) ?? .null]
+            })
     }
 }
 

@@ -22,7 +22,7 @@ import Testing
         let bytes: [UInt8] = [0x80, 0x00]
         bytes.withUnsafeBytes { raw in
             var r = ByteReader(raw)
-            #expect(throws: DecodingError.self) { try r.readVarint() }
+            #expect(throws: BinaryDecodingError.self) { try r.readVarint() }
         }
     }
 
@@ -30,7 +30,7 @@ import Testing
         let bytes = [UInt8](repeating: 0xFF, count: 10) + [0x01]
         bytes.withUnsafeBytes { raw in
             var r = ByteReader(raw)
-            do throws(DecodingError) {
+            do throws(BinaryDecodingError) {
                 _ = try r.readVarint()
                 Issue.record("accepted an 11-byte varint")
             } catch {
@@ -54,7 +54,7 @@ import Testing
         let bytes: [UInt8] = [2, 0xC3, 0x28]
         bytes.withUnsafeBytes { raw in
             var r = ByteReader(raw)
-            do throws(DecodingError) {
+            do throws(BinaryDecodingError) {
                 _ = try r.readString()
                 Issue.record("accepted invalid UTF-8")
             } catch {
@@ -70,7 +70,7 @@ import Testing
         w.writeByte(0x41)
         w.bytes.withUnsafeBytes { raw in
             var r = ByteReader(raw)
-            #expect(throws: DecodingError.self) { try r.readString() }
+            #expect(throws: BinaryDecodingError.self) { try r.readString() }
         }
     }
 

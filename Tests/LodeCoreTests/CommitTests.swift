@@ -69,9 +69,9 @@ func sampleOps() -> [Op] {
     @Test func truncationAndTrailingBytesAreRejected() throws {
         let c = try sample()
         for n in [0, 1, 10, c.bytes.count - 65, c.bytes.count - 1] {
-            #expect(throws: DecodingError.self) { try Commit(decoding: Array(c.bytes[0..<n])) }
+            #expect(throws: BinaryDecodingError.self) { try Commit(decoding: Array(c.bytes[0..<n])) }
         }
-        #expect(throws: DecodingError.self) { try Commit(decoding: c.bytes + [0]) }
+        #expect(throws: BinaryDecodingError.self) { try Commit(decoding: c.bytes + [0]) }
     }
 
     @Test func depsMustBeSortedAndNotSelf() throws {
@@ -83,10 +83,10 @@ func sampleOps() -> [Op] {
             prev: [UInt8](repeating: 1, count: 32), deps: [], ops: sampleOps())
         content.deps = [Dependency(site: max(a, b), seq: 1), Dependency(site: min(a, b), seq: 1)]
         let unsorted = try Commit.sign(content, with: writer.key)
-        #expect(throws: DecodingError.self) { try Commit(decoding: unsorted.bytes) }
+        #expect(throws: BinaryDecodingError.self) { try Commit(decoding: unsorted.bytes) }
         content.deps = [Dependency(site: writer.site, seq: 1)]
         let selfDep = try Commit.sign(content, with: writer.key)
-        #expect(throws: DecodingError.self) { try Commit(decoding: selfDep.bytes) }
+        #expect(throws: BinaryDecodingError.self) { try Commit(decoding: selfDep.bytes) }
     }
 
     @Test func dependenciesAreTheFeedsThatAdvanced() {

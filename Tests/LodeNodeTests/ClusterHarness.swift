@@ -65,7 +65,7 @@ final class TestNode: @unchecked Sendable {
         sync.peersChanged()
     }
 
-    func replica(_ ds: String) throws -> Replica { try node.replica(ds) }
+    func replica(_ ds: String) throws -> any SQLReplicaStore { try node.replica(ds) }
 
     /// Every user table of a dataset, schema included, as text.
     func dump(_ ds: String) async throws -> [String] {

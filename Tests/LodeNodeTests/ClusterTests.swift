@@ -1,6 +1,7 @@
 import Foundation
 import LodeCore
 import LodeProtocol
+import LodeSQLite
 import LodeStore
 import LodeSync
 import Testing
@@ -41,7 +42,7 @@ let clusterSchema = """
         _ = try await lyon.replica("mines").exec("UPDATE mines SET output_t = 51000 WHERE id = 'mp'")
         _ = try await perth.replica("mines").exec("DELETE FROM mines WHERE id = 'mw'")
         _ = try await lyon.replica("mines").exec("UPDATE mines SET country = 'Australia' WHERE id = 'mw'")
-        _ = try await berlin.replica("mines").annotate(table: "mines", key: "bo", text: "capacity unverified", tags: ["check"])
+        _ = try await berlin.replica("mines").annotate(NewAnnotation(table: "mines", pk: "bo", text: "capacity unverified", tags: ["check"]))
         let apart2 = await waitForSync(nodes)
         #expect(apart2 == [])
 
@@ -71,7 +72,7 @@ let clusterSchema = """
         // The concurrent writes to mp.output_t are a conflict everywhere, both values kept.
         for n in [berlin, lyon, perth] {
             let c = try await n.replica("mines").conflicts()
-            #expect(c.contains { $0.key == "mp" && Set([$0.winnerValue, $0.loserValue]) == [.integer(50000), .integer(51000)] }, "\(n.name)")
+            #expect(c.contains { $0.pk == "mp" && Set([$0.winnerValue, $0.loserValue]) == [.integer(50000), .integer(51000)] }, "\(n.name)")
         }
         #expect(try await perth.replica("mines").annotations().first?.author == "berlin")
         for n in nodes { await n.stop() }
@@ -164,7 +165,7 @@ let clusterSchema = """
         nodes[0].sync.peersChanged()
         var states: [String] = []
         while states.last != "handshake" && states.count < 50 {
-            states.append(await nodes[0].sync.status().first { $0.address == address }?.state ?? "absent")
+            states.append(await nodes[0].sync.status().first { $0.address == address }?.state.rawValue ?? "absent")
             try await Task.sleep(for: .milliseconds(100))
         }
         #expect(states.last == "handshake", "\(states)")

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import LodeCore
+import LodeProtocol
 import Testing
 import X509
 
@@ -56,11 +57,22 @@ import X509
     }
 
     @Test func peerAddressesAreChecked() throws {
-        #expect(try PeerAddress.parse("relay:7443") == ("relay", 7443))
-        #expect(try PeerAddress.parse("[::1]:9") == ("::1", 9))
+        #expect(try PeerAddress("relay:7443") == PeerAddress("relay:7443"))
+        let relay = try PeerAddress("relay:7443")
+        #expect(relay.host == "relay" && relay.port == 7443)
+        let v6 = try PeerAddress("[::1]:9")
+        #expect(v6.host == "::1" && v6.port == 9 && v6.description == "[::1]:9")
+        #expect(try PeerAddress("127.0.0.1:0", allowZero: true).port == 0)
+        let dir = Scratch()
+        try Identity.createCA(dir: dir.file("ca"), cluster: "test")
+        try Node.initialize(dataDir: dir.file("n"), site: "n", role: .editor, caDir: dir.file("ca"))
+        let node = try Node.open(dataDir: dir.file("n"))
+        defer { node.close() }
         for bad in ["relay", "relay:", ":7443", "relay:0", "relay:70000", "relay:x"] {
-            #expect(throws: NodeError.self, "\(bad)") { try PeerAddress.parse(bad) }
+            #expect(throws: PeerAddress.Invalid.self, "\(bad)") { try PeerAddress(bad) }
+            #expect(throws: NodeError.self, "\(bad)") { try node.addPeer(bad) }
         }
+        #expect(try node.peers().isEmpty)
     }
 
     @Test func theEmbeddedSeedIsExactlyTheFilesInSeed() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import LodeCore
+import LodeTestSupport
 import Testing
 
 @testable import LodeStore

@@ -3,6 +3,7 @@ import LodeCore
 import Testing
 
 @testable import LodeProtocol
+@testable import LodeSync
 
 /// The frame layer: every message round-trips, however the byte stream is
 /// cut; bad frames are refused with the right rule; and the frame vectors
@@ -38,15 +39,15 @@ import Testing
         for (_, m) in Self.samples { stream += SyncFrame.encode(.v1(m)) }
         let expected = Self.samples.map { SyncMessage.v1($0.1) }
         // Whole, byte by byte, and in random cuts.
-        var whole = SyncFrameDecoder()
+        let whole = SyncFrameSplitter()
         #expect(try whole.feed(stream) == expected)
-        var one = SyncFrameDecoder()
+        let one = SyncFrameSplitter()
         var got: [SyncMessage] = []
         for b in stream { got += try one.feed([b]) }
         #expect(got == expected)
         var rng = SeededGenerator(seed: 3)
         for _ in 0..<50 {
-            var d = SyncFrameDecoder()
+            let d = SyncFrameSplitter()
             var out: [SyncMessage] = []
             var i = 0
             while i < stream.count {
@@ -60,7 +61,7 @@ import Testing
     }
 
     @Test func anOversizedFrameIsRefusedFromItsHeaderAlone() {
-        var d = SyncFrameDecoder(maxFrameBytes: 1024)
+        let d = SyncFrameSplitter(maxFrameBytes: 1024)
         #expect(throws: SyncFrameDecoder.Failure.frameTooLarge(0x7FFF_FFFF)) { try d.feed([0x7F, 0xFF, 0xFF, 0xFF]) }
     }
 
@@ -79,7 +80,7 @@ import Testing
     @Test(arguments: files("valid"))
     func validFrameVectorDecodesAndReencodes(_ name: String) throws {
         let bytes = try Self.readHex(Self.root + "/valid/" + name)
-        var d = SyncFrameDecoder()
+        let d = SyncFrameSplitter()
         let ms = try d.feed(bytes)
         #expect(ms.count == 1)
         #expect(SyncFrame.encode(ms[0]) == bytes)
@@ -88,7 +89,7 @@ import Testing
     @Test(arguments: files("invalid"))
     func invalidFrameVectorIsRefusedForItsRule(_ name: String) throws {
         let bytes = try Self.readHex(Self.root + "/invalid/" + name)
-        var d = SyncFrameDecoder(maxFrameBytes: 1 << 20)
+        let d = SyncFrameSplitter(maxFrameBytes: 1 << 20)
         do {
             let ms = try d.feed(bytes)
             Issue.record("\(name) decoded to \(ms)")

@@ -42,13 +42,13 @@ final class SimNode {
     }
 
     /// Applies what can be applied; returns rejections.
-    func apply(_ dataset: String, _ bytes: [[UInt8]]) -> [(site: SiteID, seq: UInt64, code: RejectCode, message: String)] {
+    func apply(_ dataset: String, _ bytes: [[UInt8]]) -> [CommitRejection] {
         var r = replicas[dataset] ?? ReferenceReplica(dataset: dataset)
-        var rejected: [(site: SiteID, seq: UInt64, code: RejectCode, message: String)] = []
+        var rejected: [CommitRejection] = []
         for b in bytes {
             guard let c = try? Commit(decoding: b) else { continue }
             if refuse.contains(c.hash) || !c.hasValidSignature {
-                rejected.append((c.author, c.seq, .badSignature, "refused"))
+                rejected.append(CommitRejection(site: c.author, seq: c.seq, code: .badSignature, reason: "refused"))
                 continue
             }
             if (try? r.apply(c)) != nil { logs[dataset, default: []].append(c) }
@@ -92,7 +92,7 @@ struct SimNetwork {
             case .send(let m):
                 // Round-trip through the wire encoding, as a socket would.
                 let frame = SyncFrame.encode(.v1(m))
-                var dec = SyncFrameDecoder()
+                let dec = SyncFrameSplitter()
                 let decoded = try! dec.feed(frame)
                 wire.append((x, y, decoded[0]))
                 messagesSent += 1

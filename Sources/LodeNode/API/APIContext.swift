@@ -1,0 +1,138 @@
+import Foundation
+import Hummingbird
+import LodeCore
+import LodeStore
+import NIOCore
+import NIOSSL
+
+/// What a request to the client API needs to do.
+enum Permission: Sendable {
+    /// Read datasets, status and peers; run read-only queries.
+    case read
+    /// Write annotations.
+    case annotate
+    /// Change rows and schemas, create datasets.
+    case edit
+    /// Run the node's sync: add and remove peers, sync now.
+    case operate
+
+    /// True when a client whose certificate grants `role` may do this.
+    func allows(_ role: Role) -> Bool {
+        switch self {
+        case .read: true
+        case .annotate: role.canAnnotate
+        case .edit, .operate: role == .editor
+        }
+    }
+}
+
+/// Who is calling: the node's own user on its Unix socket, who may do
+/// anything the site's role allows, or a remote client over mutual TLS,
+/// limited by its certificate's role.
+enum Caller: Sendable {
+    case local
+    case remote(Role)
+
+    /// Refuses what the caller may not do.
+    func check(_ permission: Permission, _ request: Request) throws {
+        guard case .remote(let role) = self, !permission.allows(role) else { return }
+        throw NodeError(
+            .forbidden, "the client's certificate is for a \(role.rawValue), which may not \(request.method) \(request.uri.path)")
+    }
+}
+
+/// A request context that says who is calling.
+protocol CallerContext: RequestContext {
+    var caller: Caller { get }
+}
+
+/// The request context of the client API, on the Unix socket and over
+/// mutual TLS alike.
+struct APIRequestContext: CallerContext {
+    var coreContext: CoreRequestContextStorage
+    /// The connection, to read a remote client's certificate.
+    let channel: any Channel
+    /// Set by `RemoteClientMiddleware` for clients over mutual TLS.
+    var caller = Caller.local
+    /// Set by `DatasetMiddleware` in the routes of one dataset.
+    var dataset: (any SQLReplicaStore)?
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+}
+
+/// The context of a route under `/v1/datasets/{ds}`: the dataset, resolved once.
+struct DatasetRequestContext: ChildRequestContext, CallerContext {
+    var coreContext: CoreRequestContextStorage
+    let caller: Caller
+    /// The dataset the path names.
+    let dataset: any SQLReplicaStore
+
+    init(context: APIRequestContext) throws {
+        guard let dataset = context.dataset else { throw NodeError(.notFound, "no dataset in this path") }
+        coreContext = context.coreContext
+        caller = context.caller
+        self.dataset = dataset
+    }
+}
+
+/// Resolves the dataset a path names (`{ds}`), for the routes of one dataset.
+struct DatasetMiddleware: RouterMiddleware {
+    let node: Node
+
+    func handle(
+        _ request: Request, context: APIRequestContext, next: (Request, APIRequestContext) async throws -> Response
+    ) async throws -> Response {
+        var context = context
+        context.dataset = try node.replica(try context.parameters.decoded("ds"))
+        return try await next(request, context)
+    }
+}
+
+/// Reads a remote client's role from its certificate (verified against the
+/// cluster CA by the TLS handshake); a certificate without one is refused.
+struct RemoteClientMiddleware: RouterMiddleware {
+    func handle(
+        _ request: Request, context: APIRequestContext, next: (Request, APIRequestContext) async throws -> Response
+    ) async throws -> Response {
+        guard let cert = try? await context.channel.nioSSL_peerCertificate().get(), let der = try? cert.toDERBytes(),
+            let role = try? SiteCertificate(der: der).role
+        else {
+            throw NodeError(.forbidden, "the client certificate grants no role")
+        }
+        var context = context
+        context.caller = .remote(role)
+        return try await next(request, context)
+    }
+}
+
+extension RouterMethods where Context: CallerContext {
+    /// Adds a route that needs `permission`: a caller without it is refused
+    /// before the handler runs.
+    @discardableResult
+    func on(
+        _ method: HTTPRequest.Method, _ path: RouterPath, needs permission: Permission,
+        use handler: @escaping @Sendable (Request, Context) async throws -> Response
+    ) -> Self {
+        on(path, method: method) { request, context in
+            try context.caller.check(permission, request)
+            return try await handler(request, context)
+        }
+    }
+}
+
+extension Parameters {
+    /// A path parameter, percent-decoded (`127.0.0.1%3A7443` is `127.0.0.1:7443`).
+    func decoded(_ name: String) throws -> String {
+        let raw = try require(name)
+        guard let text = raw.removingPercentEncoding else { throw NodeError(.badInput, "the path segment \(raw) is not valid percent-encoding") }
+        return text
+    }
+}
+
+extension Request {
+    /// A query parameter, if present.
+    func query(_ name: String) -> String? { uri.queryParameters.get(name) }
+}

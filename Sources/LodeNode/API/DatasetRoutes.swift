@@ -1,0 +1,50 @@
+import Hummingbird
+import LodeCore
+import LodeProtocol
+import LodeSQLite
+import LodeStore
+
+/// `/v1/datasets`: the datasets this node holds, creating one, and one
+/// dataset's summary, schema and schema changes.
+struct DatasetRoutes: Sendable {
+    let node: Node
+
+    func add(to group: RouterGroup<APIRequestContext>) {
+        group.on(.get, "datasets", needs: .read) { _, _ in try json(try await infos()) }
+        group.on(.post, "datasets", needs: .edit) { req, _ in
+            let body = try await req.decodeJSON(as: API.CreateDataset.self)
+            let replica = try await node.createDataset(body.name, schema: body.schema)
+            return try json(try await info(replica), status: .created)
+        }
+    }
+
+    func add(toDataset group: RouterGroup<DatasetRequestContext>) {
+        group.on(.get, "", needs: .read) { _, ctx in try json(try await info(ctx.dataset)) }
+        group.on(.get, "schema", needs: .read) { _, ctx in text(try await ctx.dataset.schemaSQL(), contentType: "application/sql") }
+        group.on(.post, "alter", needs: .edit) { req, ctx in
+            let body = try await req.decodeJSON(as: API.AlterDataset.self)
+            return try json(API.AlterResult(try await ctx.dataset.alter(try SchemaParser.parse(body.schema))))
+        }
+    }
+
+    /// Every dataset's summary.
+    func infos() async throws -> [API.DatasetInfo] {
+        var out: [API.DatasetInfo] = []
+        for name in node.datasetNames() { out.append(try await info(try node.replica(name))) }
+        return out
+    }
+
+    /// One dataset's summary: its tables, size, commits, vector and refusals.
+    func info(_ r: any SQLReplicaStore) async throws -> API.DatasetInfo {
+        let names = try await r.sites().reduce(into: [SiteID: String]()) { $0[$1.site] = $1.displayName }
+        let vector = r.vector.sorted.map { API.VectorEntry(site: names[$0.site] ?? $0.site.short, key: $0.site.hex, seq: $0.seq) }
+        return API.DatasetInfo(
+            name: r.dataset, tables: try await r.rowCounts().map { API.DatasetInfo.Table(name: $0.table, rows: $0.rows) },
+            bytes: r.bytesOnDisk, commits: try await r.commitCount(), vector: vector, rejected: try await r.rejectionCount())
+    }
+}
+
+extension API.AlterResult {
+    /// What an alter added.
+    init(_ c: SchemaChange) { self.init(addedTables: c.tables, addedColumns: c.columns) }
+}

@@ -1,0 +1,34 @@
+import Hummingbird
+import LodeProtocol
+import LodeSync
+
+/// `/v1/peers` and `/v1/sync`: the peers this node dials, and syncing now.
+struct PeerRoutes: Sendable {
+    let node: Node
+    let sync: SyncEngine
+    let status: StatusRoutes
+
+    func add(to group: RouterGroup<APIRequestContext>) {
+        group.on(.get, "peers", needs: .read) { _, _ in try json(await status.peers()) }
+        group.on(.post, "peers", needs: .operate) { req, _ in
+            let body = try await req.decodeJSON(as: API.PeerRequest.self)
+            let added = try node.addPeer(body.address)
+            sync.peersChanged()
+            return try json(["address": body.address, "added": added ? "yes" : "already there"], status: added ? .created : .ok)
+        }
+        group.on(.delete, "peers/:address", needs: .operate) { _, ctx in
+            let address = try ctx.parameters.decoded("address")
+            guard try node.removePeer(address) else { throw NodeError(.notFound, "\(address) is not a peer of this node") }
+            sync.peersChanged()
+            return Response(status: .noContent)
+        }
+        group.on(.post, "sync", needs: .operate) { req, _ in
+            let body = try await req.decodeJSON(as: API.SyncRequest.self)
+            sync.syncNow()
+            guard body.wait ?? false else { return try json(API.SyncResult(inSync: false, apart: [], waited: false)) }
+            let timeout = max(0, min(body.timeout ?? 60, 86_400))
+            let result = await sync.waitUntilInSync(timeout: .milliseconds(Int(timeout * 1000)))
+            return try json(API.SyncResult(inSync: result.inSync, apart: result.apart, waited: true))
+        }
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+import Hummingbird
+import LodeCore
+import LodeProtocol
+import LodeStore
+import NIOCore
+import ServiceLifecycle
+
+/// The rows of a dataset: read-only queries and SQL edits, export and
+/// import of a table, a row's history, and a query watched as it changes.
+struct TableRoutes: Sendable {
+    let node: Node
+
+    func add(to group: RouterGroup<DatasetRequestContext>) {
+        group.on(.post, "query", needs: .read) { req, ctx in
+            let body = try await req.decodeJSON(as: API.SQLRequest.self)
+            let format = try req.resultFormat()
+            let r = ctx.dataset
+            return try await stream(format) { each in try await r.query(body.sql, each) }
+        }
+        group.on(.post, "exec", needs: .edit) { req, ctx in
+            let body = try await req.decodeJSON(as: API.SQLRequest.self)
+            let report = try await ctx.dataset.exec(body.sql)
+            return try json(API.ExecResult(rowsChanged: report.rowsChanged, commits: report.commits))
+        }
+        group.on(.get, "tables/:table/export", needs: .read) { req, ctx in
+            let table = try ctx.parameters.decoded("table")
+            let r = ctx.dataset
+            return try await stream(try req.resultFormat()) { each in try await r.export(table: table, each) }
+        }
+        group.on(.post, "tables/:table/import", needs: .edit) { req, ctx in
+            try await importCSV(ctx.dataset, table: try ctx.parameters.decoded("table"), body: req.body)
+        }
+        group.on(.get, "tables/:table/history", needs: .read) { req, ctx in
+            guard let pk = req.query("pk") else { throw NodeError(.badInput, "history needs ?pk=KEY") }
+            return try json(try await ctx.dataset.history(table: try ctx.parameters.decoded("table"), pk: pk).map(API.HistoryEntry.init))
+        }
+        group.on(.get, "watch", needs: .read) { req, ctx in
+            guard let sql = req.query("sql") else { throw NodeError(.badInput, "watch needs ?sql=QUERY") }
+            return try await watch(ctx.dataset, sql: sql)
+        }
+    }
+
+    /// Spools the uploaded CSV to a temporary file (so the import, which is
+    /// one transaction, never waits on the network), then imports it,
+    /// answering with NDJSON progress lines and a final result line.
+    func importCSV(_ r: any SQLReplicaStore, table: String, body: RequestBody) async throws -> Response {
+        try FileManager.default.createDirectory(atPath: node.paths.tmp, withIntermediateDirectories: true)
+        let spool = node.paths.tmp + "/upload-\(UUID().uuidString).csv"
+        guard FileManager.default.createFile(atPath: spool, contents: nil, attributes: [.posixPermissions: 0o600]),
+            let handle = FileHandle(forWritingAtPath: spool)
+        else {
+            throw NodeError(.storage, "cannot create a file in \(node.paths.tmp) for the upload")
+        }
+        do {
+            for try await buffer in body {
+                try handle.write(contentsOf: buffer.readableBytesView)
+            }
+            try handle.close()
+        } catch {
+            try? handle.close()
+            try? FileManager.default.removeItem(atPath: spool)
+            throw error
+        }
+        let pipe = ChunkPipe(capacity: 64)
+        let encoder = JSONEncoder()
+        @Sendable func line(_ e: API.ImportEvent) -> [UInt8] { Array((try? encoder.encode(e)) ?? Data()) + [0x0A] }
+        let task = Task {
+            defer { try? FileManager.default.removeItem(atPath: spool) }
+            do {
+                let rep = try await r.importCSV(table: table, path: spool) { p in
+                    try? pipe.send(line(API.ImportEvent(progress: API.ImportProgress(rows: p.rows, bytes: p.bytes, totalBytes: p.totalBytes))))
+                }
+                try pipe.send(
+                    line(API.ImportEvent(result: API.ImportResult(rowsRead: rep.rowsRead, rowsChanged: rep.rowsChanged, commits: rep.commits))))
+                pipe.finish()
+            } catch {
+                let answer: any APIError = (error as? any APIError) ?? UnexpectedError(error)
+                try? pipe.send(line(API.ImportEvent(error: .init(code: answer.apiCode, message: answer.apiMessage, remedy: answer.apiRemedy))))
+                pipe.finish()
+            }
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = ResultFormat.ndjson.contentType
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                while let chunk = try await pipe.next() { try await writer.write(ByteBuffer(bytes: chunk)) }
+                _ = await task.result
+                try await writer.finish(nil)
+            })
+    }
+
+    /// The most rows one `watch` result may have.
+    static let watchRowLimit = 10_000
+
+    /// Runs a query now and again after every change to the dataset that
+    /// alters its result, answering with one NDJSON line per distinct result:
+    /// `{"columns": [...], "rows": [[...], ...]}`. Ends when the client goes.
+    func watch(_ replica: any SQLReplicaStore, sql: String) async throws -> Response {
+        @Sendable func run() async throws -> [UInt8] {
+            let rows = RowCollector(limit: TableRoutes.watchRowLimit)
+            try await replica.query(sql) { event in try rows.add(event) }
+            return rows.line()
+        }
+        let first = try await run()  // errors become error responses
+        let (changes, continuation) = AsyncStream.makeStream(of: Bool.self, bufferingPolicy: .bufferingNewest(2))
+        let token = replica.addObserver { _ in continuation.yield(true) }
+        var headers = HTTPFields()
+        headers[.contentType] = ResultFormat.ndjson.contentType
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                defer {
+                    replica.removeObserver(token)
+                    continuation.finish()
+                }
+                // A blank line every few seconds finds out when the client has
+                // gone; the node's shutdown ends the watch too.
+                let heartbeat = Task {
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: .seconds(5))
+                        continuation.yield(false)
+                    }
+                }
+                defer { heartbeat.cancel() }
+                try await withGracefulShutdownHandler {
+                    var last = first
+                    try await writer.write(ByteBuffer(bytes: first))
+                    for await changed in changes {
+                        guard changed else {
+                            try await writer.write(ByteBuffer(bytes: [0x0A]))
+                            continue
+                        }
+                        let next = try await run()
+                        if next != last {
+                            try await writer.write(ByteBuffer(bytes: next))
+                            last = next
+                        }
+                    }
+                } onGracefulShutdown: {
+                    continuation.finish()
+                }
+                try await writer.finish(nil)
+            })
+    }
+}
+
+extension API.HistoryEntry {
+    /// One write of a row's history.
+    init(_ e: HistoryEntry) { self.init(time: e.time, site: e.site, seq: e.seq, column: e.column, value: e.value, won: e.won) }
+}
+
+/// Gathers one query result as a single NDJSON line.
+final class RowCollector: @unchecked Sendable {
+    private var columns: [String] = []
+    private var rows: [[Value]] = []
+    let limit: Int
+    init(limit: Int) { self.limit = limit }
+
+    func add(_ e: QueryEvent) throws {
+        switch e {
+        case .columns(let c): columns = c
+        case .row(let r):
+            guard rows.count < limit else { throw NodeError(.badInput, "watch shows at most \(limit) rows; narrow the query") }
+            rows.append(r)
+        }
+    }
+
+    func line() -> [UInt8] {
+        var s = "{\"columns\":[" + columns.map(ResultEncoder.jsonString).joined(separator: ",") + "],\"rows\":["
+        s += rows.map { "[" + $0.map(ResultEncoder.jsonValue).joined(separator: ",") + "]" }.joined(separator: ",")
+        s += "]}\n"
+        return Array(s.utf8)
+    }
+}

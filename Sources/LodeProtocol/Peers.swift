@@ -1,0 +1,91 @@
+import LodeCore
+
+/// Where a peer is in its connection, as `lode status` shows it.
+public enum PeerState: String, Codable, Sendable, CaseIterable {
+    /// This node dialled it and a session runs.
+    case connected
+    /// It dialled this node and a session runs.
+    case accepted
+    /// TCP is up; the TLS handshake or the Hellos are not done.
+    case handshake
+    /// Dialling.
+    case connecting
+    /// Waiting before the next dial, after a failure.
+    case backoff
+    /// Not dialled: the node is offline.
+    case offline
+
+    /// True when a session runs.
+    public var isConnected: Bool { self == .connected || self == .accepted }
+}
+
+/// How far apart a node and a peer are in one dataset, in commits.
+public struct Lag: Codable, Hashable, Sendable {
+    /// Commits this node holds that the peer lacks.
+    public var ahead: UInt64
+    /// Commits the peer holds that this node lacks.
+    public var behind: UInt64
+
+    /// Creates a lag.
+    public init(ahead: UInt64, behind: UInt64) {
+        self.ahead = ahead
+        self.behind = behind
+    }
+
+    /// The lag between what this node holds (`local`) and what a peer
+    /// holds (`peer`): the commits of each feed one has beyond the other,
+    /// summed (saturating: a peer's vector can be anything).
+    public init(local: VersionVector, peer: VersionVector) {
+        var ahead: UInt64 = 0
+        var behind: UInt64 = 0
+        for site in Set(local.entries.keys).union(peer.entries.keys) {
+            let l = local[site], p = peer[site]
+            if l > p {
+                let (sum, overflow) = ahead.addingReportingOverflow(l - p)
+                ahead = overflow ? .max : sum
+            } else {
+                let (sum, overflow) = behind.addingReportingOverflow(p - l)
+                behind = overflow ? .max : sum
+            }
+        }
+        self.init(ahead: ahead, behind: behind)
+    }
+
+    /// True when neither side lacks anything.
+    public var isZero: Bool { ahead == 0 && behind == 0 }
+}
+
+/// A peer's address, `HOST:PORT` (an IPv6 host in brackets).
+///
+/// ```swift
+/// let a = try PeerAddress("127.0.0.1:7443")
+/// a.host // "127.0.0.1"
+/// ```
+public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
+    /// The host (brackets removed).
+    public let host: String
+    /// The port.
+    public let port: Int
+
+    /// Why an address is refused.
+    public struct Invalid: Error, CustomStringConvertible, Sendable {
+        /// What is wrong, for a person to read.
+        public let message: String
+        public var description: String { message }
+    }
+
+    /// Parses `HOST:PORT`. Port 0 (any free port) is allowed only where a
+    /// node listens (`allowZero`).
+    public init(_ s: String, allowZero: Bool = false) throws(Invalid) {
+        guard let colon = s.lastIndex(of: ":") else { throw Invalid(message: "\"\(s)\" is not HOST:PORT") }
+        var host = String(s[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, let port = Int(s[s.index(after: colon)...]), ((allowZero ? 0 : 1)...65535).contains(port) else {
+            throw Invalid(message: "\"\(s)\" is not HOST:PORT with a port from 1 to 65535")
+        }
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}

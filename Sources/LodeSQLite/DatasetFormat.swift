@@ -1,0 +1,83 @@
+import GRDB
+import LodeCore
+import LodeStore
+
+/// The layout of a dataset file beside the user tables.
+enum DatasetFormat {
+    /// Bumped whenever the internal tables change shape.
+    static let version = 1
+
+    static let bootstrap = """
+        CREATE TABLE _lode_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+        CREATE TABLE _lode_sites(
+            id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, name TEXT, role TEXT, cert BLOB,
+            valid_from INTEGER, valid_until INTEGER);
+        CREATE TABLE _lode_feeds(
+            site INTEGER PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL, vector BLOB NOT NULL);
+        CREATE TABLE _lode_log(
+            id INTEGER PRIMARY KEY, site INTEGER NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL,
+            hash BLOB NOT NULL, bytes BLOB NOT NULL, UNIQUE(site, seq));
+        CREATE TABLE _lode_tables(
+            id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, pk TEXT NOT NULL,
+            hlc INTEGER NOT NULL, site BLOB NOT NULL);
+        CREATE TABLE _lode_columns(
+            tbl INTEGER NOT NULL, slot INTEGER NOT NULL, name TEXT NOT NULL, type INTEGER NOT NULL,
+            not_null INTEGER NOT NULL, dflt BLOB NOT NULL, hlc INTEGER NOT NULL, site BLOB NOT NULL,
+            first_hlc INTEGER NOT NULL, first_site BLOB NOT NULL, first_ordinal INTEGER NOT NULL,
+            PRIMARY KEY(tbl, slot), UNIQUE(tbl, name));
+        CREATE TABLE _lode_rows(
+            tbl INTEGER NOT NULL, pk TEXT NOT NULL, cl INTEGER NOT NULL, clocks BLOB NOT NULL,
+            first_log INTEGER NOT NULL, PRIMARY KEY(tbl, pk)) WITHOUT ROWID;
+        CREATE TABLE _lode_history(
+            tbl INTEGER NOT NULL, pk TEXT NOT NULL, log INTEGER NOT NULL,
+            PRIMARY KEY(tbl, pk, log)) WITHOUT ROWID;
+        CREATE TABLE _lode_conflicts(
+            id INTEGER PRIMARY KEY, tbl TEXT NOT NULL, pk TEXT NOT NULL, col TEXT NOT NULL,
+            winner_value, winner_site INTEGER NOT NULL, winner_seq INTEGER NOT NULL, winner_hlc INTEGER NOT NULL,
+            loser_value, loser_site INTEGER NOT NULL, loser_seq INTEGER NOT NULL, loser_hlc INTEGER NOT NULL,
+            resolved_site INTEGER, resolved_seq INTEGER, detected INTEGER NOT NULL);
+        CREATE INDEX _lode_conflicts_cell ON _lode_conflicts(tbl, pk, col) WHERE resolved_seq IS NULL;
+        CREATE TABLE _lode_rejected(
+            id INTEGER PRIMARY KEY, received INTEGER NOT NULL, site BLOB NOT NULL, seq INTEGER NOT NULL,
+            hash BLOB NOT NULL UNIQUE, kind TEXT NOT NULL, reason TEXT NOT NULL, bytes BLOB NOT NULL);
+        """
+
+    /// Full-text search over annotation bodies and tags, kept by triggers on
+    /// the annotation tables. Local to each replica, never replicated.
+    static let annotationSearch = """
+        CREATE VIRTUAL TABLE _lode_annotations_fts USING fts5(id UNINDEXED, body, tokenize = 'unicode61');
+        CREATE TRIGGER _lode_annotations_ai AFTER INSERT ON _annotations BEGIN
+            INSERT INTO _lode_annotations_fts(id, body) VALUES (new.id, new.body);
+        END;
+        CREATE TRIGGER _lode_annotations_au AFTER UPDATE OF body ON _annotations BEGIN
+            DELETE FROM _lode_annotations_fts WHERE id = old.id;
+            INSERT INTO _lode_annotations_fts(id, body) VALUES (new.id, new.body);
+        END;
+        CREATE TRIGGER _lode_annotations_ad AFTER DELETE ON _annotations BEGIN
+            DELETE FROM _lode_annotations_fts WHERE id = old.id;
+        END;
+        """
+
+    /// Lays out a new dataset file: Lodestone's tables, the system tables
+    /// (annotations) and their search index.
+    static func create(_ db: Database, dataset: String) throws {
+        try db.execute(sql: bootstrap)
+        try db.execute(sql: "INSERT INTO _lode_meta(key, value) VALUES ('dataset', ?), ('format', ?)", arguments: [dataset, version])
+        let schema = try SchemaCatalog.load(db)
+        let genesis = SchemaStamp(hlc: .zero, site: AnnotationRows.genesisSite)
+        for def in AnnotationRows.systemTables { try schema.define(db, def, stamp: genesis) }
+        try db.execute(sql: annotationSearch)
+    }
+
+    /// Checks that an existing file holds `dataset` in this format.
+    static func check(_ db: Database, path: String, dataset: String) throws {
+        let stored = try String.fetchOne(db, sql: "SELECT value FROM _lode_meta WHERE key = 'dataset'")
+        guard stored == dataset else {
+            throw StoreError(.storage, "\(path) holds dataset \(stored ?? "?"), not \(dataset)")
+        }
+        let format = try Int.fetchOne(db, sql: "SELECT value FROM _lode_meta WHERE key = 'format'") ?? 0
+        guard format == version else {
+            throw StoreError(.storage, "\(path) has format \(format); this build reads format \(version)")
+        }
+    }
+}

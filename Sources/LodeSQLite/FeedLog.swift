@@ -1,0 +1,62 @@
+import Foundation
+import GRDB
+import LodeCore
+
+/// The log of a dataset file (`_lode_log`, one row per commit, in apply
+/// order) and its feeds (`_lode_feeds`, each site's head): what the replica
+/// holds, and the clock raised past every commit stored.
+final class FeedLog {
+    private(set) var heads: [SiteID: FeedHead] = [:]
+    private(set) var vector = VersionVector()
+    var clock = HybridLogicalClock()
+    /// The log row the next commit takes.
+    private(set) var nextID: Int64 = 1
+    /// How many commits the current transaction stored, for observers.
+    var added = 0
+
+    /// Reads the heads and the clock from the file.
+    static func load(_ db: Database, sites: SiteRegistry) throws -> FeedLog {
+        let f = FeedLog()
+        for row in try Row.fetchAll(db, sql: "SELECT site, seq, hash, vector FROM _lode_feeds") {
+            guard let key = sites.key(row["site"]) else { continue }
+            let head = FeedHead(
+                seq: UInt64(row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
+                vector: try VersionVector(decoding: [UInt8](row["vector"] as Data)))
+            f.heads[key] = head
+            f.vector[key] = head.seq
+        }
+        f.clock = HybridLogicalClock(last: HLC(rawValue: UInt64(bitPattern: try Int64.fetchOne(db, sql: "SELECT max(hlc) FROM _lode_log") ?? 0)))
+        f.nextID = (try Int64.fetchOne(db, sql: "SELECT max(id) FROM _lode_log") ?? 0) + 1
+        return f
+    }
+
+    /// The head of `site`'s feed.
+    func head(_ site: SiteID) -> FeedHead { heads[site] ?? .empty }
+
+    /// Appends a commit to the log and advances its author's feed. `past`
+    /// is the commit's full causal past.
+    func append(
+        _ db: Database, author: SiteID, number: SiteNumber, seq: UInt64, hlc: HLC, hash: [UInt8], bytes: [UInt8], past: VersionVector
+    ) throws {
+        try db.execute(
+            sql: "INSERT INTO _lode_log(id, site, seq, hlc, hash, bytes) VALUES (?, ?, ?, ?, ?, ?)",
+            arguments: [nextID, number, Int64(seq), Int64(bitPattern: hlc.rawValue), Data(hash), Data(bytes)])
+        try db.execute(
+            sql: "INSERT OR REPLACE INTO _lode_feeds(site, seq, hash, vector) VALUES (?, ?, ?, ?)",
+            arguments: [number, Int64(seq), Data(hash), Data(past.encoded)])
+        heads[author] = FeedHead(seq: seq, hash: hash, vector: past)
+        vector[author] = seq
+        nextID += 1
+        clock.observe(hlc)
+        added += 1
+    }
+
+    /// The hash of `site`'s commit `seq`, if held.
+    static func hash(_ db: Database, site: SiteID, seq: UInt64) throws -> [UInt8]? {
+        guard seq <= UInt64(Int64.max) else { return nil }
+        return try Data.fetchOne(
+            db, sql: "SELECT l.hash FROM _lode_log l JOIN _lode_sites s ON l.site = s.id WHERE s.key = ? AND l.seq = ?",
+            arguments: [Data(site.bytes), Int64(seq)]
+        ).map { [UInt8]($0) }
+    }
+}

@@ -1,0 +1,122 @@
+import Foundation
+import GRDB
+import LodeCore
+import LodeStore
+
+/// A node's own file (`node.db`): its settings, the peers it dials, and the
+/// certificates of every site it knows. Writes change the file only when
+/// something changed, so that a node starts on a full disk.
+///
+/// ```swift
+/// let file = try NodeFile(path: dataDir + "/node.db")
+/// try file.addPeer("127.0.0.1:7443", added: "2026-12-02T10:00:00.000Z")
+/// ```
+public final class NodeFile: Sendable {
+    private let queue: DatabaseQueue
+
+    /// Opens (creating if needed) the node file at `path`.
+    public init(path: String) throws {
+        _ = SQLiteSetup.prepare
+        queue = try StoreError.converting {
+            let q = try DatabaseQueue(path: path)
+            try q.write { db in
+                try db.execute(
+                    sql: """
+                        CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                        CREATE TABLE IF NOT EXISTS peers(address TEXT PRIMARY KEY, added TEXT NOT NULL);
+                        CREATE TABLE IF NOT EXISTS certificates(site BLOB PRIMARY KEY, der BLOB NOT NULL, valid_until INTEGER NOT NULL DEFAULT 0);
+                        """)
+            }
+            return q
+        }
+    }
+
+    // MARK: Settings
+
+    /// A stored setting.
+    public func setting(_ key: String) throws -> String? {
+        try StoreError.converting {
+            try queue.read { db in try String.fetchOne(db, sql: "SELECT value FROM settings WHERE key = ?", arguments: [key]) }
+        }
+    }
+
+    /// Stores a setting.
+    public func setSetting(_ key: String, _ value: String) throws {
+        try StoreError.converting {
+            try queue.write { db in
+                try db.execute(
+                    sql:
+                        "INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value WHERE value IS NOT excluded.value",
+                    arguments: [key, value])
+            }
+        }
+    }
+
+    // MARK: Peers
+
+    /// The peers the node dials.
+    public func peers() throws -> [String] {
+        try StoreError.converting { try queue.read { db in try String.fetchAll(db, sql: "SELECT address FROM peers ORDER BY address") } }
+    }
+
+    /// Adds a peer. Returns false if it was already there.
+    public func addPeer(_ address: String, added: String) throws -> Bool {
+        try StoreError.converting {
+            try queue.write { db in
+                try db.execute(sql: "INSERT OR IGNORE INTO peers(address, added) VALUES (?, ?)", arguments: [address, added])
+                return db.changesCount > 0
+            }
+        }
+    }
+
+    /// Removes a peer. Returns false if it was not there.
+    public func removePeer(_ address: String) throws -> Bool {
+        try StoreError.converting {
+            try queue.write { db in
+                try db.execute(sql: "DELETE FROM peers WHERE address = ?", arguments: [address])
+                return db.changesCount > 0
+            }
+        }
+    }
+
+    // MARK: Certificates
+
+    /// Every site certificate kept (DER), in site order.
+    public func certificates() throws -> [[UInt8]] {
+        try StoreError.converting {
+            try queue.read { db in try Data.fetchAll(db, sql: "SELECT der FROM certificates ORDER BY site").map { [UInt8]($0) } }
+        }
+    }
+
+    /// Keeps the certificate of `site`, replacing an older one only when
+    /// this one is valid longer (a renewal). Returns true when it changed.
+    public func keepCertificate(site: SiteID, der: [UInt8], validUntil: Int64) throws -> Bool {
+        try StoreError.converting {
+            try queue.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO certificates(site, der, valid_until) VALUES (?, ?, ?)
+                        ON CONFLICT(site) DO UPDATE SET der = excluded.der, valid_until = excluded.valid_until
+                        WHERE excluded.valid_until > certificates.valid_until
+                        """, arguments: [Data(site.bytes), Data(der), validUntil])
+                return db.changesCount > 0
+            }
+        }
+    }
+
+    /// Records this node's own certificate, replacing whatever was kept for
+    /// its site (written only when it differs).
+    public func keepOwnCertificate(site: SiteID, der: [UInt8], validUntil: Int64) throws {
+        try StoreError.converting {
+            try queue.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO certificates(site, der, valid_until) VALUES (?, ?, ?)
+                        ON CONFLICT(site) DO UPDATE SET der = excluded.der, valid_until = excluded.valid_until
+                        WHERE der IS NOT excluded.der OR valid_until IS NOT excluded.valid_until
+                        """,
+                    arguments: [Data(site.bytes), Data(der), validUntil])
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+import Foundation
+import GRDB
+import LodeCore
+import LodeStore
+
+extension SQLiteReplica {
+    /// Adds an annotation to a row (or one of its cells), with tags, perhaps
+    /// as a reply to another. Returns its id.
+    ///
+    /// ```swift
+    /// let id = try await replica.annotate(NewAnnotation(table: "facilities", pk: "mp-10x", text: "capacity unconfirmed", tags: ["check"]))
+    /// ```
+    public func annotate(_ note: NewAnnotation) async throws -> String {
+        let tags = try AnnotationRows.check(note, by: local)
+        return try await edit { [self] batch in
+            let t = try batch.table(note.table)
+            let rowPresent = Merge.isPresent(try batch.state.rows.readRow(batch.db, t, note.pk).length)
+            let notes = try batch.table(AnnotationRows.notes)
+            let replyPresent = try note.replyTo.map { Merge.isPresent(try batch.state.rows.readRow(batch.db, notes, $0).length) } ?? true
+            try AnnotationRows.checkTarget(note, table: t.schema, rowPresent: rowPresent, replyPresent: replyPresent)
+            let id = AnnotationRows.id(hlc: batch.hlc, site: local.site)
+            for row in AnnotationRows.rows(note, id: id, author: local.name, hlc: batch.hlc, tags: tags) { try batch.apply(row) }
+            return id
+        }
+    }
+
+    /// Lists annotations, newest first.
+    public func annotations(_ f: AnnotationFilter) async throws -> [Annotation] {
+        try await read { db in
+            var conditions: [String] = []
+            var args: [DatabaseValueConvertible?] = []
+            if let t = f.table { conditions.append("a.target_table = ?"); args.append(t) }
+            if let k = f.pk { conditions.append("a.target_pk = ?"); args.append(k) }
+            if let tag = f.tag {
+                conditions.append("EXISTS (SELECT 1 FROM _annotation_tags g WHERE g.annotation_id = a.id AND g.tag = ?)")
+                args.append(tag)
+            }
+            if let s = f.search, !s.trimmingCharacters(in: .whitespaces).isEmpty {
+                conditions.append("a.id IN (SELECT id FROM _lode_annotations_fts WHERE _lode_annotations_fts MATCH ?)")
+                args.append(try SQLiteReplica.ftsQuery(db, s))
+            }
+            let sql = """
+                SELECT a.id, a.target_table, a.target_pk, a.target_column, a.body, a.author, a.status, a.reply_to, a.created,
+                       (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM _annotation_tags g WHERE g.annotation_id = a.id ORDER BY tag)) AS tags,
+                       EXISTS (SELECT 1 FROM _lode_rows r JOIN _lode_tables t ON r.tbl = t.id
+                               WHERE t.name = a.target_table AND r.pk = a.target_pk AND r.cl % 2 = 1) AS target_exists
+                FROM _annotations a
+                \(conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND "))
+                ORDER BY a.created DESC, a.id DESC
+                LIMIT ?
+                """
+            args.append(f.limit ?? -1)
+            return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map { r in
+                Annotation(
+                    id: r["id"], table: r["target_table"] ?? "", pk: r["target_pk"] ?? "", column: r["target_column"],
+                    text: r["body"], author: r["author"] ?? "", status: r["status"], replyTo: r["reply_to"],
+                    created: r["created"] ?? "", tags: (r["tags"] as String?)?.split(separator: "\u{1F}").map(String.init) ?? [],
+                    targetExists: r["target_exists"])
+            }
+        }
+    }
+
+    /// Uses the words as FTS5 syntax when that parses, else as plain words
+    /// (each quoted), so that a stray quote or dash is not an error.
+    static func ftsQuery(_ db: Database, _ words: String) throws -> String {
+        do {
+            _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM _lode_annotations_fts WHERE _lode_annotations_fts MATCH ?", arguments: [words])
+            return words
+        } catch {
+            return words.split(whereSeparator: { $0.isWhitespace })
+                .map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+                .joined(separator: " ")
+        }
+    }
+}

@@ -1,0 +1,143 @@
+import CLodeSQLite
+import Foundation
+import GRDB
+import LodeCore
+import LodeStore
+
+extension SQLiteReplica {
+    /// The read-only pragmas a query may run.
+    static let readPragmas: Set<String> = [
+        "TABLE_INFO", "TABLE_XINFO", "TABLE_LIST", "INDEX_LIST", "INDEX_INFO", "INDEX_XINFO", "FOREIGN_KEY_LIST",
+        "INTEGRITY_CHECK", "QUICK_CHECK", "PAGE_COUNT", "PAGE_SIZE", "FREELIST_COUNT", "COMPILE_OPTIONS",
+        "FUNCTION_LIST", "PRAGMA_LIST", "DATA_VERSION", "USER_VERSION", "ENCODING", "COLLATION_LIST",
+    ]
+
+    /// Refuses SQL that is not one read-only statement, with a message
+    /// saying what to use instead.
+    static func checkReadOnly(_ sql: String) throws {
+        let statements = SQLLexer.statements(sql)
+        guard !statements.isEmpty else { throw StoreError.badInput("no SQL statement given") }
+        guard statements.count == 1 else { throw StoreError.badInput("query runs one statement; run each separately") }
+        let t = statements[0]
+        let head = t.first?.kind == .word ? t[0].text : ""
+        switch head {
+        case "SELECT", "WITH", "VALUES", "EXPLAIN": return
+        case "PRAGMA":
+            let name = t.count > 1 ? t[1].text.uppercased() : ""
+            let isAssignment = t.contains { $0.kind == .other && $0.text == "=" }
+            if readPragmas.contains(name) && !isAssignment { return }
+            throw StoreError.badInput(
+                "query may run read-only pragmas only (table_info, index_list, integrity_check, …), not PRAGMA \(name.lowercased())")
+        case "INSERT", "UPDATE", "DELETE", "REPLACE":
+            throw StoreError.badInput("query is read-only and \(head) writes", remedy: .exec)
+        default:
+            throw StoreError.badInput(
+                "query is read-only and runs SELECT, WITH, VALUES, EXPLAIN or a read-only PRAGMA, not \(head.isEmpty ? "this statement" : head)")
+        }
+    }
+
+    /// Runs one read-only statement on a read-only connection, calling
+    /// `each` with the column names and then with every row as it is read.
+    /// Anything that would write is refused before it runs.
+    ///
+    /// ```swift
+    /// try await replica.query("SELECT symbol, name FROM elements") { event in print(event) }
+    /// ```
+    public func query(_ sql: String, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
+        try SQLiteReplica.checkReadOnly(sql)
+        try await read { db in
+            let statement: Statement
+            do {
+                statement = try db.makeStatement(sql: sql)
+            } catch let e as DatabaseError {
+                let msg = e.message ?? "\(e)"
+                throw StoreError(msg.hasPrefix("no such") ? .notFound : .badInput, msg)
+            }
+            guard statement.isReadonly else {
+                throw StoreError.badInput("query is read-only and this statement writes", remedy: .exec)
+            }
+            try SQLiteReplica.stream(db, statement, limit: self.stepTimeLimit, each)
+        }
+    }
+
+    /// Steps a statement, handing out the column names and then each row.
+    static func stream(_ db: Database, _ statement: Statement, limit: TimeInterval, _ each: (QueryEvent) throws -> Void) throws {
+        let handle = statement.sqliteStatement
+        let n = sqlite3_column_count(handle)
+        try each(.columns((0..<n).map { String(cString: sqlite3_column_name(handle, $0)) }))
+        let deadline = StepDeadline(limit: limit)
+        sqlite3_progress_handler(
+            db.sqliteConnection, 10_000,
+            { ctx in
+                Unmanaged<StepDeadline>.fromOpaque(ctx!).takeUnretainedValue().expired ? 1 : 0
+            }, Unmanaged.passUnretained(deadline).toOpaque())
+        defer {
+            sqlite3_progress_handler(db.sqliteConnection, 0, nil, nil)
+            sqlite3_reset(handle)
+        }
+        while true {
+            deadline.restart()
+            let rc = sqlite3_step(handle)
+            if rc == SQLITE_DONE { break }
+            if rc == SQLITE_INTERRUPT {
+                throw StoreError.badInput("the query computed for more than \(limit) seconds without producing a row and was stopped")
+            }
+            guard rc == SQLITE_ROW else {
+                throw StoreError.badInput(String(cString: sqlite3_errmsg(db.sqliteConnection)))
+            }
+            var row: [Value] = []
+            row.reserveCapacity(Int(n))
+            for i in 0..<n { row.append(columnValue(handle, i)) }
+            try each(.row(row))
+        }
+    }
+
+    /// Streams every row of a user table, ordered by primary key.
+    public func export(table: String, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
+        let tables = try await schema()
+        guard let t = tables.first(where: { $0.name == table }) else {
+            throw DatasetRules.noTable(table, in: dataset, tables: tables.map(\.name))
+        }
+        let cols = ([t.primaryKey] + t.orderedColumns.map(\.name)).map(quote).joined(separator: ", ")
+        try await read { db in
+            try SQLiteReplica.stream(
+                db, try db.makeStatement(sql: "SELECT \(cols) FROM \(quote(table)) ORDER BY \(quote(t.primaryKey))"), limit: self.stepTimeLimit, each)
+        }
+    }
+
+    /// The merged schemas of the user tables, by name.
+    public func schema() async throws -> [TableSchema] {
+        try await read { db in try SchemaCatalog.load(db).userSchemas }
+    }
+
+    /// Adds the tables and columns that `defs` declare and the dataset lacks
+    /// (`DatasetRules.planAlter`); refuses any other change, changing nothing.
+    public func alter(_ defs: [TableDef]) async throws -> SchemaChange {
+        guard local.role.canEdit else {
+            throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only an editor may change the schema")
+        }
+        return try await edit { batch in
+            let existing = batch.state.schema.tables.mapValues(\.schema)
+            let (changes, change) = try DatasetRules.planAlter(existing: existing, declared: defs)
+            if !changes.isEmpty { try batch.define(changes) }
+            return change
+        }
+    }
+
+    /// Row counts of the user tables.
+    public func rowCounts() async throws -> [TableRowCount] {
+        let names = try await schema().map(\.name)
+        return try await read { db in
+            try names.map { TableRowCount(table: $0, rows: try Int.fetchOne(db, sql: "SELECT count(*) FROM \(quote($0))") ?? 0) }
+        }
+    }
+}
+
+/// The start of the current step and how long it may run.
+final class StepDeadline {
+    private var start = DispatchTime.now().uptimeNanoseconds
+    private let limit: UInt64
+    init(limit: TimeInterval) { self.limit = UInt64(limit * 1e9) }
+    func restart() { start = DispatchTime.now().uptimeNanoseconds }
+    var expired: Bool { DispatchTime.now().uptimeNanoseconds - start > limit }
+}

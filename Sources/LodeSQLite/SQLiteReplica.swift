@@ -1,0 +1,212 @@
+import Foundation
+import GRDB
+import LodeCore
+import LodeStore
+import Synchronization
+
+/// One dataset's replica in an SQLite file: user tables any SQLite tool can
+/// read, and beside them the clocks, causal lengths, log, feeds, conflicts
+/// and annotations that make it a CRDT (layout: `DatasetFormat`).
+///
+/// All writes go through one serialized writer connection; queries run on a
+/// pool of read-only connections (WAL), so readers never block the writer.
+///
+/// ```swift
+/// let catalog = SQLiteCatalog(directory: dir, local: site)
+/// let r = try await catalog.create("rare-earths", tables: try SchemaParser.parse(schema))
+/// let report = try await r.importCSV(table: "elements", path: "elements.csv")
+/// ```
+public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
+    /// The dataset name.
+    public let dataset: String
+    /// The file.
+    public let path: String
+    /// The local site.
+    public let local: LocalSite
+    let pool: DatabasePool
+    let wallClock: @Sendable () -> UInt64
+    /// How long one step of a query may compute without producing a row
+    /// before it is stopped, so that a runaway query cannot hold a reader.
+    public let stepTimeLimit: TimeInterval
+    /// The writer's state; touched only inside `pool.write`.
+    private var writerState: WriterState?
+    /// The version vector after the last committed write, for readers.
+    private let published = Mutex(VersionVector())
+    /// Called after every committed write that added commits, with the new
+    /// vector. Observers read what they need from the log; the commits
+    /// themselves are never held in memory for them (an import may add
+    /// hundreds of megabytes).
+    private let observers = Mutex<[UUID: @Sendable (VersionVector) -> Void]>([:])
+
+    /// The milliseconds since 1970 now.
+    public static let systemWallClock: @Sendable () -> UInt64 = {
+        UInt64(max(0, Date().timeIntervalSince1970 * 1000))
+    }
+
+    private init(
+        dataset: String, path: String, local: LocalSite, pool: DatabasePool, wallClock: @escaping @Sendable () -> UInt64,
+        stepTimeLimit: TimeInterval
+    ) {
+        self.stepTimeLimit = stepTimeLimit
+        self.dataset = dataset
+        self.path = path
+        self.local = local
+        self.pool = pool
+        self.wallClock = wallClock
+    }
+
+    static func configuration() -> Configuration {
+        _ = SQLiteSetup.prepare
+        var config = Configuration()
+        config.busyMode = .timeout(30)
+        config.maximumReaderCount = 4
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL; PRAGMA cache_size = -32768")
+        }
+        return config
+    }
+
+    /// Opens a dataset file, creating an empty replica (no tables) if none
+    /// exists: how a replica of a dataset first heard of from a peer begins.
+    /// A new dataset with tables is made by `SQLiteCatalog.create`.
+    public static func open(
+        at path: String, dataset: String, local: LocalSite,
+        wallClock: @escaping @Sendable () -> UInt64 = SQLiteReplica.systemWallClock, stepTimeLimit: TimeInterval = 120
+    ) throws -> SQLiteReplica {
+        let pool: DatabasePool
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration())
+        } catch {
+            throw StoreError(.storage, "cannot open \(path)", cause: error)
+        }
+        let replica = SQLiteReplica(dataset: dataset, path: path, local: local, pool: pool, wallClock: wallClock, stepTimeLimit: stepTimeLimit)
+        do {
+            try pool.write { db in
+                if try db.tableExists("_lode_meta") {
+                    try DatasetFormat.check(db, path: path, dataset: dataset)
+                } else {
+                    try DatasetFormat.create(db, dataset: dataset)
+                }
+                let state = try WriterState.load(db)
+                try state.sites.register(db, local.record)
+                replica.writerState = state
+                replica.published.withLock { $0 = state.feeds.vector }
+            }
+        } catch {
+            try? pool.close()
+            throw StoreError.converting(error)
+        }
+        return replica
+    }
+
+    /// Closes the file. The replica must not be used afterwards.
+    public func close() throws {
+        try pool.write { _ in writerState = nil }
+        try pool.close()
+    }
+
+    /// Runs `body` in one write transaction, then publishes the new vector
+    /// and tells observers of the commits added. If the transaction fails,
+    /// the writer's state is dropped and reloaded from the file next time.
+    func write<T: Sendable>(_ body: @escaping @Sendable (WriteTransaction) throws -> T) async throws -> T {
+        // The transaction is opened and committed inside the closure so that
+        // a COMMIT that fails (a full disk, an I/O error: SQLite rolls the
+        // whole transaction back) also drops the in-memory state, which
+        // would otherwise believe in heads and a vector that were never
+        // stored, and sign the next commit on top of them.
+        let (result, added) = try await StoreError.converting {
+            try await pool.writeWithoutTransaction { [self] db in
+                let tx = WriteTransaction(replica: self, db: db, state: try writerState ?? WriterState.load(db))
+                writerState = tx.state
+                var out: (T, UncheckedBox<(Int, VersionVector)>)?
+                do {
+                    try db.inTransaction {
+                        let r = try body(tx)
+                        out = (r, UncheckedBox((tx.state.feeds.added, tx.state.feeds.vector)))
+                        return .commit
+                    }
+                    tx.state.feeds.added = 0
+                    writerState = tx.state
+                } catch {
+                    writerState = nil
+                    throw error
+                }
+                return out!
+            }
+        }
+        publish(vector: added.value.1, commits: added.value.0)
+        return result
+    }
+
+    /// Runs `build` with a batch of local edits in one write transaction,
+    /// then signs and stores the last commit.
+    func edit<T: Sendable>(_ build: @escaping @Sendable (LocalBatch) throws -> T) async throws -> T {
+        try await write { tx in
+            let batch = try LocalBatch(tx)
+            let r = try build(batch)
+            try batch.finish()
+            return r
+        }
+    }
+
+    /// What this replica holds: for each site, the highest seq held.
+    public var vector: VersionVector { published.withLock { $0 } }
+
+    private func publish(vector v: VersionVector, commits: Int) {
+        published.withLock { $0 = v }
+        guard commits > 0 else { return }
+        for o in observers.withLock({ Array($0.values) }) { o(v) }
+    }
+
+    @discardableResult
+    public func addObserver(_ f: @escaping @Sendable (VersionVector) -> Void) -> UUID {
+        let id = UUID()
+        observers.withLock { $0[id] = f }
+        return id
+    }
+
+    public func removeObserver(_ id: UUID) {
+        _ = observers.withLock { $0.removeValue(forKey: id) }
+    }
+
+    /// Reads with a read-only connection.
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await StoreError.converting { try await pool.read(body) }
+    }
+
+    /// The size of the dataset's files on disk, in bytes.
+    public var bytesOnDisk: UInt64 {
+        ["", "-wal"].reduce(0) { sum, suffix in
+            sum + ((try? FileManager.default.attributesOfItem(atPath: path + suffix)[.size] as? UInt64) ?? 0)
+        }
+    }
+}
+
+/// One write transaction on a replica's file: the connection and the
+/// writer's state, valid only inside the closure that received it.
+final class WriteTransaction {
+    let replica: SQLiteReplica
+    let db: Database
+    private(set) var state: WriterState
+
+    init(replica: SQLiteReplica, db: Database, state: WriterState) {
+        self.replica = replica
+        self.db = db
+        self.state = state
+    }
+
+    /// Reloads the state from the file (after a rolled-back savepoint).
+    func reload() throws { state = try WriterState.load(db) }
+
+    /// The stamp and seq of the next local commit.
+    func nextLocalStart() -> CommitStart {
+        CommitStart(hlc: state.feeds.clock.tick(wallMillis: replica.wallClock()), seq: state.feeds.head(replica.local.site).seq + 1)
+    }
+}
+
+/// Carries a non-Sendable value out of a GRDB closure that ran on the
+/// writer queue; only used for the writer's own state.
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

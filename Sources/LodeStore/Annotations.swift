@@ -1,0 +1,159 @@
+import Foundation
+import LodeCore
+
+/// An annotation on a row or one cell.
+public struct Annotation: Sendable, Codable, Hashable {
+    public var id: String
+    public var table: String
+    public var pk: String
+    public var column: String?
+    public var text: String
+    public var author: String
+    public var status: String
+    public var replyTo: String?
+    public var created: String
+    public var tags: [String]
+    /// False when the row it points at has since been deleted.
+    public var targetExists: Bool
+
+    /// Creates an annotation.
+    public init(
+        id: String, table: String, pk: String, column: String?, text: String, author: String, status: String,
+        replyTo: String?, created: String, tags: [String], targetExists: Bool
+    ) {
+        self.id = id
+        self.table = table
+        self.pk = pk
+        self.column = column
+        self.text = text
+        self.author = author
+        self.status = status
+        self.replyTo = replyTo
+        self.created = created
+        self.tags = tags
+        self.targetExists = targetExists
+    }
+}
+
+/// Which annotations to list.
+public struct AnnotationFilter: Sendable, Codable, Hashable {
+    public var table: String?
+    public var pk: String?
+    public var tag: String?
+    /// Full-text search words (every word must appear).
+    public var search: String?
+    public var limit: Int?
+
+    /// Creates a filter; nil fields match everything.
+    public init(table: String? = nil, pk: String? = nil, tag: String? = nil, search: String? = nil, limit: Int? = nil) {
+        self.table = table
+        self.pk = pk
+        self.tag = tag
+        self.search = search
+        self.limit = limit
+    }
+}
+
+/// A new annotation as its author writes it.
+public struct NewAnnotation: Sendable, Hashable {
+    /// The annotated row's table and primary key.
+    public var table: String
+    public var pk: String
+    /// The annotated cell's column, or nil for the whole row.
+    public var column: String?
+    /// What it says.
+    public var text: String
+    public var tags: [String]
+    /// The annotation it answers, if any.
+    public var replyTo: String?
+
+    /// Creates an annotation to write.
+    public init(table: String, pk: String, column: String? = nil, text: String, tags: [String] = [], replyTo: String? = nil) {
+        self.table = table
+        self.pk = pk
+        self.column = column
+        self.text = text
+        self.tags = tags
+        self.replyTo = replyTo
+    }
+}
+
+/// How annotations are kept: rows of two system tables, written with the
+/// same CRDT as user rows (DESIGN §2). Every store writes them through
+/// these functions.
+public enum AnnotationRows {
+    /// The table of annotations.
+    public static let notes = "_annotations"
+    /// The table of tags, one row per (annotation, tag).
+    public static let tags = "_annotation_tags"
+
+    /// The checks that need no replica: the site may annotate, the text is
+    /// not empty, the table is a user table. Returns the tags trimmed,
+    /// without duplicates, sorted.
+    public static func check(_ a: NewAnnotation, by local: LocalSite) throws -> [String] {
+        guard local.role.canAnnotate else {
+            throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only editors and annotators may annotate")
+        }
+        guard !a.text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            throw StoreError.badInput("the annotation text is empty")
+        }
+        guard !Identifier.isReserved(a.table) else { throw StoreError.badInput("annotate rows of user tables, not \(a.table)") }
+        return Array(Set(a.tags.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })).sorted()
+    }
+
+    /// The checks against the replica: the column exists in `table`, the
+    /// row is present, and so is the annotation replied to.
+    public static func checkTarget(_ a: NewAnnotation, table: TableSchema, rowPresent: Bool, replyPresent: Bool) throws {
+        if let column = a.column, table.columns[column] == nil && column != table.primaryKey {
+            throw StoreError.notFound("no column \(column) in table \(a.table)")
+        }
+        guard rowPresent else { throw StoreError.notFound("no row \(a.pk) in table \(a.table)") }
+        if let reply = a.replyTo, !replyPresent { throw StoreError.notFound("no annotation \(reply) to reply to") }
+    }
+
+    /// The id of the annotation a site writes in a commit stamped `hlc`:
+    /// unique, and sorting by time.
+    public static func id(hlc: HLC, site: SiteID) -> String {
+        String(hlc.rawValue, radix: 16) + site.hex.prefix(4)
+    }
+
+    /// The rows that record annotation `id`, written by `author` at `hlc`.
+    public static func rows(_ a: NewAnnotation, id: String, author: String, hlc: HLC, tags: [String]) -> [RowEdit] {
+        let fields: [(String, Value)] = [
+            ("target_table", .text(a.table)), ("target_pk", .text(a.pk)), ("target_column", a.column.map(Value.text) ?? .null),
+            ("body", .text(a.text)), ("author", .text(author)), ("status", .text("open")),
+            ("reply_to", a.replyTo.map(Value.text) ?? .null), ("created", .text(hlc.iso8601)),
+        ]
+        var out: [RowEdit] = [.put(table: notes, pk: id, columns: fields.map(\.0), values: fields.map(\.1))]
+        for tag in tags {
+            out.append(.put(table: AnnotationRows.tags, pk: "\(id):\(tag)", columns: ["annotation_id", "tag"], values: [.text(id), .text(tag)]))
+        }
+        return out
+    }
+
+    /// The system tables every dataset has, with the same definition
+    /// everywhere (stamped at the zero clock by `genesisSite`).
+    public static let systemTables: [TableDef] = [
+        TableDef(
+            name: notes, primaryKey: "id",
+            columns: [
+                ColumnDef(name: "target_table", type: .text),
+                ColumnDef(name: "target_pk", type: .text),
+                ColumnDef(name: "target_column", type: .text),
+                ColumnDef(name: "body", type: .text, notNull: true, defaultValue: .text("")),
+                ColumnDef(name: "author", type: .text),
+                ColumnDef(name: "status", type: .text, notNull: true, defaultValue: .text("open")),
+                ColumnDef(name: "reply_to", type: .text),
+                ColumnDef(name: "created", type: .text),
+            ]),
+        TableDef(
+            name: tags, primaryKey: "id",
+            columns: [
+                ColumnDef(name: "annotation_id", type: .text),
+                ColumnDef(name: "tag", type: .text),
+            ]),
+    ]
+
+    /// The author of the system tables' definitions.
+    public static let genesisSite = try! SiteID(bytes: [UInt8](repeating: 0, count: 32))
+}

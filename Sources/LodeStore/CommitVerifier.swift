@@ -1,0 +1,96 @@
+import LodeCore
+
+/// The checks a commit from elsewhere passes before any of it is applied,
+/// the same in every store (DESIGN §3 and §9): the dataset, its place in
+/// its author's feed, its dependencies, the author's certificate (arrived,
+/// valid when the commit was stamped, a role allowed to write every op),
+/// the signature, and that an annotation names the site that signed it.
+/// Cheap checks come first: a commit that must wait costs no signature check.
+///
+/// ```swift
+/// switch try CommitVerifier.verify(commit, dataset: "d", head: head, held: vector,
+///                                  author: record, heldHash: { seq in hashOfHeld(seq) }) {
+/// case .apply(let past): …
+/// case .duplicate, .wait: …
+/// case .reject(let kind, let reason): …
+/// }
+/// ```
+public enum CommitVerifier {
+    /// What to do with a commit.
+    public enum Verdict: Equatable, Sendable {
+        /// Apply it: it is the next in its feed, everything it depends on is
+        /// held, and it may be applied. `past` is its full causal past.
+        case apply(past: VersionVector)
+        /// It is held already (a replay or a duplicate): skip it.
+        case duplicate
+        /// It cannot be applied yet (a gap, a missing dependency, or an
+        /// author whose certificate has not arrived): offer it again later.
+        case wait
+        /// Refuse it for good, keeping it aside with the reason.
+        case reject(RejectionKind, String)
+    }
+
+    /// Allowed difference between a commit's clock and its author's
+    /// certificate validity (clock drift between sites).
+    public static let validitySlackMillis: UInt64 = 3_600_000
+
+    /// Judges `commit` for a replica of `dataset` whose feed head for the
+    /// author is `head` and which holds `held`. `author` is what the replica
+    /// knows of the author (nil if nothing); `heldHash` gives the hash of
+    /// the author's commit with a seq already held, to tell a duplicate
+    /// from a fork.
+    public static func verify(
+        _ commit: Commit, dataset: String, head: FeedHead, held: VersionVector, author: SiteRecord?,
+        heldHash: (UInt64) throws -> [UInt8]?
+    ) rethrows -> Verdict {
+        if commit.dataset != dataset {
+            return .reject(.invalid, "commit is for dataset \(commit.dataset), not \(dataset)")
+        }
+        let past: VersionVector
+        do {
+            past = try FeedRules.check(commit, head: head, held: held)
+        } catch {
+            switch error {
+            case .alreadyHeld:
+                // The same seq with other bytes is tampering or a fork.
+                guard let hash = try heldHash(commit.seq), hash != commit.hash else { return .duplicate }
+                if !commit.hasValidSignature { return .reject(.badSignature, "bad signature on a copy of seq \(commit.seq)") }
+                return .reject(.forkedFeed, "the author signed two different commits with seq \(commit.seq)")
+            case .gap, .missingDependency:
+                return .wait
+            case .wrongPrevious:
+                return .reject(.forkedFeed, "previous hash does not match the feed's head at seq \(head.seq): a forked or altered feed")
+            }
+        }
+        guard let author, let role = author.role else { return .wait }
+        guard commit.hasValidSignature else { return .reject(.badSignature, "bad signature") }
+        let millis = commit.hlc.millis
+        if let from = author.validFrom, millis + validitySlackMillis < from {
+            return .reject(.notAuthorized, "commit is stamped before its author's certificate was valid")
+        }
+        if let until = author.validUntil, millis > until + validitySlackMillis {
+            return .reject(.notAuthorized, "commit is stamped after its author's certificate expired")
+        }
+        if case .defineTable(let def)? = commit.ops.first(where: { Identifier.isReserved($0.table) && $0.isDefinition }) {
+            return .reject(.invalid, "table name \(def.name) is reserved")
+        }
+        if let op = commit.ops.first(where: { !role.permits($0) }) {
+            return .reject(.notAuthorized, "author \(commit.author.short) is a \(role.rawValue) and may not write table \(op.table)")
+        }
+        if let violation = annotationAuthorViolation(commit, authorName: author.name ?? "") {
+            return .reject(.invalid, violation)
+        }
+        return .apply(past: past)
+    }
+
+    /// An annotation must name, as its author, the site that signed it.
+    static func annotationAuthorViolation(_ commit: Commit, authorName: String) -> String? {
+        for op in commit.ops {
+            guard case .put(let put) = op, put.table == AnnotationRows.notes, let column = put.columns.firstIndex(of: "author") else { continue }
+            for i in 0..<put.rowCount where put.values[i * put.columns.count + column] != .text(authorName) {
+                return "an annotation names an author other than the site that signed it"
+            }
+        }
+        return nil
+    }
+}

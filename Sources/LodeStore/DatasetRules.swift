@@ -1,0 +1,68 @@
+import LodeCore
+
+/// The rules for creating a dataset and changing its schema, the same in
+/// every store.
+public enum DatasetRules {
+    /// Checks a new dataset before anything is written: a valid name, a site
+    /// allowed to create one, no reserved table name.
+    public static func checkNew(_ name: String, tables: [TableDef], by local: LocalSite) throws {
+        guard Identifier.isValidDataset(name) else {
+            throw StoreError.badInput(
+                "\"\(name)\" is not a valid dataset name: use lowercase letters, digits, '-', '_' and '.', starting with a letter or digit")
+        }
+        if !local.role.canEdit {
+            throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only an editor may create a dataset")
+        }
+        for t in tables where Identifier.isReserved(t.name) {
+            throw StoreError.badInput("table name \(t.name) is reserved")
+        }
+    }
+
+    /// What `alter` must define so that the dataset holds the tables and
+    /// columns `declared` names: new tables, and new columns of existing
+    /// ones. A table or column that differs from what exists (a type or
+    /// default change, another primary key, a column left out: a drop or a
+    /// rename) is refused, since replicas still offline keep writing it.
+    public static func planAlter(existing: [String: TableSchema], declared: [TableDef]) throws -> (defs: [TableDef], change: SchemaChange) {
+        var defs: [TableDef] = []
+        var change = SchemaChange(tables: [], columns: [])
+        for def in declared {
+            if Identifier.isReserved(def.name) { throw StoreError.badInput("table name \(def.name) is reserved") }
+            guard let current = existing[def.name] else {
+                defs.append(def)
+                change.tables.append(def.name)
+                continue
+            }
+            guard def.primaryKey == current.primaryKey else {
+                throw StoreError.badInput("table \(def.name): the primary key is \(current.primaryKey); it cannot be renamed to \(def.primaryKey)")
+            }
+            let names = Set(def.columns.map(\.name))
+            if let missing = current.orderedColumns.first(where: { !names.contains($0.name) }) {
+                throw StoreError.badInput(
+                    "table \(def.name): column \(missing.name) is missing from the new schema; columns cannot be dropped or renamed, because replicas that are offline still write them"
+                )
+            }
+            var added: [ColumnDef] = []
+            for c in def.columns {
+                if let e = current.columns[c.name]?.def {
+                    guard e == c else {
+                        throw StoreError.badInput(
+                            "table \(def.name): column \(c.name) is \(SchemaSQL.describe(e)) and cannot become \(SchemaSQL.describe(c)): a type or default change cannot be merged with writes made offline"
+                        )
+                    }
+                } else {
+                    added.append(c)
+                    change.columns.append("\(def.name).\(c.name)")
+                }
+            }
+            if !added.isEmpty { defs.append(TableDef(name: def.name, primaryKey: def.primaryKey, columns: added)) }
+        }
+        return (defs, change)
+    }
+
+    /// The error for a table that is not there, naming those that are.
+    public static func noTable(_ name: String, in dataset: String, tables: [String]) -> StoreError {
+        let names = tables.filter { !Identifier.isReserved($0) }.sorted()
+        return StoreError.notFound("no table \(name) in dataset \(dataset)" + (names.isEmpty ? "" : " (tables: \(names.joined(separator: ", ")))"))
+    }
+}

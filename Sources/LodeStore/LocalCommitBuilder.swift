@@ -1,0 +1,125 @@
+import LodeCore
+
+/// Where a local commit starts: its stamp and its seq in the site's feed.
+public struct CommitStart: Sendable, Hashable {
+    /// The commit's clock.
+    public var hlc: HLC
+    /// Its seq in the site's feed.
+    public var seq: UInt64
+
+    /// Creates a start.
+    public init(hlc: HLC, seq: UInt64) {
+        self.hlc = hlc
+        self.seq = seq
+    }
+}
+
+/// A local commit, signed and ready to store.
+public struct LocalCommit: Sendable {
+    /// The signed encoding and its fields.
+    public var signed: SignedCommit
+    /// Its full causal past: the site's vector at its previous commit,
+    /// raised by the dependencies, with its own seq.
+    public var past: VersionVector
+}
+
+/// Builds this site's commits from local edits. The store applies each row
+/// edit to its tables and hands it here, where it is encoded at once (rows
+/// of one table and column list share an op); `isFull` says when the
+/// commit has reached `budget` bytes, and `sign` checks the site's role and
+/// signs it. An import of a million rows thus becomes a few signed commits
+/// of about a megabyte each, never held as values.
+///
+/// ```swift
+/// var builder = LocalCommitBuilder(local: site, dataset: "d", start: CommitStart(hlc: clock.tick(…), seq: head.seq + 1))
+/// try builder.put(table: "elements", columns: ["name"], pk: "Nd", length: 1, values: [.text("Neodymium")])
+/// if let commit = try builder.sign(head: head, held: vector) { store(commit) }
+/// ```
+public struct LocalCommitBuilder {
+    /// The largest local commit, in encoded bytes.
+    public static let budget = 1 << 20
+
+    /// The site writing.
+    public let local: LocalSite
+    /// The dataset written.
+    public let dataset: String
+    /// The stamp and seq of the commit being built.
+    public private(set) var start: CommitStart
+    private var ops = OpsEncoder()
+    /// Rows added to every commit so far.
+    public private(set) var rowCount = 0
+
+    /// Starts the first commit.
+    public init(local: LocalSite, dataset: String, start: CommitStart) {
+        self.local = local
+        self.dataset = dataset
+        self.start = start
+    }
+
+    /// True once the commit has reached the budget: sign it and start the next.
+    public var isFull: Bool { ops.byteCount >= LocalCommitBuilder.budget }
+
+    /// True when the commit being built has no op.
+    public var isEmpty: Bool { ops.isEmpty }
+
+    /// Adds a row written with `values` (one per column). Refuses a value or
+    /// a row too large for every peer to accept.
+    public mutating func put(table: String, columns: [String], pk: String, length: UInt64, values: [Value]) throws {
+        let bytes = ops.put(table: table, columns: columns, pk: pk, length: length, values: values)
+        // Checked only for rows over 16 MiB, so ordinary rows pay nothing.
+        if bytes > Limits.maxText { try LocalCommitBuilder.checkSize(table: table, pk: pk, columns: columns, values: values, bytes: bytes) }
+        rowCount += 1
+    }
+
+    /// Adds a deleted row.
+    public mutating func delete(table: String, pk: String, length: UInt64) {
+        ops.delete(table: table, pk: pk, length: length)
+        rowCount += 1
+    }
+
+    /// Adds table definitions.
+    public mutating func define(_ defs: [TableDef]) {
+        for d in defs { ops.define(d) }
+    }
+
+    /// Signs the commit built, following `head` (the site's own feed) with
+    /// `held` (everything the replica holds), and empties the builder.
+    /// Returns nil, signing nothing, when the commit has no op. Refuses a
+    /// commit the site's role does not allow.
+    public mutating func sign(head: FeedHead, held: VersionVector) throws -> LocalCommit? {
+        precondition(start.seq == head.seq + 1, "a local commit follows its site's head")
+        let encoded = ops.finish()
+        guard encoded.count > 0 else { return nil }
+        guard local.role.permits(defines: encoded.definesSchema, tables: encoded.tables) else {
+            let what = encoded.definesSchema ? "change the schema" : "write table \(encoded.tables.sorted().joined(separator: ", "))"
+            throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue) and may not \(what)")
+        }
+        let signed = try local.writer.commit(dataset: dataset, ops: encoded, hlc: start.hlc, head: head, held: held)
+        let past = FeedRules.causalPast(author: local.site, seq: signed.header.seq, deps: signed.header.deps, previous: head.vector)
+        return LocalCommit(signed: signed, past: past)
+    }
+
+    /// Starts the next commit (after the last one was stored).
+    public mutating func restart(at next: CommitStart) {
+        precondition(ops.isEmpty, "the commit being built was signed first")
+        start = next
+    }
+
+    static func checkSize(table: String, pk: String, columns: [String], values: [Value], bytes: Int) throws {
+        for (c, v) in zip(columns, values) {
+            let size: Int
+            switch v {
+            case .text(let s): size = s.utf8.count
+            case .blob(let b): size = b.count
+            default: size = 0
+            }
+            if size > Limits.maxText {
+                throw StoreError.badInput(
+                    "\(table).\(c) of row \(pk) is \(size >> 20) MiB; a text or blob value may be at most \(Limits.maxText >> 20) MiB")
+            }
+        }
+        if bytes > Limits.maxRowBytes {
+            throw StoreError.badInput("row \(pk) of \(table) is \(bytes >> 20) MiB; a row may be at most \(Limits.maxRowBytes >> 20) MiB")
+        }
+    }
+}

@@ -1,0 +1,277 @@
+import Foundation
+import LodeCore
+
+/// This node's identity as a writer of commits.
+public struct LocalSite: Sendable {
+    /// Signs the site's commits.
+    public let writer: FeedWriter
+    /// The site's name, from its certificate.
+    public let name: String
+    /// The site's role, from its certificate.
+    public let role: Role
+    /// The site's certificate (DER), stored with its commits so that other
+    /// replicas can check them.
+    public let certificate: [UInt8]
+
+    /// The site's key.
+    public var site: SiteID { writer.site }
+
+    /// Creates a local site.
+    public init(writer: FeedWriter, name: String, role: Role, certificate: [UInt8]) {
+        self.writer = writer
+        self.name = name
+        self.role = role
+        self.certificate = certificate
+    }
+
+    /// What this site's certificate says, as other replicas record it.
+    public var record: SiteRecord { SiteRecord(site: site, name: name, role: role, certificate: certificate.isEmpty ? nil : certificate) }
+}
+
+/// A site known to a replica: its key, and what its certificate says.
+public struct SiteRecord: Sendable, Hashable {
+    /// The key.
+    public var site: SiteID
+    /// The name from its certificate.
+    public var name: String?
+    /// The role from its certificate; nil until the certificate arrives.
+    public var role: Role?
+    /// The certificate (DER).
+    public var certificate: [UInt8]?
+    /// The start of the certificate's validity (Unix milliseconds).
+    public var validFrom: UInt64?
+    /// The end of the certificate's validity (Unix milliseconds).
+    public var validUntil: UInt64?
+
+    /// Creates a record.
+    public init(site: SiteID, name: String?, role: Role?, certificate: [UInt8]?, validFrom: UInt64? = nil, validUntil: UInt64? = nil) {
+        self.site = site
+        self.name = name
+        self.role = role
+        self.certificate = certificate
+        self.validFrom = validFrom
+        self.validUntil = validUntil
+    }
+
+    /// The name to show: the certificate's, or the key's first digits.
+    public var displayName: String { name ?? site.short }
+}
+
+/// Why a commit from elsewhere was refused.
+public enum RejectionKind: String, Sendable, CaseIterable {
+    /// The signature does not verify under the author's key.
+    case badSignature = "bad_signature"
+    /// The commit forks its author's feed: its previous hash names another
+    /// head, or the author signed another commit with the same seq.
+    case forkedFeed = "forked_feed"
+    /// The author's certificate (role, validity) does not allow the commit.
+    case notAuthorized = "not_authorized"
+    /// An op breaks the schema or another rule.
+    case invalid
+}
+
+/// A commit refused for good, and why.
+public struct Rejection: Sendable {
+    /// The commit.
+    public var commit: Commit
+    /// What kind of refusal.
+    public var kind: RejectionKind
+    /// Why, for a person to read.
+    public var reason: String
+
+    /// Creates a rejection.
+    public init(commit: Commit, kind: RejectionKind, reason: String) {
+        self.commit = commit
+        self.kind = kind
+        self.reason = reason
+    }
+}
+
+/// A refused commit as a replica keeps it aside.
+public struct RejectionRecord: Sendable, Hashable {
+    /// The author.
+    public var site: SiteID
+    /// The commit's seq.
+    public var seq: UInt64
+    /// What kind of refusal.
+    public var kind: RejectionKind
+    /// Why.
+    public var reason: String
+    /// When it was refused (Unix milliseconds).
+    public var received: UInt64
+
+    /// Creates a record.
+    public init(site: SiteID, seq: UInt64, kind: RejectionKind, reason: String, received: UInt64) {
+        self.site = site
+        self.seq = seq
+        self.kind = kind
+        self.reason = reason
+        self.received = received
+    }
+}
+
+/// What happened to a batch of commits from elsewhere.
+public struct ApplyOutcome: Sendable {
+    /// Commits applied, in order.
+    public var applied: [Commit] = []
+    /// Commits already held (replays and duplicates), skipped.
+    public var duplicates = 0
+    /// Commits that cannot be applied yet (a gap, a missing dependency, or
+    /// an author whose certificate has not arrived): offer them again later.
+    public var waiting: [Commit] = []
+    /// Commits refused for good. Nothing of them was applied.
+    public var rejected: [Rejection] = []
+
+    /// An empty outcome.
+    public init() {}
+}
+
+/// One write to a row, from the log.
+public struct HistoryEntry: Sendable, Codable, Hashable {
+    /// When (the commit's clock, ISO 8601).
+    public var time: String
+    /// The author's site name (or key prefix when unknown).
+    public var site: String
+    /// The commit's seq in the author's feed.
+    public var seq: UInt64
+    /// The column written; nil for a delete.
+    public var column: String?
+    /// The value written; nil for a delete.
+    public var value: Value?
+    /// True when this write is what the row shows now.
+    public var won: Bool
+
+    /// Creates an entry.
+    public init(time: String, site: String, seq: UInt64, column: String?, value: Value?, won: Bool) {
+        self.time = time
+        self.site = site
+        self.seq = seq
+        self.column = column
+        self.value = value
+        self.won = won
+    }
+}
+
+/// Two concurrent writes to one cell.
+public struct ConflictRecord: Sendable, Codable, Hashable {
+    public var table: String
+    public var pk: String
+    public var column: String
+    public var winnerValue: Value
+    public var winnerSite: String
+    public var winnerTime: String
+    public var loserValue: Value
+    public var loserSite: String
+    public var loserTime: String
+    /// True once a later write that saw both replaced them.
+    public var resolved: Bool
+
+    /// Creates a record.
+    public init(
+        table: String, pk: String, column: String, winnerValue: Value, winnerSite: String, winnerTime: String,
+        loserValue: Value, loserSite: String, loserTime: String, resolved: Bool
+    ) {
+        self.table = table
+        self.pk = pk
+        self.column = column
+        self.winnerValue = winnerValue
+        self.winnerSite = winnerSite
+        self.winnerTime = winnerTime
+        self.loserValue = loserValue
+        self.loserSite = loserSite
+        self.loserTime = loserTime
+        self.resolved = resolved
+    }
+}
+
+/// One event of a streamed result.
+public enum QueryEvent: Sendable, Equatable {
+    /// The column names, once, first.
+    case columns([String])
+    /// One row.
+    case row([Value])
+}
+
+/// What a write of local edits (SQL, rows, a CSV file) did.
+public struct WriteReport: Sendable, Codable, Hashable {
+    /// Rows inserted, updated or deleted.
+    public var rowsChanged: Int
+    /// Commits written.
+    public var commits: Int
+
+    /// Creates a report.
+    public init(rowsChanged: Int, commits: Int) {
+        self.rowsChanged = rowsChanged
+        self.commits = commits
+    }
+}
+
+/// What an import did.
+public struct ImportReport: Sendable, Codable, Hashable {
+    /// Data rows read from the file.
+    public var rowsRead: Int
+    /// Rows inserted or changed (rows equal to what is stored write nothing).
+    public var rowsChanged: Int
+    /// Commits written.
+    public var commits: Int
+
+    /// Creates a report.
+    public init(rowsRead: Int, rowsChanged: Int, commits: Int) {
+        self.rowsRead = rowsRead
+        self.rowsChanged = rowsChanged
+        self.commits = commits
+    }
+}
+
+// How far an import has come.
+public struct ImportProgress: Sendable, Codable, Hashable {
+    /// Rows processed so far.
+    public var rows: Int
+    /// Bytes of input consumed so far.
+    public var bytes: UInt64
+    /// Total bytes of input, when known.
+    public var totalBytes: UInt64?
+
+    /// Creates a progress report.
+    public init(rows: Int, bytes: UInt64, totalBytes: UInt64?) {
+        self.rows = rows
+        self.bytes = bytes
+        self.totalBytes = totalBytes
+    }
+}
+
+/// What `alter` added.
+public struct SchemaChange: Sendable, Hashable {
+    /// New tables.
+    public var tables: [String]
+    /// New columns, as `table.column`.
+    public var columns: [String]
+
+    /// Creates a change.
+    public init(tables: [String], columns: [String]) {
+        self.tables = tables
+        self.columns = columns
+    }
+}
+
+/// How many rows a table holds.
+public struct TableRowCount: Sendable, Hashable {
+    /// The table.
+    public var table: String
+    /// Its rows.
+    public var rows: Int
+
+    /// Creates a count.
+    public init(table: String, rows: Int) {
+        self.table = table
+        self.rows = rows
+    }
+}
+
+/// One local edit of a row, for `ReplicaStore.write`.
+public enum RowEdit: Sendable, Hashable {
+    /// Sets cells of a row, inserting it if absent: one value per column.
+    case put(table: String, pk: String, columns: [String], values: [Value])
+    /// Deletes a row if present.
+    case delete(table: String, pk: String)
+}

@@ -1,0 +1,285 @@
+import Foundation
+import LodeCore
+import LodeStore
+import LodeTestSupport
+import Testing
+
+@testable import LodeSQLite
+
+@Suite struct ReplicaTests {
+    let dir = TempDir()
+
+    func make(_ name: String = "d", site s: LocalSite = site(1, "alpha")) async throws -> SQLiteReplica {
+        try await createReplica(in: dir, name, site: s, tables: SchemaParser.parse(elementsSchema))
+    }
+
+    @Test func importThenQueryAndExport() async throws {
+        let r = try await make()
+        let csv = dir.write("e.csv", "symbol,name,atomic_number,mass\nNd,Neodymium,60,144.242\nDy,\"Dysprosium, heavy\",66,162.5\n")
+        let report = try await r.importCSV(table: "elements", path: csv)
+        #expect(report.rowsRead == 2 && report.rowsChanged == 2 && report.commits == 1)
+        #expect(
+            try await dump(r, "SELECT symbol, name, atomic_number, mass, notes FROM elements ORDER BY symbol") == [
+                "columns([\"symbol\", \"name\", \"atomic_number\", \"mass\", \"notes\"])",
+                "row([LodeCore.Value.text(\"Dy\"), LodeCore.Value.text(\"Dysprosium, heavy\"), LodeCore.Value.integer(66), LodeCore.Value.real(162.5), LodeCore.Value.null])",
+                "row([LodeCore.Value.text(\"Nd\"), LodeCore.Value.text(\"Neodymium\"), LodeCore.Value.integer(60), LodeCore.Value.real(144.242), LodeCore.Value.null])",
+            ])
+        // Importing the same rows again changes nothing and writes no commit.
+        let again = try await r.importCSV(table: "elements", path: csv)
+        #expect(again.rowsChanged == 0 && again.commits == 0)
+        // A partial re-import updates only the named columns.
+        let upd = dir.write("u.csv", "symbol,mass\nNd,144.24\n")
+        #expect(try await r.importCSV(table: "elements", path: upd).rowsChanged == 1)
+        #expect(
+            try await dump(r, "SELECT name, mass FROM elements WHERE symbol = 'Nd'").last
+                == "row([LodeCore.Value.text(\"Neodymium\"), LodeCore.Value.real(144.24)])")
+    }
+
+    @Test func badImportsLeaveTheDataExactlyAsItWas() async throws {
+        let r = try await make()
+        _ = try await r.importCSV(table: "elements", path: dir.write("ok.csv", "symbol,name,atomic_number\nNd,Neodymium,60\n"))
+        let before = try await fullDump(r)
+        let vector = r.vector
+        let cases: [(String, String, StoreError.Code, String)] = [
+            ("symbol,name\nLa,Lanthanum\nCe,\"Cerium\n", "elements", .badInput, "line 3"),
+            (
+                "symbol,atomic_number\nLa,57\nCe,fifty-eight\n", "elements", .badInput,
+                "line 3, column atomic_number: \"fifty-eight\" is not an INTEGER"
+            ),
+            ("symbol,colour\nLa,white\n", "elements", .notFound, "unknown column colour"),
+            ("symbol,name\nLa,Lanthanum\nCe\n", "elements", .badInput, "line 3: 1 fields, but the header has 2"),
+            ("name\nLanthanum\n", "elements", .badInput, "no symbol column"),
+            ("symbol,name\nLa,Lanthanum\n", "minerals", .notFound, "no table minerals"),
+            ("symbol,name\n,Lanthanum\n", "elements", .badInput, "line 2: the primary key"),
+        ]
+        for (text, table, code, fragment) in cases {
+            do {
+                _ = try await r.importCSV(table: table, path: dir.write("bad.csv", text))
+                Issue.record("import of \(text.debugDescription) succeeded")
+            } catch let e as StoreError {
+                #expect(e.code == code, "\(e)")
+                #expect(e.message.contains(fragment), "\(e.message)")
+            }
+            #expect(try await fullDump(r) == before)
+            #expect(r.vector == vector)
+        }
+    }
+
+    @Test func nonUTF8AndOversizedValuesAreRefusedAndLargeOnesTravel() async throws {
+        let r = try await make()
+        _ = try await r.importCSV(table: "elements", path: dir.write("ok.csv", "symbol,name\nNd,Neodymium\n"))
+        let before = try await fullDump(r)
+        let vector = r.vector
+        // A CSV with a byte that is not UTF-8 on line 3.
+        let binary = dir.file("latin1.csv")
+        try Data(Array("symbol,name\nLa,Lanthanum\nCe,C".utf8) + [0xE9] + Array("rium\n".utf8)).write(to: URL(fileURLWithPath: binary))
+        await #expect(throws: StoreError.self) { try await r.importCSV(table: "elements", path: binary) }
+        // SQL can make text that is not UTF-8, and values and rows too large for a peer.
+        for sql in [
+            "INSERT INTO elements(symbol, name) VALUES ('X', CAST(x'ff' AS TEXT))",
+            "UPDATE elements SET notes = CAST(x'c328' AS TEXT) WHERE symbol = 'Nd'",
+            "INSERT INTO elements(symbol, notes) VALUES ('Big', zeroblob(\(Limits.maxText + 1)))",
+            "INSERT INTO elements(symbol, name, notes) VALUES ('Wide', hex(zeroblob(5000000)), hex(zeroblob(5000000)))",
+        ] {
+            await #expect(throws: StoreError.self, "\(sql.prefix(60))") { try await r.exec(sql) }
+            #expect(try await fullDump(r) == before)
+            #expect(r.vector == vector)
+        }
+        // A 6 MB field imports, reads back whole, and its commit decodes as a peer would.
+        let big = String(repeating: "rare earth ", count: 600_000)
+        _ = try await r.importCSV(table: "elements", path: dir.write("big.csv", "symbol,notes\nXL,\"\(big)\"\n"))
+        let length = try await dump(r, "SELECT length(notes) FROM elements WHERE symbol = 'XL'")
+        #expect(length.last == "row([LodeCore.Value.integer(\(big.utf8.count))])", "\(length)")
+        for c in try await r.commits(missingFrom: vector) { #expect(throws: Never.self) { try Commit(decoding: c.bytes) } }
+    }
+
+    @Test func execCapturesWritesAsCommits() async throws {
+        let r = try await make()
+        var rep = try await r.exec("INSERT INTO elements(symbol, name, atomic_number) VALUES ('Nd', 'Neodymium', 60), ('Pr', 'Praseodymium', 59)")
+        #expect(rep.rowsChanged == 2 && rep.commits == 1)
+        rep = try await r.exec("UPDATE elements SET mass = 144.242 WHERE symbol = 'Nd'")
+        #expect(rep.rowsChanged == 1)
+        rep = try await r.exec("DELETE FROM elements WHERE atomic_number < 60")
+        #expect(rep.rowsChanged == 1)
+        #expect(try await dump(r, "SELECT symbol, mass FROM elements").count == 2)
+        // The rows came from commits: the log holds create + 3 execs.
+        #expect(try await r.commitCount() == 4)
+        // UPDATE that changes nothing writes nothing.
+        #expect(try await r.exec("UPDATE elements SET mass = mass WHERE symbol = 'Nd'").rowsChanged == 0)
+    }
+
+    @Test func execRefusesWhatItMustNotDo() async throws {
+        let r = try await make()
+        _ = try await r.exec("INSERT INTO elements(symbol, name) VALUES ('Nd', 'Neodymium')")
+        let before = try await fullDump(r)
+        let bad: [(String, StoreError.Code)] = [
+            ("DROP TABLE elements", .badInput),
+            ("SELECT * FROM elements", .badInput),
+            ("PRAGMA writable_schema = 1", .badInput),
+            ("DELETE FROM _lode_rows", .forbidden),
+            ("INSERT INTO _annotations(id, body) VALUES ('x', 'y')", .forbidden),
+            ("UPDATE elements SET atomic_number = 'sixty'", .badInput),
+            ("UPDATE elements SET name = NULL", .badInput),
+            ("UPDATE minerals SET x = 1", .notFound),
+            ("UPDATE elements SET colour = 1", .notFound),
+            ("INSERT INTO elements(symbol) VALUES (NULL)", .badInput),
+            ("INSERT INTO elements(symbol, name) VALUES ('La', 'Lanthanum'); DROP TABLE elements", .badInput),
+            ("UPDATE elements SET name = 'x'; COMMIT", .badInput),
+        ]
+        for (sql, code) in bad {
+            do {
+                _ = try await r.exec(sql)
+                Issue.record("exec \(sql) succeeded")
+            } catch let e as StoreError {
+                #expect(e.code == code, "\(sql): \(e)")
+            }
+            #expect(try await fullDump(r) == before, "\(sql)")
+        }
+    }
+
+    @Test func queryIsReadOnly() async throws {
+        let r = try await make()
+        for sql in [
+            "DELETE FROM elements", "INSERT INTO elements(symbol) VALUES ('x')", "DROP TABLE elements",
+            "WITH x AS (SELECT 1) DELETE FROM elements", "ATTACH '/tmp/x.db' AS x", "PRAGMA journal_mode = DELETE",
+            "SELECT 1; DELETE FROM elements", "CREATE TABLE x(a)",
+        ] {
+            await #expect(throws: StoreError.self, "\(sql)") { try await r.query(sql) { _ in } }
+        }
+        #expect(try await dump(r, "PRAGMA table_info(elements)").count == 6)
+        await #expect(throws: StoreError.self) { try await r.query("SELECT * FROM nope") { _ in } }
+    }
+
+    @Test func aRunawayQueryIsStoppedAndTheReplicaKeepsServing() async throws {
+        let made = try await make()
+        try made.close()
+        let r = try SQLiteReplica.open(at: made.path, dataset: "d", local: site(1, "alpha"), stepTimeLimit: 0.3)
+        let start = Date()
+        do {
+            try await r.query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c") { _ in }
+            Issue.record("the runaway query finished")
+        } catch let e as StoreError {
+            #expect(e.message.contains("without producing a row"))
+        }
+        #expect(Date().timeIntervalSince(start) < 10)
+        #expect(try await dump(r, "SELECT 1").count == 2)
+    }
+
+    @Test func schemaRulesRefuseWhatTheCRDTCannotHonour() throws {
+        let refused: [(String, String)] = [
+            ("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT)", "TEXT primary key"),
+            ("CREATE TABLE t (a TEXT)", "no primary key"),
+            ("CREATE TABLE t (a TEXT, b TEXT, PRIMARY KEY (a, b))", "composite"),
+            ("CREATE TABLE t (id TEXT PRIMARY KEY, email TEXT UNIQUE)", "UNIQUE"),
+            ("CREATE TABLE t (id TEXT PRIMARY KEY, p TEXT REFERENCES other(id))", "foreign keys"),
+            ("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT)", "AUTOINCREMENT"),
+            ("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER CHECK (n > 0))", "CHECK"),
+            ("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER NOT NULL)", "NOT NULL without a DEFAULT"),
+            ("CREATE TABLE t (id TEXT PRIMARY KEY, n NUMERIC)", "INTEGER, REAL, TEXT or BLOB"),
+            ("CREATE TABLE t (id TEXT PRIMARY KEY, d TEXT DEFAULT CURRENT_TIMESTAMP)", "not a constant"),
+            ("CREATE TABLE _t (id TEXT PRIMARY KEY)", "reserved"),
+            ("CREATE INDEX i ON t(a)", "CREATE INDEX"),
+            ("DROP TABLE t", "only CREATE TABLE"),
+            ("CREATE TABLE t (id TEXT PRIMARY KEY,", "not valid SQL"),
+        ]
+        for (sql, fragment) in refused {
+            do {
+                _ = try SchemaParser.parse(sql)
+                Issue.record("accepted \(sql)")
+            } catch let e as StoreError {
+                #expect(e.message.contains(fragment), "\(sql): \(e.message)")
+            }
+        }
+        let ok = try SchemaParser.parse(
+            "CREATE TABLE Mines (ID text primary key, \"Capacity\" int NOT NULL DEFAULT 0, note varchar(40), w double, b blob)")
+        #expect(
+            ok == [
+                TableDef(
+                    name: "mines", primaryKey: "id",
+                    columns: [
+                        ColumnDef(name: "capacity", type: .integer, notNull: true, defaultValue: .integer(0)),
+                        ColumnDef(name: "note", type: .text), ColumnDef(name: "w", type: .real), ColumnDef(name: "b", type: .blob),
+                    ])
+            ])
+    }
+
+    @Test func alterAddsAndRefusesDropsRenamesAndTypeChanges() async throws {
+        let r = try await make()
+        _ = try await r.exec("INSERT INTO facilities(id, name) VALUES ('f1', 'Mountain Pass')")
+        let added = try await r.alter(
+            SchemaParser.parse(
+                """
+                CREATE TABLE facilities (id TEXT PRIMARY KEY, name TEXT, capacity INTEGER, status TEXT NOT NULL DEFAULT 'operating');
+                CREATE TABLE trade (id TEXT PRIMARY KEY, year INTEGER);
+                """))
+        #expect(added.tables == ["trade"] && added.columns == ["facilities.status"])
+        #expect(try await dump(r, "SELECT status FROM facilities").last == "row([LodeCore.Value.text(\"operating\")])")
+        let before = try await fullDump(r)
+        for (sql, fragment) in [
+            ("CREATE TABLE facilities (id TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL DEFAULT 'operating')", "column capacity is missing"),
+            (
+                "CREATE TABLE facilities (id TEXT PRIMARY KEY, name TEXT, capacity REAL, status TEXT NOT NULL DEFAULT 'operating')",
+                "cannot become REAL"
+            ),
+            ("CREATE TABLE facilities (code TEXT PRIMARY KEY, name TEXT, capacity INTEGER, status TEXT NOT NULL DEFAULT 'operating')", "primary key"),
+        ] {
+            do {
+                _ = try await r.alter(SchemaParser.parse(sql))
+                Issue.record("alter accepted \(sql)")
+            } catch let e as StoreError {
+                #expect(e.message.contains(fragment), "\(e.message)")
+            }
+        }
+        #expect(try await fullDump(r) == before)
+    }
+
+    @Test func rolesAreEnforcedLocally() async throws {
+        let editor = try await make()
+        let reader = try SQLiteReplica.open(at: editor.path + ".reader", dataset: "d", local: site(2, "reader", role: .reader))
+        await #expect(throws: StoreError.self) { try await reader.exec("INSERT INTO x VALUES (1)") }
+        let annotator = try SQLiteReplica.open(at: editor.path, dataset: "d", local: site(3, "annot", role: .annotator))
+        defer { try? annotator.close() }
+        do {
+            _ = try await annotator.exec("INSERT INTO elements(symbol) VALUES ('La')")
+            Issue.record("annotator wrote a row")
+        } catch let e as StoreError {
+            #expect(e.code == .forbidden)
+        }
+    }
+
+    @Test func annotationsWithTagsRepliesSearchAndDeletedTargets() async throws {
+        let r = try await make()
+        _ = try await r.exec("INSERT INTO facilities(id, name) VALUES ('f1', 'Mountain Pass'), ('f2', 'Mount Weld')")
+        let a = try await r.annotate(
+            NewAnnotation(
+                table: "facilities", pk: "f1", column: "capacity", text: "Capacity figure is actual 2024 output", tags: ["check", "capacity"]))
+        let b = try await r.annotate(NewAnnotation(table: "facilities", pk: "f1", text: "Confirmed with the annual report", replyTo: a))
+        _ = try await r.annotate(NewAnnotation(table: "facilities", pk: "f2", text: "Expansion announced", tags: ["news"]))
+        var all = try await r.annotations()
+        #expect(all.count == 3)
+        #expect(all.first { $0.id == a }?.tags == ["capacity", "check"])
+        #expect(all.first { $0.id == b }?.replyTo == a)
+        #expect(try await r.annotations(AnnotationFilter(tag: "news")).map(\.pk) == ["f2"])
+        #expect(try await r.annotations(AnnotationFilter(search: "annual")).map(\.id) == [b])
+        #expect(try await r.annotations(AnnotationFilter(search: "\"unbalanced")).isEmpty)
+        _ = try await r.exec("DELETE FROM facilities WHERE id = 'f1'")
+        all = try await r.annotations(AnnotationFilter(pk: "f1"))
+        #expect(all.count == 2 && all.allSatisfy { !$0.targetExists })
+        await #expect(throws: StoreError.self) { try await r.annotate(NewAnnotation(table: "facilities", pk: "nope", text: "x")) }
+        await #expect(throws: StoreError.self) { try await r.annotate(NewAnnotation(table: "facilities", pk: "f2", text: "x", replyTo: "nope")) }
+    }
+
+    @Test func crashSafeReopenKeepsState() async throws {
+        let path: String
+        do {
+            let r = try await make()
+            _ = try await r.exec("INSERT INTO elements(symbol, name) VALUES ('Nd', 'Neodymium')")
+            path = r.path
+            try r.close()
+        }
+        let again = try SQLiteReplica.open(at: path, dataset: "d", local: site(1, "alpha"))
+        _ = try await again.exec("INSERT INTO elements(symbol, name) VALUES ('Pr', 'Praseodymium')")
+        #expect(again.vector[site(1, "alpha").site] == 3)
+        #expect(try await dump(again, "PRAGMA integrity_check").last == "row([LodeCore.Value.text(\"ok\")])")
+    }
+}
