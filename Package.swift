@@ -116,13 +116,20 @@ let package = Package(
         .testTarget(name: "LodeStoreTests", dependencies: ["LodeStore", "LodeSQLite", "LodeCore", "LodeTestSupport"]),
         .testTarget(
             name: "LodeSQLiteTests",
-            dependencies: ["LodeSQLite", "LodeStore", "LodeCore", "LodeTestSupport", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [
+                "LodeSQLite", "LodeStore", "LodeCore", "LodeTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
         ),
         .testTarget(
             name: "LodeSyncTests",
             dependencies: [
                 "LodeSync", "LodeProtocol", "LodeCore",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
             ]
         ),
         .testTarget(

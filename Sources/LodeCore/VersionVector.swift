@@ -38,9 +38,15 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
     /// The sum of all entries: how many commits the vector stands for.
     public var total: UInt64 { entries.values.reduce(0, +) }
 
+    /// One entry: a site and the highest seq of its feed held.
+    public struct Entry: Hashable, Sendable {
+        public var site: SiteID
+        public var seq: UInt64
+    }
+
     /// Entries in site order.
-    public var sorted: [(site: SiteID, seq: UInt64)] {
-        entries.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    public var sorted: [Entry] {
+        entries.sorted { $0.key < $1.key }.map { Entry(site: $0.key, seq: $0.value) }
     }
 
     /// The dependencies a new commit must carry: the entries (other than the

@@ -5,6 +5,12 @@ import LodeStore
 import SwiftASN1
 import X509
 
+/// A cluster CA: its certificate and its signing key.
+public struct CertificateAuthority: Sendable {
+    public let certificate: Certificate
+    public let key: Curve25519.Signing.PrivateKey
+}
+
 /// What a site certificate says: the site key, its name, role and cluster.
 public struct SiteCertificate: Sendable {
     /// The certificate.
@@ -100,7 +106,7 @@ public enum Identity {
     }
 
     /// Loads the CA certificate and key from `dir`.
-    public static func loadCA(dir: String) throws -> (certificate: Certificate, key: Curve25519.Signing.PrivateKey) {
+    public static func loadCA(dir: String) throws -> CertificateAuthority {
         let cert = try loadCertificate(dir + "/ca.pem")
         let keyPath = dir + "/ca.key"
         guard let pem = try? String(contentsOfFile: keyPath, encoding: .utf8) else {
@@ -110,7 +116,7 @@ public enum Identity {
         guard key.publicKey.rawRepresentation == Curve25519.Signing.PublicKey(cert.publicKey)?.rawRepresentation else {
             throw NodeError(.badInput, "\(keyPath) does not match \(dir)/ca.pem")
         }
-        return (cert, key)
+        return CertificateAuthority(certificate: cert, key: key)
     }
 
     /// Issues a certificate for a site key, naming the site, its role and

@@ -127,12 +127,12 @@ public final class Node: Sendable {
             throw NodeError(.alreadyExists, "\(dataDir) already holds a node (\(p) exists); refusing to overwrite it")
         }
         try Identity.checkName(site, "site")
-        let (caCert, caKey) = try Identity.loadCA(dir: caDir)
+        let ca = try Identity.loadCA(dir: caDir)
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let key = Curve25519.Signing.PrivateKey()
-        let cert = try Identity.issueSite(name: site, role: role, key: key.publicKey, ca: caCert, caKey: caKey)
+        let cert = try Identity.issueSite(name: site, role: role, key: key.publicKey, ca: ca.certificate, caKey: ca.key)
         if !FileManager.default.fileExists(atPath: paths.caCert) {
-            try Identity.writeFile(caCert.serializeAsPEM().pemString, to: paths.caCert)
+            try Identity.writeFile(ca.certificate.serializeAsPEM().pemString, to: paths.caCert)
         }
         try Identity.writeSecret(Certificate.PrivateKey(key).serializeAsPEM().pemString, to: paths.siteKey)
         try Identity.writeFile(cert.serializeAsPEM().pemString, to: paths.siteCert)
@@ -196,12 +196,12 @@ public final class Node: Sendable {
     /// Opens a dataset, creating an empty replica when it is new here (a
     /// dataset first heard of from a peer), and tells it every known site.
     public func openOrCreate(_ name: String) async throws -> any SQLReplicaStore {
-        let (replica, created) = try catalog.openOrCreateStore(name)
-        if created {
-            for der in try knownCertificates() { try await register(try SiteCertificate(der: der), in: replica) }
+        let opened = try catalog.openOrCreateStore(name)
+        if opened.created {
+            for der in try knownCertificates() { try await register(try SiteCertificate(der: der), in: opened.replica) }
             notifyChange()
         }
-        return replica
+        return opened.replica
     }
 
     // MARK: Settings and peers

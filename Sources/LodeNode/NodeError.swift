@@ -3,11 +3,8 @@ import LodeStore
 /// An error of the node: its keys, certificates and files, its datasets
 /// and peers. Store errors pass through as they are (`StoreError`).
 public struct NodeError: Error, CustomStringConvertible, Sendable {
-    /// What kind of failure.
-    public enum Code: String, Sendable, Codable {
-        case badInput = "bad_input", notFound = "not_found", alreadyExists = "already_exists"
-        case forbidden, rejected, storage, unavailable
-    }
+    /// What kind of failure: the same codes as a store's.
+    public typealias Code = StoreError.Code
     /// The kind.
     public let code: Code
     /// One line for the user.

@@ -145,14 +145,7 @@ public enum API {
     }
 
     /// The answer to an exec.
-    public struct ExecResult: Codable, Sendable {
-        public var rowsChanged: Int
-        public var commits: Int
-        public init(rowsChanged: Int, commits: Int) {
-            self.rowsChanged = rowsChanged
-            self.commits = commits
-        }
-    }
+    public typealias ExecResult = WriteReport
 
     /// A line of the NDJSON stream an import answers with.
     public struct ImportEvent: Codable, Sendable {
@@ -169,27 +162,11 @@ public enum API {
         }
     }
 
-    public struct ImportProgress: Codable, Sendable {
-        public var rows: Int
-        public var bytes: UInt64
-        public var totalBytes: UInt64?
-        public init(rows: Int, bytes: UInt64, totalBytes: UInt64?) {
-            self.rows = rows
-            self.bytes = bytes
-            self.totalBytes = totalBytes
-        }
-    }
+    /// How far an import has come.
+    public typealias ImportProgress = LodeCore.ImportProgress
 
-    public struct ImportResult: Codable, Sendable {
-        public var rowsRead: Int
-        public var rowsChanged: Int
-        public var commits: Int
-        public init(rowsRead: Int, rowsChanged: Int, commits: Int) {
-            self.rowsRead = rowsRead
-            self.rowsChanged = rowsChanged
-            self.commits = commits
-        }
-    }
+    /// What an import did.
+    public typealias ImportResult = ImportReport
 
     /// `POST /v1/datasets/{ds}/annotations`.
     public struct AnnotateRequest: Codable, Sendable {
@@ -210,83 +187,13 @@ public enum API {
     }
 
     /// An annotation as listed.
-    public struct Annotation: Codable, Sendable {
-        public var id: String
-        public var table: String
-        public var pk: String
-        public var column: String?
-        public var text: String
-        public var author: String
-        public var status: String
-        public var replyTo: String?
-        public var created: String
-        public var tags: [String]
-        public var targetExists: Bool
-        public init(
-            id: String, table: String, pk: String, column: String?, text: String, author: String, status: String,
-            replyTo: String?, created: String, tags: [String], targetExists: Bool
-        ) {
-            self.id = id
-            self.table = table
-            self.pk = pk
-            self.column = column
-            self.text = text
-            self.author = author
-            self.status = status
-            self.replyTo = replyTo
-            self.created = created
-            self.tags = tags
-            self.targetExists = targetExists
-        }
-    }
+    public typealias Annotation = LodeCore.Annotation
 
     /// One write in a row's history.
-    public struct HistoryEntry: Codable, Sendable {
-        public var time: String
-        public var site: String
-        public var seq: UInt64
-        /// The column written; nil for a delete.
-        public var column: String?
-        public var value: Value?
-        public var won: Bool
-        public init(time: String, site: String, seq: UInt64, column: String?, value: Value?, won: Bool) {
-            self.time = time
-            self.site = site
-            self.seq = seq
-            self.column = column
-            self.value = value
-            self.won = won
-        }
-    }
+    public typealias HistoryEntry = LodeCore.HistoryEntry
 
     /// Two concurrent writes to one cell.
-    public struct Conflict: Codable, Sendable {
-        public var table: String
-        public var pk: String
-        public var column: String
-        public var winnerValue: Value
-        public var winnerSite: String
-        public var winnerTime: String
-        public var loserValue: Value
-        public var loserSite: String
-        public var loserTime: String
-        public var resolved: Bool
-        public init(
-            table: String, pk: String, column: String, winnerValue: Value, winnerSite: String, winnerTime: String,
-            loserValue: Value, loserSite: String, loserTime: String, resolved: Bool
-        ) {
-            self.table = table
-            self.pk = pk
-            self.column = column
-            self.winnerValue = winnerValue
-            self.winnerSite = winnerSite
-            self.winnerTime = winnerTime
-            self.loserValue = loserValue
-            self.loserSite = loserSite
-            self.loserTime = loserTime
-            self.resolved = resolved
-        }
-    }
+    public typealias Conflict = ConflictRecord
 
     /// `POST /v1/sync`: dial every peer now; with `wait`, answer once this
     /// node and every connected peer hold the same commits, or at `timeout`

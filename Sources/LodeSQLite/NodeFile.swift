@@ -91,31 +91,25 @@ public final class NodeFile: Sendable {
     /// Keeps the certificate of `site`, replacing an older one only when
     /// this one is valid longer (a renewal). Returns true when it changed.
     public func keepCertificate(site: SiteID, der: [UInt8], validUntil: Int64) throws -> Bool {
-        try StoreError.converting {
-            try queue.write { db in
-                try db.execute(
-                    sql: """
-                        INSERT INTO certificates(site, der, valid_until) VALUES (?, ?, ?)
-                        ON CONFLICT(site) DO UPDATE SET der = excluded.der, valid_until = excluded.valid_until
-                        WHERE excluded.valid_until > certificates.valid_until
-                        """, arguments: [Data(site.bytes), Data(der), validUntil])
-                return db.changesCount > 0
-            }
-        }
+        try keep(site: site, der: der, validUntil: validUntil, replacing: "excluded.valid_until > certificates.valid_until")
     }
 
     /// Records this node's own certificate, replacing whatever was kept for
     /// its site (written only when it differs).
     public func keepOwnCertificate(site: SiteID, der: [UInt8], validUntil: Int64) throws {
+        _ = try keep(
+            site: site, der: der, validUntil: validUntil, replacing: "der IS NOT excluded.der OR valid_until IS NOT excluded.valid_until")
+    }
+
+    private func keep(site: SiteID, der: [UInt8], validUntil: Int64, replacing condition: String) throws -> Bool {
         try StoreError.converting {
             try queue.write { db in
                 try db.execute(
                     sql: """
                         INSERT INTO certificates(site, der, valid_until) VALUES (?, ?, ?)
-                        ON CONFLICT(site) DO UPDATE SET der = excluded.der, valid_until = excluded.valid_until
-                        WHERE der IS NOT excluded.der OR valid_until IS NOT excluded.valid_until
-                        """,
-                    arguments: [Data(site.bytes), Data(der), validUntil])
+                        ON CONFLICT(site) DO UPDATE SET der = excluded.der, valid_until = excluded.valid_until WHERE \(condition)
+                        """, arguments: [Data(site.bytes), Data(der), validUntil])
+                return db.changesCount > 0
             }
         }
     }

@@ -52,14 +52,14 @@ public final class SQLiteCatalog: DatasetCatalog {
 
     /// Opens dataset `name`, creating an empty replica (no tables) when it
     /// has no file yet. `created` says which.
-    public func openOrCreate(_ name: String) throws -> (replica: SQLiteReplica, created: Bool) {
+    public func openOrCreate(_ name: String) throws -> Opened<SQLiteReplica> {
         guard Identifier.isValidDataset(name) else { throw StoreError.badInput("\"\(name)\" is not a dataset name") }
-        return try replicas.withLock { open -> (SQLiteReplica, Bool) in
-            if let r = open[name] { return (r, false) }
+        return try replicas.withLock { open -> Opened<SQLiteReplica> in
+            if let r = open[name] { return Opened(replica: r, created: false) }
             let existed = FileManager.default.fileExists(atPath: path(name))
             let r = try openFile(name)
             open[name] = r
-            return (r, !existed)
+            return Opened(replica: r, created: !existed)
         }
     }
 
@@ -110,9 +110,9 @@ public final class SQLiteCatalog: DatasetCatalog {
     // MARK: DatasetCatalog
 
     public func store(_ name: String) throws -> (any SQLReplicaStore)? { try replica(name) }
-    public func openOrCreateStore(_ name: String) throws -> (store: any SQLReplicaStore, created: Bool) {
-        let (r, created) = try openOrCreate(name)
-        return (r, created)
+    public func openOrCreateStore(_ name: String) throws -> Opened<any SQLReplicaStore> {
+        let opened = try openOrCreate(name)
+        return Opened(replica: opened.replica, created: opened.created)
     }
     public func createStore(_ name: String, tables: [TableDef]) async throws -> any SQLReplicaStore { try await create(name, tables: tables) }
 }

@@ -23,29 +23,10 @@ extension SQLiteReplica {
     /// of it is applied; a refused commit changes nothing and is kept aside
     /// with the reason, and the others still apply. Commits that must wait
     /// come back in `waiting`; commits may arrive out of causal order within
-    /// a batch, so the waiting ones are retried while progress is made.
+    /// a batch, so the waiting ones are retried while progress is made
+    /// (`ApplyOutcome.collecting`).
     public func apply(_ commits: [Commit]) async throws -> ApplyOutcome {
-        try await write { [self] tx in
-            var outcome = ApplyOutcome()
-            var pending = commits
-            var progress = true
-            while progress {
-                progress = false
-                var next: [Commit] = []
-                for commit in pending {
-                    switch try applyOne(tx, commit) {
-                    case .apply:
-                        outcome.applied.append(commit)
-                        progress = true
-                    case .duplicate: outcome.duplicates += 1
-                    case .wait: next.append(commit)
-                    case .reject(let kind, let reason): outcome.rejected.append(Rejection(commit: commit, kind: kind, reason: reason))
-                    }
-                }
-                pending = next
-            }
-            outcome.waiting = pending
-            return UncheckedBox(outcome)
+        try await write { [self] tx in UncheckedBox(try ApplyOutcome.collecting(commits) { try applyOne(tx, $0) })
         }.value
     }
 

@@ -49,9 +49,9 @@ extension SQLiteReplica {
             return try Row.fetchAll(db, sql: sql).map { r in
                 ConflictRecord(
                     table: r["tbl"], pk: r["pk"], column: r["col"],
-                    winnerValue: Value(r["winner_value"] as DatabaseValue), winnerSite: names[r["winner_site"]] ?? "?",
+                    winnerValue: Value(r["winner_value"] as DatabaseValue), winnerSiteName: names[r["winner_site"]] ?? "?",
                     winnerTime: HLC(rawValue: UInt64(bitPattern: r["winner_hlc"])).iso8601,
-                    loserValue: Value(r["loser_value"] as DatabaseValue), loserSite: names[r["loser_site"]] ?? "?",
+                    loserValue: Value(r["loser_value"] as DatabaseValue), loserSiteName: names[r["loser_site"]] ?? "?",
                     loserTime: HLC(rawValue: UInt64(bitPattern: r["loser_hlc"])).iso8601,
                     resolved: (r["resolved_seq"] as Int64?) != nil)
             }

@@ -118,9 +118,9 @@ extension SQLiteReplica {
         }
         return try await edit { batch in
             let existing = batch.state.schema.tables.mapValues(\.schema)
-            let (changes, change) = try DatasetRules.planAlter(existing: existing, declared: defs)
-            if !changes.isEmpty { try batch.define(changes) }
-            return change
+            let plan = try DatasetRules.planAlter(existing: existing, declared: defs)
+            if !plan.defs.isEmpty { try batch.define(plan.defs) }
+            return plan.change
         }
     }
 

@@ -1,40 +1,6 @@
 import Foundation
 import LodeCore
 
-/// An annotation on a row or one cell.
-public struct Annotation: Sendable, Codable, Hashable {
-    public var id: String
-    public var table: String
-    public var pk: String
-    public var column: String?
-    public var text: String
-    public var author: String
-    public var status: String
-    public var replyTo: String?
-    public var created: String
-    public var tags: [String]
-    /// False when the row it points at has since been deleted.
-    public var targetExists: Bool
-
-    /// Creates an annotation.
-    public init(
-        id: String, table: String, pk: String, column: String?, text: String, author: String, status: String,
-        replyTo: String?, created: String, tags: [String], targetExists: Bool
-    ) {
-        self.id = id
-        self.table = table
-        self.pk = pk
-        self.column = column
-        self.text = text
-        self.author = author
-        self.status = status
-        self.replyTo = replyTo
-        self.created = created
-        self.tags = tags
-        self.targetExists = targetExists
-    }
-}
-
 /// Which annotations to list.
 public struct AnnotationFilter: Sendable, Codable, Hashable {
     public var table: String?

@@ -94,3 +94,32 @@ public enum CommitVerifier {
         return nil
     }
 }
+
+extension ApplyOutcome {
+    /// Offers each commit to `applyOne` (which verifies and, on `.apply`,
+    /// applies it), in order; then offers again the ones that waited, while
+    /// that makes progress, since a batch may come out of causal order.
+    /// What still waits is returned in `waiting`.
+    public static func collecting(_ commits: [Commit], _ applyOne: (Commit) throws -> CommitVerifier.Verdict) rethrows -> ApplyOutcome {
+        var outcome = ApplyOutcome()
+        var pending = commits
+        var progress = true
+        while progress {
+            progress = false
+            var next: [Commit] = []
+            for commit in pending {
+                switch try applyOne(commit) {
+                case .apply:
+                    outcome.applied.append(commit)
+                    progress = true
+                case .duplicate: outcome.duplicates += 1
+                case .wait: next.append(commit)
+                case .reject(let kind, let reason): outcome.rejected.append(Rejection(commit: commit, kind: kind, reason: reason))
+                }
+            }
+            pending = next
+        }
+        outcome.waiting = pending
+        return outcome
+    }
+}

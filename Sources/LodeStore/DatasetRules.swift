@@ -1,5 +1,13 @@
 import LodeCore
 
+/// What an alter does: the definitions to commit, and what they add.
+public struct AlterPlan: Sendable {
+    /// New tables, and new columns of existing ones, as definitions.
+    public var defs: [TableDef]
+    /// The tables and columns added.
+    public var change: SchemaChange
+}
+
 /// The rules for creating a dataset and changing its schema, the same in
 /// every store.
 public enum DatasetRules {
@@ -23,7 +31,7 @@ public enum DatasetRules {
     /// ones. A table or column that differs from what exists (a type or
     /// default change, another primary key, a column left out: a drop or a
     /// rename) is refused, since replicas still offline keep writing it.
-    public static func planAlter(existing: [String: TableSchema], declared: [TableDef]) throws -> (defs: [TableDef], change: SchemaChange) {
+    public static func planAlter(existing: [String: TableSchema], declared: [TableDef]) throws -> AlterPlan {
         var defs: [TableDef] = []
         var change = SchemaChange(tables: [], columns: [])
         for def in declared {
@@ -57,7 +65,7 @@ public enum DatasetRules {
             }
             if !added.isEmpty { defs.append(TableDef(name: def.name, primaryKey: def.primaryKey, columns: added)) }
         }
-        return (defs, change)
+        return AlterPlan(defs: defs, change: change)
     }
 
     /// The error for a table that is not there, naming those that are.

@@ -24,13 +24,14 @@ public enum HistoryRules {
                         let written = CellStamp(length: p.lengths[i], hlc: c.hlc, site: c.author, seq: c.seq)
                         for (j, v) in p.row(i).enumerated() {
                             let won = p.lengths[i] == length && stamp(p.columns[j]) == written
-                            out.append(HistoryEntry(time: c.hlc.iso8601, site: site, seq: c.seq, column: p.columns[j], value: v, won: won))
+                            out.append(HistoryEntry(time: c.hlc.iso8601, siteName: site, seq: c.seq, column: p.columns[j], value: v, won: won))
                             writes.append("\(c.author.hex)/\(c.seq)/\(p.columns[j])")
                         }
                     }
                 case .delete(let d) where d.table == table:
                     for i in 0..<d.keys.count where d.keys[i] == pk {
-                        out.append(HistoryEntry(time: c.hlc.iso8601, site: site, seq: c.seq, column: nil, value: nil, won: d.lengths[i] == length))
+                        out.append(
+                            HistoryEntry(time: c.hlc.iso8601, siteName: site, seq: c.seq, column: nil, value: nil, won: d.lengths[i] == length))
                         writes.append("\(c.author.hex)/\(c.seq)/")
                     }
                 default: break

@@ -63,7 +63,8 @@ public struct LocalCommitBuilder {
     public var isEmpty: Bool { ops.isEmpty }
 
     /// Adds a row written with `values` (one per column). Refuses a value or
-    /// a row too large for every peer to accept.
+    /// a row too large for every peer to accept; the builder is then spoilt,
+    /// like the transaction it belongs to, and must be dropped.
     public mutating func put(table: String, columns: [String], pk: String, length: UInt64, values: [Value]) throws {
         let bytes = ops.put(table: table, columns: columns, pk: pk, length: length, values: values)
         // Checked only for rows over 16 MiB, so ordinary rows pay nothing.

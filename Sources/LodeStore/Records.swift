@@ -126,118 +126,12 @@ public struct ApplyOutcome: Sendable {
     public init() {}
 }
 
-/// One write to a row, from the log.
-public struct HistoryEntry: Sendable, Codable, Hashable {
-    /// When (the commit's clock, ISO 8601).
-    public var time: String
-    /// The author's site name (or key prefix when unknown).
-    public var site: String
-    /// The commit's seq in the author's feed.
-    public var seq: UInt64
-    /// The column written; nil for a delete.
-    public var column: String?
-    /// The value written; nil for a delete.
-    public var value: Value?
-    /// True when this write is what the row shows now.
-    public var won: Bool
-
-    /// Creates an entry.
-    public init(time: String, site: String, seq: UInt64, column: String?, value: Value?, won: Bool) {
-        self.time = time
-        self.site = site
-        self.seq = seq
-        self.column = column
-        self.value = value
-        self.won = won
-    }
-}
-
-/// Two concurrent writes to one cell.
-public struct ConflictRecord: Sendable, Codable, Hashable {
-    public var table: String
-    public var pk: String
-    public var column: String
-    public var winnerValue: Value
-    public var winnerSite: String
-    public var winnerTime: String
-    public var loserValue: Value
-    public var loserSite: String
-    public var loserTime: String
-    /// True once a later write that saw both replaced them.
-    public var resolved: Bool
-
-    /// Creates a record.
-    public init(
-        table: String, pk: String, column: String, winnerValue: Value, winnerSite: String, winnerTime: String,
-        loserValue: Value, loserSite: String, loserTime: String, resolved: Bool
-    ) {
-        self.table = table
-        self.pk = pk
-        self.column = column
-        self.winnerValue = winnerValue
-        self.winnerSite = winnerSite
-        self.winnerTime = winnerTime
-        self.loserValue = loserValue
-        self.loserSite = loserSite
-        self.loserTime = loserTime
-        self.resolved = resolved
-    }
-}
-
 /// One event of a streamed result.
 public enum QueryEvent: Sendable, Equatable {
     /// The column names, once, first.
     case columns([String])
     /// One row.
     case row([Value])
-}
-
-/// What a write of local edits (SQL, rows, a CSV file) did.
-public struct WriteReport: Sendable, Codable, Hashable {
-    /// Rows inserted, updated or deleted.
-    public var rowsChanged: Int
-    /// Commits written.
-    public var commits: Int
-
-    /// Creates a report.
-    public init(rowsChanged: Int, commits: Int) {
-        self.rowsChanged = rowsChanged
-        self.commits = commits
-    }
-}
-
-/// What an import did.
-public struct ImportReport: Sendable, Codable, Hashable {
-    /// Data rows read from the file.
-    public var rowsRead: Int
-    /// Rows inserted or changed (rows equal to what is stored write nothing).
-    public var rowsChanged: Int
-    /// Commits written.
-    public var commits: Int
-
-    /// Creates a report.
-    public init(rowsRead: Int, rowsChanged: Int, commits: Int) {
-        self.rowsRead = rowsRead
-        self.rowsChanged = rowsChanged
-        self.commits = commits
-    }
-}
-
-// How far an import has come.
-public struct ImportProgress: Sendable, Codable, Hashable {
-    /// Rows processed so far.
-    public var rows: Int
-    /// Bytes of input consumed so far.
-    public var bytes: UInt64
-    /// Total bytes of input, when known.
-    public var totalBytes: UInt64?
-
-    /// Creates a progress report.
-    public init(rows: Int, bytes: UInt64, totalBytes: UInt64?) {
-        self.rows = rows
-        self.bytes = bytes
-        self.totalBytes = totalBytes
-    }
 }
 
 /// What `alter` added.

@@ -73,28 +73,7 @@ public final class ReferenceStore: ReplicaStore {
     // MARK: Commits
 
     public func apply(_ commits: [Commit]) async throws -> ApplyOutcome {
-        try transaction { s in
-            var outcome = ApplyOutcome()
-            var pending = commits
-            var progress = true
-            while progress {
-                progress = false
-                var next: [Commit] = []
-                for commit in pending {
-                    switch applyOne(&s, commit) {
-                    case .apply:
-                        outcome.applied.append(commit)
-                        progress = true
-                    case .duplicate: outcome.duplicates += 1
-                    case .wait: next.append(commit)
-                    case .reject(let kind, let reason): outcome.rejected.append(Rejection(commit: commit, kind: kind, reason: reason))
-                    }
-                }
-                pending = next
-            }
-            outcome.waiting = pending
-            return outcome
-        }
+        try transaction { s in ApplyOutcome.collecting(commits) { applyOne(&s, $0) } }
     }
 
     private func applyOne(_ s: inout State, _ commit: Commit) -> CommitVerifier.Verdict {
@@ -205,8 +184,8 @@ public final class ReferenceStore: ReplicaStore {
             func name(_ site: SiteID) -> String { (s.sites[site]?.name ?? site.short).lowercased() }
             return s.replica.conflicts.reversed().filter { includeResolved || $0.resolvedBy == nil }.map { c in
                 ConflictRecord(
-                    table: c.table, pk: c.pk, column: c.column, winnerValue: c.winner.value, winnerSite: name(c.winner.stamp.site),
-                    winnerTime: c.winner.stamp.hlc.iso8601, loserValue: c.loser.value, loserSite: name(c.loser.stamp.site),
+                    table: c.table, pk: c.pk, column: c.column, winnerValue: c.winner.value, winnerSiteName: name(c.winner.stamp.site),
+                    winnerTime: c.winner.stamp.hlc.iso8601, loserValue: c.loser.value, loserSiteName: name(c.loser.stamp.site),
                     loserTime: c.loser.stamp.hlc.iso8601, resolved: c.resolvedBy != nil)
             }
         }
@@ -255,13 +234,13 @@ public final class ReferenceStore: ReplicaStore {
             throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only an editor may change the schema")
         }
         return try transaction { s in
-            let (changes, change) = try DatasetRules.planAlter(existing: s.replica.schemas, declared: defs)
-            if !changes.isEmpty {
+            let plan = try DatasetRules.planAlter(existing: s.replica.schemas, declared: defs)
+            if !plan.defs.isEmpty {
                 var edits = LocalEdits(store: self, state: s)
-                edits.define(changes)
+                edits.define(plan.defs)
                 s = try edits.finish()
             }
-            return change
+            return plan.change
         }
     }
 

@@ -132,6 +132,19 @@ extension ReplicaStore {
     }
 }
 
+/// A replica a catalog opened, and whether opening created it.
+public struct Opened<Replica: Sendable>: Sendable {
+    /// The replica.
+    public let replica: Replica
+    /// True when the dataset was new here and has been created empty.
+    public let created: Bool
+
+    public init(replica: Replica, created: Bool) {
+        self.replica = replica
+        self.created = created
+    }
+}
+
 /// The datasets a node holds, in one store: each dataset's replica opened
 /// at most once. `SQLiteCatalog` keeps them as files in a directory.
 public protocol DatasetCatalog: AnyObject, Sendable {
@@ -142,7 +155,7 @@ public protocol DatasetCatalog: AnyObject, Sendable {
     func store(_ name: String) throws -> (any SQLReplicaStore)?
     /// Opens dataset `name`, creating it empty (no tables) when it is new
     /// here: how a dataset first heard of from a peer begins.
-    func openOrCreateStore(_ name: String) throws -> (store: any SQLReplicaStore, created: Bool)
+    func openOrCreateStore(_ name: String) throws -> Opened<any SQLReplicaStore>
     /// Creates dataset `name` with `tables`, committed by the local site
     /// (`DatasetRules.checkNew` says what is refused); leaves nothing behind
     /// if that fails.

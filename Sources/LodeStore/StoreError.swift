@@ -24,6 +24,9 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         case rejected
         /// The storage underneath failed.
         case storage
+        /// The service is not ready (a node starting or stopping, a database
+        /// out of reach): retry later.
+        case unavailable
     }
 
     /// The operation to use instead of the one refused.

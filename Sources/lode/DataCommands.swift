@@ -100,7 +100,7 @@ func printResult(_ client: NodeClient, _ format: OutputFormat, request: (ResultF
     try await client.checkStreaming(response)
     if format != .table {
         // Progress only when the output goes elsewhere (a file, a pipe).
-        let progress = ProgressLine(enabled: stderrIsTerminal && isatty(STDOUT_FILENO) == 0)
+        let progress = ProgressLine(enabled: stderrIsTerminal && !stdoutIsTerminal)
         var written: UInt64 = 0
         for try await buffer in response.body {
             out(buffer.readableBytesView)

@@ -33,7 +33,8 @@ struct Demo {
     let pause: Double
 
     func say(_ step: String, _ text: String) async {
-        out("\n\u{1B}[1m\(step)\u{1B}[0m \(text)\n")
+        // Bold step numbers on a terminal; plain text in a file or a pipe.
+        out(stdoutIsTerminal ? "\n\u{1B}[1m\(step)\u{1B}[0m \(text)\n" : "\n\(step) \(text)\n")
         if pause > 0 { try? await Task.sleep(for: .milliseconds(Int(pause * 1000))) }
     }
 
@@ -120,7 +121,7 @@ struct Demo {
             "7.", "The two writes to one cell were concurrent: the later one (by the hybrid logical clock) shows, and both are kept as a conflict.")
         for c in try await berlinReplica.conflicts() {
             out(
-                "    \(c.table).\(c.pk).\(c.column): \(ResultEncoderShim.show(c.winnerValue)) by \(c.winnerSite) won over \(ResultEncoderShim.show(c.loserValue)) by \(c.loserSite)\n"
+                "    \(c.table).\(c.pk).\(c.column): \(ResultEncoderShim.show(c.winnerValue)) by \(c.winnerSiteName) won over \(ResultEncoderShim.show(c.loserValue)) by \(c.loserSiteName)\n"
             )
         }
 

@@ -82,7 +82,7 @@ struct FormatOption: ParsableArguments {
     @Option(help: "Output format: table (the default on a terminal), csv (the default otherwise, RFC 4180 with a header) or json.")
     var format: OutputFormat?
 
-    var resolved: OutputFormat { format ?? (isatty(STDOUT_FILENO) == 1 ? .table : .csv) }
+    var resolved: OutputFormat { format ?? (stdoutIsTerminal ? .table : .csv) }
 }
 
 /// A command failure with its exit code (1: failed, 3: node unreachable).
@@ -93,6 +93,9 @@ struct CLIError: Error, CustomStringConvertible {
 
     static func failed(_ m: String) -> CLIError { CLIError(message: m, exitCode: 1) }
 }
+
+/// True when standard output is a terminal (a person reads it).
+var stdoutIsTerminal: Bool { isatty(STDOUT_FILENO) == 1 }
 
 /// True when progress may be drawn on stderr.
 var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }

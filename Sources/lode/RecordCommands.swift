@@ -77,7 +77,10 @@ struct HistoryCommand: AsyncParsableCommand {
             query: ["pk": pk], as: [API.HistoryEntry].self)
         if format.resolved == .json { return try printJSON(list) }
         let rows: [[Value]] = list.map { h in
-            [.text(h.time), .text(h.site), .integer(Int64(h.seq)), .text(h.column ?? "(row deleted)"), h.value ?? .null, .text(h.won ? "yes" : "no")]
+            [
+                .text(h.time), .text(h.siteName), .integer(Int64(h.seq)), .text(h.column ?? "(row deleted)"), h.value ?? .null,
+                .text(h.won ? "yes" : "no"),
+            ]
         }
         RecordPrinter(format: format.resolved).print(columns: ["time", "site", "seq", "column", "value", "won"], rows: rows)
     }
@@ -98,8 +101,8 @@ struct ConflictsCommand: AsyncParsableCommand {
         if format.resolved == .json { return try printJSON(list) }
         let rows: [[Value]] = list.map { c in
             [
-                .text(c.table), .text(c.pk), .text(c.column), c.winnerValue, .text(c.winnerSite), .text(c.winnerTime),
-                c.loserValue, .text(c.loserSite), .text(c.loserTime), .text(c.resolved ? "yes" : "no"),
+                .text(c.table), .text(c.pk), .text(c.column), c.winnerValue, .text(c.winnerSiteName), .text(c.winnerTime),
+                c.loserValue, .text(c.loserSiteName), .text(c.loserTime), .text(c.resolved ? "yes" : "no"),
             ]
         }
         RecordPrinter(format: format.resolved).print(

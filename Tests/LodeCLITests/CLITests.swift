@@ -1,10 +1,11 @@
 import Foundation
+import LodeTestSupport
 import Testing
 
 /// End-to-end tests: the built `lode` binary against a running node, as a
 /// user would drive it.
 @Suite(.serialized) struct CLITests {
-    let scratch = Scratch()
+    let scratch = TempDir("lode-cli")
 
     /// A node made with `lode ca init` and `lode init`, serving.
     func node(_ name: String, role: String = "editor", ca: String? = nil) throws -> (ServeProcess, [String]) {

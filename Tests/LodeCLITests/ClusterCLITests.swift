@@ -1,4 +1,5 @@
 import Foundation
+import LodeTestSupport
 import Testing
 
 /// A free TCP port on loopback: bound to port 0, read back, released.
@@ -18,7 +19,7 @@ func freePort() -> Int {
 /// Several `lode serve` processes on loopback ports, driven only with the
 /// CLI, as operators would.
 @Suite(.serialized) struct ClusterCLITests {
-    let scratch = Scratch()
+    let scratch = TempDir("lode-cli")
 
     struct Site {
         let name: String
@@ -155,11 +156,13 @@ func freePort() -> Int {
         #expect(r.stdout.contains("all three are identical"), "\(r.stdout)")
         #expect(r.stdout.contains("won over 60000 by lyon"), "\(r.stdout)")
         #expect(r.stdout.contains("by lyon on facilities/mountain-pass"), "\(r.stdout)")
+        // Its output is a pipe here, not a terminal: no escape codes in it.
+        #expect(!r.stdout.contains("\u{1B}"), "\(r.stdout.prefix(200).debugDescription)")
     }
 }
 
 @Suite struct WatchTests {
-    let scratch = Scratch()
+    let scratch = TempDir("lode-cli")
 
     @Test func watchReprintsWhenAChangeAltersTheResult() throws {
         let dir = scratch.file("w")

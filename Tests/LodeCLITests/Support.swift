@@ -1,4 +1,5 @@
 import Foundation
+import LodeTestSupport
 import Testing
 
 /// The `lode` binary built beside the tests.
@@ -54,21 +55,6 @@ func lode(_ args: [String], env: [String: String] = [:], stdin: String? = nil) t
     p.waitUntilExit()
     while !errThread.isFinished { usleep(1000) }
     return Outcome(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
-}
-
-/// A temporary directory for one test.
-final class Scratch: @unchecked Sendable {
-    let path: String
-    init() {
-        path = NSTemporaryDirectory() + "lode-cli-" + UUID().uuidString.prefix(8)
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-    func file(_ name: String) -> String { path + "/" + name }
-    @discardableResult func write(_ name: String, _ text: String) -> String {
-        try! text.write(toFile: file(name), atomically: true, encoding: .utf8)
-        return file(name)
-    }
 }
 
 /// A `lode serve` process running in the background.

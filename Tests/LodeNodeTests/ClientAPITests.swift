@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import LodeCore
+import LodeTestSupport
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -10,7 +11,7 @@ import Testing
 
 /// The client API over its real Unix socket.
 @Suite(.serialized) struct ClientAPITests {
-    let scratch = Scratch()
+    let scratch = TempDir("lode-node")
 
     func withNode(_ body: (String) async throws -> Void) async throws {
         let dir = scratch.file("node")

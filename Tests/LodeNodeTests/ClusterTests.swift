@@ -4,6 +4,7 @@ import LodeProtocol
 import LodeSQLite
 import LodeStore
 import LodeSync
+import LodeTestSupport
 import Testing
 
 @testable import LodeNode
@@ -14,7 +15,7 @@ let clusterSchema = """
 
 /// Sync between real nodes, in one process, over mutual TLS on loopback.
 @Suite(.serialized) struct ClusterTests {
-    let scratch = Scratch()
+    let scratch = TempDir("lode-node")
 
     func makeNodes(_ specs: [(String, Role)]) throws -> [TestNode] {
         let caDir = scratch.file("ca")

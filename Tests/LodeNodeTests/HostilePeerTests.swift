@@ -3,6 +3,7 @@ import Foundation
 import LodeCore
 import LodeProtocol
 import LodeStore
+import LodeTestSupport
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -68,7 +69,7 @@ final class HandRolledPeer: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct HostilePeerTests {
-    let scratch = Scratch()
+    let scratch = TempDir("lode-node")
 
     func target(silenceTimeout: Duration = .seconds(45)) async throws -> TestNode {
         let caDir = scratch.file("ca")
@@ -239,7 +240,8 @@ final class HandRolledPeer: @unchecked Sendable {
     @Test func expiredOrNotYetValidCertificatesCannotConnect() async throws {
         let berlin = try await target()
         defer { Task { await berlin.stop() } }
-        let (ca, caKey) = try Identity.loadCA(dir: scratch.file("ca"))
+        let authority = try Identity.loadCA(dir: scratch.file("ca"))
+        let (ca, caKey) = (authority.certificate, authority.key)
         let now = Date()
         for (label, window) in [
             ("expired", now.addingTimeInterval(-86400 * 30)...now.addingTimeInterval(-86400)),

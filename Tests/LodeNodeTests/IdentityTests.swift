@@ -2,13 +2,14 @@ import Crypto
 import Foundation
 import LodeCore
 import LodeProtocol
+import LodeTestSupport
 import Testing
 import X509
 
 @testable import LodeNode
 
 @Suite struct IdentityTests {
-    let scratch = Scratch()
+    let scratch = TempDir("lode-node")
 
     @Test func siteCertificatesNameTheSiteRoleAndClusterAndChainToTheCA() throws {
         let ca = try Identity.createCA(dir: scratch.file("ca"), cluster: "watch")
@@ -63,7 +64,7 @@ import X509
         let v6 = try PeerAddress("[::1]:9")
         #expect(v6.host == "::1" && v6.port == 9 && v6.description == "[::1]:9")
         #expect(try PeerAddress("127.0.0.1:0", allowZero: true).port == 0)
-        let dir = Scratch()
+        let dir = TempDir("lode-node")
         try Identity.createCA(dir: dir.file("ca"), cluster: "test")
         try Node.initialize(dataDir: dir.file("n"), site: "n", role: .editor, caDir: dir.file("ca"))
         let node = try Node.open(dataDir: dir.file("n"))

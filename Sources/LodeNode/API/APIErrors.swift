@@ -21,25 +21,10 @@ extension APIError {
     }
 }
 
-extension StoreError: APIError {
-    public var status: HTTPResponse.Status {
-        switch code {
-        case .badInput: .badRequest
-        case .notFound: .notFound
-        case .alreadyExists: .conflict
-        case .forbidden: .forbidden
-        case .rejected: .unprocessableContent
-        case .storage: isStorageFull ? HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage") : .internalServerError
-        }
-    }
-    var apiCode: String { code.rawValue }
-    var apiMessage: String { message }
-    var apiRemedy: String? { remedy?.rawValue }
-}
-
-extension NodeError: APIError {
-    public var status: HTTPResponse.Status {
-        switch code {
+extension StoreError.Code {
+    /// The HTTP status of an error with this code.
+    var status: HTTPResponse.Status {
+        switch self {
         case .badInput: .badRequest
         case .notFound: .notFound
         case .alreadyExists: .conflict
@@ -49,6 +34,18 @@ extension NodeError: APIError {
         case .unavailable: .serviceUnavailable
         }
     }
+}
+
+extension StoreError: APIError {
+    /// A full disk is 507: nothing was stored, and it can be retried once there is room.
+    public var status: HTTPResponse.Status { isStorageFull ? HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage") : code.status }
+    var apiCode: String { code.rawValue }
+    var apiMessage: String { message }
+    var apiRemedy: String? { remedy?.rawValue }
+}
+
+extension NodeError: APIError {
+    public var status: HTTPResponse.Status { code.status }
     var apiCode: String { code.rawValue }
     var apiMessage: String { message }
     var apiRemedy: String? { remedy?.rawValue }

@@ -15,16 +15,7 @@ struct AnnotationRoutes: Sendable {
             let filter = AnnotationFilter(
                 table: req.query("table"), pk: req.query("pk"), tag: req.query("tag"), search: req.query("search"),
                 limit: req.query("limit").flatMap { Int($0) })
-            return try json(try await ctx.dataset.annotations(filter).map(API.Annotation.init))
+            return try json(try await ctx.dataset.annotations(filter))
         }
-    }
-}
-
-extension API.Annotation {
-    /// An annotation as listed.
-    init(_ a: Annotation) {
-        self.init(
-            id: a.id, table: a.table, pk: a.pk, column: a.column, text: a.text, author: a.author, status: a.status, replyTo: a.replyTo,
-            created: a.created, tags: a.tags, targetExists: a.targetExists)
     }
 }

@@ -7,16 +7,7 @@ struct ConflictRoutes: Sendable {
     func add(to group: RouterGroup<DatasetRequestContext>) {
         group.on(.get, "conflicts", needs: .read) { req, ctx in
             let all = req.query("all").map { $0 == "1" || $0 == "true" } ?? false
-            return try json(try await ctx.dataset.conflicts(includeResolved: all).map(API.Conflict.init))
+            return try json(try await ctx.dataset.conflicts(includeResolved: all))
         }
-    }
-}
-
-extension API.Conflict {
-    /// Two concurrent writes to one cell.
-    init(_ c: ConflictRecord) {
-        self.init(
-            table: c.table, pk: c.pk, column: c.column, winnerValue: c.winnerValue, winnerSite: c.winnerSite, winnerTime: c.winnerTime,
-            loserValue: c.loserValue, loserSite: c.loserSite, loserTime: c.loserTime, resolved: c.resolved)
     }
 }

@@ -21,7 +21,7 @@ struct TableRoutes: Sendable {
         group.on(.post, "exec", needs: .edit) { req, ctx in
             let body = try await req.decodeJSON(as: API.SQLRequest.self)
             let report = try await ctx.dataset.exec(body.sql)
-            return try json(API.ExecResult(rowsChanged: report.rowsChanged, commits: report.commits))
+            return try json(report)
         }
         group.on(.get, "tables/:table/export", needs: .read) { req, ctx in
             let table = try ctx.parameters.decoded("table")
@@ -33,7 +33,7 @@ struct TableRoutes: Sendable {
         }
         group.on(.get, "tables/:table/history", needs: .read) { req, ctx in
             guard let pk = req.query("pk") else { throw NodeError(.badInput, "history needs ?pk=KEY") }
-            return try json(try await ctx.dataset.history(table: try ctx.parameters.decoded("table"), pk: pk).map(API.HistoryEntry.init))
+            return try json(try await ctx.dataset.history(table: try ctx.parameters.decoded("table"), pk: pk))
         }
         group.on(.get, "watch", needs: .read) { req, ctx in
             guard let sql = req.query("sql") else { throw NodeError(.badInput, "watch needs ?sql=QUERY") }
@@ -69,10 +69,9 @@ struct TableRoutes: Sendable {
             defer { try? FileManager.default.removeItem(atPath: spool) }
             do {
                 let rep = try await r.importCSV(table: table, path: spool) { p in
-                    try? pipe.send(line(API.ImportEvent(progress: API.ImportProgress(rows: p.rows, bytes: p.bytes, totalBytes: p.totalBytes))))
+                    try? pipe.send(line(API.ImportEvent(progress: p)))
                 }
-                try pipe.send(
-                    line(API.ImportEvent(result: API.ImportResult(rowsRead: rep.rowsRead, rowsChanged: rep.rowsChanged, commits: rep.commits))))
+                try pipe.send(line(API.ImportEvent(result: rep)))
                 pipe.finish()
             } catch {
                 let answer: any APIError = (error as? any APIError) ?? UnexpectedError(error)
@@ -144,11 +143,6 @@ struct TableRoutes: Sendable {
                 try await writer.finish(nil)
             })
     }
-}
-
-extension API.HistoryEntry {
-    /// One write of a row's history.
-    init(_ e: HistoryEntry) { self.init(time: e.time, site: e.site, seq: e.seq, column: e.column, value: e.value, won: e.won) }
 }
 
 /// Gathers one query result as a single NDJSON line.

@@ -1,0 +1,115 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import LodeCore
+import LodeTestSupport
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+import Testing
+import X509
+
+@testable import LodeNode
+
+/// What each role may do through the client API, route by route: over
+/// mutual TLS a client is limited by its certificate's role; on the Unix
+/// socket the node's own user may do everything.
+@Suite(.serialized) struct APIAccessTests {
+    let scratch = TempDir("lode-acl")
+
+    /// Every route, the permission it needs, and a request that is valid
+    /// apart from that (`ROLE` is replaced by the caller's role, so that
+    /// each creates its own dataset).
+    static let routes: [(Permission, HTTPMethod, String, String?)] = [
+        (.read, .GET, "/v1/status", nil),
+        (.read, .GET, "/v1/datasets", nil),
+        (.edit, .POST, "/v1/datasets", #"{"name": "made-by-ROLE", "schema": "CREATE TABLE t (id TEXT PRIMARY KEY)"}"#),
+        (.read, .GET, "/v1/datasets/rare-earths", nil),
+        (.read, .GET, "/v1/datasets/rare-earths/schema", nil),
+        (.edit, .POST, "/v1/datasets/rare-earths/alter", #"{"schema": "CREATE TABLE ROLE_notes (id TEXT PRIMARY KEY)"}"#),
+        (.read, .POST, "/v1/datasets/rare-earths/query", #"{"sql": "SELECT 1"}"#),
+        (.edit, .POST, "/v1/datasets/rare-earths/exec", #"{"sql": "UPDATE elements SET name = name WHERE symbol = 'Nd'"}"#),
+        (.read, .GET, "/v1/datasets/rare-earths/tables/elements/export?format=csv", nil),
+        (.edit, .POST, "/v1/datasets/rare-earths/tables/elements/import", "symbol,name\nNd,Neodymium\n"),
+        (.read, .GET, "/v1/datasets/rare-earths/tables/elements/history?pk=Nd", nil),
+        (.annotate, .POST, "/v1/datasets/rare-earths/annotations", #"{"table": "elements", "pk": "Nd", "text": "by ROLE", "tags": []}"#),
+        (.read, .GET, "/v1/datasets/rare-earths/annotations", nil),
+        (.read, .GET, "/v1/datasets/rare-earths/conflicts", nil),
+        (.read, .GET, "/v1/peers", nil),
+        (.operate, .POST, "/v1/peers", #"{"address": "127.0.0.1:9"}"#),
+        (.operate, .DELETE, "/v1/peers/127.0.0.1%3A9", nil),
+        (.operate, .POST, "/v1/sync", #"{"wait": false}"#),
+    ]
+
+    @Test func permissionsFollowTheRoles() {
+        for role in Role.allCases {
+            #expect(Permission.read.allows(role))
+            #expect(Permission.annotate.allows(role) == (role == .editor || role == .annotator))
+            #expect(Permission.edit.allows(role) == (role == .editor))
+            #expect(Permission.operate.allows(role) == (role == .editor))
+        }
+    }
+
+    @Test func eachRouteRefusesExactlyTheRolesWithoutItsPermission() async throws {
+        let dir = scratch.file("node")
+        _ = try await DevelopmentBootstrap.run(dataDir: dir)
+        let apiPort = try freePort()
+        var options = ServeOptions(dataDir: dir, listen: "127.0.0.1:0", apiListen: "127.0.0.1:\(apiPort)")
+        options.handleSignals = false
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let node = try await NodeServer.launch(options, logger: logger)
+        let ca = try Identity.loadCA(dir: dir + "/dev-ca")
+        for role in Role.allCases {
+            let client = try Self.client(role: role, ca: ca)
+            defer { Task { try? await client.shutdown() } }
+            for (permission, method, path, body) in Self.routes {
+                let status = try await Self.send(
+                    client, url: "https://127.0.0.1:\(apiPort)\(path)", method: method,
+                    body: body?.replacingOccurrences(of: "ROLE", with: role.rawValue))
+                if permission.allows(role) {
+                    #expect(status != 403 && status < 500, "\(role) \(method) \(path): \(status)")
+                } else {
+                    #expect(status == 403, "\(role) \(method) \(path): \(status)")
+                }
+            }
+        }
+        // The node's own user on the socket may do everything.
+        for (_, method, path, body) in Self.routes {
+            var req = HTTPClientRequest(url: URL(httpURLWithSocketPath: dir + "/lode.sock", uri: path)!.absoluteString)
+            req.method = method
+            if let body {
+                req.body = .bytes(ByteBuffer(string: body.replacingOccurrences(of: "ROLE", with: "local")))
+            }
+            let res = try await HTTPClient.shared.execute(req, timeout: .seconds(30))
+            _ = try await res.body.collect(upTo: 16 << 20)
+            #expect(res.status.code < 400, "local \(method) \(path): \(res.status.code)")
+        }
+        await node.stop()
+    }
+
+    /// A client certificate for `role`, from the node's CA.
+    static func client(role: Role, ca: CertificateAuthority) throws -> HTTPClient {
+        let key = Curve25519.Signing.PrivateKey()
+        let cert = try Identity.issueSite(name: "client-\(role.rawValue)", role: role, key: key.publicKey, ca: ca.certificate, caKey: ca.key)
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.certificateChain = [.certificate(try NIOSSLCertificate(bytes: Array(cert.serializeAsPEM().pemString.utf8), format: .pem))]
+        tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(Certificate.PrivateKey(key).serializeAsPEM().pemString.utf8), format: .pem))
+        tls.trustRoots = .certificates([try NIOSSLCertificate(bytes: Array(ca.certificate.serializeAsPEM().pemString.utf8), format: .pem)])
+        tls.certificateVerification = .noHostnameVerification
+        tls.minimumTLSVersion = .tlsv13
+        tls.verifySignatureAlgorithms = [.ed25519]
+        tls.signingSignatureAlgorithms = [.ed25519]
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(tlsConfiguration: tls))
+    }
+
+    static func send(_ client: HTTPClient, url: String, method: HTTPMethod, body: String?) async throws -> UInt {
+        var req = HTTPClientRequest(url: url)
+        req.method = method
+        if let body { req.body = .bytes(ByteBuffer(string: body)) }
+        let res = try await client.execute(req, timeout: .seconds(30))
+        _ = try await res.body.collect(upTo: 16 << 20)
+        return res.status.code
+    }
+}

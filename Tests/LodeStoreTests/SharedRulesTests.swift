@@ -1,0 +1,163 @@
+import Foundation
+import LodeCore
+import LodeStore
+import LodeTestSupport
+import Testing
+
+/// The rules every store calls: datasets and schema changes, annotations,
+/// imports, history, and the causal buffer.
+@Suite struct SharedRulesTests {
+    let dir = TempDir("lode-rules")
+
+    @Test func aNewDatasetNeedsAValidNameAnEditorAndUserTables() throws {
+        let editor = site(1, "alpha")
+        try DatasetRules.checkNew("rare-earths.v2", tables: [], by: editor)
+        for bad in ["", "Rare", "-x", "a b", "x/y", String(repeating: "a", count: 65)] {
+            #expect(throws: StoreError.self, "\(bad)") { try DatasetRules.checkNew(bad, tables: [], by: editor) }
+        }
+        #expect(throws: StoreError.self) { try DatasetRules.checkNew("d", tables: [], by: site(2, "r", role: .reader)) }
+        let reserved = TableDef(name: "_secret", primaryKey: "id", columns: [])
+        #expect(throws: StoreError.self) { try DatasetRules.checkNew("d", tables: [reserved], by: editor) }
+    }
+
+    @Test func alterPlansOnlyAdditions() throws {
+        let stamp = SchemaStamp(hlc: HLC(rawValue: 1), site: site(1, "a").site)
+        let mines = TableDef(name: "mines", primaryKey: "id", columns: [ColumnDef(name: "name", type: .text)])
+        let existing = ["mines": TableSchema(mines, stamp: stamp)]
+        let grown = TableDef(name: "mines", primaryKey: "id", columns: mines.columns + [ColumnDef(name: "output", type: .integer)])
+        let trade = TableDef(name: "trade", primaryKey: "id", columns: [])
+        let plan = try DatasetRules.planAlter(existing: existing, declared: [grown, trade])
+        #expect(plan.change == SchemaChange(tables: ["trade"], columns: ["mines.output"]))
+        #expect(plan.defs == [TableDef(name: "mines", primaryKey: "id", columns: [ColumnDef(name: "output", type: .integer)]), trade])
+        #expect(try DatasetRules.planAlter(existing: existing, declared: [mines]).defs.isEmpty)
+        for (bad, fragment) in [
+            (TableDef(name: "mines", primaryKey: "code", columns: mines.columns), "primary key"),
+            (TableDef(name: "mines", primaryKey: "id", columns: []), "name is missing"),
+            (TableDef(name: "mines", primaryKey: "id", columns: [ColumnDef(name: "name", type: .blob)]), "cannot become BLOB"),
+            (TableDef(name: "_x", primaryKey: "id", columns: []), "reserved"),
+        ] {
+            do {
+                _ = try DatasetRules.planAlter(existing: existing, declared: [bad])
+                Issue.record("planned \(bad)")
+            } catch let e as StoreError {
+                #expect(e.message.contains(fragment), "\(e.message)")
+            }
+        }
+    }
+
+    @Test func annotationsAreCheckedAndWrittenAsRows() throws {
+        let note = NewAnnotation(table: "mines", pk: "mp", column: "output", text: "Check this", tags: [" b", "a", "b", ""], replyTo: "r1")
+        #expect(try AnnotationRows.check(note, by: site(1, "alpha", role: .annotator)) == ["a", "b"])
+        #expect(throws: StoreError.self) { try AnnotationRows.check(note, by: site(1, "alpha", role: .reader)) }
+        var empty = note
+        empty.text = " \n\t"
+        #expect(throws: StoreError.self) { try AnnotationRows.check(empty, by: site(1, "alpha")) }
+        var system = note
+        system.table = "_annotations"
+        #expect(throws: StoreError.self) { try AnnotationRows.check(system, by: site(1, "alpha")) }
+        let hlc = HLC(millis: 1_780_000_000_000, counter: 3)
+        let id = AnnotationRows.id(hlc: hlc, site: site(1, "alpha").site)
+        #expect(id == String(hlc.rawValue, radix: 16) + site(1, "alpha").site.hex.prefix(4))
+        let rows = AnnotationRows.rows(note, id: id, author: "alpha", hlc: hlc, tags: ["a", "b"])
+        #expect(rows.count == 3)
+        guard case .put(let table, let pk, let columns, let values) = rows[0] else { Issue.record("not a put"); return }
+        #expect(table == "_annotations" && pk == id)
+        let fields = Dictionary(uniqueKeysWithValues: zip(columns, values))
+        #expect(fields["target_pk"] == .text("mp") && fields["target_column"] == .text("output") && fields["reply_to"] == .text("r1"))
+        #expect(fields["author"] == .text("alpha") && fields["status"] == .text("open") && fields["created"] == .text(hlc.iso8601))
+        #expect(rows[2] == .put(table: "_annotation_tags", pk: "\(id):b", columns: ["annotation_id", "tag"], values: [.text(id), .text("b")]))
+        let mines = TableSchema(
+            TableDef(name: "mines", primaryKey: "id", columns: [ColumnDef(name: "output", type: .integer)]),
+            stamp: SchemaStamp(hlc: .zero, site: AnnotationRows.genesisSite))
+        try AnnotationRows.checkTarget(note, table: mines, rowPresent: true, replyPresent: true)
+        #expect(throws: StoreError.self) { try AnnotationRows.checkTarget(note, table: mines, rowPresent: false, replyPresent: true) }
+        #expect(throws: StoreError.self) { try AnnotationRows.checkTarget(note, table: mines, rowPresent: true, replyPresent: false) }
+        var onKey = note
+        onKey.column = "id"
+        try AnnotationRows.checkTarget(onKey, table: mines, rowPresent: true, replyPresent: true)
+        onKey.column = "colour"
+        #expect(throws: StoreError.self) { try AnnotationRows.checkTarget(onKey, table: mines, rowPresent: true, replyPresent: true) }
+    }
+
+    @Test func anImportPlanMapsTheHeaderAndTypesEachField() throws {
+        let t = TableSchema(
+            TableDef(
+                name: "m", primaryKey: "id",
+                columns: [
+                    ColumnDef(name: "n", type: .integer), ColumnDef(name: "x", type: .real), ColumnDef(name: "s", type: .text),
+                    ColumnDef(name: "b", type: .blob),
+                ]), stamp: SchemaStamp(hlc: .zero, site: AnnotationRows.genesisSite))
+        let plan = try ImportPlan(table: t, header: [" X", "ID", "b", "s", "n "])
+        #expect(plan.columns == ["x", "b", "s", "n"])
+        var values: [Value] = []
+        #expect(try plan.row(["2.5", "k1", "AQID", "", " 7 "], line: 2, into: &values) == "k1")
+        #expect(values == [.real(2.5), .blob([1, 2, 3]), .null, .integer(7)])
+        for (fields, fragment) in [
+            (["x", "k", "", "", ""], "not a REAL"), (["1", "k", "", "", "seven"], "not an INTEGER"), (["1", "k", "%%", "", ""], "base64"),
+            (["1", "", "", "", ""], "primary key"), (["1", "k"], "2 fields"), (["inf", "k", "", "", ""], "not a REAL"),
+        ] {
+            do {
+                _ = try plan.row(fields, line: 9, into: &values)
+                Issue.record("\(fields) converted")
+            } catch let e as StoreError {
+                #expect(e.message.contains(fragment), "\(e.message)")
+            }
+        }
+        for (header, fragment) in [(["id", "n", "n"], "twice"), (["id", "colour"], "unknown column colour"), (["n"], "no id column")] {
+            do {
+                _ = try ImportPlan(table: t, header: header)
+                Issue.record("\(header) planned")
+            } catch let e as StoreError {
+                #expect(e.message.contains(fragment), "\(e.message)")
+            }
+        }
+    }
+
+    @Test func historyMarksTheWritesARowShows() throws {
+        let alpha = site(1, "alpha")
+        let hlc = HLC(millis: 1_780_000_000_000, counter: 0)
+        var p = PutRows(table: "t", columns: ["a"])
+        p.append(key: "k", length: 1, values: [.integer(1)])
+        p.append(key: "k", length: 1, values: [.integer(2)])  // the same cell twice in one commit
+        p.append(key: "other", length: 1, values: [.integer(9)])
+        let c1 = try alpha.writer.commit(dataset: "d", ops: [.put(p)], hlc: hlc, head: .empty, held: VersionVector())
+        var d = DeleteRows(table: "t")
+        d.append(key: "k", length: 2)
+        let c2 = try alpha.writer.commit(
+            dataset: "d", ops: [.delete(d)], hlc: HLC(rawValue: hlc.rawValue + 1), head: FeedHead(seq: 1, hash: c1.hash, vector: VersionVector()),
+            held: VersionVector([alpha.site: 1]))
+        let stamp = CellStamp(length: 1, hlc: hlc, site: alpha.site, seq: 1)
+        let shown = HistoryRules.entries(table: "t", pk: "k", commits: [c1], length: 1, stamp: { _ in stamp }, name: { _ in "alpha" })
+        #expect(shown.map(\.value) == [.integer(1), .integer(2)])
+        #expect(shown.map(\.won) == [false, true])
+        let deleted = HistoryRules.entries(table: "t", pk: "k", commits: [c1, c2], length: 2, stamp: { _ in stamp }, name: { _ in "alpha" })
+        #expect(deleted.map(\.won) == [false, false, true])
+        #expect(deleted.last?.column == nil && deleted.last?.seq == 2 && deleted.last?.siteName == "alpha")
+    }
+
+    @Test func theCausalBufferHoldsWhatWaitsAndOffersItAgain() async throws {
+        let alpha = site(1, "alpha")
+        let store = ReferenceStore(dataset: "d", local: site(9, "here"))
+        try await store.registerSite(alpha.record)
+        let writer = ReferenceStore(dataset: "d", local: alpha)
+        _ = try await writer.alter([TableDef(name: "t", primaryKey: "id", columns: [ColumnDef(name: "a", type: .integer)])])
+        for i in 0..<4 { _ = try await writer.write([.put(table: "t", pk: "k\(i)", columns: ["a"], values: [.integer(Int64(i))])]) }
+        let commits = try await writer.commits(missingFrom: VersionVector())
+        let buffer = CausalBuffer(limit: 2)
+        // seq 1 defines the table; 2…5 write rows. The last three first: all
+        // wait, and only the newest two are kept.
+        var outcome = try await buffer.apply(Array(commits.suffix(3)), to: store)
+        #expect(outcome.applied.isEmpty && outcome.waiting.count == 3)
+        #expect(buffer.count(dataset: "d") == 2)
+        // The first arrives (twice): it applies; what was kept still waits.
+        outcome = try await buffer.apply([commits[0], commits[0]], to: store)
+        #expect(outcome.applied.map(\.seq) == [1] && outcome.waiting.map(\.seq) == [4, 5])
+        outcome = try await buffer.apply([commits[1]], to: store)
+        #expect(outcome.applied.map(\.seq) == [2] && buffer.count(dataset: "d") == 2)
+        // seq 3 was dropped from the buffer; when a peer sends it again, the
+        // kept ones follow it.
+        outcome = try await buffer.apply([commits[2]], to: store)
+        #expect(outcome.applied.map(\.seq) == [3, 4, 5] && buffer.count(dataset: "d") == 0)
+        #expect(store.vector == writer.vector)
+    }
+}
