@@ -54,11 +54,18 @@ extension Node {
     }
 
     func register(_ cert: SiteCertificate, in replica: any ReplicaStore) async throws {
-        try await replica.registerSite(
-            SiteRecord(
-                site: cert.site, name: cert.name, role: cert.role, certificate: cert.der,
-                validFrom: UInt64(max(0, cert.certificate.notValidBefore.timeIntervalSince1970 * 1000)),
-                validUntil: UInt64(max(0, cert.certificate.notValidAfter.timeIntervalSince1970 * 1000))))
+        try await replica.registerSite(cert.record)
+    }
+}
+
+extension SiteCertificate {
+    /// What a replica records of the site: name, role, certificate and its
+    /// validity, against which the site's commits are checked.
+    var record: SiteRecord {
+        SiteRecord(
+            site: site, name: name, role: role, certificate: der,
+            validFrom: UInt64(max(0, certificate.notValidBefore.timeIntervalSince1970 * 1000)),
+            validUntil: UInt64(max(0, certificate.notValidAfter.timeIntervalSince1970 * 1000)))
     }
 }
 

@@ -67,9 +67,9 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
     }
 
     /// Opens a dataset file, creating an empty replica (no tables) if none
-    /// exists: how a replica of a dataset first heard of from a peer begins.
-    /// A new dataset with tables is made by `SQLiteCatalog.create`.
-    public static func open(
+    /// exists. Only `SQLiteCatalog` calls it, which keeps one instance per
+    /// file and is the one way a dataset comes to be.
+    static func open(
         at path: String, dataset: String, local: LocalSite,
         wallClock: @escaping @Sendable () -> UInt64 = SQLiteReplica.systemWallClock, stepTimeLimit: TimeInterval = 120
     ) throws -> SQLiteReplica {
