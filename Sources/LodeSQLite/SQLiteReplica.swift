@@ -88,7 +88,7 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
                     try DatasetFormat.create(db, dataset: dataset)
                 }
                 let state = try WriterState.load(db)
-                try state.sites.register(db, local.record)
+                try state.sites.registerLocal(db, local)
                 replica.writerState = state
                 replica.published.withLock { $0 = state.feeds.vector }
             }

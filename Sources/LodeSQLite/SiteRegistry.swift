@@ -37,15 +37,29 @@ final class SiteRegistry {
     /// The key of site number `n`.
     func key(_ n: SiteNumber) -> SiteID? { keys[n] }
 
-    /// Records what a site's certificate says.
+    /// Records what a site's certificate says. The row is written only when
+    /// it changes: a node must open its datasets on a full disk.
     func register(_ db: Database, _ record: SiteRecord) throws {
         let n = try number(db, record.site)
         try db.execute(
-            sql: "UPDATE _lode_sites SET name = ?, role = ?, cert = ?, valid_from = ?, valid_until = ? WHERE id = ?",
+            sql: """
+                UPDATE _lode_sites SET name = ?1, role = ?2, cert = ?3, valid_from = ?4, valid_until = ?5 WHERE id = ?6
+                AND (name IS NOT ?1 OR role IS NOT ?2 OR cert IS NOT ?3 OR valid_from IS NOT ?4 OR valid_until IS NOT ?5)
+                """,
             arguments: [
                 record.name, record.role?.rawValue, record.certificate.map { Data($0) },
                 record.validFrom.map { Int64(clamping: $0) }, record.validUntil.map { Int64(clamping: $0) }, n,
             ])
+    }
+
+    /// Records this replica's own site as a writer: its name, role and
+    /// certificate (their validity comes with the certificate, through
+    /// `register`), written only when they change.
+    func registerLocal(_ db: Database, _ local: LocalSite) throws {
+        let n = try number(db, local.site)
+        try db.execute(
+            sql: "UPDATE _lode_sites SET name = ?1, role = ?2, cert = ?3 WHERE id = ?4 AND (name IS NOT ?1 OR role IS NOT ?2 OR cert IS NOT ?3)",
+            arguments: [local.name, local.role.rawValue, local.record.certificate.map { Data($0) }, n])
     }
 
     /// What the file records of `site`, if anything.

@@ -49,6 +49,32 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: catalog.path("d")))
     }
 
+    /// Opening a dataset again writes nothing to its file, so a node starts
+    /// (and serves reads) on a full disk (`lode-faults diskfull` found that
+    /// opening rewrote the local site's row every time, and failed on a full
+    /// disk); registering what a replica already knows writes nothing either.
+    @Test func reopeningADatasetWritesNothing() async throws {
+        let alpha = site(1, "alpha")
+        var record = alpha.record
+        record.validFrom = 1
+        record.validUntil = 2
+        do {
+            let catalog = SQLiteCatalog(directory: dir.file("datasets"), local: alpha)
+            let r = try await catalog.create("d", tables: try SchemaParser.parse(elementsSchema))
+            try await r.registerSite(record)
+            catalog.close()
+        }
+        for _ in 0..<2 {
+            let catalog = SQLiteCatalog(directory: dir.file("datasets"), local: alpha)
+            let r = try #require(try catalog.replica("d"))
+            try await r.registerSite(record)
+            #expect(try await r.sites().first { $0.site == alpha.site } == record, "opening keeps the certificate's validity")
+            // The writer connection (the one that opened the file) changed no row.
+            #expect(try await r.pool.write { $0.totalChangesCount } == 0)
+            catalog.close()
+        }
+    }
+
     @Test func theNodeFileKeepsSettingsPeersAndTheNewestCertificates() throws {
         let file = try NodeFile(path: dir.file("node.db"))
         #expect(try file.setting("listen") == nil)
