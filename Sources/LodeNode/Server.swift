@@ -80,9 +80,6 @@ public enum NodeServer {
         let running = RunningNode(node: node, sync: engine)
         let api = ClientAPI(node: node, listenHost: listen.host, sync: engine)
         let router = api.router()
-        router.get("metrics") { _, _ in
-            text(metrics.emitToString(), contentType: "text/plain; version=0.0.4")
-        }
         let app = Application(
             router: router,
             configuration: .init(address: .unixDomainSocket(path: socket), serverName: "lode"),

@@ -74,15 +74,32 @@ public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
         public var description: String { message }
     }
 
-    /// Parses `HOST:PORT`. Port 0 (any free port) is allowed only where a
-    /// node listens (`allowZero`).
+    /// Parses `HOST:PORT`: a host name or IPv4 address (letters, digits,
+    /// `.` and `-`, starting with a letter or digit), or an IPv6 address in
+    /// brackets, and a port from 1 to 65535 (the rule
+    /// `Protocol/client-api.yaml` states as a pattern). Port 0 (any free
+    /// port) is allowed only where a node listens (`allowZero`).
     public init(_ s: String, allowZero: Bool = false) throws(Invalid) {
-        guard let colon = s.lastIndex(of: ":") else { throw Invalid(message: "\"\(s)\" is not HOST:PORT") }
+        let invalid = Invalid(
+            message: "\"\(s)\" is not HOST:PORT (a host name, an IPv4 address or an IPv6 address in brackets, and a port from 1 to 65535)")
+        guard let colon = s.lastIndex(of: ":") else { throw invalid }
         var host = String(s[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty, let port = Int(s[s.index(after: colon)...]), ((allowZero ? 0 : 1)...65535).contains(port) else {
-            throw Invalid(message: "\"\(s)\" is not HOST:PORT with a port from 1 to 65535")
+        let portText = s[s.index(after: colon)...]
+        if host.hasPrefix("[") && host.hasSuffix("]") && host.count > 2 {
+            host = String(host.dropFirst().dropLast())
+            guard host.unicodeScalars.allSatisfy({ $0.properties.isASCIIHexDigit || $0 == ":" || $0 == "." }) else { throw invalid }
+        } else {
+            func isNameCharacter(_ c: Unicode.Scalar) -> Bool {
+                c.isASCII && (c.properties.isAlphabetic || c.properties.numericType != nil || c == "." || c == "-")
+            }
+            guard let first = host.unicodeScalars.first, first != ".", first != "-", host.unicodeScalars.allSatisfy(isNameCharacter) else {
+                throw invalid
+            }
         }
+        guard !portText.isEmpty, portText.allSatisfy({ ("0"..."9").contains($0) }), portText.first != "0" || portText == "0",
+            let port = Int(portText),
+            ((allowZero ? 0 : 1)...65535).contains(port)
+        else { throw invalid }
         self.host = host
         self.port = port
     }

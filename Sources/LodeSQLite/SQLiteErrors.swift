@@ -17,8 +17,8 @@ extension StoreError {
         case .SQLITE_IOERR:
             return StoreError(.storage, "the disk failed while writing (\(e.message ?? "I/O error")): nothing of this write was stored", cause: e)
         default:
-            return StoreError(
-                .storage, "the dataset file could not be read or written (SQLite: \(e.message ?? "error \(e.resultCode.rawValue)"))", cause: e)
+            // SQLite's own words stay in `cause`, for the log.
+            return StoreError(.storage, "the dataset file could not be read or written (SQLite error \(e.resultCode.rawValue))", cause: e)
         }
     }
 

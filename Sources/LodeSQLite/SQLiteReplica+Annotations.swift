@@ -35,9 +35,9 @@ extension SQLiteReplica {
                 conditions.append("EXISTS (SELECT 1 FROM _annotation_tags g WHERE g.annotation_id = a.id AND g.tag = ?)")
                 args.append(tag)
             }
-            if let s = f.search, !s.trimmingCharacters(in: .whitespaces).isEmpty {
+            if let s = f.search, let match = try SQLiteReplica.ftsQuery(db, s) {
                 conditions.append("a.id IN (SELECT id FROM _lode_annotations_fts WHERE _lode_annotations_fts MATCH ?)")
-                args.append(try SQLiteReplica.ftsQuery(db, s))
+                args.append(match)
             }
             let sql = """
                 SELECT a.id, a.target_table, a.target_pk, a.target_column, a.body, a.author, a.status, a.reply_to, a.created,
@@ -60,16 +60,19 @@ extension SQLiteReplica {
         }
     }
 
-    /// Uses the words as FTS5 syntax when that parses, else as plain words
-    /// (each quoted), so that a stray quote or dash is not an error.
-    static func ftsQuery(_ db: Database, _ words: String) throws -> String {
-        do {
-            _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM _lode_annotations_fts WHERE _lode_annotations_fts MATCH ?", arguments: [words])
-            return words
-        } catch {
-            return words.split(whereSeparator: { $0.isWhitespace })
-                .map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
-                .joined(separator: " ")
+    /// The search as FTS5 takes it: the text as typed when it parses as
+    /// FTS5 syntax (`capacity*`, `a OR b`, `"an exact phrase"`), else each
+    /// word quoted, so that a stray quote or dash is not an error; nil when
+    /// nothing searchable is left. Control characters (a newline, NUL) are
+    /// spaces first: FTS5 would take NUL for the end of the query.
+    static func ftsQuery(_ db: Database, _ text: String) throws -> String? {
+        let cleaned = String(String.UnicodeScalarView(text.unicodeScalars.map { $0.properties.generalCategory == .control ? " " : $0 }))
+        let words = cleaned.split(whereSeparator: { $0.isWhitespace })
+        guard !words.isEmpty else { return nil }
+        let typed = words.joined(separator: " ")
+        if (try? Int.fetchOne(db, sql: "SELECT count(*) FROM _lode_annotations_fts WHERE _lode_annotations_fts MATCH ?", arguments: [typed])) != nil {
+            return typed
         }
+        return words.map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }.joined(separator: " ")
     }
 }

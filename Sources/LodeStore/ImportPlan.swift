@@ -115,6 +115,23 @@ public enum CSVImport {
         }
     }
 
+    /// Checks that the header of the file at `path` fits `table` (names its
+    /// primary key and only its columns, each once), so that a file that
+    /// cannot be imported is refused before an import begins.
+    public static func checkHeader(path: String, table: TableSchema) throws {
+        _ = try header(try CSVReader(path: path), table: table)
+    }
+
+    /// Reads the header row and maps it onto `table`.
+    private static func header(_ csv: CSVReader, table: TableSchema) throws -> ImportPlan {
+        do {
+            guard let header = try csv.next() else { throw StoreError.badInput("the file is empty: expected a header row naming the columns") }
+            return try ImportPlan(table: table, header: header)
+        } catch let e as CSVError {
+            throw StoreError.badInput("malformed CSV: \(e)")
+        }
+    }
+
     /// Reads the file at `path` into rows of `table`, calling `row` with
     /// each record's primary key and values (one per `plan.columns`; the
     /// array is reused between calls). Reports progress now and then.
@@ -125,13 +142,7 @@ public enum CSVImport {
     ) throws -> Int {
         let total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? nil
         let csv = try CSVReader(path: path)
-        let plan: ImportPlan
-        do {
-            guard let header = try csv.next() else { throw StoreError.badInput("the file is empty: expected a header row naming the columns") }
-            plan = try ImportPlan(table: table, header: header)
-        } catch let e as CSVError {
-            throw StoreError.badInput("malformed CSV: \(e)")
-        }
+        let plan = try header(csv, table: table)
         var rows = 0
         var lastReport = ContinuousClock.now
         // One fields array and one values array serve every row.

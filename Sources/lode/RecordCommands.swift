@@ -184,7 +184,7 @@ struct PeersList: AsyncParsableCommand {
 
 struct PeersAdd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "add", abstract: "Add a peer to dial.", discussion: "Example: lode peers add relay.example.org:7443")
+        commandName: "add", abstract: "Add a peer to dial.", discussion: "Example: lode peers add 127.0.0.1:7444")
     @Argument(help: ArgumentHelp("The peer's address.", valueName: "HOST:PORT")) var address: String
     @OptionGroup var node: NodeOptions
 

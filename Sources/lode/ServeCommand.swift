@@ -11,7 +11,7 @@ struct ServeCommand: AsyncParsableCommand {
             The client API listens on DATA_DIR/lode.sock. With no node in the data directory, serve
             creates a development CA and site and loads the bundled rare-earths dataset.
 
-            Example: lode serve --data-dir ./berlin --listen 0.0.0.0:7443
+            Example: lode serve --data-dir ./berlin --listen 127.0.0.1:7444 --peer 127.0.0.1:7443
             """)
 
     @OptionGroup var node: DataDirOption

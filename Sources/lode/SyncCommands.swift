@@ -52,8 +52,10 @@ struct WatchCommand: AsyncParsableCommand {
         try await client.checkStreaming(response)
         let printer = RecordPrinter(format: format.resolved)
         var first = true
+        // Server-sent events: one `data:` line per result; comments (`:`) keep the stream open.
         try await forEachLine(of: response) { line in
-            let result = try JSONDecoder().decode(WatchResult.self, from: Data(line))
+            guard line.starts(with: Array("data: ".utf8)) else { return }
+            let result = try JSONDecoder().decode(WatchResult.self, from: Data(line.dropFirst(6)))
             if !first && printer.format == .table {
                 out("\n-- \(formatISO8601(millis: UInt64(Date().timeIntervalSince1970 * 1000)))\n")
             }

@@ -47,29 +47,26 @@ import Testing
     @Test func everyDocumentedPathIsServed() async throws {
         let yaml = try String(contentsOfFile: repoRoot + "/Protocol/client-api.yaml", encoding: .utf8)
         let paths = yaml.split(separator: "\n").filter { $0.hasPrefix("  /") }.map { $0.trimmingCharacters(in: .whitespaces).dropLast() }
-        #expect(paths.count >= 14)
+        #expect(paths.count >= 17)
         try await withNode { socket in
             for p in paths {
                 var path = String(p).replacingOccurrences(of: "{ds}", with: "rare-earths")
                     .replacingOccurrences(of: "{table}", with: "elements").replacingOccurrences(of: "{address}", with: "nowhere%3A1")
                 if path.hasSuffix("/history") { path += "?pk=Nd" }
-                let prefix = path == "/metrics" ? "" : "/v1"
-                let methods: [(HTTPMethod, String?)] =
-                    path.hasSuffix("/query")
-                    ? [(.POST, "{\"sql\": \"SELECT 1\"}")]
-                    : path.hasSuffix("/exec")
-                        ? [(.POST, "{\"sql\": \"UPDATE elements SET notes = 'x' WHERE symbol = 'Nd'\"}")]
-                        : path.hasSuffix("/alter")
-                            ? [(.POST, "{\"schema\": \"CREATE TABLE extra (id TEXT PRIMARY KEY)\"}")]
-                            : path.hasSuffix("/import")
-                                ? [(.POST, "symbol,notes\nNd,y\n")]
-                                : path.hasPrefix("/peers/")
-                                    ? [(.DELETE, nil)]
-                                    : [(.GET, nil)]
-                for (method, body) in methods {
-                    let (status, text) = try await get(socket, prefix + path, method: method, body: body)
-                    #expect((200..<300).contains(status) || text.contains("\"error\""), "\(method) \(path): \(status) \(text)")
-                }
+                let requests: [(suffix: String, method: HTTPMethod, body: String?)] = [
+                    ("/query", .POST, "{\"sql\": \"SELECT 1\"}"),
+                    ("/exec", .POST, "{\"sql\": \"UPDATE elements SET notes = 'x' WHERE symbol = 'Nd'\"}"),
+                    ("/alter", .POST, "{\"schema\": \"CREATE TABLE extra (id TEXT PRIMARY KEY)\"}"),
+                    ("/import", .POST, "symbol,notes\nNd,y\n"),
+                    ("/sync", .POST, "{}"),
+                    // Without a query, a watch answers at once (with an error) instead of streaming.
+                    ("/watch", .GET, nil),
+                ]
+                let (method, body) =
+                    requests.first { path.hasSuffix($0.suffix) }.map { ($0.method, $0.body) }
+                    ?? (path.hasPrefix("/v1/peers/") ? (.DELETE, nil) : (.GET, nil))
+                let (status, text) = try await get(socket, path, method: method, body: body)
+                #expect((200..<300).contains(status) || text.contains("\"error\""), "\(method) \(path): \(status) \(text)")
             }
             let (status, text) = try await get(socket, "/v1/nowhere")
             #expect(status == 404 && !text.contains("rare-earths"))
@@ -94,6 +91,53 @@ import Testing
             #expect(status == 404 && text.contains("no such table"))
             let (s2, t2) = try await get(socket, "/v1/datasets/rare-earths/query", method: .POST, body: "not json")
             #expect(s2 == 400 && t2.contains("\"error\""))
+        }
+    }
+
+    /// What Schemathesis found against the document (issue 15), each as it
+    /// was reported: searches that made the node fail, path parameters not
+    /// percent-decoded, error codes outside the documented set, 404 for a
+    /// method a path does not have, limits and flags taken as anything.
+    @Test func theAPIKeepsItsContract() async throws {
+        try await withNode { socket in
+            let annotations = "/v1/datasets/rare-earths/annotations"
+            _ = try await get(socket, annotations, method: .POST, body: #"{"table": "elements", "pk": "Nd", "text": "check the mass", "tags": []}"#)
+            // Searches of blanks, control characters and stray syntax answer, never 500.
+            for search in ["%0A", "%00", "%0A%0D%09", "-", "%22", "*", "a%20OR", "NEAR(", "%22%00%22", "mass%00"] {
+                let (status, text) = try await get(socket, annotations + "?search=" + search)
+                #expect(status == 200, "search=\(search): \(status) \(text)")
+            }
+            #expect(try await get(socket, annotations + "?search=mass").1.contains("check the mass"))
+            // A peer address percent-encoded in the path, as HTTP clients send it.
+            #expect(try await get(socket, "/v1/peers", method: .POST, body: #"{"address": "127.0.0.1:27999"}"#).0 == 201)
+            #expect(try await get(socket, "/v1/peers/127.0.0.1%3A27999", method: .DELETE).0 == 204)
+            #expect(try await get(socket, "/v1/datasets/rare%2Dearths").0 == 200)
+            // Error codes from the documented set.
+            let (s1, t1) = try await get(socket, "/v1/datasets/rare-earths/exec", method: .POST)
+            #expect(s1 == 400 && t1.contains(#""code":"bad_input""#), "\(t1)")
+            let (s2, t2) = try await get(socket, "/v1/nowhere")
+            #expect(s2 == 404 && t2.contains(#""code":"not_found""#), "\(t2)")
+            // A method the path does not have: 405 with what it takes.
+            var req = HTTPClientRequest(url: URL(httpURLWithSocketPath: socket, uri: "/v1/peers")!.absoluteString)
+            req.method = .PUT
+            let res = try await HTTPClient.shared.execute(req, timeout: .seconds(30))
+            let body = String(buffer: try await res.body.collect(upTo: 1 << 20))
+            #expect(res.status.code == 405 && res.headers["Allow"].first == "GET, POST, HEAD" && body.contains("method_not_allowed"), "\(body)")
+            // Parameters are what the document says, or refused.
+            #expect(try await get(socket, annotations + "?limit=abc").0 == 400)
+            #expect(try await get(socket, annotations + "?limit=0").0 == 400)
+            #expect(try await get(socket, annotations + "?limit=1").0 == 200)
+            #expect(try await get(socket, "/v1/datasets/rare-earths/conflicts?all=garbage").0 == 400)
+            #expect(try await get(socket, "/v1/datasets/rare-earths/conflicts?all=false").0 == 200)
+            #expect(try await get(socket, "/v1/datasets/rare-earths/tables/elements/export?format=xml").0 == 400)
+            #expect(try await get(socket, "/v1/sync", method: .POST, body: #"{"timeout": -1}"#).0 == 400)
+            for bad in ["10.0.0.2", "::1:80", "a b:80", "host:+80", "host:080", "host:0", "[zz]:80"] {
+                #expect(try await get(socket, "/v1/peers", method: .POST, body: #"{"address": "\#(bad)"}"#).0 == 400, "\(bad)")
+            }
+            // An import with no body, or a header that does not fit, is refused before it starts.
+            #expect(try await get(socket, "/v1/datasets/rare-earths/tables/elements/import", method: .POST).0 == 400)
+            #expect(try await get(socket, "/v1/datasets/rare-earths/tables/elements/import", method: .POST, body: "[]").0 == 404)
+            #expect(try await get(socket, "/v1/datasets/rare-earths/tables/nope/import", method: .POST, body: "id\n").0 == 404)
         }
     }
 

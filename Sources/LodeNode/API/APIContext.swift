@@ -55,7 +55,7 @@ struct APIRequestContext: CallerContext {
     /// Set by `RemoteClientMiddleware` for clients over mutual TLS.
     var caller = Caller.local
     /// Set by `DatasetMiddleware` in the routes of one dataset.
-    var dataset: (any SQLReplicaStore)?
+    var dataset: Result<any SQLReplicaStore, any Error>?
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
@@ -63,22 +63,27 @@ struct APIRequestContext: CallerContext {
     }
 }
 
-/// The context of a route under `/v1/datasets/{ds}`: the dataset, resolved once.
+/// The context of a route under `/v1/datasets/{ds}`: the dataset, looked
+/// up once for the request. A dataset that is not there is an error when
+/// the route first uses it, after the route's permission was checked, so
+/// that a caller without the permission learns nothing of what exists.
 struct DatasetRequestContext: ChildRequestContext, CallerContext {
     var coreContext: CoreRequestContextStorage
     let caller: Caller
-    /// The dataset the path names.
-    let dataset: any SQLReplicaStore
+    private let lookup: Result<any SQLReplicaStore, any Error>
 
     init(context: APIRequestContext) throws {
-        guard let dataset = context.dataset else { throw NodeError(.notFound, "no dataset in this path") }
+        guard let lookup = context.dataset else { throw NodeError(.notFound, "no dataset in this path") }
         coreContext = context.coreContext
         caller = context.caller
-        self.dataset = dataset
+        self.lookup = lookup
     }
+
+    /// The dataset the path names.
+    var dataset: any SQLReplicaStore { get throws { try lookup.get() } }
 }
 
-/// Resolves the dataset a path names (`{ds}`), for the routes of one dataset.
+/// Looks up the dataset a path names (`{ds}`), for the routes of one dataset.
 struct DatasetMiddleware: RouterMiddleware {
     let node: Node
 
@@ -86,7 +91,7 @@ struct DatasetMiddleware: RouterMiddleware {
         _ request: Request, context: APIRequestContext, next: (Request, APIRequestContext) async throws -> Response
     ) async throws -> Response {
         var context = context
-        context.dataset = try node.replica(try context.parameters.decoded("ds"))
+        context.dataset = Result { try node.replica(try context.parameters.decoded("ds")) }
         return try await next(request, context)
     }
 }
@@ -135,4 +140,23 @@ extension Parameters {
 extension Request {
     /// A query parameter, if present.
     func query(_ name: String) -> String? { uri.queryParameters.get(name) }
+
+    /// A whole-number query parameter within `range`, if present.
+    func query(_ name: String, in range: ClosedRange<Int>) throws -> Int? {
+        guard let text = query(name) else { return nil }
+        guard let n = Int(text), range.contains(n) else {
+            throw NodeError(.badInput, "\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound), not \(text)")
+        }
+        return n
+    }
+
+    /// A yes/no query parameter (`1`/`true` or `0`/`false`), if present.
+    func flag(_ name: String) throws -> Bool? {
+        guard let text = query(name) else { return nil }
+        switch text {
+        case "1", "true": return true
+        case "0", "false": return false
+        default: throw NodeError(.badInput, "\(name) must be 1, true, 0 or false, not \(text)")
+        }
+    }
 }

@@ -13,11 +13,17 @@ protocol APIError: HTTPResponseError {
     var apiMessage: String { get }
     /// The operation to use instead, if any.
     var apiRemedy: String? { get }
+    /// Headers the answer carries beside the body.
+    var headers: HTTPFields { get }
 }
 
 extension APIError {
+    var headers: HTTPFields { [:] }
+
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        try json(API.ErrorBody(code: apiCode, message: apiMessage, remedy: apiRemedy), status: status)
+        var response = try json(API.ErrorBody(code: apiCode, message: apiMessage, remedy: apiRemedy), status: status)
+        response.headers.append(contentsOf: headers)
+        return response
     }
 }
 

@@ -14,7 +14,7 @@ struct AnnotationRoutes: Sendable {
         group.on(.get, "annotations", needs: .read) { req, ctx in
             let filter = AnnotationFilter(
                 table: req.query("table"), pk: req.query("pk"), tag: req.query("tag"), search: req.query("search"),
-                limit: req.query("limit").flatMap { Int($0) })
+                limit: try req.query("limit", in: 1...100_000))
             return try json(try await ctx.dataset.annotations(filter))
         }
     }

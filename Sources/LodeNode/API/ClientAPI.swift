@@ -26,9 +26,12 @@ public struct ClientAPI: Sendable {
 
     /// The router; with `remote`, each client is limited by its certificate's role.
     func router(remote: Bool) -> Router<APIRequestContext> {
-        let router = Router(context: APIRequestContext.self)
-        router.add(middleware: ErrorMiddleware())
-        if remote { router.add(middleware: RemoteClientMiddleware()) }
+        let inner = Router(context: APIRequestContext.self, options: .autoGenerateHeadEndpoints)
+        let router = MethodRouter(inner)
+        inner.add(middleware: ErrorMiddleware())
+        inner.add(middleware: MethodNotAllowedMiddleware(routes: router.methods))
+        if remote { inner.add(middleware: RemoteClientMiddleware()) }
+        router.on(.get, "metrics", needs: .read) { _, _ in text(NodeServer.metrics.emitToString(), contentType: "text/plain; version=0.0.4") }
         let v1 = router.group("v1")
         StatusRoutes(api: self).add(to: v1)
         PeerRoutes(node: node, sync: sync, status: StatusRoutes(api: self)).add(to: v1)
@@ -38,6 +41,6 @@ public struct ClientAPI: Sendable {
         TableRoutes(node: node).add(to: dataset)
         AnnotationRoutes().add(to: dataset)
         ConflictRoutes().add(to: dataset)
-        return router
+        return inner
     }
 }

@@ -6,7 +6,7 @@ import LodeStore
 struct ConflictRoutes: Sendable {
     func add(to group: RouterGroup<DatasetRequestContext>) {
         group.on(.get, "conflicts", needs: .read) { req, ctx in
-            let all = req.query("all").map { $0 == "1" || $0 == "true" } ?? false
+            let all = try req.flag("all") ?? false
             return try json(try await ctx.dataset.conflicts(includeResolved: all))
         }
     }

@@ -19,7 +19,7 @@ struct DatasetRoutes: Sendable {
     }
 
     func add(toDataset group: RouterGroup<DatasetRequestContext>) {
-        group.on(.get, "", needs: .read) { _, ctx in try json(try await info(ctx.dataset)) }
+        group.on(.get, "", needs: .read) { _, ctx in try json(try await info(try ctx.dataset)) }
         group.on(.get, "schema", needs: .read) { _, ctx in text(try await ctx.dataset.schemaSQL(), contentType: "application/sql") }
         group.on(.post, "alter", needs: .edit) { req, ctx in
             let body = try await req.decodeJSON(as: API.AlterDataset.self)

@@ -24,9 +24,10 @@ struct PeerRoutes: Sendable {
         }
         group.on(.post, "sync", needs: .operate) { req, _ in
             let body = try await req.decodeJSON(as: API.SyncRequest.self)
+            let timeout = body.timeout ?? 60
+            guard (0...86_400).contains(timeout) else { throw NodeError(.badInput, "timeout must be from 0 to 86400 seconds, not \(timeout)") }
             sync.syncNow()
             guard body.wait ?? false else { return try json(API.SyncResult(inSync: false, apart: [], waited: false)) }
-            let timeout = max(0, min(body.timeout ?? 60, 86_400))
             let result = await sync.waitUntilInSync(timeout: .milliseconds(Int(timeout * 1000)))
             return try json(API.SyncResult(inSync: result.inSync, apart: result.apart, waited: true))
         }

@@ -15,7 +15,7 @@ struct TableRoutes: Sendable {
         group.on(.post, "query", needs: .read) { req, ctx in
             let body = try await req.decodeJSON(as: API.SQLRequest.self)
             let format = try req.resultFormat()
-            let r = ctx.dataset
+            let r = try ctx.dataset
             return try await stream(format) { each in try await r.query(body.sql, each) }
         }
         group.on(.post, "exec", needs: .edit) { req, ctx in
@@ -25,11 +25,11 @@ struct TableRoutes: Sendable {
         }
         group.on(.get, "tables/:table/export", needs: .read) { req, ctx in
             let table = try ctx.parameters.decoded("table")
-            let r = ctx.dataset
+            let r = try ctx.dataset
             return try await stream(try req.resultFormat()) { each in try await r.export(table: table, each) }
         }
         group.on(.post, "tables/:table/import", needs: .edit) { req, ctx in
-            try await importCSV(ctx.dataset, table: try ctx.parameters.decoded("table"), body: req.body)
+            try await importCSV(try ctx.dataset, table: try ctx.parameters.decoded("table"), body: req.body)
         }
         group.on(.get, "tables/:table/history", needs: .read) { req, ctx in
             guard let pk = req.query("pk") else { throw NodeError(.badInput, "history needs ?pk=KEY") }
@@ -37,7 +37,7 @@ struct TableRoutes: Sendable {
         }
         group.on(.get, "watch", needs: .read) { req, ctx in
             guard let sql = req.query("sql") else { throw NodeError(.badInput, "watch needs ?sql=QUERY") }
-            return try await watch(ctx.dataset, sql: sql)
+            return try await watch(try ctx.dataset, sql: sql)
         }
     }
 
@@ -53,12 +53,29 @@ struct TableRoutes: Sendable {
             throw NodeError(.storage, "cannot create a file in \(node.paths.tmp) for the upload")
         }
         do {
+            var bytes = 0
             for try await buffer in body {
                 try handle.write(contentsOf: buffer.readableBytesView)
+                bytes += buffer.readableBytes
             }
             try handle.close()
+            guard bytes > 0 else { throw NodeError(.badInput, "the request needs a CSV body: a header naming the columns, then rows") }
         } catch {
             try? handle.close()
+            try? FileManager.default.removeItem(atPath: spool)
+            throw error
+        }
+        // A file whose table or header does not fit is refused with a status
+        // of its own, before the answer starts; later errors (a bad line)
+        // come as the stream's last line.
+        do {
+            try CSVImport.check(table: table, by: r.local)
+            let tables = try await r.schema()
+            guard let t = tables.first(where: { $0.name == table }) else {
+                throw DatasetRules.noTable(table, in: r.dataset, tables: tables.map(\.name))
+            }
+            try CSVImport.checkHeader(path: spool, table: t)
+        } catch {
             try? FileManager.default.removeItem(atPath: spool)
             throw error
         }
@@ -94,8 +111,9 @@ struct TableRoutes: Sendable {
     static let watchRowLimit = 10_000
 
     /// Runs a query now and again after every change to the dataset that
-    /// alters its result, answering with one NDJSON line per distinct result:
-    /// `{"columns": [...], "rows": [[...], ...]}`. Ends when the client goes.
+    /// alters its result, answering with server-sent events, one per
+    /// distinct result (`data: {"columns": [...], "rows": [[...], ...]}`).
+    /// Ends when the client goes or the node stops.
     func watch(_ replica: any SQLReplicaStore, sql: String) async throws -> Response {
         @Sendable func run() async throws -> [UInt8] {
             let rows = RowCollector(limit: TableRoutes.watchRowLimit)
@@ -106,7 +124,8 @@ struct TableRoutes: Sendable {
         let (changes, continuation) = AsyncStream.makeStream(of: Bool.self, bufferingPolicy: .bufferingNewest(2))
         let token = replica.addObserver { _ in continuation.yield(true) }
         var headers = HTTPFields()
-        headers[.contentType] = ResultFormat.ndjson.contentType
+        headers[.contentType] = "text/event-stream"
+        headers[.cacheControl] = "no-cache"
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
@@ -114,7 +133,7 @@ struct TableRoutes: Sendable {
                     replica.removeObserver(token)
                     continuation.finish()
                 }
-                // A blank line every few seconds finds out when the client has
+                // A comment every few seconds finds out when the client has
                 // gone; the node's shutdown ends the watch too.
                 let heartbeat = Task {
                     while !Task.isCancelled {
@@ -125,15 +144,15 @@ struct TableRoutes: Sendable {
                 defer { heartbeat.cancel() }
                 try await withGracefulShutdownHandler {
                     var last = first
-                    try await writer.write(ByteBuffer(bytes: first))
+                    try await writer.write(ByteBuffer(bytes: RowCollector.event(first)))
                     for await changed in changes {
                         guard changed else {
-                            try await writer.write(ByteBuffer(bytes: [0x0A]))
+                            try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
                             continue
                         }
                         let next = try await run()
                         if next != last {
-                            try await writer.write(ByteBuffer(bytes: next))
+                            try await writer.write(ByteBuffer(bytes: RowCollector.event(next)))
                             last = next
                         }
                     }
@@ -145,7 +164,7 @@ struct TableRoutes: Sendable {
     }
 }
 
-/// Gathers one query result as a single NDJSON line.
+/// Gathers one query result as a single line of JSON.
 final class RowCollector: @unchecked Sendable {
     private var columns: [String] = []
     private var rows: [[Value]] = []
@@ -164,7 +183,10 @@ final class RowCollector: @unchecked Sendable {
     func line() -> [UInt8] {
         var s = "{\"columns\":[" + columns.map(ResultEncoder.jsonString).joined(separator: ",") + "],\"rows\":["
         s += rows.map { "[" + $0.map(ResultEncoder.jsonValue).joined(separator: ",") + "]" }.joined(separator: ",")
-        s += "]}\n"
+        s += "]}"
         return Array(s.utf8)
     }
+
+    /// A result as one server-sent event (JSON has no raw newline, so one `data:` line).
+    static func event(_ line: [UInt8]) -> [UInt8] { Array("data: ".utf8) + line + [0x0A, 0x0A] }
 }
