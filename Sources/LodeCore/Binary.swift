@@ -276,4 +276,13 @@ public enum Limits {
     public static let maxIdentifier = 255
     /// The most columns a table may have.
     public static let maxColumns = 2000
+    /// The largest causal length (odd: a row's last life). Every decoder
+    /// refuses more, so that a row's length plus one always fits in 64 bits
+    /// signed, however a peer picks it (DESIGN §9). A row reaches it only by
+    /// 2^61 deletes and re-inserts; after that it can no longer be deleted.
+    public static let maxCausalLength: UInt64 = (1 << 62) - 1
+    /// The largest seq of a feed, in a commit, a dependency or a version
+    /// vector: 2^62, far beyond what a site can write, and with room for
+    /// arithmetic on it in 64 bits signed.
+    public static let maxSeq: UInt64 = 1 << 62
 }

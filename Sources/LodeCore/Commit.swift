@@ -225,6 +225,7 @@ public struct CommitContent: Sendable, Hashable {
         let sat = r.offset
         let seq = try r.readVarint()
         guard seq >= 1 else { throw BinaryDecodingError(.invalidValue, at: sat, "seq starts at 1") }
+        guard seq <= Limits.maxSeq else { throw BinaryDecodingError(.tooLarge, at: sat, "seq \(seq) exceeds the limit of \(Limits.maxSeq)") }
         let hat = r.offset
         let hlc = HLC(rawValue: try r.readUInt64())
         guard hlc > .zero else { throw BinaryDecodingError(.invalidValue, at: hat, "the stamp is zero") }
@@ -242,6 +243,9 @@ public struct CommitContent: Sendable, Hashable {
             let site = try SiteID(from: &r)
             let dseq = try r.readVarint()
             guard dseq >= 1 else { throw BinaryDecodingError(.invalidValue, at: dat, "a dependency's seq starts at 1") }
+            guard dseq <= Limits.maxSeq else {
+                throw BinaryDecodingError(.tooLarge, at: dat, "a dependency's seq \(dseq) exceeds the limit of \(Limits.maxSeq)")
+            }
             guard site != author else { throw BinaryDecodingError(.invalidValue, at: dat, "a commit depends on its own feed") }
             if let last = deps.last, !(last.site < site) {
                 throw BinaryDecodingError(.notCanonical, at: dat, "dependencies are not in strictly ascending site order")

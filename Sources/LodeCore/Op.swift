@@ -261,6 +261,9 @@ public enum Op: Hashable, Sendable {
                 guard cl % 2 == 1 else {
                     throw BinaryDecodingError(.invalidValue, at: lat, "a put's causal length must be odd, not \(cl)")
                 }
+                guard cl <= Limits.maxCausalLength else {
+                    throw BinaryDecodingError(.tooLarge, at: lat, "causal length \(cl) exceeds the limit of \(Limits.maxCausalLength)")
+                }
                 put.lengths.append(cl)
                 for _ in 0..<ncols { put.values.append(try Value.decode(from: &r)) }
             }
@@ -276,6 +279,9 @@ public enum Op: Hashable, Sendable {
                 let cl = try r.readVarint()
                 guard cl >= 2, cl % 2 == 0 else {
                     throw BinaryDecodingError(.invalidValue, at: lat, "a delete's causal length must be even and positive, not \(cl)")
+                }
+                guard cl <= Limits.maxCausalLength else {
+                    throw BinaryDecodingError(.tooLarge, at: lat, "causal length \(cl) exceeds the limit of \(Limits.maxCausalLength)")
                 }
                 del.lengths.append(cl)
             }

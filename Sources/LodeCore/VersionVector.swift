@@ -35,9 +35,6 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
         return out
     }
 
-    /// The sum of all entries: how many commits the vector stands for.
-    public var total: UInt64 { entries.values.reduce(0, +) }
-
     /// One entry: a site and the highest seq of its feed held.
     public struct Entry: Hashable, Sendable {
         public var site: SiteID
@@ -101,6 +98,9 @@ extension VersionVector {
             let site = try SiteID(from: &r)
             let seq = try r.readVarint()
             guard seq > 0 else { throw BinaryDecodingError(.invalidValue, at: at, "a vector entry of 0 is left out, not sent") }
+            guard seq <= Limits.maxSeq else {
+                throw BinaryDecodingError(.tooLarge, at: at, "a vector entry of \(seq) exceeds the limit of \(Limits.maxSeq)")
+            }
             if let last, !(last < site) {
                 throw BinaryDecodingError(.notCanonical, at: at, "vector entries are not in ascending site order")
             }

@@ -75,7 +75,7 @@ final class LocalBatch {
         let meta = try state.rows.readRow(db, t, pk)
         guard let length = Merge.lengthForLocalDelete(meta.length) else { return false }
         try state.rows.delete(db, t, pk: pk, length: length, meta: meta, context)
-        builder.delete(table: t.name, pk: pk, length: length)
+        try builder.delete(table: t.name, pk: pk, length: length)
         try added()
         return true
     }

@@ -63,7 +63,7 @@ final class RowMerger {
         s.bind(1, t.id)
         s.bind(2, pk)
         guard try s.step(db) else { return RowMeta() }
-        return RowMeta(exists: true, length: UInt64(s.int64(0)), clocks: try RowClocks(decoding: s.blob(1)))
+        return RowMeta(exists: true, length: UInt64(bitPattern: s.int64(0)), clocks: try RowClocks(decoding: s.blob(1)))
     }
 
     private func writeRow(_ db: Database, _ t: TableState, _ pk: String, _ meta: RowMeta, logID: Int64, existed: Bool) throws {

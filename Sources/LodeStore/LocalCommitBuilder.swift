@@ -72,8 +72,14 @@ public struct LocalCommitBuilder {
         rowCount += 1
     }
 
-    /// Adds a deleted row.
-    public mutating func delete(table: String, pk: String, length: UInt64) {
+    /// Adds a deleted row. Refuses a delete past the last life a row may
+    /// have (`Limits.maxCausalLength`), which no peer would accept.
+    public mutating func delete(table: String, pk: String, length: UInt64) throws {
+        guard length <= Limits.maxCausalLength else {
+            throw StoreError.badInput(
+                "row \(pk) of \(table) has been deleted and inserted again as often as a row may be (\(Limits.maxCausalLength) lives); it cannot be deleted again"
+            )
+        }
         ops.delete(table: table, pk: pk, length: length)
         rowCount += 1
     }

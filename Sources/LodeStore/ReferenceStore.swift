@@ -359,7 +359,7 @@ public final class ReferenceStore: ReplicaStore {
                 let key = table + "\u{1F}" + pk
                 let length = pending[key]?.length ?? state.replica.row(table, pk)?.length ?? 0
                 guard let deleted = Merge.lengthForLocalDelete(length) else { return false }
-                builder.delete(table: table, pk: pk, length: deleted)
+                try builder.delete(table: table, pk: pk, length: deleted)
                 pending[key] = (deleted, [:])
             }
             if builder.isFull { try commit(startNext: true) }

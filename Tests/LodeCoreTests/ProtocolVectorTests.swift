@@ -221,6 +221,25 @@ enum VectorSet {
         try add("too-large-column-count", "a column count far beyond the bytes that follow") {
             $0.ops = [1, 1, 1] + Array("t".utf8) + [2] + Array("id".utf8) + [0x80, 0x80, 0x80, 0x80, 0x80, 0x01]
         }
+        // Numbers past what a replica can do arithmetic on (DESIGN §9).
+        func varint(_ v: UInt64) -> [UInt8] {
+            var w = ByteWriter()
+            w.writeVarint(v)
+            return w.bytes
+        }
+        var huge = PutRows(table: "elements", columns: ["name"])
+        huge.append(key: "Nd", length: Limits.maxCausalLength + 2, values: [.text("x")])
+        try add("too-large-put-causal-length", "a put's causal length beyond 2^62 - 1 (here 2^62 + 1)") { $0.ops = encodeOps([.put(huge)]) }
+        var hugeDelete = DeleteRows(table: "elements")
+        hugeDelete.append(key: "Nd", length: 1 << 63)
+        try add("too-large-delete-causal-length", "a delete's causal length beyond 2^62 - 1 (here 2^63)") {
+            $0.ops = encodeOps([.delete(hugeDelete)])
+        }
+        try add("too-large-seq", "seq beyond 2^62 (here 2^64 - 1)") {
+            $0.seq = varint(.max)
+            $0.prev = [UInt8](repeating: 1, count: 32)
+        }
+        try add("too-large-dep-seq", "a dependency's seq beyond 2^62 (here 2^62 + 1)") { $0.deps = [1] + o + varint(Limits.maxSeq + 1) }
         var bad = good
         bad[bad.count - 1] ^= 0x01
         out.append(("bad-signature-bit-flipped", "the last bit of the signature flipped", bad))

@@ -148,6 +148,44 @@ final class HandRolledPeer: @unchecked Sendable {
         #expect(try await berlin.dump("mines") == before)
     }
 
+    /// Numbers no replica can do arithmetic on: a causal length of 2^63 or
+    /// 2^64 - 1, a seq of 2^63 (an annotator's own feed). They used to pass the
+    /// decoder and trap in the store, stopping every node that applied them.
+    /// Now the decoder refuses the frame: the session ends as malformed,
+    /// nothing is applied, and the node keeps serving.
+    @Test func numbersBeyondTheBoundsAreRefusedAndTheNodeKeepsServing() async throws {
+        let berlin = try await target()
+        defer { Task { await berlin.stop() } }
+        let before = try await berlin.dump("mines")
+        let vector = try berlin.replica("mines").vector
+        let now = HLC(millis: UInt64(Date().timeIntervalSince1970 * 1000), counter: 0)
+        for (i, length) in [UInt64(1) << 63, UInt64.max, UInt64(1) << 63 | 1].enumerated() {
+            try await HandRolledPeer.session(to: berlin, name: "big\(i)", role: .annotator, caDir: scratch.file("ca"), root: scratch.path) { evil in
+                _ = try await evil.receive { if case .hello = $0 { true } else { false } }
+                var ops: [Op] = []
+                if length % 2 == 1 {
+                    var put = PutRows(table: "_annotations", columns: ["body", "author"])
+                    put.append(key: "n\(i)", length: length, values: [.text("boom"), .text("big\(i)")])
+                    ops = [.put(put)]
+                } else {
+                    var del = DeleteRows(table: "_annotations")
+                    del.append(key: "n\(i)", length: length)
+                    ops = [.delete(del)]
+                }
+                let c = try evil.site.writer.commit(dataset: "mines", ops: ops, hlc: now, head: .empty, held: vector)
+                try await evil.send(.commits(dataset: "mines", commits: [c.bytes]))
+                let end = try await evil.receive { if case .reject = $0 { true } else { false } }
+                if case .reject(let code, _)? = end {
+                    #expect(code == .malformed)
+                } else {
+                    Issue.record("a causal length of \(length) was not refused")
+                }
+            }
+        }
+        #expect(try await berlin.dump("mines") == before)
+        #expect(try berlin.replica("mines").vector == vector)
+    }
+
     @Test func garbageAndOversizedFramesGetATypedRejectionAndTheNodeKeepsServing() async throws {
         let berlin = try await target()
         defer { Task { await berlin.stop() } }

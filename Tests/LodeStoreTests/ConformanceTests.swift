@@ -502,6 +502,25 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
         #expect(try await r.rowCounts().map(\.rows) == [0, 0, 0])
     }
 
+    /// A row a peer put at its last life (the largest causal length a
+    /// commit may carry) shows, and a local delete of it is refused, since
+    /// no peer would take the next length; nothing changes.
+    @Test(arguments: StoreKind.allCases)
+    func aRowAtItsLastLifeCannotBeDeletedLocally(_ kind: StoreKind) async throws {
+        let rs = try await cluster(kind, 2)
+        let writer = rs[1].local
+        var put = PutRows(table: "mines", columns: ["name"])
+        put.append(key: "last", length: Limits.maxCausalLength, values: [.text("final")])
+        let c = try writer.writer.commit(
+            dataset: "d", ops: [.put(put)], hlc: HLC(millis: 1_780_000_000_000, counter: 9), head: FeedHead.empty, held: rs[0].vector)
+        #expect(try await rs[0].apply([c]).applied.count == 1)
+        #expect(try await tables(rs[0])["mines"]?["last"]?["name"] == .text("final"))
+        let vector = rs[0].vector
+        await #expect(throws: StoreError.self) { try await rs[0].write([.delete(table: "mines", pk: "last")]) }
+        #expect(rs[0].vector == vector)
+        #expect(try await tables(rs[0])["mines"]?["last"]?["name"] == .text("final"))
+    }
+
     /// Roles are enforced on local writes too.
     @Test(arguments: StoreKind.allCases)
     func aSiteWritesOnlyWhatItsRoleAllows(_ kind: StoreKind) async throws {

@@ -15,8 +15,8 @@ import Testing
         try b.put(table: "t", columns: ["a"], pk: "k1", length: 1, values: [.integer(1)])
         try b.put(table: "t", columns: ["a"], pk: "k2", length: 3, values: [.null])
         try b.put(table: "t", columns: ["a", "b"], pk: "k1", length: 1, values: [.integer(2), .text("x")])
-        b.delete(table: "t", pk: "k2", length: 4)
-        b.delete(table: "u", pk: "k", length: 2)
+        try b.delete(table: "t", pk: "k2", length: 4)
+        try b.delete(table: "u", pk: "k", length: 2)
         let signed = try #require(try b.sign(head: .empty, held: VersionVector()))
         let c = try Commit(decoding: signed.signed.bytes)
         #expect(c.hasValidSignature && c.hash == signed.signed.hash && c.seq == 1 && c.hlc == hlc)
@@ -61,7 +61,7 @@ import Testing
                 { (b: inout LocalCommitBuilder) in try b.put(table: "t", columns: ["a"], pk: "k", length: 1, values: [.integer(1)]) }
             ),
             (.annotator, false, { (b: inout LocalCommitBuilder) in b.define([def]) }),
-            (.reader, false, { (b: inout LocalCommitBuilder) in b.delete(table: "_annotation_tags", pk: "x", length: 2) }),
+            (.reader, false, { (b: inout LocalCommitBuilder) in try b.delete(table: "_annotation_tags", pk: "x", length: 2) }),
             (.editor, true, { (b: inout LocalCommitBuilder) in b.define([def]) }),
         ] {
             var b = LocalCommitBuilder(local: site(3, "s", role: role), dataset: "d", start: CommitStart(hlc: hlc, seq: 1))
@@ -82,5 +82,7 @@ import Testing
         #expect(throws: StoreError.self) { try b.put(table: "t", columns: ["a", "b"], pk: "k", length: 1, values: [half, half]) }
         let fine = Value.blob([UInt8](repeating: 1, count: Limits.maxText))
         try b.put(table: "t", columns: ["a"], pk: "k", length: 1, values: [fine])
+        // A row at its last life cannot be deleted: no peer would take the length.
+        #expect(throws: StoreError.self) { try b.delete(table: "t", pk: "k", length: Limits.maxCausalLength + 1) }
     }
 }
