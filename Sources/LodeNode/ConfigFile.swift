@@ -9,8 +9,10 @@ public struct ConfigFile: Sendable, Equatable {
     public var peers: [String] = []
     public var logLevel: String?
     public var apiListen: String?
+    /// Seconds.
+    public var maxClockDrift: UInt64?
 
-    static let keys: Set<String> = ["data_dir", "listen", "peers", "log_level", "api_listen"]
+    static let keys: Set<String> = ["data_dir", "listen", "peers", "log_level", "api_listen", "max_clock_drift"]
 
     /// Reads a config file.
     public static func load(_ path: String) throws -> ConfigFile {
@@ -39,6 +41,7 @@ public struct ConfigFile: Sendable, Equatable {
             case "data_dir": c.dataDir = try string(value, name, n + 1)
             case "listen": c.listen = try string(value, name, n + 1)
             case "api_listen": c.apiListen = try string(value, name, n + 1)
+            case "max_clock_drift": c.maxClockDrift = try seconds(value, name, n + 1)
             default: c.logLevel = try string(value, name, n + 1)
             }
         }
@@ -60,6 +63,17 @@ public struct ConfigFile: Sendable, Equatable {
         }
         return String(v.dropFirst().dropLast())
     }
+
+    /// A whole number of seconds, as the drift bound takes.
+    static func seconds(_ v: String, _ name: String, _ line: Int) throws -> UInt64 {
+        guard let n = UInt64(v), n <= maxClockDriftSeconds else {
+            throw NodeError(.badInput, "\(name):\(line): expected a whole number of seconds from 0 to \(maxClockDriftSeconds)")
+        }
+        return n
+    }
+
+    /// The largest drift bound accepted: one week.
+    public static let maxClockDriftSeconds: UInt64 = 7 * 86_400
 
     static func array(_ v: String, _ name: String, _ line: Int) throws -> [String] {
         guard v.hasPrefix("["), v.hasSuffix("]") else {

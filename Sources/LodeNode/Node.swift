@@ -67,6 +67,11 @@ public final class Node: Sendable {
     /// The datasets, each open once.
     private let catalog: any DatasetCatalog
     private let changes: ChangeRelay
+    /// How far ahead of this node's wall clock (milliseconds) a commit from
+    /// elsewhere may be stamped and still apply at once (DESIGN §9).
+    public let maxClockDrift: UInt64
+    /// What this node has noticed about other sites' feeds.
+    let alerts = SiteAlerts()
 
     /// Calls the change handler. The handler sits in a class, not in the
     /// mutex itself: a closure kept directly in a `Mutex` (generic storage)
@@ -98,14 +103,15 @@ public final class Node: Sendable {
     /// The software version.
     public static let version = "0.1.0"
 
-    private init(paths: NodePaths, identity: NodeIdentity, file: NodeFile) {
+    private init(paths: NodePaths, identity: NodeIdentity, file: NodeFile, maxClockDrift: UInt64) {
         self.paths = paths
+        self.maxClockDrift = maxClockDrift
         self.identity = identity
         self.file = file
         let changes = ChangeRelay()
         self.changes = changes
         catalog = SQLiteCatalog(
-            directory: paths.datasets, local: identity.local,
+            directory: paths.datasets, local: identity.local, maxClockDrift: maxClockDrift,
             onOpen: { replica in
                 // Every commit a replica gains (local or from a peer) wakes sync.
                 replica.addObserver { _ in changes.notify() }
@@ -142,8 +148,9 @@ public final class Node: Sendable {
     }
 
     /// Opens the node in `dataDir`, checking that its key, certificate and
-    /// CA belong together.
-    public static func open(dataDir: String) throws -> Node {
+    /// CA belong together. Commits from elsewhere stamped more than
+    /// `maxClockDrift` milliseconds ahead of the wall clock are held back.
+    public static func open(dataDir: String, maxClockDrift: UInt64 = CommitVerifier.defaultMaxClockDrift) throws -> Node {
         let paths = NodePaths(dataDir)
         guard exists(dataDir: dataDir) else {
             throw NodeError(.notFound, "no node in \(dataDir): create one with `lode init --site NAME --ca DIR --data-dir \(dataDir)`")
@@ -164,7 +171,7 @@ public final class Node: Sendable {
         try FileManager.default.createDirectory(atPath: paths.datasets, withIntermediateDirectories: true)
         let file = try NodeFile(path: paths.nodeDB)
         try file.keepOwnCertificate(site: site.site, der: site.der, validUntil: Int64(site.certificate.notValidAfter.timeIntervalSince1970 * 1000))
-        return Node(paths: paths, identity: NodeIdentity(certificate: site, ca: ca, key: key), file: file)
+        return Node(paths: paths, identity: NodeIdentity(certificate: site, ca: ca, key: key), file: file, maxClockDrift: maxClockDrift)
     }
 
     /// Closes every replica.

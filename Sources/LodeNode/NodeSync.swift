@@ -104,7 +104,15 @@ final class NodeSyncHost: SyncHost {
         let rejected = outcome.rejected.map { r in
             CommitRejection(site: r.commit.author, seq: r.commit.seq, code: RejectCode(r.kind), reason: r.reason)
         }
-        return SyncApplyResult(vector: replica.vector, rejected: rejected, waiting: outcome.waiting.count)
+        let vector = replica.vector
+        let held = node.alerts.applied(dataset: dataset, held: outcome.aheadOfClock, vector: vector, now: SQLiteReplica.systemWallClock())
+        let drift = SiteAlerts.duration(node.maxClockDrift)
+        let ahead = held.sorted { $0.key < $1.key }.map { site, seq in
+            CommitRejection(
+                site: site, seq: seq, code: .clockAhead,
+                reason: "stamped more than \(drift) ahead of this node's clock; held back until it catches up")
+        }
+        return SyncApplyResult(vector: vector, rejected: rejected, waiting: outcome.waiting.count, aheadOfClock: ahead)
     }
 
     func knownCertificates() async throws -> [[UInt8]] { try node.knownCertificates() }

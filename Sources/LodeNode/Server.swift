@@ -22,6 +22,9 @@ public struct ServeOptions: Sendable {
     public var apiListen: String?
     /// Stop on SIGINT and SIGTERM (off for nodes run inside tests).
     public var handleSignals = true
+    /// How far ahead of this node's wall clock (milliseconds) a commit from
+    /// elsewhere may be stamped and still apply at once (DESIGN §9).
+    public var maxClockDrift = CommitVerifier.defaultMaxClockDrift
     /// Adjusts the sync sessions' timing (tests shorten it).
     public var syncTuning: @Sendable (inout SyncStateMachine.Config) -> Void = { _ in }
 
@@ -57,7 +60,7 @@ public enum NodeServer {
         _ = bootstrapMetricsOnce
         let lock = try DataDirLock(NodePaths(options.dataDir).lock)
         defer { lock.release() }
-        let node = try Node.open(dataDir: options.dataDir)
+        let node = try Node.open(dataDir: options.dataDir, maxClockDrift: options.maxClockDrift)
         defer { node.close() }
         for p in options.peers { try node.addPeer(p) }
         let listen = try address(options.listen)

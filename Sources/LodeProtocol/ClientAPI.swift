@@ -56,13 +56,44 @@ public enum API {
         public var vector: [VectorEntry]
         /// Commits refused (bad signature, role, fork…), newest first.
         public var rejected: Int
-        public init(name: String, tables: [Table], bytes: UInt64, commits: Int, vector: [VectorEntry], rejected: Int) {
+        /// Other sites' feeds that need an operator's eye.
+        public var alerts: [SiteAlert]
+        public init(name: String, tables: [Table], bytes: UInt64, commits: Int, vector: [VectorEntry], rejected: Int, alerts: [SiteAlert] = []) {
             self.name = name
             self.tables = tables
             self.bytes = bytes
             self.commits = commits
             self.vector = vector
             self.rejected = rejected
+            self.alerts = alerts
+        }
+    }
+
+    /// Something wrong with another site's feed of a dataset (DESIGN §9).
+    public struct SiteAlert: Codable, Sendable, Equatable {
+        public enum Kind: String, Codable, Sendable {
+            /// Its commits are stamped further ahead of this node's clock
+            /// than the allowed drift: held back until the clock catches up.
+            case clockAhead = "clock-ahead"
+        }
+        public var kind: Kind
+        /// The site name (from its certificate) or key prefix.
+        public var site: String
+        /// The full site key, hex.
+        public var key: String
+        /// The first commit of the feed concerned.
+        public var seq: UInt64
+        /// When this node first noticed (ISO 8601).
+        public var since: String
+        /// What is wrong, in a sentence.
+        public var detail: String
+        public init(kind: Kind, site: String, key: String, seq: UInt64, since: String, detail: String) {
+            self.kind = kind
+            self.site = site
+            self.key = key
+            self.seq = seq
+            self.since = since
+            self.detail = detail
         }
     }
 

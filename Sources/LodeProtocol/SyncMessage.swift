@@ -25,6 +25,9 @@ public enum RejectCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case invalidCommit = 9
     /// The peer went silent.
     case timeout = 10
+    /// A commit is stamped further ahead of the receiver's wall clock than
+    /// its drift allows: held back, not refused; offer it again later.
+    case clockAhead = 11
 
     public var description: String {
         switch self {
@@ -38,6 +41,7 @@ public enum RejectCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .siteMismatch: "site mismatch"
         case .invalidCommit: "invalid commit"
         case .timeout: "timeout"
+        case .clockAhead: "clock ahead"
         }
     }
 }

@@ -19,6 +19,9 @@ public final class SQLiteCatalog: DatasetCatalog {
     public let local: LocalSite
     /// The clock replicas stamp local commits with.
     public let wallClock: @Sendable () -> UInt64
+    /// How far ahead of the wall clock (milliseconds) a commit from
+    /// elsewhere may be stamped and still apply now (DESIGN §9).
+    public let maxClockDrift: UInt64
     private let replicas = Mutex<[String: SQLiteReplica]>([:])
     private let onOpen: @Sendable (SQLiteReplica) -> Void
 
@@ -26,9 +29,10 @@ public final class SQLiteCatalog: DatasetCatalog {
     /// replica as it is opened (with the catalog's lock held: keep it short).
     public init(
         directory: String, local: LocalSite, wallClock: @escaping @Sendable () -> UInt64 = SQLiteReplica.systemWallClock,
-        onOpen: @escaping @Sendable (SQLiteReplica) -> Void = { _ in }
+        maxClockDrift: UInt64 = CommitVerifier.defaultMaxClockDrift, onOpen: @escaping @Sendable (SQLiteReplica) -> Void = { _ in }
     ) {
         self.directory = directory
+        self.maxClockDrift = maxClockDrift
         self.local = local
         self.wallClock = wallClock
         self.onOpen = onOpen
@@ -102,7 +106,7 @@ public final class SQLiteCatalog: DatasetCatalog {
     /// Opens a file (under the lock) and tells `onOpen`.
     private func openFile(_ name: String) throws -> SQLiteReplica {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let r = try SQLiteReplica.open(at: path(name), dataset: name, local: local, wallClock: wallClock)
+        let r = try SQLiteReplica.open(at: path(name), dataset: name, local: local, wallClock: wallClock, maxClockDrift: maxClockDrift)
         onOpen(r)
         return r
     }

@@ -34,10 +34,10 @@ extension SQLiteReplica {
         let db = tx.db
         let verdict = try CommitVerifier.verify(
             commit, dataset: dataset, head: tx.state.feeds.head(commit.author), held: tx.state.feeds.vector,
-            author: try SiteRegistry.record(db, commit.author),
+            author: try SiteRegistry.record(db, commit.author), now: wallClock(), maxDrift: maxClockDrift,
             heldHash: { seq in try FeedLog.hash(db, site: commit.author, seq: seq) })
         switch verdict {
-        case .duplicate, .wait:
+        case .duplicate, .wait, .clockAhead:
             return verdict
         case .reject(let kind, let reason):
             try reject(db, commit, kind, reason)

@@ -25,6 +25,9 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
     public let local: LocalSite
     let pool: DatabasePool
     let wallClock: @Sendable () -> UInt64
+    /// How far ahead of `wallClock` (milliseconds) a commit from elsewhere
+    /// may be stamped and still apply now (DESIGN §9).
+    public let maxClockDrift: UInt64
     /// How long one step of a query may compute without producing a row
     /// before it is stopped, so that a runaway query cannot hold a reader.
     public let stepTimeLimit: TimeInterval
@@ -45,9 +48,10 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
 
     private init(
         dataset: String, path: String, local: LocalSite, pool: DatabasePool, wallClock: @escaping @Sendable () -> UInt64,
-        stepTimeLimit: TimeInterval
+        maxClockDrift: UInt64, stepTimeLimit: TimeInterval
     ) {
         self.stepTimeLimit = stepTimeLimit
+        self.maxClockDrift = maxClockDrift
         self.dataset = dataset
         self.path = path
         self.local = local
@@ -71,7 +75,8 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
     /// file and is the one way a dataset comes to be.
     static func open(
         at path: String, dataset: String, local: LocalSite,
-        wallClock: @escaping @Sendable () -> UInt64 = SQLiteReplica.systemWallClock, stepTimeLimit: TimeInterval = 120
+        wallClock: @escaping @Sendable () -> UInt64 = SQLiteReplica.systemWallClock,
+        maxClockDrift: UInt64 = CommitVerifier.defaultMaxClockDrift, stepTimeLimit: TimeInterval = 120
     ) throws -> SQLiteReplica {
         let pool: DatabasePool
         do {
@@ -79,7 +84,8 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
         } catch {
             throw StoreError(.storage, "cannot open \(path)", cause: error)
         }
-        let replica = SQLiteReplica(dataset: dataset, path: path, local: local, pool: pool, wallClock: wallClock, stepTimeLimit: stepTimeLimit)
+        let replica = SQLiteReplica(
+            dataset: dataset, path: path, local: local, pool: pool, wallClock: wallClock, maxClockDrift: maxClockDrift, stepTimeLimit: stepTimeLimit)
         do {
             try pool.write { db in
                 if try db.tableExists("_lode_meta") {

@@ -28,7 +28,15 @@ public enum CommitVerifier {
         case wait
         /// Refuse it for good, keeping it aside with the reason.
         case reject(RejectionKind, String)
+        /// Hold it back: it is stamped further ahead of this node's wall
+        /// clock than the drift allows (DESIGN §9). It is neither applied
+        /// nor kept, so its author's clock cannot drag this node's forward;
+        /// offered again once the wall clock has caught up, it applies.
+        case clockAhead
     }
+
+    /// How far ahead of the wall clock a commit may be stamped by default: 10 minutes.
+    public static let defaultMaxClockDrift: UInt64 = 600_000
 
     /// Allowed difference between a commit's clock and its author's
     /// certificate validity (clock drift between sites).
@@ -38,10 +46,11 @@ public enum CommitVerifier {
     /// author is `head` and which holds `held`. `author` is what the replica
     /// knows of the author (nil if nothing); `heldHash` gives the hash of
     /// the author's commit with a seq already held, to tell a duplicate
-    /// from a fork.
+    /// from a fork. `now` is the wall clock (Unix milliseconds), and a
+    /// commit stamped more than `maxDrift` milliseconds ahead of it is held.
     public static func verify(
         _ commit: Commit, dataset: String, head: FeedHead, held: VersionVector, author: SiteRecord?,
-        heldHash: (UInt64) throws -> [UInt8]?
+        now: UInt64, maxDrift: UInt64 = defaultMaxClockDrift, heldHash: (UInt64) throws -> [UInt8]?
     ) rethrows -> Verdict {
         if commit.dataset != dataset {
             return .reject(.invalid, "commit is for dataset \(commit.dataset), not \(dataset)")
@@ -64,6 +73,8 @@ public enum CommitVerifier {
         }
         guard let author, let role = author.role else { return .wait }
         guard commit.hasValidSignature else { return .reject(.badSignature, "bad signature") }
+        let (limit, overflow) = now.addingReportingOverflow(maxDrift)
+        if !overflow && commit.hlc.millis > limit { return .clockAhead }
         let millis = commit.hlc.millis
         if let from = author.validFrom, millis + validitySlackMillis < from {
             return .reject(.notAuthorized, "commit is stamped before its author's certificate was valid")
@@ -99,7 +110,8 @@ extension ApplyOutcome {
     /// Offers each commit to `applyOne` (which verifies and, on `.apply`,
     /// applies it), in order; then offers again the ones that waited, while
     /// that makes progress, since a batch may come out of causal order.
-    /// What still waits is returned in `waiting`.
+    /// What still waits is returned in `waiting`; commits stamped too far
+    /// ahead in `aheadOfClock`.
     public static func collecting(_ commits: [Commit], _ applyOne: (Commit) throws -> CommitVerifier.Verdict) rethrows -> ApplyOutcome {
         var outcome = ApplyOutcome()
         var pending = commits
@@ -115,6 +127,7 @@ extension ApplyOutcome {
                 case .duplicate: outcome.duplicates += 1
                 case .wait: next.append(commit)
                 case .reject(let kind, let reason): outcome.rejected.append(Rejection(commit: commit, kind: kind, reason: reason))
+                case .clockAhead: outcome.aheadOfClock.append(commit)
                 }
             }
             pending = next

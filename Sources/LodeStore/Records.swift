@@ -121,6 +121,10 @@ public struct ApplyOutcome: Sendable {
     public var waiting: [Commit] = []
     /// Commits refused for good. Nothing of them was applied.
     public var rejected: [Rejection] = []
+    /// Commits held back, neither applied nor kept, because they are
+    /// stamped further ahead of this node's wall clock than the drift
+    /// allows (DESIGN §9): the sender is to offer them again later.
+    public var aheadOfClock: [Commit] = []
 
     /// An empty outcome.
     public init() {}

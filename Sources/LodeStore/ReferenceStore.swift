@@ -18,6 +18,7 @@ public final class ReferenceStore: ReplicaStore {
     public let dataset: String
     public let local: LocalSite
     private let wallClock: @Sendable () -> UInt64
+    private let maxClockDrift: UInt64
     private let state: Mutex<State>
     private let observers = Mutex<[UUID: @Sendable (VersionVector) -> Void]>([:])
 
@@ -32,8 +33,12 @@ public final class ReferenceStore: ReplicaStore {
     }
 
     /// An empty replica of `dataset` (its system tables only).
-    public init(dataset: String, local: LocalSite, wallClock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970 * 1000) }) {
+    public init(
+        dataset: String, local: LocalSite, wallClock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970 * 1000) },
+        maxClockDrift: UInt64 = CommitVerifier.defaultMaxClockDrift
+    ) {
         self.dataset = dataset
+        self.maxClockDrift = maxClockDrift
         self.local = local
         self.wallClock = wallClock
         var replica = ReferenceReplica(dataset: dataset)
@@ -80,9 +85,10 @@ public final class ReferenceStore: ReplicaStore {
         let log = s.log
         let verdict = CommitVerifier.verify(
             commit, dataset: dataset, head: s.replica.head(of: commit.author), held: s.replica.vector, author: s.sites[commit.author],
+            now: wallClock(), maxDrift: maxClockDrift,
             heldHash: { seq in log.first { $0.author == commit.author && $0.seq == seq }?.hash })
         switch verdict {
-        case .duplicate, .wait:
+        case .duplicate, .wait, .clockAhead:
             return verdict
         case .reject(let kind, let reason):
             reject(&s, commit, kind, reason)

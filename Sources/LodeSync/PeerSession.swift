@@ -214,7 +214,13 @@ struct PeerSession {
                             "from": "\(handle.peer.name)",
                         ])
                 }
-                queue += sm.applied(dataset: dataset, vector: result.vector, batch: batch, rejected: result.rejected, now: .now)
+                for h in result.aheadOfClock {
+                    logger.notice(
+                        "held back commits stamped ahead of this node's clock",
+                        metadata: ["dataset": "\(dataset)", "author": "\(h.site.short)", "from-seq": "\(h.seq)", "from": "\(handle.peer.name)"])
+                }
+                queue += sm.applied(
+                    dataset: dataset, vector: result.vector, batch: batch, rejected: result.rejected + result.aheadOfClock, now: .now)
             case .openDataset(let name):
                 let v = try await host.openDataset(name)
                 queue += sm.localChanged(dataset: name, vector: v)

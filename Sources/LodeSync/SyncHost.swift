@@ -66,10 +66,15 @@ public struct SyncApplyResult: Sendable {
     public var rejected: [CommitRejection]
     /// Commits kept for later (a gap, a missing dependency or certificate).
     public var waiting: Int
+    /// Feeds held back at a commit stamped too far ahead of this node's
+    /// clock (code `clockAhead`, the first such seq per author): the peer
+    /// is to offer them again later.
+    public var aheadOfClock: [CommitRejection]
 
-    public init(vector: VersionVector, rejected: [CommitRejection], waiting: Int) {
+    public init(vector: VersionVector, rejected: [CommitRejection], waiting: Int, aheadOfClock: [CommitRejection] = []) {
         self.vector = vector
         self.rejected = rejected
         self.waiting = waiting
+        self.aheadOfClock = aheadOfClock
     }
 }

@@ -68,6 +68,12 @@ public struct SyncStateMachine: Sendable {
         var peerKnown = false
         /// Feeds the peer refused a commit of: never send beyond this seq.
         var blocked: [SiteID: UInt64] = [:]
+        /// Feeds the peer holds back at a commit stamped ahead of its clock:
+        /// not sent beyond this seq until the next vector round, when they
+        /// are offered again.
+        var paused: [SiteID: UInt64] = [:]
+        /// The seq beyond which each stopped feed is not sent.
+        var stops: [SiteID: UInt64] { blocked.merging(paused, uniquingKeysWith: min) }
         /// True once the peer has been told our vector (in Hello or since).
         var announced = false
     }
@@ -179,6 +185,10 @@ public struct SyncStateMachine: Sendable {
         case .commitRejected(let dataset, let site, let seq, let code, let message):
             guard datasets[dataset] != nil else { return [] }
             let limit = seq > 0 ? seq - 1 : 0
+            if code == .clockAhead {
+                datasets[dataset]!.paused[site] = min(datasets[dataset]!.paused[site] ?? limit, limit)
+                return [.log("peer holds back commit \(site.short):\(seq) of \(dataset) until its clock catches up: \(message)")]
+            }
             datasets[dataset]!.blocked[site] = min(datasets[dataset]!.blocked[site] ?? limit, limit)
             return [.log("peer refused commit \(site.short):\(seq) of \(dataset) (\(code)): \(message)")]
         case .reject(let code, let message):
@@ -228,9 +238,10 @@ public struct SyncStateMachine: Sendable {
             datasets[dataset] = d
             return []
         }
+        let stops = d.stops
         for (site, seq) in through.entries {
-            // A refused feed counts as sent only up to the refused commit.
-            let capped = d.blocked[site].map { min(seq, $0) } ?? seq
+            // A refused or held-back feed counts as sent only up to that commit.
+            let capped = stops[site].map { min(seq, $0) } ?? seq
             if capped > d.sent[site] { d.sent[site] = capped }
         }
         d.inFlight += 1
@@ -253,10 +264,12 @@ public struct SyncStateMachine: Sendable {
         d.sent = d.sent.merged(with: d.peer)
         datasets[dataset] = d
         lastSent = now
-        var out: [Action] = [.send(.ack(dataset: dataset, vector: vector))]
-        for r in rejected {
-            out.append(.send(.commitRejected(dataset: dataset, site: r.site, seq: r.seq, code: r.code, message: r.reason)))
+        // Refusals go before the ack, so that the sender stops those feeds
+        // before the ack would have it resend them.
+        var out: [Action] = rejected.map { r in
+            .send(.commitRejected(dataset: dataset, site: r.site, seq: r.seq, code: r.code, message: r.reason))
         }
+        out.append(.send(.ack(dataset: dataset, vector: vector)))
         return out + maybeSend(dataset)
     }
 
@@ -283,6 +296,12 @@ public struct SyncStateMachine: Sendable {
                     datasets[name]!.sent = datasets[name]!.peer
                     out += maybeSend(name)
                 }
+                // Offer again what the peer held back for its clock.
+                if !datasets[name]!.paused.isEmpty {
+                    for site in datasets[name]!.paused.keys { datasets[name]!.sent[site] = datasets[name]!.peer[site] }
+                    datasets[name]!.paused = [:]
+                    out += maybeSend(name)
+                }
             }
         }
         return out
@@ -292,8 +311,8 @@ public struct SyncStateMachine: Sendable {
     private mutating func maybeSend(_ name: String) -> [Action] {
         guard phase == .established, var d = datasets[name], d.peerKnown, !d.sending, d.inFlight < config.maxInFlight else { return [] }
         var after = d.sent
-        for (site, limit) in d.blocked where after[site] < UInt64(Int64.max) && d.local[site] > limit {
-            // Pretend the blocked feed was sent in full, so it is skipped.
+        for (site, limit) in d.stops where after[site] < UInt64(Int64.max) && d.local[site] > limit {
+            // Pretend the stopped feed was sent in full, so it is skipped.
             after[site] = max(after[site], d.local[site])
         }
         guard !after.dominates(d.local) else { return [] }

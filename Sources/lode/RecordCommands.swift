@@ -154,6 +154,7 @@ struct StatusCommand: AsyncParsableCommand {
                 t += "  \(d.name)  \(d.commits) commits  \(formatBytes(d.bytes))  vector {\(v)}"
                 if d.rejected > 0 { t += "  \(d.rejected) rejected commits" }
                 t += "\n"
+                for a in d.alerts { t += "    \(a.kind.rawValue) \(a.site): \(a.detail)\n" }
             }
             out(t)
         }

@@ -22,6 +22,12 @@ struct ServeCommand: AsyncParsableCommand {
         name: .customLong("api-listen"),
         help: ArgumentHelp("Also serve the client API here over mutual TLS, for `lode --node HOST:PORT --cert --key --ca`.", valueName: "HOST:PORT"))
     var apiListen: String?
+    @Option(
+        name: .customLong("max-clock-drift"),
+        help: ArgumentHelp(
+            "How far ahead of this machine's clock other sites' commits may be stamped and still apply at once (default 600); later ones are held back until the clock catches up.",
+            valueName: "SECONDS"))
+    var maxClockDrift: UInt64?
     @Option(help: ArgumentHelp("A config file (see deploy/lode.example.toml).", valueName: "FILE")) var config: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String?
 
@@ -35,9 +41,15 @@ struct ServeCommand: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "lode")
-        let options = ServeOptions(
+        var options = ServeOptions(
             dataDir: dataDir, listen: listen ?? file?.listen ?? "127.0.0.1:7443", peers: peers + (file?.peers ?? []),
             apiListen: apiListen ?? file?.apiListen)
+        if let drift = maxClockDrift ?? file?.maxClockDrift {
+            guard drift <= ConfigFile.maxClockDriftSeconds else {
+                throw ValidationError("--max-clock-drift must be at most \(ConfigFile.maxClockDriftSeconds) seconds (a week)")
+            }
+            options.maxClockDrift = drift * 1000
+        }
         let firstRun = !Node.exists(dataDir: dataDir)
         if firstRun {
             note("lode: no node in \(dataDir); setting up a development node")

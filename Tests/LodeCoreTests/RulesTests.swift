@@ -15,7 +15,7 @@ import Testing
             var v = VersionVector()
             for _ in 0..<Int.random(in: 0..<6, using: &rng) {
                 let site = try SiteID(bytes: (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
-                v[site] = UInt64.random(in: 1...UInt64.max, using: &rng) >> UInt64.random(in: 0..<63, using: &rng)
+                v[site] = UInt64.random(in: 1...Limits.maxSeq, using: &rng) >> UInt64.random(in: 0..<63, using: &rng)
             }
             let bytes = v.encoded
             #expect(try VersionVector(decoding: bytes) == v)
@@ -33,6 +33,7 @@ import Testing
             ([1] + entry(a, 1) + [0], .trailingBytes),
             ([2] + entry(a, 1), .tooLarge),  // more entries than bytes
             ([1] + a.bytes + [0x80, 0x00], .nonMinimalVarint),
+            ([1] + a.bytes + [0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40], .tooLarge),  // seq 2^62 + 1
         ]
         for (bytes, rule) in cases {
             #expect(throws: BinaryDecodingError.self) { try VersionVector(decoding: bytes) }

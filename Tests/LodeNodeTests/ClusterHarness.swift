@@ -27,6 +27,8 @@ final class TestNode: @unchecked Sendable {
     var running: RunningNode? { launched?.running }
     /// A session closes after this long without hearing anything.
     var silenceTimeout: Duration = .seconds(45)
+    /// How far ahead of the wall clock (ms) a commit may be stamped.
+    var maxClockDrift = CommitVerifier.defaultMaxClockDrift
 
     init(name: String, role: Role, caDir: String, root: String) throws {
         self.name = name
@@ -43,6 +45,7 @@ final class TestNode: @unchecked Sendable {
     func start() async throws {
         var options = ServeOptions(dataDir: dir, listen: address)
         options.handleSignals = false
+        options.maxClockDrift = maxClockDrift
         let silence = silenceTimeout
         options.syncTuning = { c in
             c.vectorInterval = .seconds(3)

@@ -71,11 +71,12 @@ final class HandRolledPeer: @unchecked Sendable {
 @Suite(.serialized) struct HostilePeerTests {
     let scratch = TempDir("lode-node")
 
-    func target(silenceTimeout: Duration = .seconds(45)) async throws -> TestNode {
+    func target(silenceTimeout: Duration = .seconds(45), maxClockDrift: UInt64 = CommitVerifier.defaultMaxClockDrift) async throws -> TestNode {
         let caDir = scratch.file("ca")
         try Identity.createCA(dir: caDir, cluster: "test")
         let n = try TestNode(name: "berlin", role: .editor, caDir: caDir, root: scratch.path)
         n.silenceTimeout = silenceTimeout
+        n.maxClockDrift = maxClockDrift
         try await n.start()
         try await n.node.createDataset("mines", schema: clusterSchema)
         _ = try await n.replica("mines").exec("INSERT INTO mines(id, name) VALUES ('mp', 'Mountain Pass')")
@@ -184,6 +185,66 @@ final class HandRolledPeer: @unchecked Sendable {
         }
         #expect(try await berlin.dump("mines") == before)
         #expect(try berlin.replica("mines").vector == vector)
+    }
+
+    /// An annotation stamped years ahead (as near the end of its author's
+    /// certificate) used to be applied and drag berlin's clock along, so
+    /// that its peers refused every commit berlin made afterwards as
+    /// stamped after its certificate expired. Now it is held back: not
+    /// applied, not refused, berlin's clock stays its own, and status names
+    /// the site. A commit held for a few seconds applies once berlin's clock
+    /// has caught up.
+    @Test func aCommitStampedFarAheadIsHeldBackAndAppliesOnceTheClockCatchesUp() async throws {
+        let berlin = try await target(maxClockDrift: 1_000)
+        defer { Task { await berlin.stop() } }
+        let before = try await berlin.dump("mines")
+        func note(_ id: String, by author: String) -> Op {
+            var put = PutRows(table: "_annotations", columns: ["target_table", "target_pk", "body", "author"])
+            put.append(key: id, length: 1, values: [.text("mines"), .text("mp"), .text("from the future"), .text(author)])
+            return .put(put)
+        }
+        func isHeld(_ m: SyncMessageV1) -> Bool { if case .commitRejected = m { true } else { false } }
+        let wall = { UInt64(Date().timeIntervalSince1970 * 1000) }
+        try await HandRolledPeer.session(to: berlin, name: "clocky", role: .annotator, caDir: scratch.file("ca"), root: scratch.path) { evil in
+            _ = try await evil.receive { if case .hello = $0 { true } else { false } }
+            let years = HLC(millis: wall() + 4 * 365 * 86_400_000, counter: 0)
+            let far = try evil.site.writer.commit(
+                dataset: "mines", ops: [note("far", by: "clocky")], hlc: years, head: .empty, held: try berlin.replica("mines").vector)
+            try await evil.send(.commits(dataset: "mines", commits: [far.bytes]))
+            guard case .commitRejected(_, let site, let seq, let code, _)? = try await evil.receive(until: isHeld) else {
+                Issue.record("the far-future commit was not held back")
+                return
+            }
+            #expect(code == .clockAhead && site == evil.site.site && seq == 1)
+            let ack = try await evil.receive { if case .ack = $0 { true } else { false } }
+            if case .ack(_, let v)? = ack { #expect(v[evil.site.site] == 0) } else { Issue.record("no ack") }
+            #expect(try await berlin.replica("mines").rejectionCount() == 0)
+            // berlin's own next commit keeps to berlin's clock.
+            _ = try await berlin.replica("mines").exec("UPDATE mines SET name = 'Mountain Pass CA' WHERE id = 'mp'")
+            let own = try await berlin.replica("mines").commits(missingFrom: VersionVector()).last!
+            #expect(own.author == berlin.node.identity.local.site && own.hlc.millis < wall() + 60_000)
+            let info = try await DatasetRoutes(node: berlin.node).info(try berlin.node.replica("mines"))
+            #expect(info.alerts.map(\.kind) == [.clockAhead] && info.alerts.first?.site == "clocky" && info.alerts.first?.seq == 1)
+        }
+        #expect(try await berlin.dump("mines").allSatisfy { !$0.contains("from the future") })
+        #expect(try await berlin.dump("mines") != before)
+        try await HandRolledPeer.session(to: berlin, name: "skewed", role: .annotator, caDir: scratch.file("ca"), root: scratch.path) { peer in
+            _ = try await peer.receive { if case .hello = $0 { true } else { false } }
+            let soon = try peer.site.writer.commit(
+                dataset: "mines", ops: [note("soon", by: "skewed")], hlc: HLC(millis: wall() + 4_000, counter: 0), head: .empty,
+                held: try berlin.replica("mines").vector)
+            try await peer.send(.commits(dataset: "mines", commits: [soon.bytes]))
+            guard case .commitRejected(_, _, _, let code, _)? = try await peer.receive(until: isHeld) else {
+                Issue.record("a commit 4 s ahead with a 1 s drift was not held back")
+                return
+            }
+            #expect(code == .clockAhead)
+            try await Task.sleep(for: .seconds(3.5))
+            try await peer.send(.commits(dataset: "mines", commits: [soon.bytes]))
+            let applied = try await peer.receive { if case .ack(_, let v) = $0 { v[peer.site.site] == 1 } else { false } }
+            #expect(applied != nil, "the held commit did not apply once the clock caught up")
+        }
+        #expect(try await berlin.dump("mines").contains { $0.contains("from the future") })
     }
 
     @Test func garbageAndOversizedFramesGetATypedRejectionAndTheNodeKeepsServing() async throws {

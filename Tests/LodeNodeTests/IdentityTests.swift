@@ -53,8 +53,12 @@ import X509
         #expect(throws: NodeError.self) { try ConfigFile.parse("lissen = \"x\"") }
         #expect(throws: NodeError.self) { try ConfigFile.parse("listen = 7443") }
         #expect(throws: NodeError.self) { try ConfigFile.parse("peers") }
+        #expect(try ConfigFile.parse("max_clock_drift = 90").maxClockDrift == 90)
+        for bad in ["\"90\"", "-1", "1.5", "604801"] {
+            #expect(throws: NodeError.self) { try ConfigFile.parse("max_clock_drift = \(bad)") }
+        }
         let example = try ConfigFile.load(repoRoot + "/deploy/lode.example.toml")
-        #expect(example.listen != nil)
+        #expect(example.listen != nil && example.maxClockDrift == 600)
     }
 
     @Test func peerAddressesAreChecked() throws {

@@ -20,9 +20,28 @@ import Testing
     }
 
     func verify(
-        _ c: Commit, head: FeedHead = .empty, held: VersionVector = VersionVector(), author: SiteRecord?, heldHash: [UInt8]? = nil
+        _ c: Commit, head: FeedHead = .empty, held: VersionVector = VersionVector(), author: SiteRecord?, heldHash: [UInt8]? = nil,
+        now: UInt64? = nil
     ) -> CommitVerifier.Verdict {
-        CommitVerifier.verify(c, dataset: "d", head: head, held: held, author: author, heldHash: { _ in heldHash })
+        CommitVerifier.verify(c, dataset: "d", head: head, held: held, author: author, now: now ?? hlc.millis, heldHash: { _ in heldHash })
+    }
+
+    @Test func aCommitStampedBeyondTheDriftIsHeldAndAppliesOnceTheClockCatchesUp() throws {
+        let drift = CommitVerifier.defaultMaxClockDrift
+        let c = try alpha.writer.commit(dataset: "d", ops: [put()], hlc: hlc, head: .empty, held: VersionVector())
+        let applies = CommitVerifier.Verdict.apply(past: VersionVector([alpha.site: 1]))
+        #expect(verify(c, author: record(alpha), now: hlc.millis - drift - 1) == .clockAhead)
+        #expect(verify(c, author: record(alpha), now: hlc.millis - drift) == applies)
+        #expect(verify(c, author: record(alpha), now: hlc.millis) == applies)
+        // A clock near the end of time neither traps nor holds anything.
+        #expect(verify(c, author: record(alpha), now: .max) == applies)
+        // The signature is judged first: a forged stamp is not merely early.
+        var bytes = c.bytes
+        bytes[bytes.count - 1] ^= 1
+        guard case .reject(.badSignature, _) = verify(try Commit(decoding: bytes), author: record(alpha), now: 0) else {
+            Issue.record("a forged far-future commit is not refused for its signature")
+            return
+        }
     }
 
     @Test func aGoodCommitAppliesWithItsCausalPast() throws {

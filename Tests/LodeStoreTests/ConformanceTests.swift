@@ -38,6 +38,8 @@ final class TestClock: Sendable {
             }
         }
     }
+    /// Moves the clock `ms` milliseconds on.
+    func advance(_ ms: UInt64) { millis.withLock { $0 += ms } }
 }
 
 let conformanceSchema = try! SchemaParser.parse(
@@ -257,6 +259,38 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
         try await exchange(from: rs[1], to: rs[0], &rng)
         let row = try await tables(rs[0])["mines"]?["k"]
         #expect(row?["name"] == .text("again") && row?["output"] == .null && row?["note"] == .null, "\(String(describing: row))")
+    }
+
+    /// A commit stamped further ahead of the receiver's wall clock than the
+    /// drift allows is held back: not applied, not kept, not refused, and
+    /// the receiver's clock does not move; once the receiver's wall clock
+    /// has caught up, the same commits apply (DESIGN §9).
+    @Test(arguments: StoreKind.allCases)
+    func aCommitStampedTooFarAheadIsHeldUntilTheClockCatchesUp(_ kind: StoreKind) async throws {
+        let hour: UInt64 = 3_600_000
+        let slow = TestClock()
+        let fast = TestClock(start: 1_780_000_000_000 + hour)
+        let ahead = try kind.make(dir, site: site(1, "fast"), clock: fast)
+        let behind = try kind.make(dir, site: site(2, "slow"), clock: slow)
+        try await introduce([ahead, behind])
+        _ = try await ahead.alter(conformanceSchema)
+        _ = try await ahead.write([.put(table: "plants", pk: "p", columns: ["tonnes"], values: [.integer(7)])])
+        let early = try await ahead.commits(missingFrom: behind.vector)
+        let held = try await behind.apply(early)
+        // The first is held back; the second, which follows it, waits for it.
+        #expect(early.count == 2)
+        #expect(held.aheadOfClock.map(\.hash) == [early[0].hash] && held.waiting.map(\.hash) == [early[1].hash])
+        #expect(held.applied.isEmpty && held.rejected.isEmpty)
+        #expect(behind.vector[ahead.local.site] == 0)
+        #expect(try await behind.rejectionCount() == 0)
+        // The slow site's own commits keep to its own clock.
+        _ = try await behind.alter(conformanceSchema)
+        let own = try await behind.commits(missingFrom: VersionVector()).filter { $0.author == behind.local.site }
+        #expect(!own.isEmpty && own.allSatisfy { $0.hlc.millis < 1_780_000_000_000 + hour })
+        slow.advance(hour - CommitVerifier.defaultMaxClockDrift)
+        let later = try await behind.apply(early)
+        #expect(later.applied.count == early.count && later.aheadOfClock.isEmpty)
+        #expect(try await tables(behind)["plants"]?["p"]?["tonnes"] == .integer(7))
     }
 
     /// Replays and duplicates change nothing; commits from elsewhere are

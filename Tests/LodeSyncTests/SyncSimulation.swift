@@ -20,6 +20,8 @@ final class SimNode {
     var wall: UInt64 = 1_000
     /// Commits this node refuses to apply (to simulate a rejection).
     var refuse: Set<[UInt8]> = []
+    /// Commits this node holds back as stamped ahead of its clock.
+    var holdBack: Set<[UInt8]> = []
     var maxInFlightSeen = 0
 
     init(_ n: UInt8) { writer = FeedWriter(key: key(n)) }
@@ -49,6 +51,10 @@ final class SimNode {
             guard let c = try? Commit(decoding: b) else { continue }
             if refuse.contains(c.hash) || !c.hasValidSignature {
                 rejected.append(CommitRejection(site: c.author, seq: c.seq, code: .badSignature, reason: "refused"))
+                continue
+            }
+            if holdBack.contains(c.hash) {
+                rejected.append(CommitRejection(site: c.author, seq: c.seq, code: .clockAhead, reason: "held back"))
                 continue
             }
             if (try? r.apply(c)) != nil { logs[dataset, default: []].append(c) }

@@ -85,6 +85,33 @@ import Testing
         #expect(net.messagesSent - sent < 12, "resend loop: \(net.messagesSent - sent) messages")
     }
 
+    /// A commit the peer holds back for its clock is not resent at once
+    /// (no loop), but is offered again at the next vector round, and then
+    /// the feed flows on.
+    @Test func aCommitHeldBackForTheClockIsOfferedAgainAtTheNextVectorRound() throws {
+        _ = try a.write("d", [defineOp()])
+        let early = try a.write("d", [putOp("x", 1)])
+        _ = try a.write("d", [putOp("y", 2)])
+        b.holdBack = [early.hash]
+        var net = SimNetwork([a, b])
+        net.connect(0, 1)
+        net.run()
+        #expect(b.replicas["d"]?.vector[a.site] == 1)
+        let sent = net.messagesSent
+        for _ in 0..<5 {
+            net.perform(0, 1, net.nodes[0].sessions[b.site]!.receive(.v1(.vector(dataset: "d", vector: b.replicas["d"]!.vector)), now: net.now))
+            net.run()
+        }
+        #expect(net.messagesSent - sent < 12, "resend loop: \(net.messagesSent - sent) messages")
+        #expect(b.replicas["d"]?.vector[a.site] == 1)
+        // The clock has caught up; at the next vector round a offers the feed again.
+        b.holdBack = []
+        net.perform(0, 1, net.nodes[0].sessions[b.site]!.tick(now: net.now + .seconds(31)))
+        net.run()
+        #expect(b.replicas["d"]?.vector[a.site] == 3)
+        #expect(b.replicas["d"]!.rows(of: "t") == a.replicas["d"]!.rows(of: "t"))
+    }
+
     @Test func randomDeliveryOrderAcrossThreeNodesConverges() throws {
         for seed in 0..<25 as Range<UInt64> {
             var rng = SeededGenerator(seed: seed)

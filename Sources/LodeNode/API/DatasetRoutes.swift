@@ -34,13 +34,15 @@ struct DatasetRoutes: Sendable {
         return out
     }
 
-    /// One dataset's summary: its tables, size, commits, vector and refusals.
+    /// One dataset's summary: its tables, size, commits, vector, refusals
+    /// and alerts.
     func info(_ r: any SQLReplicaStore) async throws -> API.DatasetInfo {
         let names = try await r.sites().reduce(into: [SiteID: String]()) { $0[$1.site] = $1.displayName }
         let vector = r.vector.sorted.map { API.VectorEntry(site: names[$0.site] ?? $0.site.short, key: $0.site.hex, seq: $0.seq) }
         return API.DatasetInfo(
             name: r.dataset, tables: try await r.rowCounts().map { API.DatasetInfo.Table(name: $0.table, rows: $0.rows) },
-            bytes: r.bytesOnDisk, commits: try await r.commitCount(), vector: vector, rejected: try await r.rejectionCount())
+            bytes: r.bytesOnDisk, commits: try await r.commitCount(), vector: vector, rejected: try await r.rejectionCount(),
+            alerts: node.alerts.alerts(dataset: r.dataset, names: names, now: SQLiteReplica.systemWallClock()))
     }
 }
 
