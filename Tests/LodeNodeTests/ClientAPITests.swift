@@ -30,18 +30,6 @@ import Testing
         await node.stop()
     }
 
-    func get(_ socket: String, _ path: String, method: HTTPMethod = .GET, body: String? = nil) async throws -> (UInt, String) {
-        var req = HTTPClientRequest(url: URL(httpURLWithSocketPath: socket, uri: path)!.absoluteString)
-        req.method = method
-        if let body {
-            req.body = .bytes(ByteBuffer(string: body))
-            req.headers.add(name: "Content-Type", value: path.hasSuffix("/import") ? "text/csv" : "application/json")
-        }
-        let res = try await HTTPClient.shared.execute(req, timeout: .seconds(30))
-        let bytes = try await res.body.collect(upTo: 16 << 20)
-        return (res.status.code, String(buffer: bytes))
-    }
-
     /// Every path the OpenAPI document lists is served, and answers either
     /// success or the documented JSON error (never an unrouted 404).
     @Test func everyDocumentedPathIsServed() async throws {
@@ -65,10 +53,10 @@ import Testing
                 let (method, body) =
                     requests.first { path.hasSuffix($0.suffix) }.map { ($0.method, $0.body) }
                     ?? (path.hasPrefix("/v1/peers/") ? (.DELETE, nil) : (.GET, nil))
-                let (status, text) = try await get(socket, path, method: method, body: body)
+                let (status, text) = try await apiRequest(socket, path, method: method, body: body)
                 #expect((200..<300).contains(status) || text.contains("\"error\""), "\(method) \(path): \(status) \(text)")
             }
-            let (status, text) = try await get(socket, "/v1/nowhere")
+            let (status, text) = try await apiRequest(socket, "/v1/nowhere")
             #expect(status == 404 && !text.contains("rare-earths"))
         }
     }
@@ -78,7 +66,7 @@ import Testing
             let sql =
                 "{\"sql\": \"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) SELECT i, 'row ' || i AS label, i / 3.0 AS third FROM n\"}"
             for format in ["csv", "json", "ndjson"] {
-                let (status, text) = try await get(socket, "/v1/datasets/rare-earths/query?format=\(format)", method: .POST, body: sql)
+                let (status, text) = try await apiRequest(socket, "/v1/datasets/rare-earths/query?format=\(format)", method: .POST, body: sql)
                 #expect(status == 200)
                 #expect(text.contains("100000"), "\(format)")
                 if format == "json" {
@@ -86,10 +74,10 @@ import Testing
                     #expect(parsed?.count == 100_000)
                 }
             }
-            let (status, text) = try await get(
+            let (status, text) = try await apiRequest(
                 socket, "/v1/datasets/rare-earths/query?format=csv", method: .POST, body: "{\"sql\": \"SELECT * FROM nope\"}")
             #expect(status == 404 && text.contains("no such table"))
-            let (s2, t2) = try await get(socket, "/v1/datasets/rare-earths/query", method: .POST, body: "not json")
+            let (s2, t2) = try await apiRequest(socket, "/v1/datasets/rare-earths/query", method: .POST, body: "not json")
             #expect(s2 == 400 && t2.contains("\"error\""))
         }
     }
@@ -101,21 +89,22 @@ import Testing
     @Test func theAPIKeepsItsContract() async throws {
         try await withNode { socket in
             let annotations = "/v1/datasets/rare-earths/annotations"
-            _ = try await get(socket, annotations, method: .POST, body: #"{"table": "elements", "pk": "Nd", "text": "check the mass", "tags": []}"#)
+            _ = try await apiRequest(
+                socket, annotations, method: .POST, body: #"{"table": "elements", "pk": "Nd", "text": "check the mass", "tags": []}"#)
             // Searches of blanks, control characters and stray syntax answer, never 500.
             for search in ["%0A", "%00", "%0A%0D%09", "-", "%22", "*", "a%20OR", "NEAR(", "%22%00%22", "mass%00"] {
-                let (status, text) = try await get(socket, annotations + "?search=" + search)
+                let (status, text) = try await apiRequest(socket, annotations + "?search=" + search)
                 #expect(status == 200, "search=\(search): \(status) \(text)")
             }
-            #expect(try await get(socket, annotations + "?search=mass").1.contains("check the mass"))
+            #expect(try await apiRequest(socket, annotations + "?search=mass").1.contains("check the mass"))
             // A peer address percent-encoded in the path, as HTTP clients send it.
-            #expect(try await get(socket, "/v1/peers", method: .POST, body: #"{"address": "127.0.0.1:27999"}"#).0 == 201)
-            #expect(try await get(socket, "/v1/peers/127.0.0.1%3A27999", method: .DELETE).0 == 204)
-            #expect(try await get(socket, "/v1/datasets/rare%2Dearths").0 == 200)
+            #expect(try await apiRequest(socket, "/v1/peers", method: .POST, body: #"{"address": "127.0.0.1:27999"}"#).0 == 201)
+            #expect(try await apiRequest(socket, "/v1/peers/127.0.0.1%3A27999", method: .DELETE).0 == 204)
+            #expect(try await apiRequest(socket, "/v1/datasets/rare%2Dearths").0 == 200)
             // Error codes from the documented set.
-            let (s1, t1) = try await get(socket, "/v1/datasets/rare-earths/exec", method: .POST)
+            let (s1, t1) = try await apiRequest(socket, "/v1/datasets/rare-earths/exec", method: .POST)
             #expect(s1 == 400 && t1.contains(#""code":"bad_input""#), "\(t1)")
-            let (s2, t2) = try await get(socket, "/v1/nowhere")
+            let (s2, t2) = try await apiRequest(socket, "/v1/nowhere")
             #expect(s2 == 404 && t2.contains(#""code":"not_found""#), "\(t2)")
             // A method the path does not have: 405 with what it takes.
             var req = HTTPClientRequest(url: URL(httpURLWithSocketPath: socket, uri: "/v1/peers")!.absoluteString)
@@ -124,20 +113,20 @@ import Testing
             let body = String(buffer: try await res.body.collect(upTo: 1 << 20))
             #expect(res.status.code == 405 && res.headers["Allow"].first == "GET, POST, HEAD" && body.contains("method_not_allowed"), "\(body)")
             // Parameters are what the document says, or refused.
-            #expect(try await get(socket, annotations + "?limit=abc").0 == 400)
-            #expect(try await get(socket, annotations + "?limit=0").0 == 400)
-            #expect(try await get(socket, annotations + "?limit=1").0 == 200)
-            #expect(try await get(socket, "/v1/datasets/rare-earths/conflicts?all=garbage").0 == 400)
-            #expect(try await get(socket, "/v1/datasets/rare-earths/conflicts?all=false").0 == 200)
-            #expect(try await get(socket, "/v1/datasets/rare-earths/tables/elements/export?format=xml").0 == 400)
-            #expect(try await get(socket, "/v1/sync", method: .POST, body: #"{"timeout": -1}"#).0 == 400)
+            #expect(try await apiRequest(socket, annotations + "?limit=abc").0 == 400)
+            #expect(try await apiRequest(socket, annotations + "?limit=0").0 == 400)
+            #expect(try await apiRequest(socket, annotations + "?limit=1").0 == 200)
+            #expect(try await apiRequest(socket, "/v1/datasets/rare-earths/conflicts?all=garbage").0 == 400)
+            #expect(try await apiRequest(socket, "/v1/datasets/rare-earths/conflicts?all=false").0 == 200)
+            #expect(try await apiRequest(socket, "/v1/datasets/rare-earths/tables/elements/export?format=xml").0 == 400)
+            #expect(try await apiRequest(socket, "/v1/sync", method: .POST, body: #"{"timeout": -1}"#).0 == 400)
             for bad in ["10.0.0.2", "::1:80", "a b:80", "host:+80", "host:080", "host:0", "[zz]:80"] {
-                #expect(try await get(socket, "/v1/peers", method: .POST, body: #"{"address": "\#(bad)"}"#).0 == 400, "\(bad)")
+                #expect(try await apiRequest(socket, "/v1/peers", method: .POST, body: #"{"address": "\#(bad)"}"#).0 == 400, "\(bad)")
             }
             // An import with no body, or a header that does not fit, is refused before it starts.
-            #expect(try await get(socket, "/v1/datasets/rare-earths/tables/elements/import", method: .POST).0 == 400)
-            #expect(try await get(socket, "/v1/datasets/rare-earths/tables/elements/import", method: .POST, body: "[]").0 == 404)
-            #expect(try await get(socket, "/v1/datasets/rare-earths/tables/nope/import", method: .POST, body: "id\n").0 == 404)
+            #expect(try await apiRequest(socket, "/v1/datasets/rare-earths/tables/elements/import", method: .POST).0 == 400)
+            #expect(try await apiRequest(socket, "/v1/datasets/rare-earths/tables/elements/import", method: .POST, body: "[]").0 == 404)
+            #expect(try await apiRequest(socket, "/v1/datasets/rare-earths/tables/nope/import", method: .POST, body: "id\n").0 == 404)
         }
     }
 

@@ -1,9 +1,11 @@
+import AsyncHTTPClient
 import Foundation
 import LodeCore
 import LodeStore
 import LodeSync
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import Testing
 
@@ -113,4 +115,17 @@ func waitForSync(_ nodes: [TestNode], timeout: Duration = .seconds(30)) async ->
         try? await Task.sleep(for: .milliseconds(50))
     }
     return apart
+}
+
+/// One request to a node's client API over its Unix socket: status and body.
+func apiRequest(_ socket: String, _ path: String, method: HTTPMethod = .GET, body: String? = nil) async throws -> (UInt, String) {
+    var req = HTTPClientRequest(url: URL(httpURLWithSocketPath: socket, uri: path)!.absoluteString)
+    req.method = method
+    if let body {
+        req.body = .bytes(ByteBuffer(string: body))
+        req.headers.add(name: "Content-Type", value: path.hasSuffix("/import") ? "text/csv" : "application/json")
+    }
+    let res = try await HTTPClient.shared.execute(req, timeout: .seconds(30))
+    let bytes = try await res.body.collect(upTo: 16 << 20)
+    return (res.status.code, String(buffer: bytes))
 }

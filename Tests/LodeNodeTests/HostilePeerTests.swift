@@ -247,6 +247,36 @@ final class HandRolledPeer: @unchecked Sendable {
         #expect(try await berlin.dump("mines").contains { $0.contains("from the future") })
     }
 
+    /// A reader announcing a vector whose seqs add up past 2^64 used to
+    /// overflow the lag sum and stop the node at the next `lode status`,
+    /// `GET /v1/peers` or `sync --wait`. The sum saturates now.
+    @Test func aVectorThatSumsPastTwoToThe64DoesNotStopStatus() async throws {
+        let berlin = try await target()
+        defer { Task { await berlin.stop() } }
+        let socket = berlin.dir + "/lode.sock"
+        try await HandRolledPeer.session(to: berlin, name: "counter", role: .reader, caDir: scratch.file("ca"), root: scratch.path) { reader in
+            _ = try await reader.receive { if case .hello = $0 { true } else { false } }
+            var huge = VersionVector()
+            for i in 0..<6 { huge[try SiteID(bytes: [UInt8](repeating: UInt8(40 + i), count: 32))] = Limits.maxSeq }
+            try await reader.send(.vector(dataset: "mines", vector: huge))
+            // Status until the session has taken the vector in.
+            let deadline = ContinuousClock.now + .seconds(20)
+            var lag: Lag?
+            while lag == nil && ContinuousClock.now < deadline {
+                lag = await berlin.sync.status().first { $0.siteName == "counter" }?.lag["mines"].flatMap { $0.behind > 0 ? $0 : nil }
+                if lag == nil { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(lag?.behind == .max, "\(String(describing: lag))")
+            for path in ["/v1/status", "/v1/peers"] {
+                let (code, body) = try await apiRequest(socket, path)
+                #expect(code == 200 && body.contains("18446744073709551615"), "\(path): \(code) \(body.prefix(300))")
+            }
+            let (code, body) = try await apiRequest(socket, "/v1/sync", method: .POST, body: #"{"wait": true, "timeout": 0.5}"#)
+            #expect(code == 200 && body.contains("18446744073709551615 behind"), "\(code) \(body)")
+        }
+        #expect(try await berlin.dump("mines").count > 1)
+    }
+
     @Test func garbageAndOversizedFramesGetATypedRejectionAndTheNodeKeepsServing() async throws {
         let berlin = try await target()
         defer { Task { await berlin.stop() } }
