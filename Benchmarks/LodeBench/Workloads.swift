@@ -53,13 +53,16 @@ struct Suite {
         for run in 0..<runs {
             let node = try Node.open(dataDir: try ws.makeNode("w2-\(run)", role: .reader))
             _ = try await node.addCertificate(src.identity.certificate.der)
-            let replica = try await node.openOrCreate("bench")
             resetPeakMemory()
             let start = ContinuousClock.now
+            var replica: (any SQLReplicaStore)?
             while true {
-                let batch = try await from.missingCommits(after: replica.vector, maxBytes: 8 << 20)
+                let batch = try await from.missingCommits(after: replica?.vector ?? VersionVector(), maxBytes: 8 << 20)
                 if batch.isEmpty { break }
-                let outcome = try await replica.apply(try batch.map { try Commit(decoding: $0.bytes) })
+                let commits = try batch.map { try Commit(decoding: $0.bytes) }
+                // The first batch brings the dataset into being, as from a peer.
+                if replica == nil { replica = try await node.replica("bench", orBroughtIntoBeingBy: commits).get() }
+                let outcome = try await replica!.apply(commits)
                 guard outcome.rejected.isEmpty, outcome.waiting.isEmpty else { throw BenchError("W2: commits refused or waiting") }
             }
             lode.append(seconds(since: start))

@@ -190,6 +190,9 @@ public final class Node: Sendable {
         throw NodeError(.notFound, "no dataset \(name) (datasets: \(names.joined(separator: ", ")))")
     }
 
+    /// The replica of dataset `name`, or nil when this node does not hold it.
+    func heldReplica(_ name: String) throws -> (any SQLReplicaStore)? { try catalog.store(name) }
+
     /// Creates a dataset from `CREATE TABLE` statements and tells it every
     /// site this node knows.
     @discardableResult
@@ -201,8 +204,9 @@ public final class Node: Sendable {
     }
 
     /// Opens a dataset, creating an empty replica when it is new here (a
-    /// dataset first heard of from a peer), and tells it every known site.
-    public func openOrCreate(_ name: String) async throws -> any SQLReplicaStore {
+    /// dataset brought into being by a peer's commit, which the caller has
+    /// checked may create it), and tells it every known site.
+    func openOrCreate(_ name: String) async throws -> any SQLReplicaStore {
         let opened = try catalog.openOrCreateStore(name)
         if opened.created {
             for der in try knownCertificates() { try await register(try SiteCertificate(der: der), in: opened.replica) }

@@ -53,6 +53,31 @@ extension Node {
         return changed
     }
 
+    /// Why a batch of commits did not bring a dataset into being.
+    public struct CreationRefusal: Error, CustomStringConvertible {
+        public var reason: String
+        public var description: String { reason }
+    }
+
+    /// The replica of dataset `name` if this node holds it; otherwise a new
+    /// one, when one of `commits` may bring it into being
+    /// (`DatasetRules.refusalToCreate`), or why not.
+    public func replica(_ name: String, orBroughtIntoBeingBy commits: [Commit]) async throws -> Result<any SQLReplicaStore, CreationRefusal> {
+        if let r = try heldReplica(name) { return .success(r) }
+        var roles: [SiteID: Role] = [:]
+        for der in try knownCertificates() {
+            if let c = try? SiteCertificate(der: der) { roles[c.site] = c.role }
+        }
+        var first: String?
+        for c in commits {
+            guard let refusal = DatasetRules.refusalToCreate(name, by: c, role: roles[c.author]) else {
+                return .success(try await openOrCreate(name))
+            }
+            if first == nil { first = refusal }
+        }
+        return .failure(CreationRefusal(reason: first ?? "no commit"))
+    }
+
     func register(_ cert: SiteCertificate, in replica: any ReplicaStore) async throws {
         try await replica.registerSite(cert.record)
     }
@@ -90,16 +115,23 @@ final class NodeSyncHost: SyncHost {
         return out
     }
 
-    func openDataset(_ name: String) async throws -> VersionVector {
-        try await node.openOrCreate(name).vector
-    }
-
     func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [StoredCommit] {
         try await node.replica(dataset).missingCommits(after: after, maxBytes: maxBytes, maxCount: .max)
     }
 
     func apply(dataset: String, commits: [Commit]) async throws -> SyncApplyResult {
-        let replica = try await node.openOrCreate(dataset)
+        let replica: any SQLReplicaStore
+        switch try await node.replica(dataset, orBroughtIntoBeingBy: commits) {
+        case .success(let r): replica = r
+        case .failure(let refusal):
+            // Nothing is kept: no file, no buffered commit, no session state.
+            var firstSeq: [SiteID: UInt64] = [:]
+            for c in commits { firstSeq[c.author] = min(firstSeq[c.author] ?? c.seq, c.seq) }
+            let rejected = firstSeq.sorted { $0.key < $1.key }.map { site, seq in
+                CommitRejection(site: site, seq: seq, code: .notAuthorized, reason: "dataset \(dataset) is not held here: \(refusal.reason)")
+            }
+            return SyncApplyResult(vector: VersionVector(), rejected: rejected, waiting: 0, held: false)
+        }
         let outcome = try await waiting.apply(commits, to: replica)
         let rejected = outcome.rejected.map { r in
             CommitRejection(site: r.commit.author, seq: r.commit.seq, code: RejectCode(r.kind), reason: r.reason)

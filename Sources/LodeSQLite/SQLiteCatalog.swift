@@ -5,8 +5,9 @@ import Synchronization
 
 /// The datasets of a node as SQLite files in one directory, one file per
 /// dataset (`NAME.db`), each open at most once. `create` is the one way a
-/// dataset with tables comes to be; `openOrCreate` opens one, creating it
-/// empty when it is first heard of from a peer.
+/// dataset with tables comes to be here; `openOrCreate` opens one, creating
+/// it empty when a peer's commit brings it into being (the caller checks
+/// `DatasetRules.refusalToCreate` first).
 ///
 /// ```swift
 /// let catalog = SQLiteCatalog(directory: "/var/lib/lode/datasets", local: site)

@@ -26,6 +26,25 @@ public enum DatasetRules {
         }
     }
 
+    /// Why `commit` may not bring dataset `name` into being on a node that
+    /// does not hold it, or nil when it may (DESIGN §9: a Hello or a vector
+    /// creates nothing, and neither does a commit from a site that may not
+    /// create datasets). A dataset's first commit is its creator's: the
+    /// creator's first in it (seq 1, nothing held before), defining tables,
+    /// validly signed by an editor. `role` is the author's, from its
+    /// certificate; nil when its certificate is not known here.
+    public static func refusalToCreate(_ name: String, by commit: Commit, role: Role?) -> String? {
+        guard Identifier.isValidDataset(name), commit.dataset == name else { return "\"\(name)\" is not a valid dataset name" }
+        guard let role else { return "its author's certificate is not known here" }
+        guard role.canEdit else { return "its author's role is \(role.rawValue), and only an editor may create a dataset" }
+        let defines = commit.ops.contains { if case .defineTable = $0 { true } else { false } }
+        guard commit.seq == 1, commit.deps.isEmpty, defines else {
+            return "only the dataset's first commit (its creator's, defining tables) can bring it into being here"
+        }
+        guard commit.hasValidSignature else { return "bad signature" }
+        return nil
+    }
+
     /// What `alter` must define so that the dataset holds the tables and
     /// columns `declared` names: new tables, and new columns of existing
     /// ones. A table or column that differs from what exists (a type or

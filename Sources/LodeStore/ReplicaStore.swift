@@ -154,7 +154,8 @@ public protocol DatasetCatalog: AnyObject, Sendable {
     /// catalog holds no such dataset.
     func store(_ name: String) throws -> (any SQLReplicaStore)?
     /// Opens dataset `name`, creating it empty (no tables) when it is new
-    /// here: how a dataset first heard of from a peer begins.
+    /// here: how a dataset a peer's commit brings into being begins (the
+    /// caller checks `DatasetRules.refusalToCreate` first).
     func openOrCreateStore(_ name: String) throws -> Opened<any SQLReplicaStore>
     /// Creates dataset `name` with `tables`, committed by the local site
     /// (`DatasetRules.checkNew` says what is refused); leaves nothing behind

@@ -220,10 +220,8 @@ struct PeerSession {
                         metadata: ["dataset": "\(dataset)", "author": "\(h.site.short)", "from-seq": "\(h.seq)", "from": "\(handle.peer.name)"])
                 }
                 queue += sm.applied(
-                    dataset: dataset, vector: result.vector, batch: batch, rejected: result.rejected + result.aheadOfClock, now: .now)
-            case .openDataset(let name):
-                let v = try await host.openDataset(name)
-                queue += sm.localChanged(dataset: name, vector: v)
+                    dataset: dataset, vector: result.vector, batch: batch, rejected: result.rejected + result.aheadOfClock, held: result.held,
+                    now: .now)
             case .addCertificates(let certs):
                 let intake = try await host.addCertificates(certs)
                 for r in intake.refused { logger.warning("refused a certificate", metadata: ["from": "\(handle.peer.name)", "reason": "\(r)"]) }

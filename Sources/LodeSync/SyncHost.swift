@@ -11,13 +11,14 @@ public protocol SyncHost: Sendable {
     var cluster: [UInt8] { get }
     /// Every dataset held, with its vector.
     func datasetVectors() async throws -> [String: VersionVector]
-    /// Opens a dataset, creating it empty if it is new here; returns its vector.
-    func openDataset(_ name: String) async throws -> VersionVector
     /// The commits a replica holding `after` lacks, in a causal order, at
     /// most about `maxBytes` of them (always at least one if any is missing),
     /// as their original bytes with author and seq.
     func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [StoredCommit]
-    /// Verifies and applies commits; returns the vector after and the commits refused.
+    /// Verifies and applies commits; returns the vector after and the
+    /// commits refused. For a dataset not held here, the dataset comes into
+    /// being only through a commit that may create it (DESIGN §9); when
+    /// none does, nothing is kept and `held` is false.
     func apply(dataset: String, commits: [Commit]) async throws -> SyncApplyResult
     /// The site certificates (DER) this node knows, its own included.
     func knownCertificates() async throws -> [[UInt8]]
@@ -70,11 +71,15 @@ public struct SyncApplyResult: Sendable {
     /// clock (code `clockAhead`, the first such seq per author): the peer
     /// is to offer them again later.
     public var aheadOfClock: [CommitRejection]
+    /// False when the dataset is not held here: the commits did not bring
+    /// it into being.
+    public var held: Bool
 
-    public init(vector: VersionVector, rejected: [CommitRejection], waiting: Int, aheadOfClock: [CommitRejection] = []) {
+    public init(vector: VersionVector, rejected: [CommitRejection], waiting: Int, aheadOfClock: [CommitRejection] = [], held: Bool = true) {
         self.vector = vector
         self.rejected = rejected
         self.waiting = waiting
         self.aheadOfClock = aheadOfClock
+        self.held = held
     }
 }

@@ -41,11 +41,10 @@ public struct SyncStateMachine: Sendable {
         /// lacks, send them in one `commits` message, then call
         /// `sent(dataset:commits:through:)` with `after` raised by what was sent.
         case sendMissing(dataset: String, after: VersionVector)
-        /// Verify and apply the commits, then call `applied(...)`.
+        /// Verify and apply the commits, then call `applied(...)`. For a
+        /// dataset this node does not hold, only a commit that may bring it
+        /// into being creates it (DESIGN §9).
         case apply(dataset: String, commits: [[UInt8]])
-        /// Open (creating it empty if needed) a dataset the peer holds, then
-        /// call `localChanged(dataset:vector:)`.
-        case openDataset(String)
         /// Verify certificates against the CA and remember them.
         case addCertificates([[UInt8]])
         /// Something worth logging.
@@ -83,6 +82,15 @@ public struct SyncStateMachine: Sendable {
     public let peerSite: SiteID
     private(set) var phase = Phase.idle
     private(set) var datasets: [String: Dataset] = [:]
+    /// What the peer announced of datasets this node does not hold: kept
+    /// (up to `maxUnheldEntries` vector entries in all) so that a dataset
+    /// that comes into being here later starts from what the peer holds.
+    /// Nothing is created from an announcement.
+    private(set) var unheld: [String: VersionVector] = [:]
+    private var unheldEntries = 0
+    /// The most vector entries kept for datasets not held: a peer's
+    /// announcements cost this session at most a few megabytes.
+    static let maxUnheldEntries = 65_536
     private var lastReceived: ContinuousClock.Instant?
     private var lastSent: ContinuousClock.Instant?
     private var lastVectors: ContinuousClock.Instant?
@@ -141,9 +149,9 @@ public struct SyncStateMachine: Sendable {
             phase = .established
             var out: [Action] = []
             for d in remote {
-                if datasets[d.dataset] == nil {
-                    datasets[d.dataset] = Dataset()
-                    out.append(.openDataset(d.dataset))
+                guard datasets[d.dataset] != nil else {
+                    noteUnheld(d.dataset, d.vector)
+                    continue
                 }
                 datasets[d.dataset]!.peer = d.vector
                 datasets[d.dataset]!.sent = d.vector
@@ -159,24 +167,22 @@ public struct SyncStateMachine: Sendable {
         case .certificates(let certs):
             return [.addCertificates(certs)]
         case .commits(let dataset, let commits):
-            var out: [Action] = []
             if datasets[dataset] == nil {
-                datasets[dataset] = Dataset()
-                out.append(.openDataset(dataset))
+                // Not held here: `applied` keeps the entry only if the
+                // commits bring the dataset into being.
+                datasets[dataset] = adopting(dataset)
             }
-            out.append(.apply(dataset: dataset, commits: commits))
-            return out
+            return [.apply(dataset: dataset, commits: commits)]
         case .ack(let dataset, let v):
             guard datasets[dataset] != nil else { return [] }
             datasets[dataset]!.inFlight = max(0, datasets[dataset]!.inFlight - 1)
             return learned(dataset, v)
         case .vector(let dataset, let v):
-            var out: [Action] = []
-            if datasets[dataset] == nil {
-                datasets[dataset] = Dataset()
-                out.append(.openDataset(dataset))
+            guard datasets[dataset] != nil else {
+                noteUnheld(dataset, v)
+                return []
             }
-            return out + learned(dataset, v)
+            return learned(dataset, v)
         case .ping(let n):
             lastSent = now
             return [.send(.pong(n))]
@@ -214,13 +220,37 @@ public struct SyncStateMachine: Sendable {
         return maybeSend(dataset)
     }
 
+    /// Remembers what the peer holds of a dataset this node does not, while
+    /// the bound allows.
+    private mutating func noteUnheld(_ name: String, _ v: VersionVector) {
+        let old = unheld[name]?.entries.count ?? 0
+        guard unheldEntries - old + v.entries.count <= Self.maxUnheldEntries else { return }
+        unheldEntries += v.entries.count - old
+        unheld[name] = v
+    }
+
+    /// A new entry for a dataset that has just come to be held here: the
+    /// peer holds what it announced of it, or (after the Hellos) nothing.
+    private mutating func adopting(_ name: String) -> Dataset {
+        var d = Dataset()
+        if let v = unheld.removeValue(forKey: name) {
+            unheldEntries -= v.entries.count
+            d.peer = v
+            d.sent = v
+            d.peerKnown = true
+        } else {
+            d.peerKnown = phase == .established
+        }
+        return d
+    }
+
     /// The local replica of `dataset` now holds `vector`.
     public mutating func localChanged(dataset: String, vector: VersionVector) -> [Action] {
         guard phase != .closed else { return [] }
         if datasets[dataset] == nil {
-            // A dataset created here after the Hellos: the peer holds none of it.
-            datasets[dataset] = Dataset()
-            datasets[dataset]!.peerKnown = phase == .established
+            // A dataset that came to be held here after the Hellos (created,
+            // or brought into being by another peer's commits).
+            datasets[dataset] = adopting(dataset)
         }
         guard datasets[dataset]!.local != vector || !datasets[dataset]!.announced else { return [] }
         datasets[dataset]!.local = vector
@@ -252,13 +282,23 @@ public struct SyncStateMachine: Sendable {
 
     /// An `apply` finished. `vector` is what the replica holds now, `batch`
     /// the highest seq per site among the commits received (the peer holds
-    /// them), and `rejected` the commits refused.
+    /// them), and `rejected` the commits refused. `held` is false when the
+    /// dataset is not held here (the commits did not bring it into being):
+    /// the session forgets it again.
     public mutating func applied(
         dataset: String, vector: VersionVector, batch: VersionVector,
-        rejected: [CommitRejection],
+        rejected: [CommitRejection], held: Bool = true,
         now: ContinuousClock.Instant
     ) -> [Action] {
         guard phase != .closed, var d = datasets[dataset] else { return [] }
+        let refusals: [Action] = rejected.map { r in
+            .send(.commitRejected(dataset: dataset, site: r.site, seq: r.seq, code: r.code, message: r.reason))
+        }
+        guard held else {
+            datasets[dataset] = nil
+            lastSent = now
+            return refusals + [.send(.ack(dataset: dataset, vector: VersionVector()))]
+        }
         d.local = vector
         d.peer = d.peer.merged(with: batch)
         d.sent = d.sent.merged(with: d.peer)
@@ -266,11 +306,7 @@ public struct SyncStateMachine: Sendable {
         lastSent = now
         // Refusals go before the ack, so that the sender stops those feeds
         // before the ack would have it resend them.
-        var out: [Action] = rejected.map { r in
-            .send(.commitRejected(dataset: dataset, site: r.site, seq: r.seq, code: r.code, message: r.reason))
-        }
-        out.append(.send(.ack(dataset: dataset, vector: vector)))
-        return out + maybeSend(dataset)
+        return refusals + [.send(.ack(dataset: dataset, vector: vector))] + maybeSend(dataset)
     }
 
     /// Time passed: keepalive, silence, periodic vector exchange.

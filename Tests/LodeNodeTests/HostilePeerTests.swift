@@ -30,6 +30,7 @@ final class HandRolledPeer: @unchecked Sendable {
     /// if given) and its certificate, runs `body`, then hangs up.
     static func session(
         to target: TestNode, name: String, role: Role, caDir: String, root: String, claim: SiteID? = nil,
+        announcing datasets: [DatasetVector] = [],
         _ body: (HandRolledPeer) async throws -> Void
     ) async throws {
         let dir = root + "/" + name
@@ -45,7 +46,7 @@ final class HandRolledPeer: @unchecked Sendable {
         _ = try await handshake.get()
         try await channel.executeThenClose { inbound, outbound in
             let peer = HandRolledPeer(inbound: inbound, outbound: outbound, site: node.identity.local)
-            try await peer.send(.hello(protocolVersion: 1, cluster: node.cluster, site: claim ?? node.identity.local.site, datasets: []))
+            try await peer.send(.hello(protocolVersion: 1, cluster: node.cluster, site: claim ?? node.identity.local.site, datasets: datasets))
             try await peer.send(.certificates([node.identity.certificate.der]))
             try await body(peer)
         }
@@ -274,6 +275,81 @@ final class HandRolledPeer: @unchecked Sendable {
             let (code, body) = try await apiRequest(socket, "/v1/sync", method: .POST, body: #"{"wait": true, "timeout": 0.5}"#)
             #expect(code == 200 && body.contains("18446744073709551615 behind"), "\(code) \(body)")
         }
+        #expect(try await berlin.dump("mines").count > 1)
+    }
+
+    /// A reader's Hello naming 500 datasets used to create 500 dataset
+    /// files (RSS 44 → 207 MB, 2,522 open files). Under DESIGN §9 only a
+    /// valid first commit from an editor brings a dataset into being: a
+    /// Hello, a vector, or commits from a reader, an annotator, an unknown
+    /// author or an editor's later commit create nothing, and the commits
+    /// are refused. A real creation still comes through.
+    @Test func announcementsAndCommitsThatMayNotCreateADatasetCreateNothing() async throws {
+        let berlin = try await target()
+        defer { Task { await berlin.stop() } }
+        let held = berlin.node.datasetNames()
+        let files = { try FileManager.default.contentsOfDirectory(atPath: berlin.node.paths.datasets).sorted() }
+        let filesBefore = try files()
+        let noise = (0..<500).map { DatasetVector(dataset: "ghost-\($0)", vector: VersionVector([berlin.node.identity.local.site: 3])) }
+        let now = HLC(millis: UInt64(Date().timeIntervalSince1970 * 1000), counter: 0)
+        func isRefusal(_ m: SyncMessageV1) -> Bool { if case .commitRejected = m { true } else { false } }
+        try await HandRolledPeer.session(
+            to: berlin, name: "rumour", role: .reader, caDir: scratch.file("ca"), root: scratch.path, announcing: noise
+        ) { reader in
+            _ = try await reader.receive { if case .hello = $0 { true } else { false } }
+            for i in 0..<50 { try await reader.send(.vector(dataset: "echo-\(i)", vector: VersionVector([reader.site.site: 1]))) }
+            // A reader's own first commit, shaped like a creation.
+            let define = Op.defineTable(TableDef(name: "t", primaryKey: "id", columns: [ColumnDef(name: "v", type: .text)]))
+            let c = try reader.site.writer.commit(dataset: "readers-own", ops: [define], hlc: now, head: .empty, held: VersionVector())
+            try await reader.send(.commits(dataset: "readers-own", commits: [c.bytes]))
+            guard case .commitRejected(_, _, _, let code, let message)? = try await reader.receive(until: isRefusal) else {
+                Issue.record("a reader's commit for a new dataset was not refused")
+                return
+            }
+            #expect(code == .notAuthorized && message.contains("only an editor"), "\(message)")
+        }
+        try await HandRolledPeer.session(to: berlin, name: "scribe", role: .annotator, caDir: scratch.file("ca"), root: scratch.path) { a in
+            _ = try await a.receive { if case .hello = $0 { true } else { false } }
+            var put = PutRows(table: "_annotations", columns: ["body", "author"])
+            put.append(key: "n", length: 1, values: [.text("squat"), .text("scribe")])
+            let c = try a.site.writer.commit(dataset: "squatted", ops: [.put(put)], hlc: now, head: .empty, held: VersionVector())
+            try await a.send(.commits(dataset: "squatted", commits: [c.bytes]))
+            guard case .commitRejected(_, _, _, let code, _)? = try await a.receive(until: isRefusal) else {
+                Issue.record("an annotator's commit for a new dataset was not refused")
+                return
+            }
+            #expect(code == .notAuthorized)
+        }
+        try await HandRolledPeer.session(to: berlin, name: "maker", role: .editor, caDir: scratch.file("ca"), root: scratch.path) { e in
+            _ = try await e.receive { if case .hello = $0 { true } else { false } }
+            // Unsigned junk from unknown authors at seq 2, and an editor's
+            // second commit without its first: neither creates anything.
+            var junk: [[UInt8]] = []
+            var put = PutRows(table: "t", columns: ["v"])
+            put.append(key: "k", length: 1, values: [.text(String(repeating: "x", count: 1000))])
+            for i in 0..<5 {
+                let stranger = site(UInt8(200 + i), "stranger\(i)")
+                let first = try stranger.writer.commit(dataset: "junk", ops: [.put(put)], hlc: now, head: .empty, held: VersionVector())
+                let second = try stranger.writer.commit(
+                    dataset: "junk", ops: [.put(put)], hlc: now, head: FeedHead(seq: 1, hash: first.hash, vector: VersionVector()),
+                    held: VersionVector())
+                junk.append(second.bytes)
+            }
+            try await e.send(.commits(dataset: "junk", commits: junk))
+            guard case .commitRejected(_, _, _, let code, let message)? = try await e.receive(until: isRefusal) else {
+                Issue.record("junk for a new dataset was not refused")
+                return
+            }
+            #expect(code == .notAuthorized && message.contains("not known here"), "\(message)")
+            // A real creation: the editor's first commit defining a table.
+            let define = Op.defineTable(TableDef(name: "t", primaryKey: "id", columns: [ColumnDef(name: "v", type: .text)]))
+            let c = try e.site.writer.commit(dataset: "made-by-maker", ops: [define], hlc: now, head: .empty, held: VersionVector())
+            try await e.send(.commits(dataset: "made-by-maker", commits: [c.bytes]))
+            let ack = try await e.receive { if case .ack(let d, let v) = $0 { d == "made-by-maker" && v[e.site.site] == 1 } else { false } }
+            #expect(ack != nil, "an editor's creation did not come through")
+        }
+        #expect(berlin.node.datasetNames() == (held + ["made-by-maker"]).sorted())
+        #expect(try files() == (filesBefore + ["made-by-maker.db", "made-by-maker.db-shm", "made-by-maker.db-wal"]).sorted())
         #expect(try await berlin.dump("mines").count > 1)
     }
 

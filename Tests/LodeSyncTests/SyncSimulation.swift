@@ -120,9 +120,6 @@ struct SimNetwork {
                 let after = nodes[x].replicas[ds]?.vector ?? VersionVector()
                 queue += nodes[x].sessions[peer]!.applied(dataset: ds, vector: after, batch: batch, rejected: rejected, now: now)
                 if after != before { notifyOthers(x, except: y, ds, after) }
-            case .openDataset(let ds):
-                if nodes[x].replicas[ds] == nil { nodes[x].replicas[ds] = ReferenceReplica(dataset: ds) }
-                queue += nodes[x].sessions[peer]!.localChanged(dataset: ds, vector: nodes[x].replicas[ds]!.vector)
             case .addCertificates, .log:
                 break
             case .close(let code, let message):

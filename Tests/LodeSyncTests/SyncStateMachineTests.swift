@@ -139,6 +139,35 @@ import Testing
         }
     }
 
+    /// Announcements create nothing: a dataset named in a Hello or a vector
+    /// that this node does not hold is only remembered, within a bound, so
+    /// that once it comes into being here the session starts from what the
+    /// peer holds instead of pushing it back.
+    @Test func announcedDatasetsAreRememberedWithinABoundAndCreateNothing() throws {
+        let now = ContinuousClock.now
+        var sm = SyncStateMachine(config: .init(localSite: a.site, cluster: testCluster), peerSite: b.site)
+        _ = sm.start(local: [:], certificates: [], now: now)
+        let peerHolds = VersionVector([b.site: 5])
+        var big = VersionVector()
+        for i in 0..<40_000 { big[try SiteID(bytes: (0..<32).map { UInt8(truncatingIfNeeded: $0 == 0 ? i : ($0 == 1 ? i >> 8 : 3)) })] = 1 }
+        let hello = SyncMessageV1.hello(
+            protocolVersion: 1, cluster: testCluster, site: b.site,
+            datasets: [
+                DatasetVector(dataset: "d", vector: peerHolds), DatasetVector(dataset: "big1", vector: big),
+                DatasetVector(dataset: "big2", vector: big),
+            ])
+        let actions = sm.receive(.v1(hello), now: now)
+        #expect(!actions.contains { if case .apply = $0 { true } else { false } })
+        #expect(sm.datasets.isEmpty, "an announcement made the session hold \(sm.datasets.keys.sorted())")
+        #expect(sm.unheld.values.reduce(0) { $0 + $1.entries.count } <= SyncStateMachine.maxUnheldEntries)
+        #expect(sm.unheld["d"] == peerHolds && sm.unheld["big1"] != nil && sm.unheld["big2"] == nil)
+        #expect(sm.receive(.v1(.vector(dataset: "e", vector: peerHolds)), now: now).isEmpty)
+        // "d" comes into being here holding what the peer holds: nothing to send.
+        let after = sm.localChanged(dataset: "d", vector: peerHolds)
+        #expect(after == [.send(.vector(dataset: "d", vector: peerHolds))], "\(after)")
+        #expect(sm.unheld["d"] == nil && sm.datasets["d"]?.peer == peerHolds)
+    }
+
     @Test func keepaliveAndSilence() {
         let start = ContinuousClock.now
         var sm = SyncStateMachine(config: .init(localSite: a.site, cluster: testCluster), peerSite: b.site)
