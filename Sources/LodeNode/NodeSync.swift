@@ -101,7 +101,9 @@ final class NodeSyncHost: SyncHost {
     let localSite: SiteID
     let cluster: [UInt8]
     /// Commits that could not be applied yet, per dataset.
-    private let waiting = CausalBuffer(limit: 20_000)
+    let waiting = CausalBuffer(bytesPerPeer: NodeSyncHost.waitingBytesPerPeer, commitsPerPeer: 20_000)
+    /// What one peer's waiting commits may hold here (DESIGN §9).
+    static let waitingBytesPerPeer = 16 << 20
 
     init(node: Node) {
         self.node = node
@@ -119,7 +121,7 @@ final class NodeSyncHost: SyncHost {
         try await node.replica(dataset).missingCommits(after: after, maxBytes: maxBytes, maxCount: .max)
     }
 
-    func apply(dataset: String, commits: [Commit]) async throws -> SyncApplyResult {
+    func apply(dataset: String, commits: [Commit], from peer: SiteID) async throws -> SyncApplyResult {
         let replica: any SQLReplicaStore
         switch try await node.replica(dataset, orBroughtIntoBeingBy: commits) {
         case .success(let r): replica = r
@@ -132,7 +134,7 @@ final class NodeSyncHost: SyncHost {
             }
             return SyncApplyResult(vector: VersionVector(), rejected: rejected, waiting: 0, held: false)
         }
-        let outcome = try await waiting.apply(commits, to: replica)
+        let outcome = try await waiting.apply(commits, from: peer, to: replica)
         let rejected = outcome.rejected.map { r in
             CommitRejection(site: r.commit.author, seq: r.commit.seq, code: RejectCode(r.kind), reason: r.reason)
         }

@@ -91,14 +91,23 @@ extension SQLiteReplica {
         }
     }
 
+    /// Keeps a refusal aside as `RejectionLog` says: bytes only of a fork,
+    /// and the newest `maxKept` of the others (pruned every 256 refusals).
     private func reject(_ db: Database, _ commit: Commit, _ kind: RejectionKind, _ reason: String) throws {
         // The same bad commit offered again by another peer is kept once.
         try db.execute(
             sql: "INSERT OR IGNORE INTO _lode_rejected(received, site, seq, hash, kind, reason, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
             arguments: [
-                Int64(wallClock()), Data(commit.author.bytes), Int64(bitPattern: commit.seq), Data(commit.hash), kind.rawValue, reason,
-                Data(commit.bytes),
+                Int64(wallClock()), Data(commit.author.bytes), Int64(bitPattern: commit.seq), Data(commit.hash), kind.rawValue,
+                RejectionLog.reason(reason), RejectionLog.keepsBytes(kind) ? Data(commit.bytes) : Data(),
             ])
+        guard db.changesCount > 0, db.lastInsertedRowID % 256 == 0 else { return }
+        try db.execute(
+            sql: """
+                DELETE FROM _lode_rejected WHERE id IN (
+                    SELECT id FROM _lode_rejected WHERE kind != ? ORDER BY id DESC LIMIT -1 OFFSET ?)
+                """,
+            arguments: [RejectionKind.forkedFeed.rawValue, RejectionLog.maxKept])
     }
 
     public func rejectionCount() async throws -> Int {

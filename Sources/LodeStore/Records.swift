@@ -87,6 +87,23 @@ public struct Rejection: Sendable {
     }
 }
 
+/// What a replica keeps of the commits it refuses, the same in every store
+/// (DESIGN §9: bounded whatever peers send). Only a fork is evidence, so
+/// only a forked commit's bytes are kept; of the other refusals the newest
+/// `maxKept` are kept (author, seq, hash, kind, reason), older ones dropped.
+public enum RejectionLog {
+    /// The most refusals kept per replica, forks aside.
+    public static let maxKept = 10_000
+    /// The longest reason kept, in characters.
+    public static let maxReason = 1_000
+
+    /// Whether a refusal of `kind` keeps the commit's bytes (as evidence).
+    public static func keepsBytes(_ kind: RejectionKind) -> Bool { kind == .forkedFeed }
+
+    /// The reason as kept.
+    public static func reason(_ s: String) -> String { s.count <= maxReason ? s : String(s.prefix(maxReason)) + "…" }
+}
+
 /// A refused commit as a replica keeps it aside.
 public struct RejectionRecord: Sendable, Hashable {
     /// The author.

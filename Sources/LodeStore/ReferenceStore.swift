@@ -30,6 +30,7 @@ public final class ReferenceStore: ReplicaStore {
         /// Refused commits, newest last, each once.
         var rejected: [RejectionRecord] = []
         var rejectedHashes = Set<[UInt8]>()
+        var refusalsOtherThanForks = 0
     }
 
     /// An empty replica of `dataset` (its system tables only).
@@ -108,7 +109,21 @@ public final class ReferenceStore: ReplicaStore {
 
     private func reject(_ s: inout State, _ commit: Commit, _ kind: RejectionKind, _ reason: String) {
         guard s.rejectedHashes.insert(commit.hash).inserted else { return }
-        s.rejected.append(RejectionRecord(site: commit.author, seq: commit.seq, kind: kind, reason: reason, received: wallClock()))
+        s.rejected.append(
+            RejectionRecord(site: commit.author, seq: commit.seq, kind: kind, reason: RejectionLog.reason(reason), received: wallClock()))
+        // As the SQLite store: the newest `maxKept` refusals other than forks,
+        // pruned every 256.
+        guard kind != .forkedFeed else { return }
+        s.refusalsOtherThanForks += 1
+        if s.refusalsOtherThanForks > RejectionLog.maxKept + 255 {
+            var excess = s.refusalsOtherThanForks - RejectionLog.maxKept
+            s.rejected.removeAll { r in
+                guard excess > 0, r.kind != .forkedFeed else { return false }
+                excess -= 1
+                return true
+            }
+            s.refusalsOtherThanForks = RejectionLog.maxKept
+        }
     }
 
     public func missingCommits(after vector: VersionVector, maxBytes: Int, maxCount: Int) async throws -> [StoredCommit] {

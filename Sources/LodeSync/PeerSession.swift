@@ -205,7 +205,7 @@ struct PeerSession {
                 }
                 guard !commits.isEmpty else { continue }
                 PeerSession.receivedCommits.increment(by: commits.count)
-                let result = try await host.apply(dataset: dataset, commits: commits)
+                let result = try await host.apply(dataset: dataset, commits: commits, from: handle.peer.site)
                 for r in result.rejected {
                     logger.warning(
                         "refused a commit",

@@ -15,11 +15,11 @@ public protocol SyncHost: Sendable {
     /// most about `maxBytes` of them (always at least one if any is missing),
     /// as their original bytes with author and seq.
     func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [StoredCommit]
-    /// Verifies and applies commits; returns the vector after and the
-    /// commits refused. For a dataset not held here, the dataset comes into
+    /// Verifies and applies commits received from `peer`; returns the
+    /// vector after and the commits refused. For a dataset not held here, the dataset comes into
     /// being only through a commit that may create it (DESIGN §9); when
     /// none does, nothing is kept and `held` is false.
-    func apply(dataset: String, commits: [Commit]) async throws -> SyncApplyResult
+    func apply(dataset: String, commits: [Commit], from peer: SiteID) async throws -> SyncApplyResult
     /// The site certificates (DER) this node knows, its own included.
     func knownCertificates() async throws -> [[UInt8]]
     /// Who a TLS peer is, from its certificate (DER), already verified

@@ -353,6 +353,41 @@ final class HandRolledPeer: @unchecked Sendable {
         #expect(try await berlin.dump("mines").count > 1)
     }
 
+    /// 180 commits of 1 MiB at seq 2 from random authors, in six deflated
+    /// frames (about 200 KB on the wire), used to take a node to 598 MB:
+    /// the wait buffer was capped by count, not bytes. Now what one peer's
+    /// waiting commits may hold is 16 MiB, and forgeries are never kept.
+    @Test func waitingCommitsFromOnePeerAreBoundedInBytes() async throws {
+        let berlin = try await target()
+        defer { Task { await berlin.stop() } }
+        let host = try #require(berlin.sync.host as? NodeSyncHost)
+        let vector = try berlin.replica("mines").vector
+        let now = HLC(millis: UInt64(Date().timeIntervalSince1970 * 1000), counter: 0)
+        var put = PutRows(table: "mines", columns: ["name"])
+        put.append(key: "big", length: 1, values: [.text(String(repeating: "x", count: 1 << 20))])
+        try await HandRolledPeer.session(to: berlin, name: "flood", role: .editor, caDir: scratch.file("ca"), root: scratch.path) { peer in
+            _ = try await peer.receive { if case .hello = $0 { true } else { false } }
+            for frame in 0..<6 {
+                var commits: [[UInt8]] = []
+                for i in 0..<30 {
+                    let stranger = FeedWriter(key: Curve25519.Signing.PrivateKey())
+                    let first = try stranger.commit(dataset: "mines", ops: [.put(put)], hlc: now, head: .empty, held: vector)
+                    let second = try stranger.commit(
+                        dataset: "mines", ops: [.put(put)], hlc: now, head: FeedHead(seq: 1, hash: first.hash, vector: vector), held: vector)
+                    commits.append(second.bytes)
+                }
+                let frameBytes = SyncFrame.encode(.v1(.commits(dataset: "mines", commits: commits)))
+                #expect(frameBytes.count < 200_000, "the frame is \(frameBytes.count) bytes, not deflated")
+                try await peer.sendRaw(frameBytes)
+                _ = try await peer.receive { if case .ack = $0 { true } else { false } }
+            }
+            let held = host.waiting.bytes(from: peer.site.site)
+            #expect(held > 8 << 20 && held <= NodeSyncHost.waitingBytesPerPeer, "\(held) bytes held for one peer")
+        }
+        #expect(try berlin.replica("mines").vector == vector)
+        #expect(try await berlin.dump("mines").count > 1)
+    }
+
     @Test func garbageAndOversizedFramesGetATypedRejectionAndTheNodeKeepsServing() async throws {
         let berlin = try await target()
         defer { Task { await berlin.stop() } }

@@ -423,6 +423,58 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
         #expect(try await target.sites().contains { $0.site == stranger.site && $0.name == "stranger" })
     }
 
+    /// What a replica keeps of refused commits is bounded whatever peers
+    /// send (DESIGN §9): the newest `RejectionLog.maxKept` refusals, forks
+    /// aside, which are kept as evidence.
+    @Test(arguments: StoreKind.allCases)
+    func refusalsKeptAsideAreBounded(_ kind: StoreKind) async throws {
+        let rs = try await cluster(kind, 2)
+        let writer = rs[0].local
+        _ = try await rs[0].write([.put(table: "plants", pk: "p", columns: ["tonnes"], values: [.integer(1)])])
+        var rng = SeededGenerator(seed: 9)
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        let target = rs[1]
+        // A fork first: the evidence must outlive everything after it.
+        let prior = try await rs[0].commits(missingFrom: VersionVector()).last { $0.author == writer.site }!
+        var other = PutRows(table: "plants", columns: ["tonnes"])
+        other.append(key: "fork", length: 1, values: [.integer(2)])
+        let forked = try writer.writer.commit(
+            dataset: "d", ops: [.put(other)], hlc: prior.hlc, head: FeedHead(seq: prior.seq - 1, hash: prior.prev, vector: VersionVector()),
+            held: VersionVector([writer.site: prior.seq - 1]))
+        #expect(try await target.apply([forked]).rejected.map(\.kind) == [.forkedFeed])
+        // Then many refusals: the writer's next commit with its value
+        // changed each time (the number i in letters), so a forgery, and
+        // (cheaper to judge, no signature to check) as many of its commits
+        // for another dataset.
+        var put = PutRows(table: "plants", columns: ["mine"])
+        put.append(key: "q", length: 1, values: [.text(String(repeating: "a", count: 200))])
+        func variants(of c: Commit, _ range: Range<Int>) throws -> [Commit] {
+            let start = c.bytes.count - 64 - 200
+            return try range.map { i in
+                var b = c.bytes
+                for d in 0..<4 { b[start + d] = UInt8(ascii: "b") + UInt8(i / [1, 24, 576, 13_824][d] % 24) }
+                return try Commit(decoding: b)
+            }
+        }
+        let next = try writer.writer.commit(
+            dataset: "d", ops: [.put(put)], hlc: HLC(rawValue: prior.hlc.rawValue + 1),
+            head: FeedHead(seq: prior.seq, hash: prior.hash, vector: target.vector), held: target.vector)
+        let forgeries = try variants(of: next, 0..<300)
+        #expect(try await target.apply(forgeries).rejected.map(\.kind) == Array(repeating: .badSignature, count: 300))
+        let elsewhere = try writer.writer.commit(dataset: "e", ops: [.put(put)], hlc: prior.hlc, head: .empty, held: VersionVector())
+        let total = RejectionLog.maxKept + 300
+        for chunk in stride(from: 0, to: total, by: 2_000) {
+            let batch = try variants(of: elsewhere, chunk..<min(total, chunk + 2_000))
+            let outcome = try await target.apply(batch)
+            #expect(outcome.rejected.count == batch.count && outcome.rejected.allSatisfy { $0.kind == .invalid })
+        }
+        let kept = try await target.rejectionCount()
+        #expect(kept >= RejectionLog.maxKept + 1 && kept <= RejectionLog.maxKept + 257, "\(kept) refusals kept")
+        let newest = try await target.rejections(limit: kept)
+        #expect(newest.filter { $0.kind == .forkedFeed }.count == 1)
+        #expect(target.vector[writer.site] == prior.seq)
+    }
+
     /// Annotations: written at one site, listed at another with their tags
     /// and replies, filtered, searched, and marked when their row is deleted.
     @Test(arguments: StoreKind.allCases)

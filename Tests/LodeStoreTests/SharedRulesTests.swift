@@ -137,27 +137,59 @@ import Testing
 
     @Test func theCausalBufferHoldsWhatWaitsAndOffersItAgain() async throws {
         let alpha = site(1, "alpha")
+        let peer = site(7, "peer").site
         let store = ReferenceStore(dataset: "d", local: site(9, "here"))
         try await store.registerSite(alpha.record)
         let writer = ReferenceStore(dataset: "d", local: alpha)
         _ = try await writer.alter([TableDef(name: "t", primaryKey: "id", columns: [ColumnDef(name: "a", type: .integer)])])
         for i in 0..<4 { _ = try await writer.write([.put(table: "t", pk: "k\(i)", columns: ["a"], values: [.integer(Int64(i))])]) }
         let commits = try await writer.commits(missingFrom: VersionVector())
-        let buffer = CausalBuffer(limit: 2)
+        let buffer = CausalBuffer(bytesPerPeer: 1 << 20, commitsPerPeer: 2)
         // seq 1 defines the table; 2…5 write rows. The last three first: all
-        // wait, and only the newest two are kept.
-        var outcome = try await buffer.apply(Array(commits.suffix(3)), to: store)
+        // wait, and the peer's budget keeps the first two of them.
+        var outcome = try await buffer.apply(Array(commits.suffix(3)), from: peer, to: store)
         #expect(outcome.applied.isEmpty && outcome.waiting.count == 3)
         #expect(buffer.count(dataset: "d") == 2)
+        #expect(buffer.bytes(from: peer) == commits[2].bytes.count + commits[3].bytes.count)
         // The first arrives (twice): it applies; what was kept still waits.
-        outcome = try await buffer.apply([commits[0], commits[0]], to: store)
-        #expect(outcome.applied.map(\.seq) == [1] && outcome.waiting.map(\.seq) == [4, 5])
-        outcome = try await buffer.apply([commits[1]], to: store)
-        #expect(outcome.applied.map(\.seq) == [2] && buffer.count(dataset: "d") == 2)
-        // seq 3 was dropped from the buffer; when a peer sends it again, the
-        // kept ones follow it.
-        outcome = try await buffer.apply([commits[2]], to: store)
-        #expect(outcome.applied.map(\.seq) == [3, 4, 5] && buffer.count(dataset: "d") == 0)
+        outcome = try await buffer.apply([commits[0], commits[0]], from: peer, to: store)
+        #expect(outcome.applied.map(\.seq) == [1] && outcome.waiting.map(\.seq) == [3, 4])
+        outcome = try await buffer.apply([commits[1]], from: peer, to: store)
+        #expect(outcome.applied.map(\.seq) == [2, 3, 4] && buffer.count(dataset: "d") == 0 && buffer.bytes(from: peer) == 0)
+        // seq 5 was dropped; when a peer sends it again, it applies.
+        outcome = try await buffer.apply([commits[4]], from: peer, to: store)
+        #expect(outcome.applied.map(\.seq) == [5])
         #expect(store.vector == writer.vector)
+    }
+
+    /// Each peer has its own budget, in bytes and commits, so one peer's
+    /// junk cannot push out another's waiting commits; a forgery is never
+    /// kept.
+    @Test func theCausalBufferBoundsEachPeerAndKeepsNoForgery() async throws {
+        let store = ReferenceStore(dataset: "d", local: site(9, "here"))
+        let (honest, hostile) = (site(7, "honest").site, site(8, "hostile").site)
+        let hlc = HLC(millis: 1_780_000_000_000, counter: 0)
+        var put = PutRows(table: "t", columns: ["a"])
+        put.append(key: "k", length: 1, values: [.text(String(repeating: "x", count: 10_000))])
+        // Commits at seq 2 by authors nobody knows: they wait.
+        func waiting(_ n: UInt8) throws -> Commit {
+            let author = site(n, "s\(n)")
+            let first = try author.writer.commit(dataset: "d", ops: [.put(put)], hlc: hlc, head: .empty, held: VersionVector())
+            return try author.writer.commit(
+                dataset: "d", ops: [.put(put)], hlc: hlc, head: FeedHead(seq: 1, hash: first.hash, vector: VersionVector()), held: VersionVector())
+        }
+        let junk = try (10..<40).map { try waiting(UInt8($0)) }
+        let buffer = CausalBuffer(bytesPerPeer: 5 * junk[0].bytes.count, commitsPerPeer: 100)
+        _ = try await buffer.apply(junk, from: hostile, to: store)
+        #expect(buffer.bytes(from: hostile) == 5 * junk[0].bytes.count && buffer.count(dataset: "d") == 5)
+        let mine = try waiting(50)
+        // Another of its commits with one value byte changed: a new hash, a
+        // signature that no longer verifies.
+        var forged = try waiting(51).bytes
+        forged[forged.count / 2] ^= 1
+        let forgery = try Commit(decoding: forged)
+        #expect(!forgery.hasValidSignature)
+        _ = try await buffer.apply([mine, forgery], from: honest, to: store)
+        #expect(buffer.bytes(from: honest) == mine.bytes.count && buffer.count(dataset: "d") == 6)
     }
 }
