@@ -79,7 +79,10 @@ extension Value {
         case .null: "NULL"
         case .integer(let i): String(i)
         case .real(let d): d.isFinite ? "\(d)" : (d > 0 ? "9e999" : "-9e999")
-        case .text(let s): "'" + s.replacingOccurrences(of: "'", with: "''") + "'"
+        // SQL text ends at NUL, so such text is written as its UTF-8 bytes.
+        case .text(let s):
+            s.utf8.contains(0)
+                ? "(CAST(X'" + Array(s.utf8).hexString + "' AS TEXT))" : "'" + s.replacingOccurrences(of: "'", with: "''") + "'"
         case .blob(let b): "X'" + b.hexString + "'"
         }
     }

@@ -87,7 +87,7 @@ final class LocalBatch {
         case .put(let name, let pk, let columns, let values):
             let t = try table(name)
             let slots = try columns.map { c in
-                guard let s = t.slots[c] else { throw StoreError.notFound("no column \(c) in table \(name)") }
+                guard let s = t.slot(c) else { throw StoreError.notFound("no column \(c) in table \(name)") }
                 return s
             }
             return try put(t, pk: pk, columns: columns, slots: slots, values: values, onlyChanges: false)

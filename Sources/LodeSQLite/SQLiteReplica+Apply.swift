@@ -73,7 +73,7 @@ extension SQLiteReplica {
             case .put(let put):
                 guard let t = state.schema[put.table] else { throw SchemaViolation("no table \(put.table)") }
                 let slots = try put.columns.map { c in
-                    guard let s = t.slots[c] else { throw SchemaViolation("no column \(c) in table \(put.table)") }
+                    guard let s = t.slot(c) else { throw SchemaViolation("no column \(c) in table \(put.table)") }
                     return s
                 }
                 for i in 0..<put.rowCount {

@@ -33,6 +33,9 @@ final class SchemaCatalog {
                     ordinal: col["first_ordinal"])
                 slots[def.name] = col["slot"]
             }
+            // A column the key took the name of keeps its slot (its clocks
+            // stay with the rows) but is no column while the key holds it.
+            schema.columns[schema.primaryKey] = nil
             let physical = try physicalColumns(db, table: schema.name, schema: schema)
             c.tables[schema.name] = TableState(id: id, schema: schema, slots: slots, physical: physical)
         }
@@ -81,9 +84,7 @@ final class SchemaCatalog {
         var merged = t.schema
         merged.merge(def, stamp: stamp)
         guard merged != t.schema else { return }
-        if merged.primaryKey != t.schema.primaryKey {
-            try db.execute(sql: "ALTER TABLE \(quote(def.name)) RENAME COLUMN \(quote(t.schema.primaryKey)) TO \(quote(merged.primaryKey))")
-        }
+        let oldKey = t.schema.primaryKey
         t.schema = merged
         for c in merged.columns.keys where t.slots[c] == nil {
             t.slots[c] = (t.slots.values.max() ?? -1) + 1
@@ -92,12 +93,16 @@ final class SchemaCatalog {
         let target = merged.orderedColumns
         let current = t.physical
         let isPrefix = current.count <= target.count && zip(current, target).allSatisfy { $0 == $1 }
-        if isPrefix {
+        if merged.primaryKey != oldKey {
+            // The key may take the name of a column (whose values it
+            // hides) or give its old name to one: a rename cannot do that.
+            try rebuild(db, t, to: target, oldKey: oldKey)
+        } else if isPrefix {
             for c in target.dropFirst(current.count) {
                 try db.execute(sql: "ALTER TABLE \(quote(def.name)) ADD COLUMN \(TableState.columnSQL(c))")
             }
         } else {
-            try rebuild(db, t, to: target)
+            try rebuild(db, t, to: target, oldKey: oldKey)
         }
         t.physical = target
         t.refresh()
@@ -121,13 +126,17 @@ final class SchemaCatalog {
         }
     }
 
-    /// Recreates a table with the columns in `target` order, copying rows.
-    private func rebuild(_ db: Database, _ t: TableState, to target: [ColumnDef]) throws {
+    /// Recreates a table with the columns in `target` order under the
+    /// schema's key, which holds the old key's values; columns in both the
+    /// old table and `target` keep theirs, new ones take their default.
+    private func rebuild(_ db: Database, _ t: TableState, to target: [ColumnDef], oldKey: String) throws {
         let temp = "_lode_rebuild"
         try db.execute(sql: TableState.createSQL(name: temp, primaryKey: t.schema.primaryKey, columns: target))
-        let kept = [t.schema.primaryKey] + t.physical.map(\.name)
-        let list = kept.map(quote).joined(separator: ", ")
-        try db.execute(sql: "INSERT INTO \(temp) (\(list)) SELECT \(list) FROM \(quote(t.name))")
+        let had = Set(t.physical.map(\.name))
+        let common = target.map(\.name).filter { had.contains($0) && $0 != oldKey }
+        let into = ([t.schema.primaryKey] + common).map(quote).joined(separator: ", ")
+        let from = ([oldKey] + common).map(quote).joined(separator: ", ")
+        try db.execute(sql: "INSERT INTO \(temp) (\(into)) SELECT \(from) FROM \(quote(t.name))")
         try db.execute(sql: "DROP TABLE \(quote(t.name))")
         try db.execute(sql: "ALTER TABLE \(temp) RENAME TO \(quote(t.name))")
     }

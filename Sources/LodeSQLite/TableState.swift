@@ -35,6 +35,12 @@ final class TableState {
         refresh()
     }
 
+    /// The slot of a column of the schema; nil for a name that is no
+    /// column (a column the key took the name of keeps a slot).
+    func slot(_ column: String) -> Int? {
+        schema.columns[column] == nil ? nil : slots[column]
+    }
+
     var name: String { schema.name }
     var primaryKey: String { schema.primaryKey }
 

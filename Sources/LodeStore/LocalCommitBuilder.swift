@@ -62,10 +62,16 @@ public struct LocalCommitBuilder {
     /// True when the commit being built has no op.
     public var isEmpty: Bool { ops.isEmpty }
 
-    /// Adds a row written with `values` (one per column). Refuses a value or
-    /// a row too large for every peer to accept; the builder is then spoilt,
-    /// like the transaction it belongs to, and must be dropped.
+    /// Adds a row written with `values` (one per column). Refuses a key, a
+    /// value or a row too large for every peer to accept; the builder is
+    /// then spoilt, like the transaction it belongs to, and must be dropped.
     public mutating func put(table: String, columns: [String], pk: String, length: UInt64, values: [Value]) throws {
+        guard pk.utf8.count <= Op.maxKeyBytes else {
+            // Peers refuse such a commit as malformed, on every reconnect.
+            throw StoreError.badInput(
+                "a primary key of \(table) is \(pk.utf8.count) bytes long; a key may be at most \(Op.maxKeyBytes) bytes (it begins \(pk.prefix(40).debugDescription))"
+            )
+        }
         let bytes = ops.put(table: table, columns: columns, pk: pk, length: length, values: values)
         // Checked only for rows over 16 MiB, so ordinary rows pay nothing.
         if bytes > Limits.maxText { try LocalCommitBuilder.checkSize(table: table, pk: pk, columns: columns, values: values, bytes: bytes) }

@@ -125,6 +125,9 @@ import Testing
             ("INSERT INTO elements(symbol) VALUES (NULL)", .badInput),
             ("INSERT INTO elements(symbol, name) VALUES ('La', 'Lanthanum'); DROP TABLE elements", .badInput),
             ("UPDATE elements SET name = 'x'; COMMIT", .badInput),
+            // A key longer than any peer's decoder accepts (it closed every session as malformed).
+            ("INSERT INTO elements(symbol, name) VALUES (printf('%.4097c', 'k'), 'long')", .badInput),
+            ("UPDATE elements SET symbol = printf('%.5000c', 'k') WHERE symbol = 'Nd'", .badInput),
         ]
         for (sql, code) in bad {
             do {

@@ -423,6 +423,53 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
         #expect(try await target.sites().contains { $0.site == stranger.site && $0.name == "stranger" })
     }
 
+    /// Definitions a peer may send that SQL finds awkward: a TEXT default
+    /// holding NUL, and a later primary-key rename onto an existing column.
+    /// Every store ends the same (the reference's rules), and the apply
+    /// never fails as a whole.
+    @Test(arguments: StoreKind.allCases)
+    func awkwardDefinitionsFromAPeerApplyAsTheRulesSay(_ kind: StoreKind) async throws {
+        let rs = try await cluster(kind, 2)
+        let writer = rs[0].local
+        var rng = SeededGenerator(seed: 11)
+        let nul = TableDef(
+            name: "nul", primaryKey: "id", columns: [ColumnDef(name: "a", type: .text, notNull: true, defaultValue: .text("x\u{0}y'z"))])
+        let renamed = TableDef(
+            name: "plants", primaryKey: "mine", columns: [ColumnDef(name: "id", type: .text), ColumnDef(name: "tonnes", type: .integer)])
+        _ = try await rs[0].write([.put(table: "plants", pk: "p1", columns: ["mine", "tonnes"], values: [.text("mp"), .integer(5)])])
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        // Signed by the writer as an old or hostile peer would: straight definitions, no local checks.
+        let last = try await rs[0].commits(missingFrom: VersionVector()).last { $0.author == writer.site }!
+        var head = FeedHead(seq: last.seq, hash: last.hash, vector: rs[0].vector)
+        var commits: [Commit] = []
+        for def in [nul, renamed] {
+            let c = try writer.writer.commit(
+                dataset: "d", ops: [.defineTable(def)], hlc: HLC(rawValue: last.hlc.rawValue + 1 + UInt64(commits.count)), head: head,
+                held: head.vector)
+            commits.append(c)
+            var v = head.vector
+            v[writer.site] = c.seq
+            head = FeedHead(seq: c.seq, hash: c.hash, vector: v)
+        }
+        let outcome = try await rs[1].apply(commits)
+        #expect(outcome.applied.count + outcome.rejected.count == 2, "\(outcome.rejected.map(\.reason))")
+        let model = ReferenceStore(dataset: "d", local: site(30, "model"))
+        for s in [writer, rs[1].local] { try await model.registerSite(s.record) }
+        _ = try await model.apply(try await rs[0].commits(missingFrom: VersionVector()) + commits)
+        #expect(outcome.applied.map(\.hash) == commits.filter { c in model.vector[c.author] >= c.seq }.map(\.hash))
+        let got = try await tables(rs[1])
+        let want = try await tables(model)
+        #expect(got == want, "\(got)\n\(want)")
+        _ = try await rs[1].write([.put(table: "nul", pk: "n", columns: ["a"], values: [.null])])
+        #expect(try await tables(rs[1])["nul"]?["n"]?["a"] == .text("x\u{0}y'z"))
+        // The column the key took over is no column while it holds it.
+        await #expect(throws: (any Error).self) {
+            _ = try await rs[1].write([.put(table: "plants", pk: "p2", columns: ["mine"], values: [.text("x")])])
+        }
+        _ = try await rs[1].write([.put(table: "plants", pk: "p2", columns: ["id"], values: [.text("x")])])
+        #expect(try await tables(rs[1])["plants"]?["p2"] == ["id": .text("x"), "tonnes": .null])
+    }
+
     /// What a replica keeps of refused commits is bounded whatever peers
     /// send (DESIGN §9): the newest `RejectionLog.maxKept` refusals, forks
     /// aside, which are kept as evidence.
