@@ -78,9 +78,75 @@ public enum AnnotationRows {
     }
 
     /// The id of the annotation a site writes in a commit stamped `hlc`:
-    /// unique, and sorting by time.
+    /// unique, sorting by time, and naming its author's site by the first
+    /// 64 bits of its key, so that every replica can tell, from the commit
+    /// alone, whether a write to the annotation comes from its author.
     public static func id(hlc: HLC, site: SiteID) -> String {
-        String(hlc.rawValue, radix: 16) + site.hex.prefix(4)
+        String(hlc.rawValue, radix: 16) + "-" + site.hex.prefix(ownerDigits)
+    }
+
+    /// Hex digits of the author's key in an annotation id.
+    static let ownerDigits = 16
+
+    /// Whether annotation `id` was written by `site` (DESIGN §9: only its
+    /// author's site may edit it). Ids written before the site was named in
+    /// full end with 4 hex digits of its key, a weaker binding that a site
+    /// could match by making keys until one fits.
+    public static func isOwned(_ id: Substring, by site: SiteID) -> Bool {
+        if let dash = id.lastIndex(of: "-") { return id[id.index(after: dash)...] == site.hex.prefix(ownerDigits) }
+        return id.count > 4 && id.hasSuffix(site.hex.prefix(4))
+    }
+
+    /// What a non-author may write to an annotation: its status.
+    public static let statuses: Set<Value> = [.text("open"), .text("resolved")]
+
+    /// Why `commit`'s writes to the annotation tables are not allowed, or
+    /// nil (DESIGN §9). An annotation, its tags included, is written and
+    /// deleted only by its author's site (the id names it), which must name
+    /// itself `authorName` as author; any other site that may annotate may
+    /// only set its status to open or resolved. A tag row's key begins with
+    /// its annotation's id, and names that annotation.
+    public static func violation(in commit: Commit, authorName: String) -> (kind: RejectionKind, reason: String)? {
+        for op in commit.ops {
+            switch op {
+            case .put(let put) where put.table == notes:
+                let author = put.columns.firstIndex(of: "author")
+                let status = put.columns.firstIndex(of: "status")
+                for i in 0..<put.rowCount {
+                    let row = put.row(i)
+                    if isOwned(put.keys[i][...], by: commit.author) {
+                        if let author, row[row.startIndex + author] != .text(authorName) {
+                            return (.invalid, "an annotation names an author other than the site that signed it")
+                        }
+                    } else if put.columns.count != 1 || status == nil || !statuses.contains(row[row.startIndex]) {
+                        return (
+                            .notAuthorized, "annotation \(put.keys[i].prefix(80)) is another site's: only its status may be set, to open or resolved"
+                        )
+                    }
+                }
+            case .put(let put) where put.table == tags:
+                let named = put.columns.firstIndex(of: "annotation_id")
+                for i in 0..<put.rowCount {
+                    let id = put.keys[i].prefix { $0 != ":" }
+                    guard isOwned(id, by: commit.author) else {
+                        return (.notAuthorized, "tag \(put.keys[i].prefix(80)) belongs to another site's annotation")
+                    }
+                    if let named, put.row(i)[put.row(i).startIndex + named] != .text(String(id)) {
+                        return (.invalid, "tag \(put.keys[i].prefix(80)) names an annotation other than its key's")
+                    }
+                }
+            case .delete(let del) where del.table == notes || del.table == tags:
+                for key in del.keys where !isOwned(key.prefix { $0 != ":" }, by: commit.author) {
+                    return (
+                        .notAuthorized,
+                        "\(del.table == notes ? "annotation" : "tag") \(key.prefix(80)) is another site's: only its author may delete it"
+                    )
+                }
+            default:
+                continue
+            }
+        }
+        return nil
     }
 
     /// The rows that record annotation `id`, written by `author` at `hlc`.

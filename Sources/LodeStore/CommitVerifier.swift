@@ -4,7 +4,8 @@ import LodeCore
 /// the same in every store (DESIGN §3 and §9): the dataset, its place in
 /// its author's feed, its dependencies, the author's certificate (arrived,
 /// valid when the commit was stamped, a role allowed to write every op),
-/// the signature, and that an annotation names the site that signed it.
+/// the signature, and that only an annotation's author edits it, naming
+/// itself (`AnnotationRows.violation`).
 /// Cheap checks come first: a commit that must wait costs no signature check.
 ///
 /// ```swift
@@ -88,21 +89,10 @@ public enum CommitVerifier {
         if let op = commit.ops.first(where: { !role.permits($0) }) {
             return .reject(.notAuthorized, "author \(commit.author.short) is a \(role.rawValue) and may not write table \(op.table)")
         }
-        if let violation = annotationAuthorViolation(commit, authorName: author.name ?? "") {
-            return .reject(.invalid, violation)
+        if let violation = AnnotationRows.violation(in: commit, authorName: author.name ?? "") {
+            return .reject(violation.kind, violation.reason)
         }
         return .apply(past: past)
-    }
-
-    /// An annotation must name, as its author, the site that signed it.
-    static func annotationAuthorViolation(_ commit: Commit, authorName: String) -> String? {
-        for op in commit.ops {
-            guard case .put(let put) = op, put.table == AnnotationRows.notes, let column = put.columns.firstIndex(of: "author") else { continue }
-            for i in 0..<put.rowCount where put.values[i * put.columns.count + column] != .text(authorName) {
-                return "an annotation names an author other than the site that signed it"
-            }
-        }
-        return nil
     }
 }
 

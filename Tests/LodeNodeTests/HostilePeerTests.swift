@@ -210,7 +210,8 @@ final class HandRolledPeer: @unchecked Sendable {
             _ = try await evil.receive { if case .hello = $0 { true } else { false } }
             let years = HLC(millis: wall() + 4 * 365 * 86_400_000, counter: 0)
             let far = try evil.site.writer.commit(
-                dataset: "mines", ops: [note("far", by: "clocky")], hlc: years, head: .empty, held: try berlin.replica("mines").vector)
+                dataset: "mines", ops: [note(AnnotationRows.id(hlc: years, site: evil.site.site), by: "clocky")], hlc: years, head: .empty,
+                held: try berlin.replica("mines").vector)
             try await evil.send(.commits(dataset: "mines", commits: [far.bytes]))
             guard case .commitRejected(_, let site, let seq, let code, _)? = try await evil.receive(until: isHeld) else {
                 Issue.record("the far-future commit was not held back")
@@ -231,8 +232,9 @@ final class HandRolledPeer: @unchecked Sendable {
         #expect(try await berlin.dump("mines") != before)
         try await HandRolledPeer.session(to: berlin, name: "skewed", role: .annotator, caDir: scratch.file("ca"), root: scratch.path) { peer in
             _ = try await peer.receive { if case .hello = $0 { true } else { false } }
+            let at = HLC(millis: wall() + 4_000, counter: 0)
             let soon = try peer.site.writer.commit(
-                dataset: "mines", ops: [note("soon", by: "skewed")], hlc: HLC(millis: wall() + 4_000, counter: 0), head: .empty,
+                dataset: "mines", ops: [note(AnnotationRows.id(hlc: at, site: peer.site.site), by: "skewed")], hlc: at, head: .empty,
                 held: try berlin.replica("mines").vector)
             try await peer.send(.commits(dataset: "mines", commits: [soon.bytes]))
             guard case .commitRejected(_, _, _, let code, _)? = try await peer.receive(until: isHeld) else {

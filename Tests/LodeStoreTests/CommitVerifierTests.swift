@@ -127,7 +127,7 @@ import Testing
 
     @Test func eachRoleWritesOnlyWhatItMay() throws {
         let define = Op.defineTable(TableDef(name: "t", primaryKey: "id", columns: []))
-        let note = put("_annotations", "n", columns: ["body", "author"], [.text("x"), .text("alpha")])
+        let note = put("_annotations", AnnotationRows.id(hlc: hlc, site: alpha.site), columns: ["body", "author"], [.text("x"), .text("alpha")])
         for (role, op, allowed) in [
             (Role.editor, put(), true), (.editor, define, true), (.annotator, note, true), (.annotator, put(), false),
             (.annotator, define, false), (.reader, note, false), (.relay, put(), false),
@@ -145,9 +145,56 @@ import Testing
         }
     }
 
+    /// DESIGN §9: an annotation is edited only by its author's site; any
+    /// site that may annotate may resolve or reopen it.
+    @Test func anAnnotationIsEditedOnlyByItsAuthorsSite() throws {
+        let id = AnnotationRows.id(hlc: hlc, site: alpha.site)
+        let legacy = String(hlc.rawValue, radix: 16) + alpha.site.hex.prefix(4)
+        func del(_ table: String, _ key: String) -> Op {
+            var d = DeleteRows(table: table)
+            d.append(key: key, length: 2)
+            return .delete(d)
+        }
+        let cases: [(LocalSite, Op, RejectionKind?)] = [
+            (alpha, put("_annotations", id, columns: ["body"], [.text("edited")]), nil),
+            (alpha, del("_annotations", id), nil),
+            (alpha, put("_annotation_tags", "\(id):x", columns: ["annotation_id", "tag"], [.text(id), .text("x")]), nil),
+            (beta, put("_annotations", id, columns: ["status"], [.text("resolved")]), nil),
+            (beta, put("_annotations", id, columns: ["status"], [.text("open")]), nil),
+            (beta, put("_annotations", legacy, columns: ["status"], [.text("resolved")]), nil),
+            (beta, put("_annotations", id, columns: ["body"], [.text("rewritten")]), .notAuthorized),
+            (beta, put("_annotations", id, columns: ["status", "body"], [.text("resolved"), .text("x")]), .notAuthorized),
+            (beta, put("_annotations", id, columns: ["status"], [.text("deleted")]), .notAuthorized),
+            (beta, put("_annotations", legacy, columns: ["body"], [.text("rewritten")]), .notAuthorized),
+            (beta, del("_annotations", id), .notAuthorized),
+            (beta, put("_annotation_tags", "\(id):spam", columns: ["annotation_id", "tag"], [.text(id), .text("spam")]), .notAuthorized),
+            (beta, del("_annotation_tags", "\(id):x"), .notAuthorized),
+            // A tag under its own key naming someone else's annotation.
+            (
+                beta,
+                put(
+                    "_annotation_tags", "\(AnnotationRows.id(hlc: hlc, site: beta.site)):x", columns: ["annotation_id", "tag"],
+                    [.text(id), .text("x")]),
+                .invalid
+            ),
+        ]
+        for (author, op, refusal) in cases {
+            let c = try author.writer.commit(dataset: "d", ops: [op], hlc: hlc, head: .empty, held: VersionVector())
+            let v = verify(c, author: record(author, role: .annotator))
+            if let refusal {
+                guard case .reject(refusal, _) = v else {
+                    Issue.record("\(author.name) may \(op) (\(v))")
+                    continue
+                }
+            } else {
+                #expect(v == .apply(past: VersionVector([author.site: 1])), "\(author.name) \(op)")
+            }
+        }
+    }
+
     @Test func reservedTablesAndForgedAnnotationAuthorsAreInvalid() throws {
         let reserved = Op.defineTable(TableDef(name: "_mine", primaryKey: "id", columns: []))
-        let forged = put("_annotations", "n", columns: ["body", "author"], [.text("x"), .text("beta")])
+        let forged = put("_annotations", AnnotationRows.id(hlc: hlc, site: alpha.site), columns: ["body", "author"], [.text("x"), .text("beta")])
         for op in [reserved, forged] {
             let c = try alpha.writer.commit(dataset: "d", ops: [op], hlc: hlc, head: .empty, held: VersionVector())
             guard case .reject(.invalid, _) = verify(c, author: record(alpha)) else {

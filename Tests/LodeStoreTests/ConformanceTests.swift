@@ -388,7 +388,7 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
         let altered = try Commit(decoding: bytes)
         // An annotator writing an annotation under another author's name, and defining a table.
         var note = PutRows(table: "_annotations", columns: ["body", "author"])
-        note.append(key: "n1", length: 1, values: [.text("hi"), .text("someone-else")])
+        note.append(key: AnnotationRows.id(hlc: hlc, site: annotator.site), length: 1, values: [.text("hi"), .text("someone-else")])
         let forgedNote = try annotator.writer.commit(dataset: "d", ops: [.put(note)], hlc: hlc, head: .empty, held: VersionVector())
         // Another dataset's commit.
         let elsewhere = try reader.writer.commit(dataset: "other", ops: [.put(put)], hlc: hlc, head: .empty, held: VersionVector())

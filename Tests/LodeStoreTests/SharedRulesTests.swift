@@ -57,7 +57,8 @@ import Testing
         #expect(throws: StoreError.self) { try AnnotationRows.check(system, by: site(1, "alpha")) }
         let hlc = HLC(millis: 1_780_000_000_000, counter: 3)
         let id = AnnotationRows.id(hlc: hlc, site: site(1, "alpha").site)
-        #expect(id == String(hlc.rawValue, radix: 16) + site(1, "alpha").site.hex.prefix(4))
+        #expect(id == String(hlc.rawValue, radix: 16) + "-" + site(1, "alpha").site.hex.prefix(16))
+        #expect(AnnotationRows.isOwned(id[...], by: site(1, "alpha").site) && !AnnotationRows.isOwned(id[...], by: site(2, "beta").site))
         let rows = AnnotationRows.rows(note, id: id, author: "alpha", hlc: hlc, tags: ["a", "b"])
         #expect(rows.count == 3)
         guard case .put(let table, let pk, let columns, let values) = rows[0] else { Issue.record("not a put"); return }
