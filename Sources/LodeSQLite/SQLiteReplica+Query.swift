@@ -46,6 +46,11 @@ extension SQLiteReplica {
     public func query(_ sql: String, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
         try SQLiteReplica.checkReadOnly(sql)
         try await read { db in
+            let connection = db.sqliteConnection
+            // While the query runs, no string or blob beyond a row's largest
+            // (a reader could otherwise ask for randomblob(1e9) at will).
+            let length = sqlite3_limit(connection, SQLITE_LIMIT_LENGTH, Int32(Limits.maxRowBytes))
+            defer { sqlite3_limit(connection, SQLITE_LIMIT_LENGTH, length) }
             let statement: Statement
             do {
                 statement = try db.makeStatement(sql: sql)

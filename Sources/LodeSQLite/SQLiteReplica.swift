@@ -66,9 +66,21 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
         config.maximumReaderCount = 4
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL; PRAGMA cache_size = -32768")
+            for f in withheldFunctions { db.add(function: f) }
         }
         return config
     }
+
+    /// Built-in functions no query or `exec` may call, replaced on every
+    /// connection by ones that refuse: Debian's SQLite is built with
+    /// `fts3_tokenizer`, which hands any reader a pointer into the node (and
+    /// with two arguments takes one); `load_extension` loads code.
+    static let withheldFunctions: [DatabaseFunction] = [("fts3_tokenizer", 1), ("fts3_tokenizer", 2), ("load_extension", 1), ("load_extension", 2)]
+        .map { name, arity in
+            DatabaseFunction(name, argumentCount: arity, pure: false) { _ in
+                throw DatabaseError(resultCode: .SQLITE_AUTH, message: "\(name) is not available in Lodestone")
+            }
+        }
 
     /// Opens a dataset file, creating an empty replica (no tables) if none
     /// exists. Only `SQLiteCatalog` calls it, which keeps one instance per

@@ -130,6 +130,53 @@ import Testing
         }
     }
 
+    /// A client that stops reading a streamed result but keeps its
+    /// connection open used to hold a database reader for ever (and with
+    /// it every WAL checkpoint). The producer now gives up after the stall
+    /// limit; a consumer that keeps reading is never cut off.
+    @Test func aClientThatStopsReadingReleasesTheQuery() async throws {
+        // Producers block, as a database reader does: on their own threads.
+        func produce(_ body: @escaping @Sendable () throws -> Void) async -> (any Error)? {
+            await withCheckedContinuation { done in
+                DispatchQueue.global().async {
+                    do {
+                        try body()
+                        done.resume(returning: nil)
+                    } catch {
+                        done.resume(returning: error)
+                    }
+                }
+            }
+        }
+        let stalled = ChunkPipe(capacity: 1, stallLimit: 0.3)
+        let error = await produce {
+            try stalled.send([1])
+            try stalled.send([2])
+        }
+        guard let error, error is ChunkPipe.Stalled else {
+            Issue.record("a producer whose consumer stopped reading was not released: \(String(describing: error))")
+            return
+        }
+        #expect("\(error)".contains("read nothing for 0.3 seconds"))
+        let slow = ChunkPipe(capacity: 1, stallLimit: 5)
+        async let steady = produce {
+            do {
+                for i in 0..<6 { try slow.send([UInt8(i)]) }
+                slow.finish()
+            } catch {
+                slow.finish(error)
+                throw error
+            }
+        }
+        var got: [UInt8] = []
+        while let chunk = try await slow.next() {
+            got += chunk
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(await steady == nil)
+        #expect(got == [0, 1, 2, 3, 4, 5])
+    }
+
     @Test func theSocketIsPrivate() async throws {
         try await withNode { socket in
             let mode = (try FileManager.default.attributesOfItem(atPath: socket)[.posixPermissions] as? Int) ?? 0

@@ -153,6 +153,39 @@ import Testing
         await #expect(throws: StoreError.self) { try await r.query("SELECT * FROM nope") { _ in } }
     }
 
+    /// Debian's SQLite has `fts3_tokenizer`, which handed any reader a
+    /// pointer into the node, and `randomblob(1e9)` allocated a gigabyte
+    /// per call.
+    @Test func queryCannotReachPastTheData() async throws {
+        let r = try await make()
+        for (sql, says) in [
+            ("SELECT hex(fts3_tokenizer('simple'))", "fts3_tokenizer"),
+            ("SELECT load_extension('/tmp/x')", "load_extension"),
+            ("SELECT length(randomblob(200000000))", "too big"),
+            ("SELECT length(zeroblob(200000000))", "too big"),
+            ("SELECT fts3_tokenizer('simple', x'0000000000000000')", "fts3_tokenizer"),
+        ] {
+            do {
+                try await r.query(sql) { _ in }
+                Issue.record("\(sql) ran")
+            } catch let e as StoreError {
+                #expect(e.code == .badInput && e.message.contains(says), "\(sql): \(e.message)")
+            }
+        }
+        // What analysts use still runs, and the connection is left as it was.
+        #expect(try await dump(r, "SELECT name FROM pragma_table_info('elements')").count == 6)
+        #expect(try await dump(r, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 5) SELECT x FROM c").count == 6)
+        #expect(try await dump(r, "SELECT length(randomblob(1000000)), sum(1) FROM elements").count == 2)
+        #expect(try await r.schema().contains { $0.name == "elements" })
+        // exec runs an editor's SQL on the writer: the same functions are withheld there.
+        do {
+            _ = try await r.exec("INSERT INTO elements(symbol, name) VALUES ('Zz', hex(fts3_tokenizer('simple')))")
+            Issue.record("exec called fts3_tokenizer")
+        } catch let e as StoreError {
+            #expect(e.message.contains("fts3_tokenizer"), "\(e.message)")
+        }
+    }
+
     @Test func aRunawayQueryIsStoppedAndTheReplicaKeepsServing() async throws {
         let made = try await make()
         try made.close()

@@ -4,7 +4,10 @@ import Foundation
 /// to an async consumer (an HTTP response), with backpressure: the producer
 /// waits while `capacity` chunks are queued, so a slow client never makes
 /// the node hold a large result in memory. Cancelling wakes the producer,
-/// whose next `send` throws.
+/// whose next `send` throws. A consumer that takes nothing for `stallLimit`
+/// seconds (a client that stopped reading but keeps its connection open)
+/// fails the producer too, so that it cannot hold a database reader, and
+/// with it the WAL's checkpoints, for ever.
 final class ChunkPipe: @unchecked Sendable {
     private let condition = NSCondition()
     private var queue: [[UInt8]] = []
@@ -13,14 +16,25 @@ final class ChunkPipe: @unchecked Sendable {
     private var cancelled = false
     private var waiter: CheckedContinuation<[UInt8]?, any Error>?
     private let capacity: Int
+    private let stallLimit: TimeInterval
 
-    init(capacity: Int = 8) { self.capacity = capacity }
+    init(capacity: Int = 8, stallLimit: TimeInterval = 60) {
+        self.capacity = capacity
+        self.stallLimit = stallLimit
+    }
 
     /// Hands a chunk to the consumer, waiting while the queue is full.
     func send(_ chunk: [UInt8]) throws {
         guard !chunk.isEmpty else { return }
         condition.lock()
-        while queue.count >= capacity && !cancelled { condition.wait() }
+        let deadline = Date(timeIntervalSinceNow: stallLimit)
+        while queue.count >= capacity && !cancelled {
+            if !condition.wait(until: deadline) && queue.count >= capacity {
+                cancelled = true
+                condition.unlock()
+                throw ChunkPipe.Stalled(seconds: stallLimit)
+            }
+        }
         if cancelled {
             condition.unlock()
             throw CancellationError()
@@ -75,5 +89,11 @@ final class ChunkPipe: @unchecked Sendable {
         cancelled = true
         condition.broadcast()
         condition.unlock()
+    }
+
+    /// The consumer took nothing for `seconds`.
+    struct Stalled: Error, CustomStringConvertible {
+        let seconds: TimeInterval
+        var description: String { "the client read nothing for \(String(format: "%g", seconds)) seconds; the result was abandoned" }
     }
 }
