@@ -128,6 +128,7 @@ public final class Node: Sendable {
     /// node database. Refuses to overwrite anything.
     @discardableResult
     public static func initialize(dataDir: String, site: String, role: Role, caDir: String) throws -> SiteCertificate {
+        makeFilesPrivate()
         let paths = NodePaths(dataDir)
         for p in [paths.siteKey, paths.siteCert, paths.nodeDB] where FileManager.default.fileExists(atPath: p) {
             throw NodeError(.alreadyExists, "\(dataDir) already holds a node (\(p) exists); refusing to overwrite it")
@@ -147,10 +148,17 @@ public final class Node: Sendable {
         return try SiteCertificate(cert)
     }
 
+    /// Makes every file this process creates from now on its user's alone
+    /// (umask 077): dataset files and their WAL, the API socket (whose
+    /// chmod used to follow its creation), spooled imports. A process that
+    /// holds a node's data writes nothing meant for others.
+    static func makeFilesPrivate() { umask(0o077) }
+
     /// Opens the node in `dataDir`, checking that its key, certificate and
     /// CA belong together. Commits from elsewhere stamped more than
     /// `maxClockDrift` milliseconds ahead of the wall clock are held back.
     public static func open(dataDir: String, maxClockDrift: UInt64 = CommitVerifier.defaultMaxClockDrift) throws -> Node {
+        makeFilesPrivate()
         let paths = NodePaths(dataDir)
         guard exists(dataDir: dataDir) else {
             throw NodeError(.notFound, "no node in \(dataDir): create one with `lode init --site NAME --ca DIR --data-dir \(dataDir)`")

@@ -22,6 +22,7 @@ struct RecordPrinter {
 
     func table(columns: [String], rows: [[Value]]) -> String {
         let cells = rows.map { $0.map { cut(display($0)) } }
+        let columns = columns.map(RecordPrinter.printable)
         var widths = columns.map { $0.count }
         for r in cells { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
         let numeric = columns.indices.map { i in
@@ -50,9 +51,36 @@ struct RecordPrinter {
         case .null: ""
         case .integer(let i): String(i)
         case .real(let d): ResultEncoder.realText(d)
-        case .text(let t): t.replacingOccurrences(of: "\n", with: "⏎")
+        case .text(let t): RecordPrinter.printable(t)
         case .blob(let b): "x'" + b.prefix(16).hexString + (b.count > 16 ? "…" : "") + "'"
         }
+    }
+
+    /// Text as a terminal may show it: a line break as ⏎, other control
+    /// characters in caret notation (`^[` for ESC) or as `\u{9B}`, so that
+    /// a value or a name a peer chose cannot move the cursor, retitle the
+    /// window or plant a link (`ESC ]8`) in the analyst's terminal.
+    static func printable(_ t: String) -> String {
+        guard t.unicodeScalars.contains(where: isControl) else { return t }
+        var out = String.UnicodeScalarView()
+        for u in t.unicodeScalars {
+            if u == "\n" {
+                out.append("⏎")
+            } else if u.value < 0x20 || u.value == 0x7F {
+                out.append(contentsOf: "^".unicodeScalars)
+                out.append(Unicode.Scalar(u.value ^ 0x40)!)
+            } else if isControl(u) {
+                out.append(contentsOf: "\\u{\(String(u.value, radix: 16, uppercase: true))}".unicodeScalars)
+            } else {
+                out.append(u)
+            }
+        }
+        return String(out)
+    }
+
+    /// C0, DEL, C1, and the bidirectional overrides that reorder what follows.
+    private static func isControl(_ u: Unicode.Scalar) -> Bool {
+        u.value < 0x20 || (0x7F...0x9F).contains(u.value) || (0x202A...0x202E).contains(u.value) || (0x2066...0x2069).contains(u.value)
     }
 
     func cut(_ s: String) -> String {

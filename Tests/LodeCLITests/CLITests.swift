@@ -79,6 +79,17 @@ import Testing
         #expect(r.stdout == "[\n{\"id\":\"mp\",\"output_t\":45455,\"grade\":7.98}\n]\n", "\(r)")
         r = try lode(["query", "mines", "SELECT id, name FROM mines ORDER BY id", "--format", "table"] + d)
         #expect(r.lines == ["id  name", "--  --------------", "bo  Bayan Obo", "mp  Mountain Pass", "mw  Mount Weld, WA"], "\(r)")
+        // A value or a name from elsewhere cannot drive the analyst's terminal.
+        r = try lode(
+            [
+                "query", "mines",
+                "SELECT char(27) || ']0;pwned' || char(7) || char(155) || 'x' || char(8238) AS \"a\u{1B}[2Jb\", 'line' || char(10) || 'two' AS t",
+                "--format", "table",
+            ] + d)
+        #expect(
+            r.status == 0 && !r.stdout.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" || $0.value == 0x9B || $0.value == 0x202E }, "\(r)")
+        #expect(r.lines.first == "a^[[2Jb" + String(repeating: " ", count: 22) + "t", "\(r)")
+        #expect(r.lines.last == "^[]0;pwned^G\\u{9B}x\\u{202E}  line⏎two", "\(r)")
         r = try lode(["exec", "mines", "UPDATE mines SET output_t = 50000 WHERE id = 'mp'"] + d)
         #expect(r.status == 0 && r.stdout == "1\n", "\(r)")
         r = try lode(

@@ -181,6 +181,17 @@ import Testing
         try await withNode { socket in
             let mode = (try FileManager.default.attributesOfItem(atPath: socket)[.posixPermissions] as? Int) ?? 0
             #expect(mode & 0o077 == 0)
+            // So are the dataset files, their WAL, and a dataset made while serving.
+            #expect(
+                try await apiRequest(socket, "/v1/datasets/rare-earths/exec", method: .POST, body: #"{"sql": "UPDATE elements SET name = name"}"#).0
+                    == 200)
+            let dir = (socket as NSString).deletingLastPathComponent + "/datasets"
+            let files = try FileManager.default.contentsOfDirectory(atPath: dir)
+            #expect(files.contains("rare-earths.db") && files.contains("rare-earths.db-wal"), "\(files)")
+            for f in files {
+                let m = (try FileManager.default.attributesOfItem(atPath: dir + "/" + f)[.posixPermissions] as? Int) ?? 0
+                #expect(m & 0o077 == 0, "\(f) is \(String(m, radix: 8))")
+            }
         }
     }
 }
