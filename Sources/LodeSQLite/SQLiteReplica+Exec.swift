@@ -95,7 +95,12 @@ extension SQLiteReplica {
         let undo = "ROLLBACK TO lode_exec; RELEASE lode_exec"
         do {
             do {
-                try db.execute(sql: sql)
+                let deadline = StepDeadline(limit: execTimeLimit, total: execTimeLimit)
+                try deadline.enforce(on: db) { try db.execute(sql: sql) }
+            } catch let e as DatabaseError where e.resultCode == .SQLITE_INTERRUPT {
+                throw StoreError.badInput(
+                    "the statement ran for more than \(Int(execTimeLimit)) seconds and was stopped; nothing was written (split the change into smaller statements)"
+                )
             } catch let e as DatabaseError {
                 let msg = e.message ?? "\(e)"
                 let code: StoreError.Code =

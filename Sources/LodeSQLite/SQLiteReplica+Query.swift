@@ -61,39 +61,38 @@ extension SQLiteReplica {
             guard statement.isReadonly else {
                 throw StoreError.badInput("query is read-only and this statement writes", remedy: .exec)
             }
-            try SQLiteReplica.stream(db, statement, limit: self.stepTimeLimit, each)
+            try SQLiteReplica.stream(db, statement, limit: self.stepTimeLimit, total: self.queryTimeLimit, each)
         }
     }
 
     /// Steps a statement, handing out the column names and then each row.
-    static func stream(_ db: Database, _ statement: Statement, limit: TimeInterval, _ each: (QueryEvent) throws -> Void) throws {
+    static func stream(
+        _ db: Database, _ statement: Statement, limit: TimeInterval, total: TimeInterval = .infinity, _ each: (QueryEvent) throws -> Void
+    ) throws {
         let handle = statement.sqliteStatement
         let n = sqlite3_column_count(handle)
         try each(.columns((0..<n).map { String(cString: sqlite3_column_name(handle, $0)) }))
-        let deadline = StepDeadline(limit: limit)
-        sqlite3_progress_handler(
-            db.sqliteConnection, 10_000,
-            { ctx in
-                Unmanaged<StepDeadline>.fromOpaque(ctx!).takeUnretainedValue().expired ? 1 : 0
-            }, Unmanaged.passUnretained(deadline).toOpaque())
-        defer {
-            sqlite3_progress_handler(db.sqliteConnection, 0, nil, nil)
-            sqlite3_reset(handle)
-        }
-        while true {
-            deadline.restart()
-            let rc = sqlite3_step(handle)
-            if rc == SQLITE_DONE { break }
-            if rc == SQLITE_INTERRUPT {
-                throw StoreError.badInput("the query computed for more than \(limit) seconds without producing a row and was stopped")
+        let deadline = StepDeadline(limit: limit, total: total)
+        defer { sqlite3_reset(handle) }
+        try deadline.enforce(on: db) {
+            while true {
+                deadline.restart()
+                let rc = sqlite3_step(handle)
+                if rc == SQLITE_DONE { break }
+                if rc == SQLITE_INTERRUPT {
+                    throw StoreError.badInput(
+                        deadline.totalExpired
+                            ? "the query ran for more than \(Int(total)) seconds and was stopped"
+                            : "the query computed for more than \(limit) seconds without producing a row and was stopped")
+                }
+                guard rc == SQLITE_ROW else {
+                    throw StoreError.badInput(String(cString: sqlite3_errmsg(db.sqliteConnection)))
+                }
+                var row: [Value] = []
+                row.reserveCapacity(Int(n))
+                for i in 0..<n { row.append(columnValue(handle, i)) }
+                try each(.row(row))
             }
-            guard rc == SQLITE_ROW else {
-                throw StoreError.badInput(String(cString: sqlite3_errmsg(db.sqliteConnection)))
-            }
-            var row: [Value] = []
-            row.reserveCapacity(Int(n))
-            for i in 0..<n { row.append(columnValue(handle, i)) }
-            try each(.row(row))
         }
     }
 
@@ -138,11 +137,31 @@ extension SQLiteReplica {
     }
 }
 
-/// The start of the current step and how long it may run.
+/// How long SQL may run: each step (the time to the next row) and the
+/// whole statement. Checked by SQLite's progress handler, which interrupts
+/// the statement once either has passed.
 final class StepDeadline {
+    private let begun = DispatchTime.now().uptimeNanoseconds
     private var start = DispatchTime.now().uptimeNanoseconds
     private let limit: UInt64
-    init(limit: TimeInterval) { self.limit = UInt64(limit * 1e9) }
+    private let total: UInt64
+    init(limit: TimeInterval, total: TimeInterval) {
+        self.limit = limit.isFinite ? UInt64(limit * 1e9) : .max
+        self.total = total.isFinite ? UInt64(total * 1e9) : .max
+    }
     func restart() { start = DispatchTime.now().uptimeNanoseconds }
-    var expired: Bool { DispatchTime.now().uptimeNanoseconds - start > limit }
+    var stepExpired: Bool { DispatchTime.now().uptimeNanoseconds - start > limit }
+    var totalExpired: Bool { DispatchTime.now().uptimeNanoseconds - begun > total }
+
+    /// Runs `body` with this deadline on `db`'s connection.
+    func enforce<T>(on db: Database, _ body: () throws -> T) rethrows -> T {
+        sqlite3_progress_handler(
+            db.sqliteConnection, 10_000,
+            { ctx in
+                let d = Unmanaged<StepDeadline>.fromOpaque(ctx!).takeUnretainedValue()
+                return d.stepExpired || d.totalExpired ? 1 : 0
+            }, Unmanaged.passUnretained(self).toOpaque())
+        defer { sqlite3_progress_handler(db.sqliteConnection, 0, nil, nil) }
+        return try body()
+    }
 }

@@ -31,6 +31,11 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
     /// How long one step of a query may compute without producing a row
     /// before it is stopped, so that a runaway query cannot hold a reader.
     public let stepTimeLimit: TimeInterval
+    /// How long a query may run in all, however steadily it produces rows
+    /// (a recursive CTE can stream for ever): five step limits.
+    public var queryTimeLimit: TimeInterval { stepTimeLimit * 5 }
+    /// How long one `exec` may hold the dataset's single writer: a step limit.
+    public var execTimeLimit: TimeInterval { stepTimeLimit }
     /// The writer's state; touched only inside `pool.write`.
     private var writerState: WriterState?
     /// The version vector after the last committed write, for readers.

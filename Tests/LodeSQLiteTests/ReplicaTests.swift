@@ -199,6 +199,28 @@ import Testing
         }
         #expect(Date().timeIntervalSince(start) < 10)
         #expect(try await dump(r, "SELECT 1").count == 2)
+        // Rows produced steadily for ever: stopped by the total limit (5 × 0.3 s).
+        let streaming = Date()
+        let rows = Counter()
+        do {
+            try await r.query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c") { _ in rows.add() }
+            Issue.record("the endless stream finished")
+        } catch let e as StoreError {
+            #expect(e.message.contains("ran for more than 1 seconds"), "\(e.message)")
+        }
+        #expect(Date().timeIntervalSince(streaming) < 10 && rows.value > 1000)
+        // exec holds the single writer: a runaway statement is stopped, writes nothing, and the writer serves again.
+        _ = try await r.exec("INSERT INTO elements(symbol, name) VALUES ('Nd', 'Neodymium')")
+        let before = try await fullDump(r)
+        do {
+            _ = try await r.exec(
+                "UPDATE elements SET name = (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c)")
+            Issue.record("the runaway exec finished")
+        } catch let e as StoreError {
+            #expect(e.code == .badInput && e.message.contains("nothing was written"), "\(e.message)")
+        }
+        #expect(try await fullDump(r) == before)
+        #expect(try await r.exec("UPDATE elements SET name = 'Neo' WHERE symbol = 'Nd'").rowsChanged == 1)
     }
 
     @Test func schemaRulesRefuseWhatTheCRDTCannotHonour() throws {
@@ -214,6 +236,10 @@ import Testing
             ("CREATE TABLE t (id TEXT PRIMARY KEY, n NUMERIC)", "INTEGER, REAL, TEXT or BLOB"),
             ("CREATE TABLE t (id TEXT PRIMARY KEY, d TEXT DEFAULT CURRENT_TIMESTAMP)", "not a constant"),
             ("CREATE TABLE _t (id TEXT PRIMARY KEY)", "reserved"),
+            ("CREATE TABLE t AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x AS id FROM c", "AS WITH"),
+            ("CREATE TABLE t AS VALUES ('a')", "AS VALUES"),
+            ("CREATE TABLE t AS SELECT 'a' AS id", "AS SELECT"),
+            ("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER AS (1 + 1))", "generated"),
             ("CREATE INDEX i ON t(a)", "CREATE INDEX"),
             ("DROP TABLE t", "only CREATE TABLE"),
             ("CREATE TABLE t (id TEXT PRIMARY KEY,", "not valid SQL"),
@@ -318,4 +344,11 @@ import Testing
         #expect(again.vector[site(1, "alpha").site] == 3)
         #expect(try await dump(again, "PRAGMA integrity_check").last == "row([LodeCore.Value.text(\"ok\")])")
     }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    func add() { lock.withLock { n += 1 } }
+    var value: Int { lock.withLock { n } }
 }
