@@ -25,6 +25,9 @@ public struct ServeOptions: Sendable {
     /// How far ahead of this node's wall clock (milliseconds) a commit from
     /// elsewhere may be stamped and still apply at once (DESIGN §9).
     public var maxClockDrift = CommitVerifier.defaultMaxClockDrift
+    /// How long a remote client's connection (`apiListen`) may go without
+    /// a request, its TLS handshake included, before it is closed.
+    public var apiIdleTimeout: Duration = .seconds(30)
     /// Adjusts the sync sessions' timing (tests shorten it).
     public var syncTuning: @Sendable (inout SyncStateMachine.Config) -> Void = { _ in }
 
@@ -95,7 +98,8 @@ public enum NodeServer {
             logger: logger)
         var services: [any Service] = [engine, app]
         if let apiAddress {
-            services.append(try RemoteAPI.application(api: api, tls: tls, address: apiAddress, logger: logger))
+            services.append(
+                try RemoteAPI.application(api: api, tls: tls, address: apiAddress, idleTimeout: options.apiIdleTimeout, logger: logger))
         }
         let group = ServiceGroup(
             services: services, gracefulShutdownSignals: options.handleSignals ? [.sigterm, .sigint] : [], logger: logger)

@@ -6,6 +6,7 @@ import LodeTestSupport
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import NIOSSL
 import Testing
 import X509
@@ -87,6 +88,51 @@ import X509
             #expect(res.status.code < 400, "local \(method) \(path): \(res.status.code)")
         }
         await node.stop()
+    }
+
+    /// A connection to the remote API that never starts its TLS handshake
+    /// (or sends no request after it) used to stay open for ever; with
+    /// enough of them the node ran out of file descriptors.
+    @Test func aSilentRemoteConnectionIsClosed() async throws {
+        let dir = scratch.file("silent")
+        _ = try await DevelopmentBootstrap.run(dataDir: dir)
+        let apiPort = try freePort()
+        var options = ServeOptions(dataDir: dir, listen: "127.0.0.1:0", apiListen: "127.0.0.1:\(apiPort)")
+        options.handleSignals = false
+        options.apiIdleTimeout = .seconds(1)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let node = try await NodeServer.launch(options, logger: logger)
+        defer { Task { await node.stop() } }
+        // The remote listener may come up just after the node reports ready.
+        var connected: Channel?
+        for _ in 0..<100 where connected == nil {
+            connected = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: apiPort).get()
+            if connected == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let channel = try #require(connected)
+        let start = ContinuousClock.now
+        let outcome = try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await channel.closeFuture.get()
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(15))
+                try? await channel.close()
+                return false
+            }
+            let first = try await group.next()!
+            group.cancelAll()
+            return first
+        }
+        #expect(outcome, "the silent connection was still open after 15 s")
+        #expect(ContinuousClock.now - start < .seconds(15))
+        // The API still serves a real client.
+        let ca = try Identity.loadCA(dir: dir + "/dev-ca")
+        let client = try Self.client(role: .reader, ca: ca)
+        defer { Task { try? await client.shutdown() } }
+        #expect(try await Self.send(client, url: "https://127.0.0.1:\(apiPort)/v1/status", method: .GET, body: nil) == 200)
     }
 
     /// A client certificate for `role`, from the node's CA.
