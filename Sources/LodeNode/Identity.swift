@@ -56,11 +56,7 @@ public struct SiteCertificate: Sendable {
     public init(der: [UInt8]) throws { try self.init(Certificate(derEncoded: der)) }
 
     /// The DER encoding.
-    public var der: [UInt8] {
-        var s = DER.Serializer()
-        try! s.serialize(certificate)
-        return s.serializedBytes
-    }
+    public var der: [UInt8] { Identity.der(certificate) }
 }
 
 /// Creating and loading the cluster CA and site identities.
@@ -103,6 +99,13 @@ public enum Identity {
         try writeSecret(Certificate.PrivateKey(key).serializeAsPEM().pemString, to: keyPath)
         try writeFile(cert.serializeAsPEM().pemString, to: certPath)
         return cert
+    }
+
+    /// A certificate's DER encoding.
+    static func der(_ c: Certificate) -> [UInt8] {
+        var s = DER.Serializer()
+        try! s.serialize(c)
+        return s.serializedBytes
     }
 
     /// Loads the CA certificate and key from `dir`.

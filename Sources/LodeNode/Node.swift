@@ -72,6 +72,8 @@ public final class Node: Sendable {
     public let maxClockDrift: UInt64
     /// What this node has noticed about other sites' feeds.
     let alerts = SiteAlerts()
+    /// Revocations handed in here, and the cut-offs they fixed.
+    private let revoked = Mutex<(records: [Revocation], cutoffs: [String: [SiteID: UInt64]])>(([], [:]))
 
     /// Calls the change handler. The handler sits in a class, not in the
     /// mutex itself: a closure kept directly in a `Mutex` (generic storage)
@@ -108,6 +110,10 @@ public final class Node: Sendable {
         self.maxClockDrift = maxClockDrift
         self.identity = identity
         self.file = file
+        let records = ((try? file.revocations()) ?? []).compactMap { try? Revocation.decode($0) }
+        var cutoffs: [String: [SiteID: UInt64]] = [:]
+        for c in (try? file.cutoffs()) ?? [] { cutoffs[c.dataset, default: [:]][c.author] = c.seq }
+        revoked.withLock { $0 = (records, cutoffs) }
         let changes = ChangeRelay()
         self.changes = changes
         catalog = SQLiteCatalog(
@@ -184,6 +190,54 @@ public final class Node: Sendable {
 
     /// Closes every replica.
     public func close() { catalog.close() }
+
+    // MARK: Revocation
+
+    /// Takes a revocation in (DESIGN §9), once its CA signature is checked:
+    /// fixes, for each dataset held, the cut-off of every feed of the site
+    /// (the last seq held here), keeps both, and from then refuses the
+    /// site's connections and its commits past the cut-offs. Returns the
+    /// cut-offs fixed. Handed in again, or with a later record, the
+    /// smaller cut-off stays.
+    @discardableResult
+    public func revoke(_ r: Revocation) async throws -> [NodeFile.Cutoff] {
+        try r.verify(ca: identity.ca)
+        if r.site == identity.local.name {
+            throw NodeError(.badInput, "this node is site \(r.site): hand the revocation to the other nodes")
+        }
+        var cutoffs: [NodeFile.Cutoff] = []
+        for name in datasetNames() {
+            let replica = try replica(name)
+            let vector = replica.vector
+            for s in try await replica.sites() where s.name == r.site && (s.validFrom ?? 0) <= r.revoked {
+                cutoffs.append(NodeFile.Cutoff(site: r.site, dataset: name, author: s.site, seq: vector[s.site]))
+            }
+        }
+        try file.keepRevocation(site: r.site, record: r.encoded, cutoffs: cutoffs)
+        revoked.withLock { state in
+            if !state.records.contains(where: { $0.site == r.site }) { state.records.append(r) }
+            for c in cutoffs { state.cutoffs[c.dataset, default: [:]][c.author] = min(state.cutoffs[c.dataset]?[c.author] ?? .max, c.seq) }
+        }
+        return cutoffs
+    }
+
+    /// The cut-offs kept for a revoked site's feeds.
+    public func revocationCutoffs(of r: Revocation) -> [NodeFile.Cutoff] {
+        ((try? file.cutoffs()) ?? []).filter { $0.site == r.site }
+    }
+
+    /// The revocations handed in here.
+    public func revocations() -> [Revocation] { revoked.withLock { $0.records } }
+
+    /// The revocation covering a certificate, if any.
+    public func revocation(of certificate: SiteCertificate) -> Revocation? {
+        revoked.withLock { $0.records.first { $0.covers(certificate) } }
+    }
+
+    /// The cut-off of `author`'s feed in `dataset`, if the site is revoked.
+    public func cutoff(dataset: String, author: SiteID) -> UInt64? {
+        revoked.withLock { $0.cutoffs[dataset]?[author] }
+    }
 
     // MARK: Datasets
 

@@ -134,9 +134,23 @@ final class NodeSyncHost: SyncHost {
             }
             return SyncApplyResult(vector: VersionVector(), rejected: rejected, waiting: 0, held: false)
         }
-        let outcome = try await waiting.apply(commits, from: peer, to: replica)
-        let rejected = outcome.rejected.map { r in
+        // A revoked site's commits past its cut-off reach no replica.
+        var past: [SiteID: UInt64] = [:]
+        let admitted = commits.filter { c in
+            guard let cutoff = node.cutoff(dataset: dataset, author: c.author), c.seq > cutoff else { return true }
+            past[c.author] = min(past[c.author] ?? c.seq, c.seq)
+            return false
+        }
+        let outcome = try await waiting.apply(admitted, from: peer, to: replica)
+        var rejected = outcome.rejected.map { r in
             CommitRejection(site: r.commit.author, seq: r.commit.seq, code: RejectCode(r.kind), reason: r.reason)
+        }
+        for (site, seq) in past.sorted(by: { $0.key < $1.key }) {
+            let cutoff = node.cutoff(dataset: dataset, author: site) ?? 0
+            rejected.append(
+                CommitRejection(
+                    site: site, seq: seq, code: .notAuthorized,
+                    reason: "the site is revoked: its commits after seq \(cutoff) of this dataset are refused"))
         }
         let vector = replica.vector
         let held = node.alerts.applied(dataset: dataset, held: outcome.aheadOfClock, vector: vector, now: SQLiteReplica.systemWallClock())
@@ -153,6 +167,9 @@ final class NodeSyncHost: SyncHost {
 
     func identifyPeer(_ der: [UInt8]) throws -> PeerIdentity {
         let c = try SiteCertificate(der: der)
+        if let r = node.revocation(of: c) {
+            throw NodeError(.forbidden, "site \(c.name) is revoked (\(r.reason)): its connections are refused")
+        }
         return PeerIdentity(site: c.site, name: c.name, role: c.role)
     }
 

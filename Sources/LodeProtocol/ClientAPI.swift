@@ -253,6 +253,35 @@ public enum API {
         }
     }
 
+    /// A revocation handed in (`GET` and `POST /v1/revocations`): the site,
+    /// why, when, and the cut-offs this node fixed.
+    public struct RevocationInfo: Codable, Sendable, Hashable {
+        public var site: String
+        public var reason: String
+        /// When the CA revoked it (ISO 8601).
+        public var revoked: String
+        public var cutoffs: [Cutoff]
+        public init(site: String, reason: String, revoked: String, cutoffs: [Cutoff]) {
+            self.site = site
+            self.reason = reason
+            self.revoked = revoked
+            self.cutoffs = cutoffs
+        }
+
+        /// One feed of the site in one dataset: commits after `seq` are refused.
+        public struct Cutoff: Codable, Sendable, Hashable {
+            public var dataset: String
+            /// The feed's site key (hex).
+            public var key: String
+            public var seq: UInt64
+            public init(dataset: String, key: String, seq: UInt64) {
+                self.dataset = dataset
+                self.key = key
+                self.seq = seq
+            }
+        }
+    }
+
     /// `POST /v1/peers`.
     public struct PeerRequest: Codable, Sendable {
         public var address: String

@@ -25,6 +25,9 @@ public final class NodeFile: Sendable {
                         CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
                         CREATE TABLE IF NOT EXISTS peers(address TEXT PRIMARY KEY, added TEXT NOT NULL);
                         CREATE TABLE IF NOT EXISTS certificates(site BLOB PRIMARY KEY, der BLOB NOT NULL, valid_until INTEGER NOT NULL DEFAULT 0);
+                        CREATE TABLE IF NOT EXISTS revocations(site TEXT PRIMARY KEY, record BLOB NOT NULL);
+                        CREATE TABLE IF NOT EXISTS revocation_cutoffs(
+                            site TEXT NOT NULL, dataset TEXT NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(dataset, author));
                         """)
             }
             return q
@@ -75,6 +78,58 @@ public final class NodeFile: Sendable {
             try queue.write { db in
                 try db.execute(sql: "DELETE FROM peers WHERE address = ?", arguments: [address])
                 return db.changesCount > 0
+            }
+        }
+    }
+
+    // MARK: Revocations
+
+    /// One feed's cut-off: commits of `author` in `dataset` past `seq` are refused.
+    public struct Cutoff: Sendable, Hashable {
+        /// The revoked site's name.
+        public var site: String
+        public var dataset: String
+        public var author: SiteID
+        public var seq: UInt64
+        public init(site: String, dataset: String, author: SiteID, seq: UInt64) {
+            self.site = site
+            self.dataset = dataset
+            self.author = author
+            self.seq = seq
+        }
+    }
+
+    /// Keeps a revocation of `site` (the first one kept stays) and its
+    /// cut-offs, each merged with any kept before by taking the smaller.
+    public func keepRevocation(site: String, record: Data, cutoffs: [Cutoff]) throws {
+        try StoreError.converting {
+            try queue.write { db in
+                try db.execute(sql: "INSERT OR IGNORE INTO revocations(site, record) VALUES (?, ?)", arguments: [site, record])
+                for c in cutoffs {
+                    try db.execute(
+                        sql: """
+                            INSERT INTO revocation_cutoffs(site, dataset, author, seq) VALUES (?, ?, ?, ?)
+                            ON CONFLICT(dataset, author) DO UPDATE SET seq = min(seq, excluded.seq)
+                            """, arguments: [c.site, c.dataset, Data(c.author.bytes), Int64(c.seq)])
+                }
+            }
+        }
+    }
+
+    /// Every revocation kept (the records as handed in).
+    public func revocations() throws -> [Data] {
+        try StoreError.converting { try queue.read { db in try Data.fetchAll(db, sql: "SELECT record FROM revocations ORDER BY site") } }
+    }
+
+    /// Every cut-off kept.
+    public func cutoffs() throws -> [Cutoff] {
+        try StoreError.converting {
+            try queue.read { db in
+                try Row.fetchAll(db, sql: "SELECT site, dataset, author, seq FROM revocation_cutoffs ORDER BY dataset, author").map { r in
+                    Cutoff(
+                        site: r["site"], dataset: r["dataset"], author: try SiteID(bytes: [UInt8](r["author"] as Data)),
+                        seq: UInt64(r["seq"] as Int64))
+                }
             }
         }
     }

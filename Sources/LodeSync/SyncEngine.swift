@@ -313,13 +313,16 @@ public final class SyncEngine: Service, Sendable {
     /// dialling; coming back dials every peer at once.
     public func setOffline(_ value: Bool) {
         offline.withLock { $0 = value }
-        if value {
-            for s in sessions.withLock({ Array($0.values) }) {
-                s.closeRequested.withLock { $0 = true }
-                s.wake.yield()
-            }
-        }
+        if value { closeSessions { _ in true } }
         syncNow()
+    }
+
+    /// Closes the sessions whose peer matches (a revoked site's).
+    public func closeSessions(where matches: (PeerIdentity) -> Bool) {
+        for s in sessions.withLock({ Array($0.values) }) where matches(s.peer) {
+            s.closeRequested.withLock { $0 = true }
+            s.wake.yield()
+        }
     }
 
     /// The configured peers changed: start or stop diallers.

@@ -20,7 +20,7 @@ struct Lode: AsyncParsableCommand {
             CAGroup.self, InitCommand.self, ServeCommand.self, DatasetGroup.self, SchemaCommand.self,
             ImportCommand.self, ExportCommand.self, QueryCommand.self, ExecCommand.self,
             AnnotateCommand.self, AnnotationsCommand.self, HistoryCommand.self, ConflictsCommand.self,
-            StatusCommand.self, PeersGroup.self, SyncCommand.self, WatchCommand.self, DemoCommand.self,
+            StatusCommand.self, PeersGroup.self, SyncCommand.self, WatchCommand.self, RevokeCommand.self, DemoCommand.self,
         ])
 
     /// Parses, runs, and maps every failure to the documented exit codes.

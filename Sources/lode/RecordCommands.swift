@@ -156,6 +156,15 @@ struct StatusCommand: AsyncParsableCommand {
                 t += "\n"
                 for a in d.alerts { t += "    \(a.kind.rawValue) \(a.site): \(a.detail)\n" }
             }
+            let revoked = try await node.client().call(.GET, "/revocations", as: [API.RevocationInfo].self)
+            if !revoked.isEmpty {
+                t += "revoked\n"
+                for r in revoked {
+                    let cut = r.cutoffs.map { "\($0.dataset) after seq \($0.seq)" }.joined(separator: ", ")
+                    t += "  \(RecordPrinter.printable(r.site)) since \(r.revoked): \(RecordPrinter.printable(r.reason))"
+                    t += cut.isEmpty ? "\n" : "  (commits refused: \(cut))\n"
+                }
+            }
             out(t)
         }
     }

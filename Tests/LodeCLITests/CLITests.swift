@@ -179,6 +179,34 @@ import Testing
         #expect(!list.stdout.contains("bad"), "a refused dataset was left behind: \(list)")
     }
 
+    /// `lode ca revoke` writes a CA-signed revocation; `lode revoke` hands it
+    /// to a node, which prints the cut-offs it fixed and lists it after a
+    /// restart; a file altered after signing is refused.
+    @Test func aRevocationIsWrittenByTheCAAndHandedToANode() throws {
+        let (server, d) = try node("hq")
+        _ = try lode(["dataset", "create", "mines", "--schema", scratch.write("rv.sql", Self.schema)] + d)
+        var r = try lode(["ca", "revoke", "--dir", scratch.file("ca"), "--site", "laptop-7", "--reason", "stolen on the train"])
+        #expect(r.status == 0 && r.stdout.hasSuffix(".json\n"), "\(r)")
+        let file = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let mode = (try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int) ?? 0
+        #expect(mode & 0o022 == 0, "\(String(mode, radix: 8))")
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        let altered = scratch.write("altered.json", text.replacingOccurrences(of: "stolen on the train", with: "lost"))
+        r = try lode(["revoke", altered] + d)
+        #expect(r.status == 1 && r.stderr.contains("signature"), "\(r)")
+        r = try lode(["revoke", file] + d)
+        #expect(r.status == 0 && r.stdout.contains("revoked laptop-7 (stolen on the train)"), "\(r)")
+        server.stop()
+        let again = try ServeProcess(dataDir: server.dataDir)
+        defer { again.stop() }
+        r = try lode(["status", "--format", "table"] + d)
+        #expect(r.status == 0 && r.stdout.contains("revoked\n  laptop-7 since ") && r.stdout.contains(": stolen on the train"), "\(r)")
+        r = try lode(["revoke", file] + d)
+        #expect(r.status == 0, "\(r)")
+        r = try lode(["revoke", scratch.write("junk.json", "{}")] + d)
+        #expect(r.status == 1 && r.stderr.contains("not a revocation file"), "\(r)")
+    }
+
     @Test func aRoleThatMayNotWriteIsRefused() throws {
         // An editor makes a dataset; readers and annotators hold copies of it
         // (as they would after syncing) and try to change it.

@@ -41,6 +41,8 @@ import X509
         (.operate, .POST, "/v1/peers", #"{"address": "127.0.0.1:9"}"#),
         (.operate, .DELETE, "/v1/peers/127.0.0.1%3A9", nil),
         (.operate, .POST, "/v1/sync", #"{"wait": false}"#),
+        (.read, .GET, "/v1/revocations", nil),
+        (.operate, .POST, "/v1/revocations", #"{"format": "not-one"}"#),
     ]
 
     @Test func permissionsFollowTheRoles() {
@@ -76,8 +78,10 @@ import X509
                 }
             }
         }
-        // The node's own user on the socket may do everything.
-        for (_, method, path, body) in Self.routes {
+        // The node's own user on the socket may do everything (here with a real revocation).
+        let revocation = String(decoding: try Revocation.issue(site: "ghost", reason: "test", by: ca).encoded, as: UTF8.self)
+        for (_, method, path, example) in Self.routes {
+            let body = path == "/v1/revocations" && method == .POST ? revocation : example
             var req = HTTPClientRequest(url: URL(httpURLWithSocketPath: dir + "/lode.sock", uri: path)!.absoluteString)
             req.method = method
             if let body {

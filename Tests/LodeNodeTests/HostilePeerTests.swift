@@ -26,7 +26,7 @@ final class HandRolledPeer: @unchecked Sendable {
         iterator = inbound.makeAsyncIterator()
     }
 
-    /// Connects as a new site `name` of `role`, says Hello (claiming `claim`
+    /// Connects as site `name` of `role` (made on first use), says Hello (claiming `claim`
     /// if given) and its certificate, runs `body`, then hangs up.
     static func session(
         to target: TestNode, name: String, role: Role, caDir: String, root: String, claim: SiteID? = nil,
@@ -34,7 +34,7 @@ final class HandRolledPeer: @unchecked Sendable {
         _ body: (HandRolledPeer) async throws -> Void
     ) async throws {
         let dir = root + "/" + name
-        try Node.initialize(dataDir: dir, site: name, role: role, caDir: caDir)
+        if !Node.exists(dataDir: dir) { try Node.initialize(dataDir: dir, site: name, role: role, caDir: caDir) }
         let node = try Node.open(dataDir: dir)
         let context = try node.tls().clientContext()
         let (channel, handshake) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -82,6 +82,84 @@ final class HandRolledPeer: @unchecked Sendable {
         try await n.node.createDataset("mines", schema: clusterSchema)
         _ = try await n.replica("mines").exec("INSERT INTO mines(id, name) VALUES ('mp', 'Mountain Pass')")
         return n
+    }
+
+    /// A stolen laptop's key used to be good until its certificate expired.
+    /// A revocation signed by the CA and handed in at berlin cuts mallory
+    /// off there: its session is closed, it cannot connect again, and its
+    /// commits past the cut-off (the last seq berlin held), relayed by an
+    /// honest site, are refused; what it wrote before stays. A revocation
+    /// not signed by this cluster's CA is refused and changes nothing.
+    @Test func aRevokedSiteIsCutOffAtItsCutoff() async throws {
+        let berlin = try await target()
+        defer { Task { await berlin.stop() } }
+        let now = HLC(millis: UInt64(Date().timeIntervalSince1970 * 1000), counter: 0)
+        func note(_ author: LocalSite, _ at: HLC, _ text: String) -> Op {
+            var put = PutRows(table: "_annotations", columns: ["target_table", "target_pk", "body", "author"])
+            put.append(
+                key: AnnotationRows.id(hlc: at, site: author.site), length: 1, values: [.text("mines"), .text("mp"), .text(text), .text(author.name)])
+            return .put(put)
+        }
+        var mallory: LocalSite?
+        var later: Commit?
+        try await HandRolledPeer.session(to: berlin, name: "mallory", role: .annotator, caDir: scratch.file("ca"), root: scratch.path) { evil in
+            _ = try await evil.receive { if case .hello = $0 { true } else { false } }
+            mallory = evil.site
+            let first = try evil.site.writer.commit(
+                dataset: "mines", ops: [note(evil.site, now, "before the theft")], hlc: now, head: .empty, held: try berlin.replica("mines").vector)
+            try await evil.send(.commits(dataset: "mines", commits: [first.bytes]))
+            _ = try await evil.receive { if case .ack(_, let v) = $0 { v[evil.site.site] == 1 } else { false } }
+            let at = HLC(millis: now.millis + 1, counter: 0)
+            later = try evil.site.writer.commit(
+                dataset: "mines", ops: [note(evil.site, at, "after the theft")], hlc: at,
+                head: FeedHead(seq: first.seq, hash: first.hash, vector: try berlin.replica("mines").vector),
+                held: try berlin.replica("mines").vector)
+        }
+        let ca = try Identity.loadCA(dir: scratch.file("ca"))
+        // Not this cluster's CA, or not signed by it: refused, nothing kept.
+        let otherDir = scratch.file("other-ca")
+        try Identity.createCA(dir: otherDir, cluster: "test")
+        var forged = try Revocation.issue(site: "mallory", reason: "x", by: ca)
+        forged.reason = "edited after signing"
+        for bad in [try Revocation.issue(site: "mallory", reason: "x", by: try Identity.loadCA(dir: otherDir)), forged] {
+            await #expect(throws: NodeError.self) { try await berlin.node.revoke(bad) }
+        }
+        #expect(berlin.node.revocations().isEmpty)
+
+        let revocation = try Revocation.issue(site: "mallory", reason: "laptop stolen", by: ca)
+        let cutoffs = try await berlin.node.revoke(Revocation.decode(revocation.encoded))
+        #expect(cutoffs.map(\.seq) == [1] && cutoffs.first?.dataset == "mines" && cutoffs.first?.author == mallory?.site)
+        // mallory can no longer hold a session with berlin.
+        var refused = false
+        do {
+            try await HandRolledPeer.session(to: berlin, name: "mallory", role: .annotator, caDir: scratch.file("ca"), root: scratch.path) { evil in
+                refused = try await evil.receive { if case .hello = $0 { true } else { false } } == nil
+            }
+        } catch {
+            refused = true
+        }
+        #expect(refused, "a revoked site still got a Hello")
+        // Its commit past the cut-off, relayed by an honest editor, is refused; the one before stays.
+        try await HandRolledPeer.session(to: berlin, name: "relay", role: .editor, caDir: scratch.file("ca"), root: scratch.path) { relay in
+            _ = try await relay.receive { if case .hello = $0 { true } else { false } }
+            try await relay.send(.commits(dataset: "mines", commits: [later!.bytes]))
+            guard
+                case .commitRejected(_, let site, let seq, let code, let reason)? = try await relay.receive(until: {
+                    if case .commitRejected = $0 { true } else { false }
+                })
+            else {
+                Issue.record("the revoked site's commit past its cut-off was not refused")
+                return
+            }
+            #expect(site == mallory?.site && seq == 2 && code == .notAuthorized && reason.contains("revoked"), "\(reason)")
+        }
+        let notes = try await berlin.replica("mines").annotations(AnnotationFilter()).map(\.text)
+        #expect(notes == ["before the theft"], "\(notes)")
+        #expect(try berlin.replica("mines").vector[mallory!.site] == 1)
+        // It holds across a restart.
+        await berlin.stop()
+        try await berlin.start()
+        #expect(berlin.node.revocations().map(\.site) == ["mallory"] && berlin.node.cutoff(dataset: "mines", author: mallory!.site) == 1)
     }
 
     @Test func forgedAlteredAndUnauthorizedCommitsAreRejectedAndNothingApplied() async throws {

@@ -97,16 +97,21 @@ struct DatasetMiddleware: RouterMiddleware {
 }
 
 /// Reads a remote client's role from its certificate (verified against the
-/// cluster CA by the TLS handshake); a certificate without one is refused.
+/// cluster CA by the TLS handshake); a certificate without one, or of a
+/// revoked site, is refused.
 struct RemoteClientMiddleware: RouterMiddleware {
+    let node: Node
+
     func handle(
         _ request: Request, context: APIRequestContext, next: (Request, APIRequestContext) async throws -> Response
     ) async throws -> Response {
         guard let cert = try? await context.channel.nioSSL_peerCertificate().get(), let der = try? cert.toDERBytes(),
-            let role = try? SiteCertificate(der: der).role
+            let site = try? SiteCertificate(der: der)
         else {
             throw NodeError(.forbidden, "the client certificate grants no role")
         }
+        if node.revocation(of: site) != nil { throw NodeError(.forbidden, "the client certificate's site \(site.name) is revoked") }
+        let role = site.role
         var context = context
         context.caller = .remote(role)
         return try await next(request, context)

@@ -30,7 +30,7 @@ public struct ClientAPI: Sendable {
         let router = MethodRouter(inner)
         inner.add(middleware: ErrorMiddleware())
         inner.add(middleware: MethodNotAllowedMiddleware(routes: router.methods))
-        if remote { inner.add(middleware: RemoteClientMiddleware()) }
+        if remote { inner.add(middleware: RemoteClientMiddleware(node: node)) }
         router.on(.get, "metrics", needs: .read) { _, _ in text(NodeServer.metrics.emitToString(), contentType: "text/plain; version=0.0.4") }
         let v1 = router.group("v1")
         StatusRoutes(api: self).add(to: v1)

@@ -1,5 +1,8 @@
+import Foundation
 import Hummingbird
+import LodeCore
 import LodeProtocol
+import LodeSQLite
 import LodeSync
 
 /// `/v1/peers` and `/v1/sync`: the peers this node dials, and syncing now.
@@ -22,6 +25,16 @@ struct PeerRoutes: Sendable {
             sync.peersChanged()
             return Response(status: .noContent)
         }
+        group.on(.get, "revocations", needs: .read) { _, _ in
+            try json(node.revocations().map { r in PeerRoutes.info(r, node.revocationCutoffs(of: r)) })
+        }
+        group.on(.post, "revocations", needs: .operate) { req, _ in
+            let body = try await req.body.collect(upTo: 16 << 10)
+            let r = try Revocation.decode(Data(buffer: body))
+            try await node.revoke(r)
+            sync.closeSessions { peer in peer.name == r.site }
+            return try json(PeerRoutes.info(r, node.revocationCutoffs(of: r)), status: .created)
+        }
         group.on(.post, "sync", needs: .operate) { req, _ in
             let body = try await req.decodeJSON(as: API.SyncRequest.self)
             let timeout = body.timeout ?? 60
@@ -31,5 +44,11 @@ struct PeerRoutes: Sendable {
             let result = await sync.waitUntilInSync(timeout: .milliseconds(Int(timeout * 1000)))
             return try json(API.SyncResult(inSync: result.inSync, apart: result.apart, waited: true))
         }
+    }
+
+    static func info(_ r: Revocation, _ cutoffs: [NodeFile.Cutoff]) -> API.RevocationInfo {
+        API.RevocationInfo(
+            site: r.site, reason: r.reason, revoked: HLC(millis: r.revoked, counter: 0).iso8601,
+            cutoffs: cutoffs.map { API.RevocationInfo.Cutoff(dataset: $0.dataset, key: $0.author.hex, seq: $0.seq) })
     }
 }
