@@ -56,6 +56,9 @@ final class HandRolledPeer: @unchecked Sendable {
         try await outbound.write(ByteBuffer(bytes: SyncFrame.encode(.v1(m))))
     }
 
+    /// Closes this end for writing: the node sees the end of the stream and closes the session.
+    func hangUp() { outbound.finish() }
+
     func sendRaw(_ bytes: [UInt8]) async throws {
         try await outbound.write(ByteBuffer(bytes: bytes))
     }
