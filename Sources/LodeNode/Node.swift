@@ -226,6 +226,23 @@ public final class Node: Sendable {
         ((try? file.cutoffs()) ?? []).filter { $0.site == r.site }
     }
 
+    /// What a fork's cut-off is kept under (no site name has parentheses).
+    static let forkMarker = "(fork)"
+
+    /// Freezes `author`'s feed in `dataset` at `seq` (DESIGN §9): the site
+    /// signed two commits with one seq, so nothing more of that feed is
+    /// accepted here; kept across restarts. Returns true when it froze.
+    @discardableResult
+    func freeze(dataset: String, author: SiteID, at seq: UInt64) throws -> Bool {
+        let fresh = revoked.withLock { state in
+            guard state.cutoffs[dataset]?[author].map({ $0 > seq }) ?? true else { return false }
+            state.cutoffs[dataset, default: [:]][author] = seq
+            return true
+        }
+        if fresh { try file.keepCutoffs([NodeFile.Cutoff(site: Self.forkMarker, dataset: dataset, author: author, seq: seq)]) }
+        return fresh
+    }
+
     /// The revocations handed in here.
     public func revocations() -> [Revocation] { revoked.withLock { $0.records } }
 

@@ -5,6 +5,7 @@ import LodeProtocol
 import LodeSQLite
 import LodeStore
 import LodeSync
+import Metrics
 import SwiftASN1
 import Synchronization
 import X509
@@ -97,6 +98,8 @@ extension SiteCertificate {
 /// The sync engine's view of a node: datasets, logs and certificates,
 /// with a buffer for commits that arrive before what they depend on.
 final class NodeSyncHost: SyncHost {
+    /// Feeds frozen because their author signed two commits with one seq.
+    static let forks = Counter(label: "lode_sync_feeds_frozen_forked_total")
     let node: Node
     let localSite: SiteID
     let cluster: [UInt8]
@@ -150,7 +153,13 @@ final class NodeSyncHost: SyncHost {
             rejected.append(
                 CommitRejection(
                     site: site, seq: seq, code: .notAuthorized,
-                    reason: "the site is revoked: its commits after seq \(cutoff) of this dataset are refused"))
+                    reason: "the site's feed is cut off here (revoked, or it forked): its commits after seq \(cutoff) of this dataset are refused"))
+        }
+        // A fork proves the key signed two histories: freeze the feed at what is held.
+        for r in outcome.rejected where r.kind == .forkedFeed && r.commit.author != localSite {
+            if try node.freeze(dataset: dataset, author: r.commit.author, at: replica.vector[r.commit.author]) {
+                NodeSyncHost.forks.increment()
+            }
         }
         let vector = replica.vector
         let held = node.alerts.applied(dataset: dataset, held: outcome.aheadOfClock, vector: vector, now: SQLiteReplica.systemWallClock())

@@ -75,6 +75,10 @@ public enum API {
             /// Its commits are stamped further ahead of this node's clock
             /// than the allowed drift: held back until the clock catches up.
             case clockAhead = "clock-ahead"
+            /// It signed two different commits with one seq (its key leaked,
+            /// or it misbehaves): its feed is frozen here at `seq`; both
+            /// commits are kept as evidence. Ask the CA to revoke it.
+            case forked
         }
         public var kind: Kind
         /// The site name (from its certificate) or key prefix.

@@ -105,14 +105,23 @@ public final class NodeFile: Sendable {
         try StoreError.converting {
             try queue.write { db in
                 try db.execute(sql: "INSERT OR IGNORE INTO revocations(site, record) VALUES (?, ?)", arguments: [site, record])
-                for c in cutoffs {
-                    try db.execute(
-                        sql: """
-                            INSERT INTO revocation_cutoffs(site, dataset, author, seq) VALUES (?, ?, ?, ?)
-                            ON CONFLICT(dataset, author) DO UPDATE SET seq = min(seq, excluded.seq)
-                            """, arguments: [c.site, c.dataset, Data(c.author.bytes), Int64(c.seq)])
-                }
+                try Self.keep(db, cutoffs)
             }
+        }
+    }
+
+    /// Keeps cut-offs (a feed frozen at a fork), merged by taking the smaller.
+    public func keepCutoffs(_ cutoffs: [Cutoff]) throws {
+        try StoreError.converting { try queue.write { db in try Self.keep(db, cutoffs) } }
+    }
+
+    private static func keep(_ db: Database, _ cutoffs: [Cutoff]) throws {
+        for c in cutoffs {
+            try db.execute(
+                sql: """
+                    INSERT INTO revocation_cutoffs(site, dataset, author, seq) VALUES (?, ?, ?, ?)
+                    ON CONFLICT(dataset, author) DO UPDATE SET seq = min(seq, excluded.seq)
+                    """, arguments: [c.site, c.dataset, Data(c.author.bytes), Int64(c.seq)])
         }
     }
 

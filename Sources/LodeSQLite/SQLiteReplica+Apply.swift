@@ -114,15 +114,18 @@ extension SQLiteReplica {
         try await read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM _lode_rejected") ?? 0 }
     }
 
-    public func rejections(limit: Int) async throws -> [RejectionRecord] {
+    public func rejections(limit: Int, kind: RejectionKind?) async throws -> [RejectionRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT site, seq, kind, reason, received FROM _lode_rejected ORDER BY id DESC LIMIT ?", arguments: [limit])
-                .map {
-                    RejectionRecord(
-                        site: try SiteID(bytes: [UInt8]($0["site"] as Data)), seq: UInt64(bitPattern: $0["seq"] as Int64),
-                        kind: RejectionKind(rawValue: $0["kind"]) ?? .invalid, reason: $0["reason"],
-                        received: UInt64(max(0, $0["received"] as Int64)))
-                }
+            try Row.fetchAll(
+                db, sql: "SELECT site, seq, kind, reason, received FROM _lode_rejected WHERE ?1 IS NULL OR kind = ?1 ORDER BY id DESC LIMIT ?2",
+                arguments: [kind?.rawValue, limit]
+            )
+            .map {
+                RejectionRecord(
+                    site: try SiteID(bytes: [UInt8]($0["site"] as Data)), seq: UInt64(bitPattern: $0["seq"] as Int64),
+                    kind: RejectionKind(rawValue: $0["kind"]) ?? .invalid, reason: $0["reason"],
+                    received: UInt64(max(0, $0["received"] as Int64)))
+            }
         }
     }
 

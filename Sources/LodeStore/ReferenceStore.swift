@@ -149,7 +149,9 @@ public final class ReferenceStore: ReplicaStore {
 
     public func sites() async throws -> [SiteRecord] { read { Array($0.sites.values) } }
 
-    public func rejections(limit: Int) async throws -> [RejectionRecord] { read { Array($0.rejected.reversed().prefix(limit)) } }
+    public func rejections(limit: Int, kind: RejectionKind?) async throws -> [RejectionRecord] {
+        read { Array($0.rejected.reversed().filter { kind == nil || $0.kind == kind }.prefix(limit)) }
+    }
 
     public func rejectionCount() async throws -> Int { read { $0.rejected.count } }
 

@@ -52,7 +52,7 @@ public protocol ReplicaStore: AnyObject, Sendable {
     /// Every site this replica knows of.
     func sites() async throws -> [SiteRecord]
     /// Commits refused, newest first.
-    func rejections(limit: Int) async throws -> [RejectionRecord]
+    func rejections(limit: Int, kind: RejectionKind?) async throws -> [RejectionRecord]
     /// How many commits were refused.
     func rejectionCount() async throws -> Int
 
@@ -113,7 +113,10 @@ extension ReplicaStore {
     }
 
     /// Commits refused, newest first (at most 100).
-    public func rejections() async throws -> [RejectionRecord] { try await rejections(limit: 100) }
+    public func rejections() async throws -> [RejectionRecord] { try await rejections(limit: 100, kind: nil) }
+
+    /// The newest `limit` refusals.
+    public func rejections(limit: Int) async throws -> [RejectionRecord] { try await rejections(limit: limit, kind: nil) }
 
     /// Concurrent writes to one cell seen here that no later write resolved.
     public func conflicts() async throws -> [ConflictRecord] { try await conflicts(includeResolved: false) }

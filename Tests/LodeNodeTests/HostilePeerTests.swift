@@ -165,6 +165,59 @@ final class HandRolledPeer: @unchecked Sendable {
         #expect(berlin.node.revocations().map(\.site) == ["mallory"] && berlin.node.cutoff(dataset: "mines", author: mallory!.site) == 1)
     }
 
+    /// Two validly signed commits with one seq prove the key signed two
+    /// histories. Both are kept as evidence (as before); now the feed is
+    /// frozen at what berlin holds, so neither history grows here, `lode
+    /// status` reports the site (`forked`), and it holds across a restart.
+    @Test func aForkedFeedIsFrozenReportedAndKeptAsEvidence() async throws {
+        let berlin = try await target()
+        defer { Task { await berlin.stop() } }
+        let now = HLC(millis: UInt64(Date().timeIntervalSince1970 * 1000), counter: 0)
+        func rename(_ to: String) -> [Op] {
+            var put = PutRows(table: "mines", columns: ["name"])
+            put.append(key: "mp", length: 1, values: [.text(to)])
+            return [.put(put)]
+        }
+        func refusal(_ m: SyncMessageV1) -> Bool { if case .commitRejected = m { true } else { false } }
+        var twofaced: SiteID?
+        try await HandRolledPeer.session(to: berlin, name: "twofaced", role: .editor, caDir: scratch.file("ca"), root: scratch.path) { evil in
+            _ = try await evil.receive { if case .hello = $0 { true } else { false } }
+            twofaced = evil.site.site
+            let held = try berlin.replica("mines").vector
+            let a = try evil.site.writer.commit(dataset: "mines", ops: rename("A"), hlc: now, head: .empty, held: held)
+            try await evil.send(.commits(dataset: "mines", commits: [a.bytes]))
+            _ = try await evil.receive { if case .ack(_, let v) = $0 { v[evil.site.site] == 1 } else { false } }
+            let b = try evil.site.writer.commit(dataset: "mines", ops: rename("B"), hlc: now, head: .empty, held: held)
+            try await evil.send(.commits(dataset: "mines", commits: [b.bytes]))
+            guard case .commitRejected(_, _, 1, .forkedFeed, _)? = try await evil.receive(until: refusal) else {
+                Issue.record("the second commit with seq 1 was not refused as a fork")
+                return
+            }
+            let next = try evil.site.writer.commit(
+                dataset: "mines", ops: rename("C"), hlc: HLC(millis: now.millis + 1, counter: 0),
+                head: FeedHead(seq: 1, hash: a.hash, vector: held), held: held)
+            try await evil.send(.commits(dataset: "mines", commits: [next.bytes]))
+            guard case .commitRejected(_, _, 2, let code, let reason)? = try await evil.receive(until: refusal) else {
+                Issue.record("the forked feed grew")
+                return
+            }
+            #expect(code == .notAuthorized && reason.contains("forked"), "\(reason)")
+        }
+        let site = try #require(twofaced)
+        #expect(try berlin.replica("mines").vector[site] == 1)
+        #expect(try await berlin.dump("mines").contains { $0.contains("\"A\"") })
+        for restarted in [false, true] {
+            if restarted {
+                await berlin.stop()
+                try await berlin.start()
+            }
+            let info = try await DatasetRoutes(node: berlin.node).info(try berlin.node.replica("mines"))
+            let alert = info.alerts.first { $0.kind == .forked }
+            #expect(alert?.site == "twofaced" && alert?.seq == 1 && alert?.detail.contains("frozen here after seq 1") == true, "\(info.alerts)")
+            #expect(berlin.node.cutoff(dataset: "mines", author: site) == 1)
+        }
+    }
+
     @Test func forgedAlteredAndUnauthorizedCommitsAreRejectedAndNothingApplied() async throws {
         let berlin = try await target()
         defer { Task { await berlin.stop() } }

@@ -39,10 +39,27 @@ struct DatasetRoutes: Sendable {
     func info(_ r: any SQLReplicaStore) async throws -> API.DatasetInfo {
         let names = try await r.sites().reduce(into: [SiteID: String]()) { $0[$1.site] = $1.displayName }
         let vector = r.vector.sorted.map { API.VectorEntry(site: names[$0.site] ?? $0.site.short, key: $0.site.hex, seq: $0.seq) }
+        let forks = try await forkAlerts(r, names: names)
         return API.DatasetInfo(
             name: r.dataset, tables: try await r.rowCounts().map { API.DatasetInfo.Table(name: $0.table, rows: $0.rows) },
             bytes: r.bytesOnDisk, commits: try await r.commitCount(), vector: vector, rejected: try await r.rejectionCount(),
-            alerts: node.alerts.alerts(dataset: r.dataset, names: names, now: SQLiteReplica.systemWallClock()))
+            alerts: node.alerts.alerts(dataset: r.dataset, names: names, now: SQLiteReplica.systemWallClock())
+                + forks)
+    }
+
+    /// A site whose feed forked here, from the evidence kept (never pruned).
+    func forkAlerts(_ r: any SQLReplicaStore, names: [SiteID: String]) async throws -> [API.SiteAlert] {
+        var first: [SiteID: RejectionRecord] = [:]
+        for f in try await r.rejections(limit: 10_000, kind: .forkedFeed) where first[f.site].map({ f.seq <= $0.seq }) ?? true {
+            first[f.site] = f
+        }
+        return first.sorted { $0.key < $1.key }.map { site, f in
+            let frozen = node.cutoff(dataset: r.dataset, author: site)
+            return API.SiteAlert(
+                kind: .forked, site: names[site] ?? site.short, key: site.hex, seq: f.seq, since: formatISO8601(millis: f.received),
+                detail: "signed two different commits with seq \(f.seq) (kept as evidence)"
+                    + (frozen.map { "; its feed is frozen here after seq \($0)" } ?? "") + "; ask the CA to revoke it")
+        }
     }
 }
 
