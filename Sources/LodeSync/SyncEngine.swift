@@ -84,6 +84,9 @@ public final class SyncEngine: Service, Sendable {
         config = c
     }
 
+    /// The most sessions one site (one certificate's key) may hold at once.
+    public static let maxSessionsPerSite = 4
+
     /// The port the listener is bound to, once running.
     public var port: Int? { bound.withLock { $0 } }
 
@@ -188,7 +191,21 @@ public final class SyncEngine: Service, Sendable {
             return
         }
         let handle = SessionHandle(direction: direction, address: address, peer: peer)
-        sessions.withLock { $0[handle.id] = handle }
+        // One certificate may hold a few sessions at once (a dialled and an
+        // accepted one, a reconnect racing the old session's end), not
+        // hundreds: each costs buffers and a task (DESIGN §9).
+        let admitted = sessions.withLock { all in
+            guard all.values.count(where: { $0.peer.site == peer.site }) < SyncEngine.maxSessionsPerSite else { return false }
+            all[handle.id] = handle
+            return true
+        }
+        guard admitted else {
+            logger.info(
+                "refused a sync session: the site already holds the most sessions allowed",
+                metadata: ["peer": "\(peer.name)", "address": "\(address)", "limit": "\(SyncEngine.maxSessionsPerSite)"])
+            await SyncEngine.discard(connection)
+            return
+        }
         changed.signal()
         logger.info("sync session started", metadata: ["peer": "\(peer.name)", "address": "\(address)", "direction": "\(direction.rawValue)"])
         defer {

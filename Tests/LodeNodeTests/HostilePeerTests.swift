@@ -165,6 +165,36 @@ final class HandRolledPeer: @unchecked Sendable {
         #expect(berlin.node.revocations().map(\.site) == ["mallory"] && berlin.node.cutoff(dataset: "mines", author: mallory!.site) == 1)
     }
 
+    /// One certificate opening sessions without end used to get them all.
+    /// Now a site holds at most `SyncEngine.maxSessionsPerSite` at once;
+    /// the next is closed after the handshake, and others are served.
+    @Test func oneSiteHoldsAFewSessionsAtMost() async throws {
+        let berlin = try await target()
+        defer { Task { await berlin.stop() } }
+        func hello(_ p: HandRolledPeer) async throws -> Bool {
+            try await p.receive { if case .hello = $0 { true } else { false } } != nil
+        }
+        var answered: [Bool] = []
+        func open(_ depth: Int) async throws {
+            try await HandRolledPeer.session(to: berlin, name: "greedy", role: .reader, caDir: scratch.file("ca"), root: scratch.path) { p in
+                answered.append(try await hello(p))
+                if depth < SyncEngine.maxSessionsPerSite { try await open(depth + 1) }
+            }
+        }
+        try await open(0)
+        #expect(answered == Array(repeating: true, count: SyncEngine.maxSessionsPerSite) + [false], "\(answered)")
+        // Another site is served meanwhile, and greedy again once its sessions closed.
+        try await HandRolledPeer.session(to: berlin, name: "modest", role: .reader, caDir: scratch.file("ca"), root: scratch.path) { p in
+            let ok = try await hello(p)
+            #expect(ok)
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        try await HandRolledPeer.session(to: berlin, name: "greedy", role: .reader, caDir: scratch.file("ca"), root: scratch.path) { p in
+            let ok = try await hello(p)
+            #expect(ok)
+        }
+    }
+
     /// Two validly signed commits with one seq prove the key signed two
     /// histories. Both are kept as evidence (as before); now the feed is
     /// frozen at what berlin holds, so neither history grows here, `lode
