@@ -155,10 +155,19 @@ final class NodeSyncHost: SyncHost {
                     site: site, seq: seq, code: .notAuthorized,
                     reason: "the site's feed is cut off here (revoked, or it forked): its commits after seq \(cutoff) of this dataset are refused"))
         }
-        // A fork proves the key signed two histories: freeze the feed at what is held.
+        // A fork proves the key signed two histories: freeze the feed at
+        // what is held, and pass both commits on, once, as evidence.
+        var evidence: [[UInt8]] = []
         for r in outcome.rejected where r.kind == .forkedFeed && r.commit.author != localSite {
-            if try node.freeze(dataset: dataset, author: r.commit.author, at: replica.vector[r.commit.author]) {
-                NodeSyncHost.forks.increment()
+            let author = r.commit.author
+            guard try node.freeze(dataset: dataset, author: author, at: replica.vector[author]) else { continue }
+            NodeSyncHost.forks.increment()
+            var before = replica.vector
+            before[author] = min(before[author], r.commit.seq - 1)
+            if let held = try await replica.commits(missingFrom: before, limit: 1_000).first(where: {
+                $0.author == author && $0.seq == r.commit.seq
+            }) {
+                evidence += [held.bytes, r.commit.bytes]
             }
         }
         let vector = replica.vector
@@ -169,7 +178,7 @@ final class NodeSyncHost: SyncHost {
                 site: site, seq: seq, code: .clockAhead,
                 reason: "stamped more than \(drift) ahead of this node's clock; held back until it catches up")
         }
-        return SyncApplyResult(vector: vector, rejected: rejected, waiting: outcome.waiting.count, aheadOfClock: ahead)
+        return SyncApplyResult(vector: vector, rejected: rejected, waiting: outcome.waiting.count, aheadOfClock: ahead, evidence: evidence)
     }
 
     func knownCertificates() async throws -> [[UInt8]] { try node.knownCertificates() }

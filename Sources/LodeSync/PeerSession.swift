@@ -37,6 +37,8 @@ final class SessionHandle: Sendable {
     let wakes: AsyncStream<Void>
     let snapshot = Mutex(Snapshot())
     let pendingCertificates = Mutex<[[UInt8]]>([])
+    /// Fork evidence found through other sessions, to pass on, by dataset.
+    let pendingEvidence = Mutex<[(dataset: String, commits: [[UInt8]])]>([])
     /// Set to end the session (the node is going offline).
     let closeRequested = Mutex(false)
 
@@ -64,6 +66,8 @@ struct PeerSession {
     let logger: Logger
     /// Told when certificates arrive that other sessions should pass on.
     let onNewCertificates: @Sendable ([[UInt8]]) -> Void
+    /// Told when an apply found fork evidence that other sessions should pass on.
+    let onEvidence: @Sendable (String, [[UInt8]]) -> Void
     /// Told when the session's state changes (for `sync --wait`, status).
     let onStateChange: @Sendable () -> Void
 
@@ -147,6 +151,13 @@ struct PeerSession {
                         }
                         // Certificates may go before the Hello is answered; commits never before them.
                         if !certs.isEmpty { a.append(.send(.certificates(certs))) }
+                        // Sent as commits: the peer applies or refuses them as any other.
+                        for e in handle.pendingEvidence.withLock({ p in
+                            defer { p = [] }
+                            return p
+                        }) {
+                            a.append(.send(.commits(dataset: e.dataset, commits: e.commits)))
+                        }
                         for (name, v) in try await host.datasetVectors().sorted(by: { $0.key < $1.key }) {
                             a += sm.localChanged(dataset: name, vector: v)
                         }
@@ -214,6 +225,7 @@ struct PeerSession {
                             "from": "\(handle.peer.name)",
                         ])
                 }
+                if !result.evidence.isEmpty { onEvidence(dataset, result.evidence) }
                 for h in result.aheadOfClock {
                     logger.notice(
                         "held back commits stamped ahead of this node's clock",

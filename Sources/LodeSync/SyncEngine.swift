@@ -215,6 +215,7 @@ public final class SyncEngine: Service, Sendable {
         let session = PeerSession(
             host: host, handle: handle, config: config, logger: logger,
             onNewCertificates: { [weak self] certs in self?.broadcast(certificates: certs, except: handle.id) },
+            onEvidence: { [weak self] dataset, commits in self?.broadcast(evidence: commits, of: dataset, except: handle.id) },
             onStateChange: { [weak self] in self?.changed.signal() })
         try await session.run(connection)
     }
@@ -355,6 +356,14 @@ public final class SyncEngine: Service, Sendable {
     func broadcast(certificates: [[UInt8]], except id: UInt64) {
         for s in sessions.withLock({ Array($0.values) }) where s.id != id {
             s.pendingCertificates.withLock { $0 += certificates }
+            s.wake.yield()
+        }
+    }
+
+    /// Passes fork evidence to every other session.
+    func broadcast(evidence: [[UInt8]], of dataset: String, except id: UInt64) {
+        for s in sessions.withLock({ Array($0.values) }) where s.id != id {
+            s.pendingEvidence.withLock { $0.append((dataset, evidence)) }
             s.wake.yield()
         }
     }

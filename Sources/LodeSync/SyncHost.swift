@@ -74,12 +74,20 @@ public struct SyncApplyResult: Sendable {
     /// False when the dataset is not held here: the commits did not bring
     /// it into being.
     public var held: Bool
+    /// Evidence of forks found by this apply (both commits of each, encoded),
+    /// for every other peer (DESIGN §9): a peer offered both finds the fork
+    /// itself, freezes the feed and passes the evidence on.
+    public var evidence: [[UInt8]]
 
-    public init(vector: VersionVector, rejected: [CommitRejection], waiting: Int, aheadOfClock: [CommitRejection] = [], held: Bool = true) {
+    public init(
+        vector: VersionVector, rejected: [CommitRejection], waiting: Int, aheadOfClock: [CommitRejection] = [], held: Bool = true,
+        evidence: [[UInt8]] = []
+    ) {
         self.vector = vector
         self.rejected = rejected
         self.waiting = waiting
         self.aheadOfClock = aheadOfClock
         self.held = held
+        self.evidence = evidence
     }
 }

@@ -248,6 +248,45 @@ final class HandRolledPeer: @unchecked Sendable {
         }
     }
 
+    /// The evidence travels: lyon, which only ever talks to berlin, learns
+    /// of the fork berlin caught and freezes the feed too.
+    @Test func forkEvidenceReachesTheOtherNodes() async throws {
+        let berlin = try await target()
+        defer { Task { await berlin.stop() } }
+        let lyon = try TestNode(name: "lyon", role: .editor, caDir: scratch.file("ca"), root: scratch.path)
+        try await lyon.start()
+        defer { Task { await lyon.stop() } }
+        try lyon.connect(to: berlin)
+        #expect(await waitForSync([berlin, lyon]).isEmpty)
+        let now = HLC(millis: UInt64(Date().timeIntervalSince1970 * 1000), counter: 0)
+        func rename(_ to: String) -> [Op] {
+            var put = PutRows(table: "mines", columns: ["name"])
+            put.append(key: "mp", length: 1, values: [.text(to)])
+            return [.put(put)]
+        }
+        var twofaced: SiteID?
+        try await HandRolledPeer.session(to: berlin, name: "twofaced", role: .editor, caDir: scratch.file("ca"), root: scratch.path) { evil in
+            _ = try await evil.receive { if case .hello = $0 { true } else { false } }
+            twofaced = evil.site.site
+            let held = try berlin.replica("mines").vector
+            let a = try evil.site.writer.commit(dataset: "mines", ops: rename("A"), hlc: now, head: .empty, held: held)
+            let b = try evil.site.writer.commit(dataset: "mines", ops: rename("B"), hlc: now, head: .empty, held: held)
+            try await evil.send(.commits(dataset: "mines", commits: [a.bytes]))
+            _ = try await evil.receive { if case .ack(_, let v) = $0 { v[evil.site.site] == 1 } else { false } }
+            try await evil.send(.commits(dataset: "mines", commits: [b.bytes]))
+            _ = try await evil.receive { if case .commitRejected = $0 { true } else { false } }
+        }
+        let site = try #require(twofaced)
+        let deadline = ContinuousClock.now + .seconds(20)
+        while lyon.node.cutoff(dataset: "mines", author: site) == nil && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(lyon.node.cutoff(dataset: "mines", author: site) == 1, "lyon never learnt of the fork")
+        let info = try await DatasetRoutes(node: lyon.node).info(try lyon.node.replica("mines"))
+        #expect(info.alerts.contains { $0.kind == .forked && $0.site == "twofaced" && $0.seq == 1 }, "\(info.alerts)")
+        #expect(try lyon.replica("mines").vector[site] == 1)
+    }
+
     @Test func forgedAlteredAndUnauthorizedCommitsAreRejectedAndNothingApplied() async throws {
         let berlin = try await target()
         defer { Task { await berlin.stop() } }
