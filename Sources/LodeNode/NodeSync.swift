@@ -137,11 +137,15 @@ final class NodeSyncHost: SyncHost {
             }
             return SyncApplyResult(vector: VersionVector(), rejected: rejected, waiting: 0, held: false)
         }
-        // A revoked site's commits past its cut-off reach no replica.
+        // A cut-off feed (revoked, or forked) reaches no replica: past the
+        // cut-off a commit is refused; at or before it, this node holds the
+        // seq already, so it is a duplicate or yet another fork, of which
+        // the first is kept as evidence: dropped unread, so that a forking
+        // site cannot fill the disk with evidence.
         var past: [SiteID: UInt64] = [:]
         let admitted = commits.filter { c in
-            guard let cutoff = node.cutoff(dataset: dataset, author: c.author), c.seq > cutoff else { return true }
-            past[c.author] = min(past[c.author] ?? c.seq, c.seq)
+            guard let cutoff = node.cutoff(dataset: dataset, author: c.author) else { return true }
+            if c.seq > cutoff { past[c.author] = min(past[c.author] ?? c.seq, c.seq) }
             return false
         }
         let outcome = try await waiting.apply(admitted, from: peer, to: replica)
