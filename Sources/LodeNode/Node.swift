@@ -72,8 +72,10 @@ public final class Node: Sendable {
     public let maxClockDrift: UInt64
     /// What this node has noticed about other sites' feeds.
     let alerts = SiteAlerts()
-    /// Revocations handed in here, and the cut-offs they fixed.
-    private let revoked = Mutex<(records: [Revocation], cutoffs: [String: [SiteID: UInt64]])>(([], [:]))
+    /// Revocations handed in here, the cut-offs they fixed (and forks'), and
+    /// the keys of revoked sites (whose feeds in datasets without a cut-off
+    /// are cut off at 0).
+    private let revoked = Mutex<(records: [Revocation], cutoffs: [String: [SiteID: UInt64]], keys: Set<SiteID>)>(([], [:], []))
 
     /// Calls the change handler. The handler sits in a class, not in the
     /// mutex itself: a closure kept directly in a `Mutex` (generic storage)
@@ -113,7 +115,10 @@ public final class Node: Sendable {
         let records = ((try? file.revocations()) ?? []).compactMap { try? Revocation.decode($0) }
         var cutoffs: [String: [SiteID: UInt64]] = [:]
         for c in (try? file.cutoffs()) ?? [] { cutoffs[c.dataset, default: [:]][c.author] = c.seq }
-        revoked.withLock { $0 = (records, cutoffs) }
+        let keys = ((try? file.certificates()) ?? []).compactMap { try? SiteCertificate(der: $0) }.filter { c in
+            records.contains { $0.covers(c) }
+        }.map(\.site)
+        revoked.withLock { $0 = (records, cutoffs, Set(keys)) }
         let changes = ChangeRelay()
         self.changes = changes
         catalog = SQLiteCatalog(
@@ -206,16 +211,19 @@ public final class Node: Sendable {
             throw NodeError(.badInput, "this node is site \(r.site): hand the revocation to the other nodes")
         }
         var cutoffs: [NodeFile.Cutoff] = []
+        var keys = Set(try knownCertificates().compactMap { try? SiteCertificate(der: $0) }.filter(r.covers).map(\.site))
         for name in datasetNames() {
             let replica = try replica(name)
             let vector = replica.vector
             for s in try await replica.sites() where s.name == r.site && (s.validFrom ?? 0) <= r.revoked {
                 cutoffs.append(NodeFile.Cutoff(site: r.site, dataset: name, author: s.site, seq: vector[s.site]))
+                keys.insert(s.site)
             }
         }
         try file.keepRevocation(site: r.site, record: r.encoded, cutoffs: cutoffs)
         revoked.withLock { state in
             if !state.records.contains(where: { $0.site == r.site }) { state.records.append(r) }
+            state.keys.formUnion(keys)
             for c in cutoffs { state.cutoffs[c.dataset, default: [:]][c.author] = min(state.cutoffs[c.dataset]?[c.author] ?? .max, c.seq) }
         }
         return cutoffs
@@ -251,9 +259,11 @@ public final class Node: Sendable {
         revoked.withLock { $0.records.first { $0.covers(certificate) } }
     }
 
-    /// The cut-off of `author`'s feed in `dataset`, if the site is revoked.
+    /// The cut-off of `author`'s feed in `dataset`, if the site is revoked
+    /// or its feed forked: 0 for a revoked site in a dataset it had written
+    /// nothing to here when the revocation was handed in.
     public func cutoff(dataset: String, author: SiteID) -> UInt64? {
-        revoked.withLock { $0.cutoffs[dataset]?[author] }
+        revoked.withLock { $0.cutoffs[dataset]?[author] ?? ($0.keys.contains(author) ? 0 : nil) }
     }
 
     // MARK: Datasets

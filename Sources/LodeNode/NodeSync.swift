@@ -42,6 +42,9 @@ extension Node {
         else {
             throw NodeError(.rejected, "the certificate of \(cert.name) is not issued by this cluster's CA")
         }
+        if let r = revocation(of: cert) {
+            throw NodeError(.rejected, "the certificate of \(cert.name) is revoked (\(r.reason))")
+        }
         // A renewed certificate (same key, later expiry) replaces the old one.
         let until = Int64(cert.certificate.notValidAfter.timeIntervalSince1970 * 1000)
         let changed = try file.keepCertificate(site: cert.site, der: der, validUntil: until)

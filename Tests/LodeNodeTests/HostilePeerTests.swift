@@ -156,6 +156,24 @@ final class HandRolledPeer: @unchecked Sendable {
             }
             #expect(site == mallory?.site && seq == 2 && code == .notAuthorized && reason.contains("revoked"), "\(reason)")
         }
+        // Nor can it write to a dataset made after its revocation, where it had no feed to cut off.
+        try await berlin.node.createDataset("later", schema: clusterSchema)
+        try await HandRolledPeer.session(to: berlin, name: "relay", role: .editor, caDir: scratch.file("ca"), root: scratch.path) { relay in
+            _ = try await relay.receive { if case .hello = $0 { true } else { false } }
+            let at = HLC(millis: now.millis + 2, counter: 0)
+            let fresh = try mallory!.writer.commit(
+                dataset: "later", ops: [note(mallory!, at, "elsewhere")], hlc: at, head: .empty, held: try berlin.replica("later").vector)
+            try await relay.send(.commits(dataset: "later", commits: [fresh.bytes]))
+            guard
+                case .commitRejected(_, _, 1, .notAuthorized, _)? = try await relay.receive(until: {
+                    if case .commitRejected = $0 { true } else { false }
+                })
+            else {
+                Issue.record("the revoked site wrote to a dataset made after its revocation")
+                return
+            }
+        }
+        #expect(try berlin.replica("later").vector[mallory!.site] == 0)
         let notes = try await berlin.replica("mines").annotations(AnnotationFilter()).map(\.text)
         #expect(notes == ["before the theft"], "\(notes)")
         #expect(try berlin.replica("mines").vector[mallory!.site] == 1)
