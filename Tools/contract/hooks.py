@@ -54,6 +54,7 @@ NEEDS = {
     ("POST", "/v1/peers"): "operate",
     ("DELETE", "/v1/peers/{address}"): "operate",
     ("POST", "/v1/sync"): "operate",
+    ("POST", "/v1/revocations"): "operate",
 }
 
 
