@@ -137,6 +137,8 @@ struct PeerSession {
                     switch event {
                     case .inbound(let m):
                         actions = sm.receive(m, now: .now)
+                        // Evidence that came while the Hellos were exchanged goes now.
+                        if sm.isEstablished && !handle.pendingEvidence.withLock({ $0.isEmpty }) { handle.wake.yield() }
                     case .invalid(let code, let message):
                         actions = [.close(code, message)]
                     case .ended(let error):
@@ -151,12 +153,15 @@ struct PeerSession {
                         }
                         // Certificates may go before the Hello is answered; commits never before them.
                         if !certs.isEmpty { a.append(.send(.certificates(certs))) }
-                        // Sent as commits: the peer applies or refuses them as any other.
-                        for e in handle.pendingEvidence.withLock({ p in
-                            defer { p = [] }
-                            return p
-                        }) {
-                            a.append(.send(.commits(dataset: e.dataset, commits: e.commits)))
+                        // Sent as commits, so only once the Hellos are exchanged (until
+                        // then it waits): the peer applies or refuses them as any other.
+                        if sm.isEstablished {
+                            for e in handle.pendingEvidence.withLock({ p in
+                                defer { p = [] }
+                                return p
+                            }) {
+                                a.append(.send(.commits(dataset: e.dataset, commits: e.commits)))
+                            }
                         }
                         for (name, v) in try await host.datasetVectors().sorted(by: { $0.key < $1.key }) {
                             a += sm.localChanged(dataset: name, vector: v)
