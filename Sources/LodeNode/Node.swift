@@ -262,8 +262,14 @@ public final class Node: Sendable {
     /// The cut-off of `author`'s feed in `dataset`, if the site is revoked
     /// or its feed forked: 0 for a revoked site in a dataset it had written
     /// nothing to here when the revocation was handed in.
-    public func cutoff(dataset: String, author: SiteID) -> UInt64? {
-        revoked.withLock { $0.cutoffs[dataset]?[author] ?? ($0.keys.contains(author) ? 0 : nil) }
+    public func cutoff(dataset: String, author: SiteID) -> UInt64? { cutoffs(dataset: dataset)?(author) }
+
+    /// The cut-offs of `dataset` as one lookup, taken under one lock (for a
+    /// batch of commits), or nil when no feed is cut off anywhere.
+    func cutoffs(dataset: String) -> ((SiteID) -> UInt64?)? {
+        let (feeds, keys) = revoked.withLock { ($0.cutoffs[dataset] ?? [:], $0.keys) }
+        if feeds.isEmpty && keys.isEmpty { return nil }
+        return { feeds[$0] ?? (keys.contains($0) ? 0 : nil) }
     }
 
     // MARK: Datasets

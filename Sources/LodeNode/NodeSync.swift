@@ -146,17 +146,21 @@ final class NodeSyncHost: SyncHost {
         // the first is kept as evidence: dropped unread, so that a forking
         // site cannot fill the disk with evidence.
         var past: [SiteID: UInt64] = [:]
-        let admitted = commits.filter { c in
-            guard let cutoff = node.cutoff(dataset: dataset, author: c.author) else { return true }
-            if c.seq > cutoff { past[c.author] = min(past[c.author] ?? c.seq, c.seq) }
-            return false
-        }
+        let cutoff = node.cutoffs(dataset: dataset)
+        let admitted =
+            cutoff.map { cutoff in
+                commits.filter { c in
+                    guard let at = cutoff(c.author) else { return true }
+                    if c.seq > at { past[c.author] = min(past[c.author] ?? c.seq, c.seq) }
+                    return false
+                }
+            } ?? commits
         let outcome = try await waiting.apply(admitted, from: peer, to: replica)
         var rejected = outcome.rejected.map { r in
             CommitRejection(site: r.commit.author, seq: r.commit.seq, code: RejectCode(r.kind), reason: r.reason)
         }
         for (site, seq) in past.sorted(by: { $0.key < $1.key }) {
-            let cutoff = node.cutoff(dataset: dataset, author: site) ?? 0
+            let cutoff = cutoff?(site) ?? 0
             rejected.append(
                 CommitRejection(
                     site: site, seq: seq, code: .notAuthorized,

@@ -54,15 +54,21 @@ import X509
         }
     }
 
-    @Test func eachRouteRefusesExactlyTheRolesWithoutItsPermission() async throws {
-        let dir = scratch.file("node")
+    /// A node with the bundled dataset in `dir`, serving the remote API on a free port.
+    func launch(_ dir: String, _ adjust: (inout ServeOptions) -> Void = { _ in }) async throws -> (LaunchedNode, Int) {
         _ = try await DevelopmentBootstrap.run(dataDir: dir)
         let apiPort = try freePort()
         var options = ServeOptions(dataDir: dir, listen: "127.0.0.1:0", apiListen: "127.0.0.1:\(apiPort)")
         options.handleSignals = false
+        adjust(&options)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let node = try await NodeServer.launch(options, logger: logger)
+        return (try await NodeServer.launch(options, logger: logger), apiPort)
+    }
+
+    @Test func eachRouteRefusesExactlyTheRolesWithoutItsPermission() async throws {
+        let dir = scratch.file("node")
+        let (node, apiPort) = try await launch(dir)
         let ca = try Identity.loadCA(dir: dir + "/dev-ca")
         for role in Role.allCases {
             let client = try Self.client(role: role, ca: ca)
@@ -99,14 +105,7 @@ import X509
     /// enough of them the node ran out of file descriptors.
     @Test func aSilentRemoteConnectionIsClosed() async throws {
         let dir = scratch.file("silent")
-        _ = try await DevelopmentBootstrap.run(dataDir: dir)
-        let apiPort = try freePort()
-        var options = ServeOptions(dataDir: dir, listen: "127.0.0.1:0", apiListen: "127.0.0.1:\(apiPort)")
-        options.handleSignals = false
-        options.apiIdleTimeout = .seconds(1)
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let node = try await NodeServer.launch(options, logger: logger)
+        let (node, apiPort) = try await launch(dir) { $0.apiIdleTimeout = .seconds(1) }
         defer { Task { await node.stop() } }
         // The remote listener may come up just after the node reports ready.
         var connected: Channel?
