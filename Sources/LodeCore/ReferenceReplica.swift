@@ -61,9 +61,11 @@ public struct ReferenceReplica: Sendable {
     /// A commit that fails any check changes nothing. With `local`, the
     /// commit is this replica's own: it has seen everything held here, so
     /// it conflicts with nothing and resolves every conflict it overwrites.
-    public mutating func apply(_ commit: Commit, local: Bool = false) throws {
+    /// `dependenciesHeld`, when given, is what dependencies are checked
+    /// against instead of the vector (a store's cut-off feeds).
+    public mutating func apply(_ commit: Commit, local: Bool = false, dependenciesHeld: VersionVector? = nil) throws {
         guard commit.dataset == dataset else { throw SchemaViolation("commit is for dataset \(commit.dataset)") }
-        let past = try FeedRules.check(commit, head: head(of: commit.author), held: vector)
+        let past = try FeedRules.check(commit, head: head(of: commit.author), held: dependenciesHeld ?? vector)
         var next = self
         try next.applyOps(commit, past: local ? nil : past)
         next.heads[commit.author] = FeedHead(seq: commit.seq, hash: commit.hash, vector: past)

@@ -40,7 +40,11 @@ enum DatasetFormat {
         CREATE TABLE _lode_rejected(
             id INTEGER PRIMARY KEY, received INTEGER NOT NULL, site BLOB NOT NULL, seq INTEGER NOT NULL,
             hash BLOB NOT NULL UNIQUE, kind TEXT NOT NULL, reason TEXT NOT NULL, bytes BLOB NOT NULL);
-        """
+        """ + cutoffs
+
+    /// The feeds cut off (DESIGN §9): site (a `_lode_sites` id) and the last
+    /// seq that counts. Added to files made before it when they open.
+    static let cutoffs = "CREATE TABLE IF NOT EXISTS _lode_cutoffs(site INTEGER PRIMARY KEY, seq INTEGER NOT NULL);"
 
     /// Full-text search over annotation bodies and tags, kept by triggers on
     /// the annotation tables. Local to each replica, never replicated.
@@ -63,10 +67,31 @@ enum DatasetFormat {
     static func create(_ db: Database, dataset: String) throws {
         try db.execute(sql: bootstrap)
         try db.execute(sql: "INSERT INTO _lode_meta(key, value) VALUES ('dataset', ?), ('format', ?)", arguments: [dataset, version])
+        try layOutSystemTables(db)
+    }
+
+    /// Defines the system tables (annotations) and their search index in a
+    /// file that holds no table yet.
+    static func layOutSystemTables(_ db: Database) throws {
         let schema = try SchemaCatalog.load(db)
         let genesis = SchemaStamp(hlc: .zero, site: AnnotationRows.genesisSite)
         for def in AnnotationRows.systemTables { try schema.define(db, def, stamp: genesis) }
         try db.execute(sql: annotationSearch)
+    }
+
+    /// Empties everything that applying commits built: the tables (user and
+    /// system), their schemas, clocks, history, conflicts, the log and the
+    /// feeds, then lays the system tables out again. What stays: the sites
+    /// known, the refusals, the cut-offs and the file's identity.
+    static func clearApplied(_ db: Database, tables: [String]) throws {
+        for t in tables { try db.execute(sql: "DROP TABLE IF EXISTS \(quote(t))") }
+        try db.execute(
+            sql: """
+                DROP TABLE IF EXISTS _lode_annotations_fts;
+                DELETE FROM _lode_tables; DELETE FROM _lode_columns; DELETE FROM _lode_rows; DELETE FROM _lode_history;
+                DELETE FROM _lode_conflicts; DELETE FROM _lode_log; DELETE FROM _lode_feeds;
+                """)
+        try layOutSystemTables(db)
     }
 
     /// Checks that an existing file holds `dataset` in this format.
@@ -79,5 +104,6 @@ enum DatasetFormat {
         guard format == version else {
             throw StoreError(.storage, "\(path) has format \(format); this build reads format \(version)")
         }
+        try db.execute(sql: cutoffs)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import LodeCore
+import LodeStore
 
 /// The log of a dataset file (`_lode_log`, one row per commit, in apply
 /// order) and its feeds (`_lode_feeds`, each site's head): what the replica
@@ -13,6 +14,8 @@ final class FeedLog {
     private(set) var nextID: Int64 = 1
     /// How many commits the current transaction stored, for observers.
     var added = 0
+    /// The feeds cut off (`_lode_cutoffs`).
+    var cutoffs = FeedCutoffs()
 
     /// Reads the heads and the clock from the file.
     static func load(_ db: Database, sites: SiteRegistry) throws -> FeedLog {
@@ -25,6 +28,11 @@ final class FeedLog {
             f.heads[key] = head
             f.vector[key] = head.seq
         }
+        var cut: [SiteID: UInt64] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT site, seq FROM _lode_cutoffs") {
+            if let key = sites.key(row["site"]) { cut[key] = UInt64(row["seq"] as Int64) }
+        }
+        f.cutoffs = FeedCutoffs(cut)
         f.clock = HybridLogicalClock(last: HLC(rawValue: UInt64(bitPattern: try Int64.fetchOne(db, sql: "SELECT max(hlc) FROM _lode_log") ?? 0)))
         f.nextID = (try Int64.fetchOne(db, sql: "SELECT max(id) FROM _lode_log") ?? 0) + 1
         return f

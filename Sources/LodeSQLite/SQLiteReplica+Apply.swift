@@ -30,11 +30,11 @@ extension SQLiteReplica {
         }.value
     }
 
-    private func applyOne(_ tx: WriteTransaction, _ commit: Commit) throws -> CommitVerifier.Verdict {
+    func applyOne(_ tx: WriteTransaction, _ commit: Commit) throws -> CommitVerifier.Verdict {
         let db = tx.db
         let verdict = try CommitVerifier.verify(
             commit, dataset: dataset, head: tx.state.feeds.head(commit.author), held: tx.state.feeds.vector,
-            author: try SiteRegistry.record(db, commit.author), now: wallClock(), maxDrift: maxClockDrift,
+            author: try SiteRegistry.record(db, commit.author), now: wallClock(), maxDrift: maxClockDrift, cutoffs: tx.state.feeds.cutoffs,
             heldHash: { seq in try FeedLog.hash(db, site: commit.author, seq: seq) })
         switch verdict {
         case .duplicate, .wait, .clockAhead:
@@ -93,7 +93,7 @@ extension SQLiteReplica {
 
     /// Keeps a refusal aside as `RejectionLog` says: bytes only of a fork,
     /// and the newest `maxKept` of the others (pruned every 256 refusals).
-    private func reject(_ db: Database, _ commit: Commit, _ kind: RejectionKind, _ reason: String) throws {
+    func reject(_ db: Database, _ commit: Commit, _ kind: RejectionKind, _ reason: String) throws {
         // The same bad commit offered again by another peer is kept once.
         try db.execute(
             sql: "INSERT OR IGNORE INTO _lode_rejected(received, site, seq, hash, kind, reason, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -40,6 +40,8 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
     private var writerState: WriterState?
     /// The version vector after the last committed write, for readers.
     private let published = Mutex(VersionVector())
+    /// The cut-offs after the last committed write, for readers.
+    private let publishedCutoffs = Mutex(FeedCutoffs())
     /// Called after every committed write that added commits, with the new
     /// vector. Observers read what they need from the log; the commits
     /// themselves are never held in memory for them (an import may add
@@ -114,6 +116,7 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
                 try state.sites.registerLocal(db, local)
                 replica.writerState = state
                 replica.published.withLock { $0 = state.feeds.vector }
+                replica.publishedCutoffs.withLock { $0 = state.feeds.cutoffs }
             }
         } catch {
             try? pool.close()
@@ -141,11 +144,11 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
             try await pool.writeWithoutTransaction { [self] db in
                 let tx = WriteTransaction(replica: self, db: db, state: try writerState ?? WriterState.load(db))
                 writerState = tx.state
-                var out: (T, UncheckedBox<(Int, VersionVector)>)?
+                var out: (T, UncheckedBox<(Int, VersionVector, FeedCutoffs)>)?
                 do {
                     try db.inTransaction {
                         let r = try body(tx)
-                        out = (r, UncheckedBox((tx.state.feeds.added, tx.state.feeds.vector)))
+                        out = (r, UncheckedBox((tx.state.feeds.added, tx.state.feeds.vector, tx.state.feeds.cutoffs)))
                         return .commit
                     }
                     tx.state.feeds.added = 0
@@ -157,6 +160,7 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
                 return out!
             }
         }
+        publishedCutoffs.withLock { $0 = added.value.2 }
         publish(vector: added.value.1, commits: added.value.0)
         return result
     }
@@ -174,6 +178,8 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
 
     /// What this replica holds: for each site, the highest seq held.
     public var vector: VersionVector { published.withLock { $0 } }
+
+    public var cutoffs: FeedCutoffs { publishedCutoffs.withLock { $0 } }
 
     private func publish(vector v: VersionVector, commits: Int) {
         published.withLock { $0 = v }

@@ -49,16 +49,20 @@ public enum CommitVerifier {
     /// the author's commit with a seq already held, to tell a duplicate
     /// from a fork. `now` is the wall clock (Unix milliseconds), and a
     /// commit stamped more than `maxDrift` milliseconds ahead of it is held.
+    /// A commit past its author's cut-off (`cutoffs`) is refused, and a
+    /// dependency on one counts as held (`FeedCutoffs.satisfying`).
     public static func verify(
         _ commit: Commit, dataset: String, head: FeedHead, held: VersionVector, author: SiteRecord?,
-        now: UInt64, maxDrift: UInt64 = defaultMaxClockDrift, heldHash: (UInt64) throws -> [UInt8]?
+        now: UInt64, maxDrift: UInt64 = defaultMaxClockDrift, cutoffs: FeedCutoffs = FeedCutoffs(),
+        heldHash: (UInt64) throws -> [UInt8]?
     ) rethrows -> Verdict {
         if commit.dataset != dataset {
             return .reject(.invalid, "commit is for dataset \(commit.dataset), not \(dataset)")
         }
+        if cutoffs.refuses(commit) { return .reject(.notAuthorized, cutoffs.reason(commit)) }
         let past: VersionVector
         do {
-            past = try FeedRules.check(commit, head: head, held: held)
+            past = try FeedRules.check(commit, head: head, held: cutoffs.isEmpty ? held : cutoffs.satisfying(held))
         } catch {
             switch error {
             case .alreadyHeld:

@@ -31,6 +31,7 @@ public final class ReferenceStore: ReplicaStore {
         var rejected: [RejectionRecord] = []
         var rejectedHashes = Set<[UInt8]>()
         var refusalsOtherThanForks = 0
+        var cutoffs = FeedCutoffs()
     }
 
     /// An empty replica of `dataset` (its system tables only).
@@ -42,11 +43,16 @@ public final class ReferenceStore: ReplicaStore {
         self.maxClockDrift = maxClockDrift
         self.local = local
         self.wallClock = wallClock
-        var replica = ReferenceReplica(dataset: dataset)
-        for def in AnnotationRows.systemTables { replica.define(def, stamp: SchemaStamp(hlc: .zero, site: AnnotationRows.genesisSite)) }
-        var s = State(replica: replica)
+        var s = State(replica: Self.emptyReplica(dataset))
         s.sites[local.site] = local.record
         state = Mutex(s)
+    }
+
+    /// A replica holding only the system tables.
+    private static func emptyReplica(_ dataset: String) -> ReferenceReplica {
+        var replica = ReferenceReplica(dataset: dataset)
+        for def in AnnotationRows.systemTables { replica.define(def, stamp: SchemaStamp(hlc: .zero, site: AnnotationRows.genesisSite)) }
+        return replica
     }
 
     public var vector: VersionVector { state.withLock { $0.replica.vector } }
@@ -66,7 +72,7 @@ public final class ReferenceStore: ReplicaStore {
         let (result, added, vector) = try state.withLock { s -> (T, Bool, VersionVector) in
             var copy = s
             let r = try body(&copy)
-            let added = copy.log.count > s.log.count
+            let added = copy.log.count != s.log.count || copy.replica.vector != s.replica.vector
             s = copy
             return (r, added, copy.replica.vector)
         }
@@ -86,7 +92,7 @@ public final class ReferenceStore: ReplicaStore {
         let log = s.log
         let verdict = CommitVerifier.verify(
             commit, dataset: dataset, head: s.replica.head(of: commit.author), held: s.replica.vector, author: s.sites[commit.author],
-            now: wallClock(), maxDrift: maxClockDrift,
+            now: wallClock(), maxDrift: maxClockDrift, cutoffs: s.cutoffs,
             heldHash: { seq in log.first { $0.author == commit.author && $0.seq == seq }?.hash })
         switch verdict {
         case .duplicate, .wait, .clockAhead:
@@ -96,7 +102,7 @@ public final class ReferenceStore: ReplicaStore {
             return verdict
         case .apply:
             do {
-                try s.replica.apply(commit)
+                try s.replica.apply(commit, dependenciesHeld: s.cutoffs.isEmpty ? nil : s.cutoffs.satisfying(s.replica.vector))
                 s.log.append(commit)
                 return verdict
             } catch {
@@ -104,6 +110,29 @@ public final class ReferenceStore: ReplicaStore {
                 reject(&s, commit, .invalid, reason)
                 return .reject(.invalid, reason)
             }
+        }
+    }
+
+    public var cutoffs: FeedCutoffs { read { $0.cutoffs } }
+
+    public func cut(_ cutoffs: [SiteID: UInt64]) async throws -> Int {
+        try transaction { s in
+            s.cutoffs.merge(cutoffs)
+            guard !s.cutoffs.excess(in: s.replica.vector).isEmpty else { return 0 }
+            let log = s.log
+            s.log = []
+            s.replica = Self.emptyReplica(dataset)
+            var dropped = 0
+            for commit in log {
+                guard !s.cutoffs.refuses(commit) else {
+                    dropped += 1
+                    reject(&s, commit, .notAuthorized, s.cutoffs.reason(commit))
+                    continue
+                }
+                if case .apply = applyOne(&s, commit) { continue }
+                dropped += 1
+            }
+            return dropped
         }
     }
 

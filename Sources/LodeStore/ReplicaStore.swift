@@ -55,6 +55,18 @@ public protocol ReplicaStore: AnyObject, Sendable {
     func rejections(limit: Int, kind: RejectionKind?) async throws -> [RejectionRecord]
     /// How many commits were refused.
     func rejectionCount() async throws -> Int
+    /// The feeds cut off here (DESIGN §9).
+    var cutoffs: FeedCutoffs { get }
+    /// Cuts feeds off (`FeedCutoffs`): merges `cutoffs` in (the smaller seq
+    /// stays; kept across restarts), then drops every commit held past
+    /// them, also applied ones: the tables, history and conflicts are
+    /// recomputed from the remaining commits, as if only they had arrived,
+    /// in the order they did, all in one transaction. A remaining commit
+    /// that no longer applies (it wrote to a column only a dropped commit
+    /// defined) is refused, as a replica that never held the dropped ones
+    /// refuses it, and its feed's later commits are dropped with it.
+    /// Returns how many commits were dropped.
+    func cut(_ cutoffs: [SiteID: UInt64]) async throws -> Int
 
     // MARK: Reading
 

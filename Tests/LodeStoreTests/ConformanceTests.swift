@@ -182,6 +182,68 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
         }
     }
 
+    /// A feed cut off (a revoked site's, DESIGN §9) is dropped past its
+    /// cut-off also where its commits were applied, seen by other sites
+    /// and built on (commits depending on them, a column only they
+    /// defined): every replica ends with the tables of a replica that never
+    /// received the dropped commits, the other sites' writes all kept; a
+    /// commit past the cut-off is refused from then on.
+    @Test(arguments: StoreKind.allCases, 0..<4)
+    func aCutOffFeedIsDroppedEverywhereAndTheRestConverges(_ kind: StoreKind, seed: UInt64) async throws {
+        var rng = SeededGenerator(seed: seed)
+        let rs = try await cluster(kind)
+        let mallory = rs[2]
+        var cutoff: UInt64 = 0
+        for step in 0..<60 {
+            let r = rs.randomElement(using: &rng)!
+            if step == 20 { cutoff = mallory.vector[mallory.local.site] }
+            if step == 30 {
+                // After the cut-off, mallory adds a column the others then write to.
+                _ = try await mallory.alter(
+                    conformanceSchema.map { t in
+                        t.name == "mines"
+                            ? TableDef(name: t.name, primaryKey: t.primaryKey, columns: t.columns + [ColumnDef(name: "status", type: .text)]) : t
+                    })
+                continue
+            }
+            let columns = try await r.schema().first { $0.name == "mines" }!.orderedColumns.map(\.name)
+            _ = try await r.write((0..<Int.random(in: 1...3, using: &rng)).map { _ in randomEdit(&rng, columns: columns) })
+            if Int.random(in: 0..<3, using: &rng) == 0 {
+                let a = rs.randomElement(using: &rng)!, b = rs.randomElement(using: &rng)!
+                if a !== b { try await exchange(from: a, to: b, &rng) }
+            }
+        }
+        for a in rs { for b in rs where a !== b { try await exchange(from: a, to: b, &rng) } }
+        let all = try await rs[0].commits(missingFrom: VersionVector(), limit: 100_000)
+        let past = all.filter { $0.author == mallory.local.site && $0.seq > cutoff }
+        #expect(!past.isEmpty)
+
+        // What a replica that never held mallory's commits past the cut-off holds.
+        let fresh = try kind.make(dir, site: site(9, "late"))
+        try await introduce(rs + [fresh])
+        #expect(try await fresh.cut([mallory.local.site: cutoff]) == 0)
+        let refused = try await deliver(all.filter { !past.contains($0) }, to: fresh, &rng)
+        let expected = try await tables(fresh)
+        // Writes that needed the dropped column are the only others refused.
+        #expect(refused.allSatisfy { $0.reason.contains("status") }, "\(refused.map(\.reason))")
+
+        for r in rs.prefix(2) {
+            let before = try await r.commitCount()
+            let dropped = try await r.cut([mallory.local.site: cutoff])
+            #expect(dropped >= past.count && r.vector[mallory.local.site] == cutoff)
+            #expect(try await r.commitCount() == before - dropped)
+            #expect(try await tables(r) == expected, "\(kind) seed \(seed)")
+            #expect(r.vector == fresh.vector)
+            // Cut again, or at a later seq: nothing changes; the smaller cut-off stays.
+            #expect(try await r.cut([mallory.local.site: cutoff + 1]) == 0)
+            #expect(r.cutoffs[mallory.local.site] == cutoff)
+            // Offered again, the dropped commits are refused.
+            let again = try await r.apply(past)
+            #expect(again.applied.isEmpty && again.rejected.count == past.count)
+        }
+        #expect(try await tables(rs[0]) == tables(rs[1]))
+    }
+
     /// Applied in the same order, a store finds the same conflicts as the
     /// reference model, keeps both values, and marks the same ones resolved.
     @Test(arguments: StoreKind.allCases, 0..<4)

@@ -1,0 +1,57 @@
+import Foundation
+import GRDB
+import LodeCore
+import LodeStore
+
+extension SQLiteReplica {
+    /// Cuts feeds off and drops what lies past them (`ReplicaStore.cut`):
+    /// the remaining log is set aside in a temporary table, everything
+    /// applying built is emptied, and the remaining commits are applied
+    /// again in their order, each verified as a peer's would be, all in one
+    /// transaction: a crash leaves the replica as it was or fully cut.
+    public func cut(_ cutoffs: [SiteID: UInt64]) async throws -> Int {
+        try await write { [self] tx in
+            let db = tx.db
+            for (author, seq) in cutoffs where seq < (tx.state.feeds.cutoffs[author] ?? .max) {
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO _lode_cutoffs(site, seq) VALUES (?, ?)",
+                    arguments: [try tx.state.sites.number(db, author), Int64(min(seq, UInt64(Int64.max)))])
+            }
+            tx.state.feeds.cutoffs.merge(cutoffs)
+            let excess = tx.state.feeds.cutoffs.excess(in: tx.state.feeds.vector)
+            guard !excess.isEmpty else { return 0 }
+            let before = try Int.fetchOne(db, sql: "SELECT count(*) FROM _lode_log") ?? 0
+            // Keep the dropped commits' refusals (no bytes), then set the rest aside.
+            var past: [String] = []
+            var arguments: [any DatabaseValueConvertible] = []
+            for (author, seq) in excess {
+                past.append("(site = ? AND seq > ?)")
+                arguments += [try tx.state.sites.number(db, author), Int64(seq)]
+            }
+            let dropped = "(" + past.joined(separator: " OR ") + ")"
+            for row in try Row.fetchAll(db, sql: "SELECT bytes FROM _lode_log WHERE \(dropped)", arguments: StatementArguments(arguments)) {
+                let commit = try Commit(decoding: [UInt8](row["bytes"] as Data))
+                try reject(db, commit, .notAuthorized, tx.state.feeds.cutoffs.reason(commit))
+            }
+            try db.execute(sql: "CREATE TEMP TABLE _lode_replay(id INTEGER PRIMARY KEY, bytes BLOB NOT NULL)")
+            try db.execute(
+                sql: "INSERT INTO temp._lode_replay(id, bytes) SELECT id, bytes FROM _lode_log WHERE NOT \(dropped) ORDER BY id",
+                arguments: StatementArguments(arguments))
+            try DatasetFormat.clearApplied(db, tables: Array(tx.state.schema.tables.keys))
+            try tx.reload()
+            var last: Int64 = 0
+            var kept = 0
+            while true {
+                let rows = try Row.fetchAll(db, sql: "SELECT id, bytes FROM temp._lode_replay WHERE id > ? ORDER BY id LIMIT 256", arguments: [last])
+                guard let end = rows.last else { break }
+                last = end["id"]
+                for row in rows {
+                    let commit = try Commit(decoding: [UInt8](row["bytes"] as Data))
+                    if case .apply = try applyOne(tx, commit) { kept += 1 }
+                }
+            }
+            try db.execute(sql: "DROP TABLE temp._lode_replay")
+            return before - kept
+        }
+    }
+}
