@@ -198,36 +198,112 @@ public final class Node: Sendable {
 
     // MARK: Revocation
 
-    /// Takes a revocation in (DESIGN §9), once its CA signature is checked:
-    /// fixes, for each dataset held, the cut-off of every feed of the site
-    /// (the last seq held here), keeps both, and from then refuses the
-    /// site's connections and its commits past the cut-offs. Returns the
-    /// cut-offs fixed. Handed in again, or with a later record, the
-    /// smaller cut-off stays.
+    /// Takes a revocation handed in here (DESIGN §9), once its CA signature
+    /// is checked: fixes, for each dataset held, the cut-off of every feed
+    /// of the site (the last seq held here), signs them in a notice that
+    /// sync spreads (`revocationNotices`), and from then refuses the
+    /// site's connections and drops its commits past the cut-offs, also
+    /// those applied here. Returns the cut-offs kept for the site. Handed
+    /// in again, or with a later record, the smaller cut-off stays.
     @discardableResult
     public func revoke(_ r: Revocation) async throws -> [NodeFile.Cutoff] {
         try r.verify(ca: identity.ca)
         if r.site == identity.local.name {
             throw NodeError(.badInput, "this node is site \(r.site): hand the revocation to the other nodes")
         }
-        var cutoffs: [NodeFile.Cutoff] = []
+        try await adopt(r, from: nil)
+        return revocationCutoffs(of: r)
+    }
+
+    /// What a revocation notice from a peer brought.
+    public struct RevocationIntake: Sendable {
+        /// Notices new here, to pass on to every other peer: the one received
+        /// and, when this node fixed cut-offs of its own, its notice of them.
+        public var forward: [[UInt8]] = []
+        /// The revoked site, whose sessions are to close.
+        public var site: String?
+    }
+
+    /// Takes in a revocation notice a peer passed on: checks the CA's
+    /// signature on the record and the signer's on the notice, keeps it,
+    /// merges its cut-offs of the revoked site's feeds (the smaller seq
+    /// wins) and fixes this node's own for the feeds no notice covered,
+    /// then cuts every replica. A notice held already changes nothing.
+    public func receiveRevocation(_ bytes: [UInt8]) async throws -> RevocationIntake {
+        let notice = try RevocationNotice.decode(bytes)
+        let signer = try notice.verify(ca: identity.ca)
+        if let r = revocation(of: signer) {
+            throw NodeError(.rejected, "the revocation notice is signed by \(signer.name), which is revoked (\(r.reason))")
+        }
+        // A node told of its own revocation keeps serving what it holds; its peers refuse it.
+        guard notice.record.site != identity.local.name else { return RevocationIntake() }
+        guard try file.keepNotice(site: notice.record.site, signer: signer.site, bytes: bytes) else { return RevocationIntake() }
+        let own = try await adopt(notice.record, from: notice)
+        return RevocationIntake(forward: [bytes] + (own.map { [$0.bytes] } ?? []), site: notice.record.site)
+    }
+
+    /// The revocation notices kept here, to hand to every peer.
+    public func revocationNotices() throws -> [[UInt8]] { try file.notices() }
+
+    /// Adopts revocation `r`: the cut-offs of `notice` (of feeds whose key
+    /// `r` covers) merged in, this node's own fixed for every feed of the
+    /// site that no notice covered (every feed when handed in here, with
+    /// `notice` nil), each replica cut. Returns this node's own notice, if
+    /// it signed one: always when handed in (so that the record spreads),
+    /// otherwise when it fixed a cut-off.
+    @discardableResult
+    private func adopt(_ r: Revocation, from notice: RevocationNotice?) async throws -> RevocationNotice? {
+        // The revoked site's keys: every certificate known here (also the
+        // ones only a replica recorded) issued to its name before the revocation.
         var keys = Set(try knownCertificates().compactMap { try? SiteCertificate(der: $0) }.filter(r.covers).map(\.site))
+        var held: [String: VersionVector] = [:]
         for name in datasetNames() {
             let replica = try replica(name)
-            let vector = replica.vector
-            for s in try await replica.sites() where s.name == r.site && (s.validFrom ?? 0) <= r.revoked {
-                cutoffs.append(NodeFile.Cutoff(site: r.site, dataset: name, author: s.site, seq: vector[s.site]))
-                keys.insert(s.site)
+            held[name] = replica.vector
+            for s in try await replica.sites() where s.name == r.site && (s.validFrom ?? 0) <= r.revoked { keys.insert(s.site) }
+        }
+        let given = (notice?.cutoffs ?? []).filter { keys.contains($0.author) }.map {
+            NodeFile.Cutoff(site: r.site, dataset: $0.dataset, author: $0.author, seq: $0.seq)
+        }
+        let covered = Set(revocationCutoffs(of: r).map { "\($0.dataset)/\($0.author.hex)" } + given.map { "\($0.dataset)/\($0.author.hex)" })
+        var own: [NodeFile.Cutoff] = []
+        for (name, vector) in held.sorted(by: { $0.key < $1.key }) {
+            for key in keys.sorted() where notice == nil || !covered.contains("\(name)/\(key.hex)") {
+                own.append(NodeFile.Cutoff(site: r.site, dataset: name, author: key, seq: vector[key]))
             }
         }
-        try file.keepRevocation(site: r.site, record: r.encoded, cutoffs: cutoffs)
+        try file.keepRevocation(site: r.site, record: r.encoded, cutoffs: given + own)
         revoked.withLock { state in
             if !state.records.contains(where: { $0.site == r.site }) { state.records.append(r) }
             state.keys.formUnion(keys)
-            for c in cutoffs { state.cutoffs[c.dataset, default: [:]][c.author] = min(state.cutoffs[c.dataset]?[c.author] ?? .max, c.seq) }
+            for c in given + own { state.cutoffs[c.dataset, default: [:]][c.author] = min(state.cutoffs[c.dataset]?[c.author] ?? .max, c.seq) }
         }
-        return cutoffs
+        var signed: RevocationNotice?
+        if notice == nil || !own.isEmpty {
+            let n = try RevocationNotice.sign(
+                r, cutoffs: own.map { RevocationNotice.Cutoff(dataset: $0.dataset, author: $0.author, seq: $0.seq) }, by: identity)
+            if try file.keepNotice(site: r.site, signer: identity.local.site, bytes: n.bytes) { signed = n }
+        }
+        try await cutReplicas()
+        return signed
     }
+
+    /// Cuts every replica at the cut-offs kept for it (revocations and
+    /// forks): drops what a replica holds past them. Cheap when nothing is
+    /// past them; run at start too, so that a crash between keeping a
+    /// cut-off and cutting the replica loses nothing.
+    public func cutReplicas() async throws {
+        for name in datasetNames() {
+            guard let feeds = revoked.withLock({ $0.cutoffs[name] }), !feeds.isEmpty else { continue }
+            let replica = try replica(name)
+            guard !FeedCutoffs(feeds).excess(in: replica.vector).isEmpty || replica.cutoffs.seqs != feeds else { continue }
+            _ = try await replica.cut(feeds)
+        }
+    }
+
+    /// Counts `key` as a revoked site's: its feed is cut off at 0 in every
+    /// dataset no notice fixed a cut-off for.
+    func noteRevokedKey(_ key: SiteID) { _ = revoked.withLock { $0.keys.insert(key) } }
 
     /// The cut-offs kept for a revoked site's feeds.
     public func revocationCutoffs(of r: Revocation) -> [NodeFile.Cutoff] {
@@ -237,9 +313,10 @@ public final class Node: Sendable {
     /// What a fork's cut-off is kept under (no site name has parentheses).
     static let forkMarker = "(fork)"
 
-    /// Freezes `author`'s feed in `dataset` at `seq` (DESIGN §9): the site
-    /// signed two commits with one seq, so nothing more of that feed is
-    /// accepted here; kept across restarts. Returns true when it froze.
+    /// Freezes `author`'s feed in `dataset` at `seq`, the seq before a fork
+    /// (DESIGN §9): the site signed two histories, so nothing of that feed
+    /// past `seq` is accepted here; kept across restarts. The caller cuts
+    /// the replica. Returns true when it froze.
     @discardableResult
     func freeze(dataset: String, author: SiteID, at seq: UInt64) throws -> Bool {
         let fresh = revoked.withLock { state in

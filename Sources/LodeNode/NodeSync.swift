@@ -42,9 +42,10 @@ extension Node {
         else {
             throw NodeError(.rejected, "the certificate of \(cert.name) is not issued by this cluster's CA")
         }
-        if let r = revocation(of: cert) {
-            throw NodeError(.rejected, "the certificate of \(cert.name) is revoked (\(r.reason))")
-        }
+        // A revoked site's certificate is kept too: its commits up to the
+        // cut-offs must verify here as everywhere, or replicas would differ.
+        // Past them they are refused, and TLS refuses the site.
+        if revocation(of: cert) != nil { noteRevokedKey(cert.site) }
         // A renewed certificate (same key, later expiry) replaces the old one.
         let until = Int64(cert.certificate.notValidAfter.timeIntervalSince1970 * 1000)
         let changed = try file.keepCertificate(site: cert.site, der: der, validUntil: until)
@@ -166,20 +167,27 @@ final class NodeSyncHost: SyncHost {
                     site: site, seq: seq, code: .notAuthorized,
                     reason: "the site's feed is cut off here (revoked, or it forked): its commits after seq \(cutoff) of this dataset are refused"))
         }
-        // A fork proves the key signed two histories: freeze the feed at
-        // what is held, and pass both commits on, once, as evidence.
+        // A fork proves the key signed two histories: freeze the feed before
+        // the fork, pass both commits on, once, as evidence, and drop what
+        // is held from the fork on, so that replicas that got different
+        // copies first end alike: without either.
         var evidence: [[UInt8]] = []
         for r in outcome.rejected where r.kind == .forkedFeed && r.commit.author != localSite {
             let author = r.commit.author
-            guard try node.freeze(dataset: dataset, author: author, at: replica.vector[author]) else { continue }
+            let held = replica.vector[author]
+            // Two copies of one seq fork there; a commit naming another
+            // previous one forks at the seq before it, at the latest.
+            let at = (r.commit.seq <= held ? r.commit.seq : r.commit.seq - 1) - 1
+            guard try node.freeze(dataset: dataset, author: author, at: at) else { continue }
             NodeSyncHost.forks.increment()
             var before = replica.vector
             before[author] = min(before[author], r.commit.seq - 1)
-            if let held = try await replica.commits(missingFrom: before, limit: 1_000).first(where: {
+            if let copy = try await replica.commits(missingFrom: before, limit: 1_000).first(where: {
                 $0.author == author && $0.seq == r.commit.seq
             }) {
-                evidence += [held.bytes, r.commit.bytes]
+                evidence += [copy.bytes, r.commit.bytes]
             }
+            _ = try await replica.cut([author: at])
         }
         let vector = replica.vector
         let held = node.alerts.applied(dataset: dataset, held: outcome.aheadOfClock, vector: vector, now: SQLiteReplica.systemWallClock())
@@ -193,6 +201,13 @@ final class NodeSyncHost: SyncHost {
     }
 
     func knownCertificates() async throws -> [[UInt8]] { try node.knownCertificates() }
+
+    func revocationNotices() async throws -> [[UInt8]] { try node.revocationNotices() }
+
+    func takeRevocation(_ notice: [UInt8]) async throws -> RevocationTaken {
+        let intake = try await node.receiveRevocation(notice)
+        return RevocationTaken(forward: intake.forward, site: intake.site)
+    }
 
     func identifyPeer(_ der: [UInt8]) throws -> PeerIdentity {
         let c = try SiteCertificate(der: der)

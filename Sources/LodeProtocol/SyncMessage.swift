@@ -77,6 +77,10 @@ public enum SyncMessageV1: Hashable, Sendable {
     case commitRejected(dataset: String, site: SiteID, seq: UInt64, code: RejectCode, message: String)
     /// The session is refused; the sender closes it.
     case reject(code: RejectCode, message: String)
+    /// A revocation notice (DESIGN §9): a CA's revocation record and the
+    /// cut-offs a node fixed for it, signed by that node; opaque here, read
+    /// by the node (`RevocationNotice`). Passed on by every node it is new to.
+    case revocation([UInt8])
 }
 
 /// A message on the wire: versioned from the first frame.
@@ -98,7 +102,11 @@ public enum SyncFrame {
         case hello = 1, certificates, commits, ack, vector, ping, pong, commitRejected, reject
         /// `commits` with its commit list deflated (RFC 1950 zlib).
         case commitsDeflated
+        case revocation
     }
+
+    /// The largest revocation notice a frame carries.
+    public static let maxRevocationBytes = 1 << 20
 
     /// A `commits` frame is sent deflated when that saves at least this share.
     static let deflateWorthIt = 0.9
@@ -163,6 +171,9 @@ public enum SyncFrame {
             w.writeByte(Tag.reject.rawValue)
             w.writeByte(code.rawValue)
             w.writeString(message)
+        case .revocation(let notice):
+            w.writeByte(Tag.revocation.rawValue)
+            w.writeLengthPrefixed(notice)
         }
         var bytes = w.bytes
         let length = UInt32(bytes.count - 4)
@@ -234,6 +245,8 @@ public enum SyncFrame {
         case .reject:
             let code = try readCode(&r)
             m = .reject(code: code, message: try r.readString(limit: 4096))
+        case .revocation:
+            m = .revocation(try r.readLengthPrefixed(limit: maxRevocationBytes))
         }
         guard r.isAtEnd else { throw BinaryDecodingError(.trailingBytes, at: r.offset, "\(r.remaining) bytes after the message") }
         return .v1(m)

@@ -28,6 +28,8 @@ public final class NodeFile: Sendable {
                         CREATE TABLE IF NOT EXISTS revocations(site TEXT PRIMARY KEY, record BLOB NOT NULL);
                         CREATE TABLE IF NOT EXISTS revocation_cutoffs(
                             site TEXT NOT NULL, dataset TEXT NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(dataset, author));
+                        CREATE TABLE IF NOT EXISTS revocation_notices(
+                            id INTEGER PRIMARY KEY, site TEXT NOT NULL, signer BLOB NOT NULL, bytes BLOB NOT NULL UNIQUE);
                         """)
             }
             return q
@@ -122,6 +124,35 @@ public final class NodeFile: Sendable {
                     INSERT INTO revocation_cutoffs(site, dataset, author, seq) VALUES (?, ?, ?, ?)
                     ON CONFLICT(dataset, author) DO UPDATE SET seq = min(seq, excluded.seq)
                     """, arguments: [c.site, c.dataset, Data(c.author.bytes), Int64(c.seq)])
+        }
+    }
+
+    /// The most notices kept per revoked site and signer: a signer that
+    /// keeps signing new ones costs a few of them.
+    public static let noticesPerSigner = 4
+
+    /// Keeps a signed revocation notice (`bytes`, as it travels) that
+    /// `signer` signed about `site`. Returns false when it was kept already
+    /// or the signer has signed `noticesPerSigner` about the site.
+    public func keepNotice(site: String, signer: SiteID, bytes: [UInt8]) throws -> Bool {
+        try StoreError.converting {
+            try queue.write { db in
+                let n =
+                    try Int.fetchOne(
+                        db, sql: "SELECT count(*) FROM revocation_notices WHERE site = ? AND signer = ?", arguments: [site, Data(signer.bytes)]) ?? 0
+                guard n < Self.noticesPerSigner else { return false }
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO revocation_notices(site, signer, bytes) VALUES (?, ?, ?)",
+                    arguments: [site, Data(signer.bytes), Data(bytes)])
+                return db.changesCount > 0
+            }
+        }
+    }
+
+    /// Every revocation notice kept, in the order kept.
+    public func notices() throws -> [[UInt8]] {
+        try StoreError.converting {
+            try queue.read { db in try Data.fetchAll(db, sql: "SELECT bytes FROM revocation_notices ORDER BY id").map { [UInt8]($0) } }
         }
     }
 

@@ -37,6 +37,8 @@ final class SessionHandle: Sendable {
     let wakes: AsyncStream<Void>
     let snapshot = Mutex(Snapshot())
     let pendingCertificates = Mutex<[[UInt8]]>([])
+    /// Revocation notices taken in through other sessions, to pass on.
+    let pendingRevocations = Mutex<[[UInt8]]>([])
     /// Fork evidence found through other sessions, to pass on, by dataset.
     let pendingEvidence = Mutex<[(dataset: String, commits: [[UInt8]])]>([])
     /// Set to end the session (the node is going offline).
@@ -68,6 +70,8 @@ struct PeerSession {
     let onNewCertificates: @Sendable ([[UInt8]]) -> Void
     /// Told when an apply found fork evidence that other sessions should pass on.
     let onEvidence: @Sendable (String, [[UInt8]]) -> Void
+    /// Told when a revocation notice was new here.
+    let onRevocation: @Sendable (RevocationTaken) -> Void
     /// Told when the session's state changes (for `sync --wait`, status).
     let onStateChange: @Sendable () -> Void
 
@@ -129,7 +133,9 @@ struct PeerSession {
                     continuation.finish()
                 }
                 var sm = SyncStateMachine(config: config, peerSite: handle.peer.site)
-                let start = sm.start(local: try await host.datasetVectors(), certificates: try await host.knownCertificates(), now: .now)
+                let start = sm.start(
+                    local: try await host.datasetVectors(), certificates: try await host.knownCertificates(),
+                    revocations: try await host.revocationNotices(), now: .now)
                 if try await perform(start, &sm, outbound) { return }
                 for await event in events {
                     if case .inbound(let message) = event { _ = buffered.add(-message.weight) }
@@ -151,8 +157,15 @@ struct PeerSession {
                             defer { p = [] }
                             return p
                         }
-                        // Certificates may go before the Hello is answered; commits never before them.
+                        // Certificates and revocations may go before the Hello is
+                        // answered; commits never before them.
                         if !certs.isEmpty { a.append(.send(.certificates(certs))) }
+                        for n in handle.pendingRevocations.withLock({ p in
+                            defer { p = [] }
+                            return p
+                        }) {
+                            a.append(.send(.revocation(n)))
+                        }
                         // Sent as commits, so only once the Hellos are exchanged (until
                         // then it waits): the peer applies or refuses them as any other.
                         if sm.isEstablished {
@@ -246,6 +259,17 @@ struct PeerSession {
                     onNewCertificates(intake.added)
                     // Commits waiting for these authors may apply now.
                     for (name, v) in try await host.datasetVectors() { queue += sm.localChanged(dataset: name, vector: v) }
+                }
+            case .takeRevocation(let notice):
+                do {
+                    let taken = try await host.takeRevocation(notice)
+                    if !taken.forward.isEmpty || taken.site != nil {
+                        logger.notice("took in a revocation", metadata: ["site": "\(taken.site ?? "")", "from": "\(handle.peer.name)"])
+                        onRevocation(taken)
+                    }
+                } catch {
+                    // A notice that does not check out changes nothing; the session goes on.
+                    logger.warning("refused a revocation notice", metadata: ["from": "\(handle.peer.name)", "reason": "\(error)"])
                 }
             case .log(let message):
                 logger.notice("\(message)", metadata: ["peer": "\(handle.peer.name)"])

@@ -216,6 +216,10 @@ public final class SyncEngine: Service, Sendable {
             host: host, handle: handle, config: config, logger: logger,
             onNewCertificates: { [weak self] certs in self?.broadcast(certificates: certs, except: handle.id) },
             onEvidence: { [weak self] dataset, commits in self?.broadcast(evidence: commits, of: dataset, except: handle.id) },
+            onRevocation: { [weak self] taken in
+                self?.broadcast(revocations: taken.forward, except: handle.id)
+                if let site = taken.site { self?.closeSessions { $0.name == site } }
+            },
             onStateChange: { [weak self] in self?.changed.signal() })
         try await session.run(connection)
     }
@@ -356,6 +360,15 @@ public final class SyncEngine: Service, Sendable {
     func broadcast(certificates: [[UInt8]], except id: UInt64) {
         for s in sessions.withLock({ Array($0.values) }) where s.id != id {
             s.pendingCertificates.withLock { $0 += certificates }
+            s.wake.yield()
+        }
+    }
+
+    /// Passes revocation notices to every session but `id` (0: every one).
+    public func broadcast(revocations: [[UInt8]], except id: UInt64 = 0) {
+        guard !revocations.isEmpty else { return }
+        for s in sessions.withLock({ Array($0.values) }) where s.id != id {
+            s.pendingRevocations.withLock { $0 += revocations }
             s.wake.yield()
         }
     }

@@ -27,6 +27,24 @@ public protocol SyncHost: Sendable {
     func identifyPeer(_ der: [UInt8]) throws -> PeerIdentity
     /// Verifies certificates against the cluster CA and keeps the good ones.
     func addCertificates(_ ders: [[UInt8]]) async throws -> CertificateIntake
+    /// The revocation notices this node keeps, for a new session.
+    func revocationNotices() async throws -> [[UInt8]]
+    /// Checks a revocation notice a peer sent and takes it in (DESIGN §9).
+    /// Throws when it is refused.
+    func takeRevocation(_ notice: [UInt8]) async throws -> RevocationTaken
+}
+
+/// What a revocation notice did here.
+public struct RevocationTaken: Sendable {
+    /// Notices new here, for every other peer.
+    public var forward: [[UInt8]]
+    /// The revoked site's name: its sessions close.
+    public var site: String?
+
+    public init(forward: [[UInt8]], site: String?) {
+        self.forward = forward
+        self.site = site
+    }
 }
 
 /// What became of certificates a peer sent.

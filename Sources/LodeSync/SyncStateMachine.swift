@@ -47,6 +47,8 @@ public struct SyncStateMachine: Sendable {
         case apply(dataset: String, commits: [[UInt8]])
         /// Verify certificates against the CA and remember them.
         case addCertificates([[UInt8]])
+        /// Check a revocation notice, take it in, and pass it on if it is new.
+        case takeRevocation([UInt8])
         /// Something worth logging.
         case log(String)
         /// Close the session, first sending a rejection when `code` is set.
@@ -107,8 +109,11 @@ public struct SyncStateMachine: Sendable {
     /// True once the session is over.
     public var isClosed: Bool { phase == .closed }
 
-    /// Starts the session: our Hello, then the certificates we know.
-    public mutating func start(local: [String: VersionVector], certificates: [[UInt8]], now: ContinuousClock.Instant) -> [Action] {
+    /// Starts the session: our Hello, then the certificates and the
+    /// revocation notices we know.
+    public mutating func start(
+        local: [String: VersionVector], certificates: [[UInt8]], revocations: [[UInt8]] = [], now: ContinuousClock.Instant
+    ) -> [Action] {
         phase = .awaitingHello
         lastReceived = now
         lastSent = now
@@ -122,6 +127,7 @@ public struct SyncStateMachine: Sendable {
             datasets: local.sorted { $0.key < $1.key }.map { DatasetVector(dataset: $0.key, vector: $0.value) })
         var out: [Action] = [.send(hello)]
         if !certificates.isEmpty { out.append(.send(.certificates(certificates))) }
+        out += revocations.map { .send(.revocation($0)) }
         return out
     }
 
@@ -132,7 +138,7 @@ public struct SyncStateMachine: Sendable {
         guard case .v1(let m) = message else { return close(.protocolVersion, "unknown message version") }
         if phase != .established {
             switch m {
-            case .hello, .certificates, .reject: break
+            case .hello, .certificates, .revocation, .reject: break
             default: return close(.malformed, "a message before Hello")
             }
         }
@@ -166,6 +172,8 @@ public struct SyncStateMachine: Sendable {
             return out
         case .certificates(let certs):
             return [.addCertificates(certs)]
+        case .revocation(let notice):
+            return [.takeRevocation(notice)]
         case .commits(let dataset, let commits):
             if datasets[dataset] == nil {
                 // Not held here: `applied` keeps the entry only if the
@@ -207,7 +215,10 @@ public struct SyncStateMachine: Sendable {
     /// there if a batch we sent did not arrive whole.
     private mutating func learned(_ dataset: String, _ v: VersionVector) -> [Action] {
         var d = datasets[dataset]!
-        d.peer = d.peer.merged(with: v)
+        // The peer's whole vector when it sent this, and messages arrive in
+        // order: it replaces what was known, also where it is lower (the
+        // peer dropped commits of a feed cut off, DESIGN §9).
+        d.peer = v
         d.peerKnown = true
         if d.inFlight == 0 && !d.sending && !d.peer.dominates(d.sent) {
             // Everything sent has been acknowledged, yet the peer lacks some

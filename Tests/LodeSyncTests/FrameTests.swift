@@ -32,6 +32,8 @@ import Testing
         ("pong", .pong(UInt64.max)),
         ("commit-rejected", .commitRejected(dataset: "d", site: other, seq: 5, code: .badSignature, message: "signature does not verify")),
         ("reject", .reject(code: .differentCluster, message: "another cluster")),
+        // Opaque to the frame layer: a notice's shape is the node's to check.
+        ("revocation", .revocation(Array("LRN1".utf8) + [0x02, 0x7B, 0x7D])),
     ]
 
     @Test func everyMessageRoundTripsWhateverTheSplit() throws {

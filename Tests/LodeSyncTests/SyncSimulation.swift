@@ -120,7 +120,8 @@ struct SimNetwork {
                 let after = nodes[x].replicas[ds]?.vector ?? VersionVector()
                 queue += nodes[x].sessions[peer]!.applied(dataset: ds, vector: after, batch: batch, rejected: rejected, now: now)
                 if after != before { notifyOthers(x, except: y, ds, after) }
-            case .addCertificates, .log:
+            case .addCertificates, .takeRevocation, .log:
+                // The simulation's sites know each other and revoke none.
                 break
             case .close(let code, let message):
                 closed.append((x, y, code, message))

@@ -33,6 +33,7 @@ struct PeerRoutes: Sendable {
             let r = try Revocation.decode(Data(buffer: body))
             try await node.revoke(r)
             sync.closeSessions { peer in peer.name == r.site }
+            sync.broadcast(revocations: try node.revocationNotices())
             return try json(PeerRoutes.info(r, node.revocationCutoffs(of: r)), status: .created)
         }
         group.on(.post, "sync", needs: .operate) { req, _ in
