@@ -66,6 +66,13 @@ public enum NodeServer {
         let node = try Node.open(dataDir: options.dataDir, maxClockDrift: options.maxClockDrift)
         defer { node.close() }
         for p in options.peers { try node.addPeer(p) }
+        do {
+            // A crash between keeping a cut-off and cutting a replica is finished here.
+            try await node.cutReplicas()
+        } catch {
+            // Commits past a cut-off are still refused; what was applied stays until the next start.
+            logger.error("could not drop what lies past the cut-offs", metadata: ["error": "\(error)"])
+        }
         let listen = try address(options.listen)
         let apiAddress = try options.apiListen.map { try address($0) }
         do {

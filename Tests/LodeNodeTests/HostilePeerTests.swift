@@ -252,6 +252,68 @@ final class HandRolledPeer: @unchecked Sendable {
         #expect(try await lyon.dump("mines") == rows)
     }
 
+    /// A revocation notice is believed only as far as it checks out: the
+    /// CA's signature on the record, a signer the CA certified as an
+    /// editor or relay and its signature on the whole; and only its
+    /// cut-offs of the revoked site's own feeds count. A notice that fails
+    /// changes nothing; garbage gets a typed error.
+    @Test func revocationNoticesThatDoNotCheckOutChangeNothing() async throws {
+        let berlin = try await target()
+        defer { Task { await berlin.stop() } }
+        let ca = try Identity.loadCA(dir: scratch.file("ca"))
+        func identity(_ name: String, _ role: Role) async throws -> NodeIdentity {
+            let dir = scratch.file(name)
+            try Node.initialize(dataDir: dir, site: name, role: role, caDir: scratch.file("ca"))
+            let node = try Node.open(dataDir: dir)
+            defer { node.close() }
+            try await berlin.node.addCertificate(node.identity.certificate.der)
+            return node.identity
+        }
+        let mallory = try await identity("mallory", .editor)
+        let eve = try await identity("eve", .editor)
+        let ann = try await identity("ann", .annotator)
+        let record = try Revocation.issue(site: "mallory", reason: "stolen", by: ca)
+        let me = berlin.node.identity.local.site
+        let malloryCut = RevocationNotice.Cutoff(dataset: "mines", author: mallory.local.site, seq: 0)
+        let before = try berlin.replica("mines").vector
+
+        // An annotator may not fix cut-offs; a notice altered after signing, or
+        // about another cluster, or not a notice at all, is refused.
+        let byAnnotator = try RevocationNotice.sign(record, cutoffs: [malloryCut], by: ann)
+        var altered = try RevocationNotice.sign(
+            record, cutoffs: [RevocationNotice.Cutoff(dataset: "mines", author: mallory.local.site, seq: 7)], by: eve
+        )
+        .bytes
+        altered[altered.count - 65] = 0  // seq 7 becomes 0
+        let otherDir = scratch.file("other-ca")
+        try Identity.createCA(dir: otherDir, cluster: "other")
+        let foreign = try RevocationNotice.sign(
+            Revocation.issue(site: "mallory", reason: "x", by: try Identity.loadCA(dir: otherDir)), cutoffs: [malloryCut], by: eve)
+        for bad in [byAnnotator.bytes, altered, foreign.bytes, [UInt8](repeating: 0x41, count: 200), Array(byAnnotator.bytes.prefix(40))] {
+            await #expect(throws: NodeError.self) { try await berlin.node.receiveRevocation(bad) }
+        }
+        #expect(berlin.node.revocations().isEmpty && berlin.node.cutoff(dataset: "mines", author: mallory.local.site) == nil)
+        #expect(try berlin.node.revocationNotices().isEmpty)
+
+        // An editor's notice that also tries to cut off berlin's and eve's feeds: only mallory's counts.
+        let overreaching = try RevocationNotice.sign(
+            record,
+            cutoffs: [
+                malloryCut, RevocationNotice.Cutoff(dataset: "mines", author: me, seq: 0),
+                RevocationNotice.Cutoff(dataset: "mines", author: eve.local.site, seq: 0),
+            ], by: eve)
+        let intake = try await berlin.node.receiveRevocation(overreaching.bytes)
+        #expect(intake.site == "mallory" && intake.forward.first == overreaching.bytes)
+        #expect(berlin.node.cutoff(dataset: "mines", author: mallory.local.site) == 0)
+        #expect(berlin.node.cutoff(dataset: "mines", author: me) == nil && berlin.node.cutoff(dataset: "mines", author: eve.local.site) == nil)
+        #expect(try berlin.replica("mines").vector == before)
+        // Offered again, it is held already: nothing new, nothing to pass on.
+        #expect(try await berlin.node.receiveRevocation(overreaching.bytes).forward.isEmpty)
+        // A revoked signer is believed no more.
+        let late = try RevocationNotice.sign(try Revocation.issue(site: "eve", reason: "x", by: ca), cutoffs: [], by: mallory)
+        await #expect(throws: NodeError.self) { try await berlin.node.receiveRevocation(late.bytes) }
+    }
+
     /// One certificate opening sessions without end used to get them all.
     /// Now a site holds at most `SyncEngine.maxSessionsPerSite` at once;
     /// the next is closed after the handshake, and others are served.
