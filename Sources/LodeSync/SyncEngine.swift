@@ -183,6 +183,8 @@ public final class SyncEngine: Service, Sendable {
         do {
             peer = try host.identifyPeer(try certificate.toDERBytes())
         } catch {
+            // A revoked site redials with backoff: one line per attempt.
+            logger.notice("refused a peer after the handshake", metadata: ["address": "\(address)", "reason": "\(error)"])
             await SyncEngine.discard(connection)
             throw error
         }

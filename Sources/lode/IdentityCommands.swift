@@ -58,7 +58,9 @@ struct RevokeCommand: AsyncParsableCommand {
         abstract: "Hand a revocation (from `lode ca revoke`) to the node.",
         discussion: """
             The node checks the CA's signature, fixes the cut-off of each of the site's feeds (the last seq it \
-            holds), and from then refuses the site's connections and its commits past the cut-offs.
+            holds), and from then refuses the site's connections and its commits past the cut-offs, dropping \
+            those it had applied. The revocation and the cut-offs, signed by this node, spread by sync: every \
+            node they reach does the same.
             Example: lode revoke ./ca/revocations/laptop-7-1796000000000.json
             """)
 

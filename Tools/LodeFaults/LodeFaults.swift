@@ -14,10 +14,11 @@ struct LodeFaults: ParsableCommand {
               lode-faults schedules --seed 1234          # replay one schedule
               lode-faults crash --rounds 10
               lode-faults diskfull
+              lode-faults revoke                       # a stolen laptop's key revoked on the cluster
               lode-faults load --seconds 60
               lode-faults load --seconds 60 --api --clients 8   # more load: no process per write
             """,
-        subcommands: [Schedules.self, Crash.self, DiskFull.self, Load.self])
+        subcommands: [Schedules.self, Crash.self, DiskFull.self, Revoke.self, Load.self])
 
     struct Common: ParsableArguments {
         @Option(help: "The lode binary.") var lode = ".build/release/lode"
@@ -100,6 +101,27 @@ struct LodeFaults: ParsableCommand {
                 say("PASS " + (try runDiskFull(lode: try common.binary(), root: common.dir + "/diskfull", megabytes: megabytes)))
             } catch {
                 say("FAIL: \(error)")
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Revoke: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Revoke a site on 5 nodes in network namespaces (needs root): what it wrote past the cut-off, seen or offline, reaches no one.")
+        @OptionGroup var common: Common
+        @Option(help: "deploy/netns-cluster.sh") var script = "deploy/netns-cluster.sh"
+
+        func run() throws {
+            setenv("NETNS_PREFIX", "lodef", 0)
+            setenv("NET", "10.232.0", 0)
+            let lode = try common.binary()
+            setenv("LODE", lode.binary, 1)
+            do {
+                say("PASS " + (try runRevocation(root: common.dir, lode: lode, script: script)))
+            } catch {
+                say("FAIL: \(error)\nKept in \(common.dir)/revoke.")
                 throw ExitCode(1)
             }
         }
