@@ -43,11 +43,14 @@ final class SessionHandle: Sendable {
     let pendingEvidence = Mutex<[(dataset: String, commits: [[UInt8]])]>([])
     /// Set to end the session (the node is going offline).
     let closeRequested = Mutex(false)
+    /// Bytes received and not yet processed by every session of this peer's site.
+    let inbound: InboundBudget
 
-    init(direction: Direction, address: String, peer: PeerIdentity) {
+    init(direction: Direction, address: String, peer: PeerIdentity, inbound: InboundBudget = InboundBudget()) {
         self.direction = direction
         self.address = address
         self.peer = peer
+        self.inbound = inbound
         (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 }
@@ -84,8 +87,13 @@ struct PeerSession {
         case tick
     }
 
-    /// The most inbound bytes a session holds before processing them.
-    static let maxBufferedBytes = 256 << 20
+    /// The most inbound bytes the sessions of one site hold before
+    /// processing them: what flow control lets an honest peer have in flight
+    /// in two sessions (8 MiB of batches each beyond one batch, and one frame,
+    /// at most 32 MiB), plus 16 MiB of messages outside it (acks, vectors,
+    /// fork evidence, revocation notices). A session that takes its site
+    /// past it is cut off.
+    static let maxBufferedBytes = 2 * (8 << 20) + SyncFrame.maxFrameBytes + (16 << 20)
 
     static let sentCommits = Counter(label: "lode_sync_commits_sent_total")
     static let receivedCommits = Counter(label: "lode_sync_commits_received_total")
@@ -101,12 +109,16 @@ struct PeerSession {
             // protocol's flow control bounds what a peer may have in flight;
             // a peer that ignores it is cut off at `maxBufferedBytes`.
             let (events, continuation) = AsyncStream.makeStream(of: Event.self)
+            // This session's share of its site's budget, given back at the end.
             let buffered = InboundBudget()
+            let site = handle.inbound
+            defer { _ = site.add(-buffered.add(0)) }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     do {
                         for try await message in inbound {
-                            if buffered.add(message.weight) > PeerSession.maxBufferedBytes {
+                            _ = buffered.add(message.weight)
+                            if site.add(message.weight) > PeerSession.maxBufferedBytes {
                                 continuation.yield(.invalid(.malformed, "the peer sent more than flow control allows"))
                                 break
                             }
@@ -138,7 +150,10 @@ struct PeerSession {
                     revocations: try await host.revocationNotices(), now: .now)
                 if try await perform(start, &sm, outbound) { return }
                 for await event in events {
-                    if case .inbound(let message) = event { _ = buffered.add(-message.weight) }
+                    if case .inbound(let message) = event {
+                        _ = buffered.add(-message.weight)
+                        _ = site.add(-message.weight)
+                    }
                     let actions: [SyncStateMachine.Action]
                     switch event {
                     case .inbound(let m):
@@ -213,7 +228,7 @@ struct PeerSession {
                     PeerSession.sentCommits.increment(by: batch.count)
                     sentBytes.increment(by: bytes.count)
                 }
-                queue += sm.sent(dataset: dataset, commits: batch.count, through: through, now: .now)
+                queue += sm.sent(dataset: dataset, commits: batch.count, bytes: batch.reduce(0) { $0 + $1.bytes.count }, through: through, now: .now)
             case .apply(let dataset, let raw):
                 var commits: [Commit] = []
                 commits.reserveCapacity(raw.count)
@@ -294,8 +309,11 @@ struct PeerSession {
 extension SyncMessage {
     /// Roughly the memory an inbound message holds while it waits.
     var weight: Int {
-        if case .v1(.commits(_, let commits)) = self { return commits.reduce(64) { $0 + $1.count } }
-        return 64
+        switch self {
+        case .v1(.commits(_, let commits)), .v1(.certificates(let commits)): commits.reduce(64) { $0 + $1.count }
+        case .v1(.revocation(let notice)): 64 + notice.count
+        default: 64
+        }
     }
 }
 

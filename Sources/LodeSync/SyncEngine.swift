@@ -192,16 +192,18 @@ public final class SyncEngine: Service, Sendable {
             await SyncEngine.discard(connection)
             return
         }
-        let handle = SessionHandle(direction: direction, address: address, peer: peer)
         // One certificate may hold a few sessions at once (a dialled and an
         // accepted one, a reconnect racing the old session's end), not
-        // hundreds: each costs buffers and a task (DESIGN §9).
-        let admitted = sessions.withLock { all in
-            guard all.values.count(where: { $0.peer.site == peer.site }) < SyncEngine.maxSessionsPerSite else { return false }
+        // hundreds: each costs a task; their inbound buffers share one
+        // budget (DESIGN §9).
+        let admitted = sessions.withLock { all -> SessionHandle? in
+            let same = all.values.filter { $0.peer.site == peer.site }
+            guard same.count < SyncEngine.maxSessionsPerSite else { return nil }
+            let handle = SessionHandle(direction: direction, address: address, peer: peer, inbound: same.first?.inbound ?? InboundBudget())
             all[handle.id] = handle
-            return true
+            return handle
         }
-        guard admitted else {
+        guard let handle = admitted else {
             logger.info(
                 "refused a sync session: the site already holds the most sessions allowed",
                 metadata: ["peer": "\(peer.name)", "address": "\(address)", "limit": "\(SyncEngine.maxSessionsPerSite)"])

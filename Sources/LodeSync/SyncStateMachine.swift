@@ -18,8 +18,17 @@ public struct SyncStateMachine: Sendable {
         public var localSite: SiteID
         /// This node's cluster: SHA-256 of the CA certificate.
         public var cluster: [UInt8]
-        /// Batches sent and not yet acknowledged, per dataset.
+        /// Batches sent and not yet acknowledged, in the whole session.
         public var maxInFlight = 4
+        /// Bytes of batches sent and not yet acknowledged, in the whole
+        /// session: no batch starts beyond this (one always may when none
+        /// is out), so a peer holds at most this plus one frame of ours.
+        public var maxInFlightBytes = 8 << 20
+        /// Close the session when batches are out and none has been
+        /// acknowledged for this long. Within a session nothing is lost
+        /// (TCP), so nothing is resent on a timer: a slow receiver gets no
+        /// duplicates; a new session starts from the peer's Hello.
+        public var ackTimeout: Duration = .seconds(300)
         /// Send a ping after this long without sending anything.
         public var keepalive: Duration = .seconds(10)
         /// Close after this long without hearing anything.
@@ -64,6 +73,8 @@ public struct SyncStateMachine: Sendable {
         /// What has been sent to the peer (at least `peer`).
         var sent = VersionVector()
         var inFlight = 0
+        /// The sizes of the batches in flight, oldest first.
+        var inFlightBytes: [Int] = []
         var sending = false
         /// True once the peer has said what it holds.
         var peerKnown = false
@@ -97,6 +108,8 @@ public struct SyncStateMachine: Sendable {
     private var lastSent: ContinuousClock.Instant?
     private var lastVectors: ContinuousClock.Instant?
     private var nextPing: UInt64 = 1
+    /// Since when batches have been out with no acknowledgement.
+    private var awaitingAckSince: ContinuousClock.Instant?
 
     /// Creates the session state for a peer whose certificate names `peerSite`.
     public init(config: Config, peerSite: SiteID) {
@@ -183,8 +196,13 @@ public struct SyncStateMachine: Sendable {
             return [.apply(dataset: dataset, commits: commits)]
         case .ack(let dataset, let v):
             guard datasets[dataset] != nil else { return [] }
-            datasets[dataset]!.inFlight = max(0, datasets[dataset]!.inFlight - 1)
-            return learned(dataset, v)
+            if datasets[dataset]!.inFlight > 0 {
+                datasets[dataset]!.inFlight -= 1
+                if !datasets[dataset]!.inFlightBytes.isEmpty { datasets[dataset]!.inFlightBytes.removeFirst() }
+            }
+            awaitingAckSince = totalInFlight.batches > 0 ? now : nil
+            // A freed slot may go to any dataset, not only this one.
+            return learned(dataset, v) + maybeSendAny()
         case .vector(let dataset, let v):
             guard datasets[dataset] != nil else {
                 noteUnheld(dataset, v)
@@ -270,14 +288,16 @@ public struct SyncStateMachine: Sendable {
         return [.send(.vector(dataset: dataset, vector: vector))] + maybeSend(dataset)
     }
 
-    /// A `sendMissing` finished: `commits` were sent, and `through` is what
-    /// the peer will hold once they arrive.
-    public mutating func sent(dataset: String, commits: Int, through: VersionVector, now: ContinuousClock.Instant) -> [Action] {
+    /// A `sendMissing` finished: `commits` were sent (`bytes` of them), and
+    /// `through` is what the peer will hold once they arrive.
+    public mutating func sent(
+        dataset: String, commits: Int, bytes: Int = 0, through: VersionVector, now: ContinuousClock.Instant
+    ) -> [Action] {
         guard var d = datasets[dataset] else { return [] }
         d.sending = false
         guard commits > 0 else {
             datasets[dataset] = d
-            return []
+            return maybeSendAny(after: dataset, skipping: dataset)
         }
         let stops = d.stops
         for (site, seq) in through.entries {
@@ -286,9 +306,11 @@ public struct SyncStateMachine: Sendable {
             if capped > d.sent[site] { d.sent[site] = capped }
         }
         d.inFlight += 1
+        d.inFlightBytes.append(bytes)
+        if awaitingAckSince == nil { awaitingAckSince = now }
         lastSent = now
         datasets[dataset] = d
-        return maybeSend(dataset)
+        return maybeSendAny(after: dataset)
     }
 
     /// An `apply` finished. `vector` is what the replica holds now, `batch`
@@ -327,6 +349,9 @@ public struct SyncStateMachine: Sendable {
             return close(.timeout, "nothing heard for \(config.silenceTimeout)")
         }
         guard phase == .established else { return [] }
+        if let since = awaitingAckSince, now - since > config.ackTimeout {
+            return close(.timeout, "batches sent were not acknowledged for \(config.ackTimeout)")
+        }
         var out: [Action] = []
         if let s = lastSent, now - s >= config.keepalive {
             lastSent = now
@@ -337,12 +362,6 @@ public struct SyncStateMachine: Sendable {
             lastVectors = now
             for name in datasets.keys.sorted() {
                 out.append(.send(.vector(dataset: name, vector: datasets[name]!.local)))
-                // A lost acknowledgement must not stall the dataset forever.
-                if datasets[name]!.inFlight > 0 && !datasets[name]!.sending {
-                    datasets[name]!.inFlight = 0
-                    datasets[name]!.sent = datasets[name]!.peer
-                    out += maybeSend(name)
-                }
                 // Offer again what the peer held back for its clock.
                 if !datasets[name]!.paused.isEmpty {
                     for site in datasets[name]!.paused.keys { datasets[name]!.sent[site] = datasets[name]!.peer[site] }
@@ -355,8 +374,28 @@ public struct SyncStateMachine: Sendable {
     }
 
     /// Sends the next batch when the peer lacks something and the window allows.
+    /// Batches out (in flight or being read) and their bytes, in the session.
+    private var totalInFlight: (batches: Int, bytes: Int) {
+        datasets.values.reduce((0, 0)) { t, d in (t.0 + d.inFlight + (d.sending ? 1 : 0), t.1 + d.inFlightBytes.reduce(0, +)) }
+    }
+
+    /// Offers the window's free room to the datasets in name order, from
+    /// the one after `last` round to it (so no dataset starves the others).
+    /// `skipping` is left out (its read just found nothing).
+    private mutating func maybeSendAny(after last: String? = nil, skipping: String? = nil) -> [Action] {
+        let names = datasets.keys.sorted()
+        let start = last.flatMap { l in names.firstIndex { $0 > l } } ?? 0
+        var out: [Action] = []
+        for name in names[start...] + names[..<start] where name != skipping { out += maybeSend(name) }
+        return out
+    }
+
     private mutating func maybeSend(_ name: String) -> [Action] {
-        guard phase == .established, var d = datasets[name], d.peerKnown, !d.sending, d.inFlight < config.maxInFlight else { return [] }
+        // One batch is read at a time, so that the window knows its size
+        // before the next starts.
+        guard phase == .established, var d = datasets[name], d.peerKnown, !datasets.values.contains(where: \.sending) else { return [] }
+        let out = totalInFlight
+        guard out.batches < config.maxInFlight, out.batches == 0 || out.bytes < config.maxInFlightBytes else { return [] }
         var after = d.sent
         for (site, limit) in d.stops where after[site] < UInt64(Int64.max) && d.local[site] > limit {
             // Pretend the stopped feed was sent in full, so it is skipped.

@@ -761,6 +761,47 @@ final class HandRolledPeer: @unchecked Sendable {
         #expect(try await berlin.dump("mines").count > 1)
     }
 
+    /// A peer that ignores flow control and pours valid commits in faster
+    /// than they apply is cut off once its site's unprocessed frames pass
+    /// `PeerSession.maxBufferedBytes` (64 MiB; it was 256 MiB a session),
+    /// not after holding hundreds of megabytes; the node keeps serving.
+    @Test func aPeerIgnoringFlowControlIsCutOffWithinTheBound() async throws {
+        let berlin = try await target()
+        defer { Task { await berlin.stop() } }
+        #expect(PeerSession.maxBufferedBytes <= 64 << 20)
+        let now = HLC(millis: UInt64(Date().timeIntervalSince1970 * 1000), counter: 0)
+        var cut: SyncMessageV1?
+        try await HandRolledPeer.session(to: berlin, name: "pourer", role: .editor, caDir: scratch.file("ca"), root: scratch.path) { peer in
+            _ = try await peer.receive { if case .hello = $0 { true } else { false } }
+            let vector = try berlin.replica("mines").vector
+            var head = FeedHead.empty
+            // 24 frames of 8 commits of one 1 MiB row each: 192 MiB once
+            // inflated, made first, then sent without waiting.
+            var frames: [[UInt8]] = []
+            for frame in 0..<24 {
+                var commits: [[UInt8]] = []
+                for i in 0..<8 {
+                    var put = PutRows(table: "mines", columns: ["name"])
+                    put.append(key: "big-\(frame)-\(i)", length: 1, values: [.text(String(repeating: "x", count: 1 << 20))])
+                    let c = try peer.site.writer.commit(
+                        dataset: "mines", ops: [.put(put)], hlc: HLC(millis: now.millis, counter: UInt16(frame * 8 + i)), head: head, held: vector)
+                    head = FeedHead(seq: c.seq, hash: c.hash, vector: vector)
+                    commits.append(c.bytes)
+                }
+                frames.append(SyncFrame.encode(.v1(.commits(dataset: "mines", commits: commits))))
+            }
+            for f in frames { try await peer.sendRaw(f) }
+            cut = try await peer.receive { if case .reject = $0 { true } else { false } }
+        }
+        guard case .reject(.malformed, let reason)? = cut else {
+            Issue.record("a peer ignoring flow control by 192 MiB was not cut off: \(String(describing: cut))")
+            return
+        }
+        #expect(reason.contains("flow control"), "\(reason)")
+        // The node serves on.
+        _ = try await berlin.replica("mines").exec("INSERT INTO mines(id, name) VALUES ('after', 'still serving')")
+    }
+
     @Test func garbageAndOversizedFramesGetATypedRejectionAndTheNodeKeepsServing() async throws {
         let berlin = try await target()
         defer { Task { await berlin.stop() } }

@@ -168,6 +168,57 @@ import Testing
         #expect(sm.unheld["d"] == nil && sm.datasets["d"]?.peer == peerHolds)
     }
 
+    /// Flow control is the session's: at most 4 batches and about 8 MiB
+    /// out at once over every dataset (so a peer buffers tens of megabytes
+    /// at most), a freed slot goes to any dataset, and nothing is sent
+    /// again while the peer is alive and acknowledging slowly (it used to be
+    /// resent every vector round, 30 s, duplicates for a slow receiver).
+    /// Batches unacknowledged for 5 minutes close the session instead.
+    @Test func theWindowIsTheSessionsAndNothingIsResentToASlowPeer() {
+        var v = VersionVector()
+        v[a.site] = 1000
+        func drive(_ sm: inout SyncStateMachine, _ actions: [SyncStateMachine.Action], bytes: Int, now: ContinuousClock.Instant) -> [String] {
+            var queue = actions[...]
+            var sent: [String] = []
+            while let action = queue.popFirst() {
+                guard case .sendMissing(let ds, let after) = action else { continue }
+                var through = after
+                through[a.site] = after[a.site] + 10
+                sent.append(ds)
+                queue += sm.sent(dataset: ds, commits: 10, bytes: bytes, through: through, now: now)
+            }
+            return sent
+        }
+        for (bytes, expected) in [(1 << 20, 4), (5 << 20, 2), (40 << 20, 1)] {
+            var now = ContinuousClock.now
+            var sm = SyncStateMachine(config: .init(localSite: a.site, cluster: testCluster), peerSite: b.site)
+            _ = sm.start(local: ["d1": v, "d2": v, "d3": v], certificates: [], now: now)
+            let hello = SyncMessageV1.hello(
+                protocolVersion: 1, cluster: testCluster, site: b.site,
+                datasets: ["d1", "d2", "d3"].map { DatasetVector(dataset: $0, vector: VersionVector()) })
+            var sent = drive(&sm, sm.receive(.v1(hello), now: now), bytes: bytes, now: now)
+            #expect(sent.count == expected, "\(bytes) bytes a batch: \(sent)")
+            // The peer is slow: vector rounds and pings pass, nothing more is sent.
+            for _ in 0..<9 {
+                now += .seconds(31)
+                _ = sm.receive(.v1(.pong(1)), now: now)
+                #expect(drive(&sm, sm.tick(now: now), bytes: bytes, now: now).isEmpty)
+            }
+            // An acknowledgement frees room, for whichever dataset may use it.
+            var acked = VersionVector()
+            acked[a.site] = 10
+            sent = drive(&sm, sm.receive(.v1(.ack(dataset: sent[0], vector: acked)), now: now), bytes: bytes, now: now)
+            #expect(sent.count == 1, "\(sent)")
+            // Five minutes more without an acknowledgement: the session closes.
+            now += .seconds(301)
+            _ = sm.receive(.v1(.pong(2)), now: now)
+            guard case .close(.timeout, _)? = sm.tick(now: now).first else {
+                Issue.record("batches unacknowledged for 5 minutes did not close the session")
+                continue
+            }
+        }
+    }
+
     @Test func keepaliveAndSilence() {
         let start = ContinuousClock.now
         var sm = SyncStateMachine(config: .init(localSite: a.site, cluster: testCluster), peerSite: b.site)
