@@ -3,12 +3,15 @@
 # network namespace with its own address on a bridge, and commands to cut and
 # heal links, pause, kill and restart nodes. Needs root (ip netns).
 #
-#   deploy/netns-cluster.sh up DIR [--nodes N] [--relays R] [--skew NODE:SECONDS]...
+#   deploy/netns-cluster.sh up DIR [--nodes N] [--relays R] [--skew NODE:SECONDS]... [--proxy]
 #       Creates the CA, the sites n1..nN (n1..nR relays, the rest editors),
 #       the namespaces and links, and starts every node. Editors dial every
 #       relay; relays dial the relays before them (with no relays, every node
 #       dials the nodes before it). A skewed node runs with its wall clock
-#       SECONDS ahead (negative: behind), through deploy/skewclock.c.
+#       SECONDS ahead (negative: behind), through deploy/skewclock.c. With
+#       --proxy, each editor dials each relay through a TCP fault proxy
+#       (`lode-faults proxy`, from $LODE_FAULTS) in the editor's namespace,
+#       whose behaviour `link` sets.
 #   deploy/netns-cluster.sh run DIR [same options]
 #       `up`, then waits; Ctrl-C tears the cluster down.
 #   deploy/netns-cluster.sh cut DIR A B      partition: A and B can no longer reach each other
@@ -16,6 +19,9 @@
 #   deploy/netns-cluster.sh isolate DIR A    cut A from every other node
 #   deploy/netns-cluster.sh pause DIR A      SIGSTOP the node (resume: SIGCONT)
 #   deploy/netns-cluster.sh resume DIR A
+#   deploy/netns-cluster.sh link DIR A B MODE  (--proxy) what the proxied link between editor A and
+#                                            relay B does: normal | latency MS JITTER_MS | rate BYTES_PER_S
+#                                            | stall BYTES | drip MS | reset
 #   deploy/netns-cluster.sh kill DIR A       kill -9 the node
 #   deploy/netns-cluster.sh start DIR A      start (or restart) the node
 #   deploy/netns-cluster.sh status DIR       each node: address, pid, state, cut links
@@ -35,7 +41,7 @@ LODE=${LODE:-lode}
 command -v "$LODE" >/dev/null || LODE="$(cd "$(dirname "$0")/.." && pwd)/.build/release/lode"
 
 die() { echo "netns-cluster: $*" >&2; exit 2; }
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 [ $# -ge 2 ] || usage
 CMD=$1; DIR=$2; shift 2
@@ -52,7 +58,13 @@ start_node() {
     local n=$1 d="$DIR/$1"
     if alive "$n"; then kill -CONT "$(pidof_node "$n")" 2>/dev/null || true; return; fi
     local peers=() p
-    for p in $(cat "$DIR/$n.peers"); do peers+=(--peer "$(addr "$p"):$PORT"); done
+    for p in $(cat "$DIR/$n.peers"); do
+        if [ -f "$DIR/proxy" ] && [ -f "$DIR/link-$n-$p.port" ]; then
+            peers+=(--peer "127.0.0.1:$(cat "$DIR/link-$n-$p.port")")
+        else
+            peers+=(--peer "$(addr "$p"):$PORT")
+        fi
+    done
     local env=()
     if [ -s "$DIR/$n.skew" ]; then
         if [ ! -f "$DIR/skewclock.so" ]; then
@@ -91,8 +103,10 @@ blackhole() { # blackhole add|del FROM TO
 }
 
 down() {
-    local n
+    local n p
     for n in $(nodes); do stop_node "$n"; done
+    for p in $(cat "$DIR/proxies.pids" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+    rm -f "$DIR/proxies.pids"
     for n in $(nodes); do
         ip link del "$PREFIX-${n}h" 2>/dev/null || true
         ip netns del "$(ns "$n")" 2>/dev/null || true
@@ -102,12 +116,13 @@ down() {
 }
 
 up() {
-    local count=5 relays=0 skews=()
+    local count=5 relays=0 skews=() proxy=0
     while [ $# -gt 0 ]; do
         case $1 in
         --nodes) count=$2; shift 2 ;;
         --relays) relays=$2; shift 2 ;;
         --skew) skews+=("$2"); shift 2 ;;
+        --proxy) proxy=1; shift ;;
         *) die "unknown option $1" ;;
         esac
     done
@@ -150,6 +165,22 @@ up() {
         check_node "${s%%:*}"
         echo "${s#*:}" >"$DIR/${s%%:*}.skew"
     done
+    rm -f "$DIR/proxy"
+    if [ "$proxy" = 1 ]; then
+        [ -x "${LODE_FAULTS:-}" ] || die "--proxy needs LODE_FAULTS, the lode-faults binary"
+        [ "$relays" -gt 0 ] || die "--proxy needs relays: it sits on the links from editors to relays"
+        touch "$DIR/proxy"
+        for k in $(seq $((relays + 1)) "$count"); do
+            for j in $(seq 1 "$relays"); do
+                local port=$((17000 + k * 20 + j))
+                echo "$port" >"$DIR/link-n$k-n$j.port"
+                echo normal >"$DIR/link-n$k-n$j.mode"
+                ip netns exec "$(ns "n$k")" "$LODE_FAULTS" proxy --listen "127.0.0.1:$port" --to "$(addr "n$j"):$PORT" \
+                    --mode-file "$DIR/link-n$k-n$j.mode" >>"$DIR/link-n$k-n$j.log" 2>&1 </dev/null &
+                echo $! >>"$DIR/proxies.pids"
+            done
+        done
+    fi
     for n in $(nodes); do start_node "$n"; done
     trap - EXIT
     echo "cluster up: $(nodes | tr '\n' ' ')in $DIR (node K at $NET.(10+K):$PORT; logs DIR/nK.log)"
@@ -193,6 +224,15 @@ isolate)
     [ $# -eq 1 ] || usage
     check_node "$1"
     for n in $(nodes); do [ "$n" = "$1" ] || "$0" cut "$DIR" "$1" "$n"; done
+    ;;
+link)
+    [ $# -ge 3 ] || usage
+    check_node "$1"; check_node "$2"
+    f="$DIR/link-$1-$2.mode"
+    [ -f "$f" ] || f="$DIR/link-$2-$1.mode"
+    [ -f "$f" ] || die "no proxied link between $1 and $2 (up --proxy proxies editor-relay links)"
+    shift 2
+    echo "$*" >"$f.new" && mv "$f.new" "$f"
     ;;
 pause | resume | kill)
     [ $# -eq 1 ] || usage

@@ -15,10 +15,11 @@ struct LodeFaults: ParsableCommand {
               lode-faults crash --rounds 10
               lode-faults diskfull
               lode-faults revoke                       # a stolen laptop's key revoked on the cluster
+              lode-faults proxy --listen 127.0.0.1:17001 --to 10.232.0.11:7443 --mode-file link.mode
               lode-faults load --seconds 60
               lode-faults load --seconds 60 --api --clients 8   # more load: no process per write
             """,
-        subcommands: [Schedules.self, Crash.self, DiskFull.self, Revoke.self, Load.self])
+        subcommands: [Schedules.self, Crash.self, DiskFull.self, Revoke.self, Load.self, Proxy.self])
 
     struct Common: ParsableArguments {
         @Option(help: "The lode binary.") var lode = ".build/release/lode"
@@ -43,9 +44,15 @@ struct LodeFaults: ParsableCommand {
         @Option(help: "Clients writing on each editing node.") var clients = 2
         @Option(help: "Seconds n5's clock runs ahead.") var skew = 240
         @Option(help: "deploy/netns-cluster.sh") var script = "deploy/netns-cluster.sh"
+        @ArgumentParser.Flag(
+            inversion: .prefixedNo,
+            help: "Run the editor-relay links through TCP fault proxies and add their faults (latency, a bandwidth cap, stalls, drips, resets).")
+        var proxy = true
 
         func run() throws {
             let lode = try common.binary()
+            // The proxies are this very binary.
+            if proxy { setenv("LODE_FAULTS", URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path, 1) }
             // Its own namespaces, bridge and subnet, apart from a user's cluster.
             setenv("NETNS_PREFIX", "lodef", 0)
             setenv("NET", "10.232.0", 0)
@@ -55,7 +62,7 @@ struct LodeFaults: ParsableCommand {
             for s in first..<(first + UInt64(count)) {
                 do {
                     let summary = try runSchedule(
-                        seed: s, seconds: seconds, clientsPerSite: clients, skew: skew, root: common.dir, lode: lode, script: script)
+                        seed: s, seconds: seconds, clientsPerSite: clients, skew: skew, root: common.dir, lode: lode, script: script, proxy: proxy)
                     say("PASS " + summary)
                     passed += 1
                 } catch {
@@ -124,6 +131,29 @@ struct LodeFaults: ParsableCommand {
                 say("FAIL: \(error)\nKept in \(common.dir)/revoke.")
                 throw ExitCode(1)
             }
+        }
+    }
+
+    struct Proxy: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A TCP proxy that misbehaves on command, for the links of a test cluster (the schedules start them).",
+            discussion: """
+                The mode file holds one line, read every 100 ms: normal | latency MS JITTER_MS | rate BYTES_PER_S \
+                | stall BYTES (forward that many more, then hold everything) | drip MS (a byte every MS) | reset \
+                (reset every connection, and each new one).
+                """)
+        @Option(help: ArgumentHelp("Where to listen.", valueName: "HOST:PORT")) var listen: String
+        @Option(help: ArgumentHelp("Where to forward.", valueName: "HOST:PORT")) var to: String
+        @Option(help: ArgumentHelp("The file whose line sets the mode.", valueName: "FILE")) var modeFile: String
+
+        func run() throws {
+            func split(_ s: String) throws -> (String, UInt16) {
+                guard let i = s.lastIndex(of: ":"), let port = UInt16(s[s.index(after: i)...]) else {
+                    throw ValidationError("\(s) is not HOST:PORT")
+                }
+                return (String(s[..<i]), port)
+            }
+            try FaultProxy(listen: try split(listen), target: try split(to), modeFile: modeFile).run()
         }
     }
 

@@ -4,14 +4,18 @@ import LodeCore
 /// One fault in a schedule: it starts at `at` seconds into the run and is
 /// undone `duration` seconds later.
 struct Fault: CustomStringConvertible {
-    enum Kind { case cut(String, String), isolate(String), pause(String), kill(String) }
+    enum Kind {
+        case cut(String, String), isolate(String), pause(String), kill(String)
+        /// A proxied editor-relay link misbehaving (`FaultProxy`).
+        case link(String, String, LinkMode)
+    }
     var at: Double
     var duration: Double
     var kind: Kind
 
     var nodes: [String] {
         switch kind {
-        case .cut(let a, let b): [a, b]
+        case .cut(let a, let b), .link(let a, let b, _): [a, b]
         case .isolate(let a), .pause(let a), .kill(let a): [a]
         }
     }
@@ -23,13 +27,15 @@ struct Fault: CustomStringConvertible {
             case .isolate(let a): "isolate \(a)"
             case .pause(let a): "pause \(a)"
             case .kill(let a): "kill -9 \(a)"
+            case .link(let a, let b, let mode): "link \(a)-\(b) \(mode)"
             }
         return String(format: "%5.1fs %@ for %.1fs", at, what, duration)
     }
 
     /// A random schedule for `seconds`, from a seed: faults start every 0.5–3 s,
     /// last 1–6 s, and never overlap on one node, so each is undone exactly.
-    static func schedule(seed: UInt64, seconds: Double, nodes: [String], relays: Set<String>) -> [Fault] {
+    /// With `proxied`, about half of them are faults of an editor-relay link.
+    static func schedule(seed: UInt64, seconds: Double, nodes: [String], relays: Set<String>, proxied: Bool = false) -> [Fault] {
         var rng = SeededGenerator(seed: seed)
         var busyUntil: [String: Double] = [:]
         var faults: [Fault] = []
@@ -39,8 +45,15 @@ struct Fault: CustomStringConvertible {
             let free = nodes.filter { (busyUntil[$0] ?? 0) <= t }
             let pick = Int.random(in: 0..<4, using: &rng)
             var kind: Kind?
-            // A cut has a relay at one end: editors only talk through relays.
-            if pick == 0, let a = free.filter(relays.contains).randomElement(using: &rng),
+            if proxied && Bool.random(using: &rng), let e = free.filter({ !relays.contains($0) }).randomElement(using: &rng),
+                let r = free.filter(relays.contains).randomElement(using: &rng)
+            {
+                let modes: [LinkMode] = [
+                    .latency(ms: 150, jitter: 100), .rate(bytesPerSecond: 32 << 10), .stall(after: Int.random(in: 0..<65_536, using: &rng)),
+                    .drip(ms: 20), .reset,
+                ]
+                kind = .link(e, r, modes.randomElement(using: &rng)!)
+            } else if pick == 0, let a = free.filter(relays.contains).randomElement(using: &rng),
                 let b = free.filter({ $0 != a }).randomElement(using: &rng)
             {
                 kind = .cut(a, b)
@@ -77,6 +90,7 @@ struct NetnsCluster {
         case .isolate(let a): try call(["isolate", a])
         case .pause(let a): try call(["pause", a])
         case .kill(let a): try call(["kill", a])
+        case .link(let a, let b, let mode): try call(["link", a, b] + mode.description.split(separator: " ").map(String.init))
         }
     }
 
@@ -86,6 +100,7 @@ struct NetnsCluster {
         case .isolate(let a): try call(["heal", a])
         case .pause(let a): try call(["resume", a])
         case .kill(let a): try call(["start", a])
+        case .link(let a, let b, _): try call(["link", a, b, "normal"])
         }
     }
 }
@@ -240,7 +255,7 @@ func column(_ csv: String, _ index: Int) -> [String: String] {
 /// Runs one seeded schedule on a fresh 5-node cluster in namespaces.
 /// Returns a summary line, or throws with what went wrong.
 func runSchedule(
-    seed: UInt64, seconds: Double, clientsPerSite: Int, skew: Int, root: String, lode: Lode, script: String
+    seed: UInt64, seconds: Double, clientsPerSite: Int, skew: Int, root: String, lode: Lode, script: String, proxy: Bool = false
 ) throws -> String {
     let dir = "\(root)/seed-\(seed)"
     try? FileManager.default.removeItem(atPath: dir)
@@ -248,10 +263,12 @@ func runSchedule(
     let cluster = NetnsCluster(script: script, dir: dir, lode: lode)
     let nodes = ["n1", "n2", "n3", "n4", "n5"]
     let editors = ["n3", "n4", "n5"]
-    let faults = Fault.schedule(seed: seed, seconds: seconds, nodes: nodes, relays: ["n1", "n2"])
-    log("seed \(seed): \(faults.count) faults over \(Int(seconds)) s; n1 n2 relays, n3 n4 n5 editors, n5's clock \(skew) s ahead")
+    let faults = Fault.schedule(seed: seed, seconds: seconds, nodes: nodes, relays: ["n1", "n2"], proxied: proxy)
+    log(
+        "seed \(seed): \(faults.count) faults over \(Int(seconds)) s; n1 n2 relays, n3 n4 n5 editors, n5's clock \(skew) s ahead"
+            + (proxy ? "; editor-relay links through fault proxies" : ""))
     for f in faults { log("  \(f)") }
-    try cluster.call(["up", "--nodes", "5", "--relays", "2", "--skew", "n5:\(skew)"])
+    try cluster.call(["up", "--nodes", "5", "--relays", "2", "--skew", "n5:\(skew)"] + (proxy ? ["--proxy"] : []))
     var passed = false
     defer {
         _ = try? cluster.call(["down"])
@@ -299,6 +316,7 @@ func runSchedule(
 
     // Heal everything, bring every node back, and wait.
     try cluster.call(["heal"])
+    if proxy { for e in editors { for r in ["n1", "n2"] { try cluster.call(["link", e, r, "normal"]) } } }
     for n in nodes {
         _ = try? cluster.call(["resume", n])
         try cluster.call(["start", n])
@@ -311,8 +329,9 @@ func runSchedule(
     var errors: [String: Int] = [:]
     for c in clients { errors.merge(c.errors, uniquingKeysWith: +) }
     let summary = String(
-        format: "seed %llu: %d writes (%d acknowledged, %d unknown), %d faults (%d kill -9), converged %.1f s after healing",
-        seed, ops.count, acked, ops.count - acked, faults.count, kills.value, converge)
+        format: "seed %llu: %d writes (%d acknowledged, %d unknown), %d faults (%d kill -9, %d on proxied links), converged %.1f s after healing",
+        seed, ops.count, acked, ops.count - acked, faults.count, kills.value, faults.count { if case .link = $0.kind { true } else { false } },
+        converge)
     if !problems.isEmpty {
         throw Failure(summary + "\n" + problems.prefix(20).map { "  " + $0 }.joined(separator: "\n"))
     }
