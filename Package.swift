@@ -158,7 +158,9 @@ if Context.environment["LODE_FUZZ"] != nil {
     package.targets.append(
         .executableTarget(
             name: "lode-fuzz",
-            dependencies: ["LodeCore", "LodeStore", "LodeSQLite", "LodeProtocol", "LodeSync", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "LodeCore", "LodeStore", "LodeSQLite", "LodeProtocol", "LodeSync", "LodeNode", .product(name: "Crypto", package: "swift-crypto"),
+            ],
             path: "Fuzz/LodeFuzz",
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]
         ))

@@ -4,7 +4,8 @@
 #   Fuzz/run.sh TARGET [SECONDS] [libFuzzer options...]   one target (default 60 s)
 #   Fuzz/run.sh all [SECONDS]                            every target in turn
 #
-# Targets (Fuzz/LodeFuzz/LodeFuzz.swift): commit, frame, csv, exec. Builds
+# Targets (Fuzz/LodeFuzz/LodeFuzz.swift): commit, frame, csv, exec, session
+# (a whole sync session from a hostile peer against one node, SessionTarget.swift). Builds
 # with -sanitize=fuzzer into .build-fuzz, seeds each corpus from
 # Protocol/vectors/ (commits, frames), seed/ and Fuzz/seeds/ (CSV, SQL), and
 # keeps the corpus in .build-fuzz/corpus/TARGET between runs. A crash is
@@ -41,7 +42,23 @@ run_target() {
     frame) hex_seeds Protocol/vectors/frames; max_len=4096 ;;
     csv) cp seed/rare-earths/*.csv Fuzz/seeds/csv/*.csv "$seeds/"; max_len=8192 ;;
     exec) cp Fuzz/seeds/exec/*.sql "$seeds/"; max_len=1024 ;;
-    *) echo "unknown target $t (commit, frame, csv, exec)" >&2; exit 2 ;;
+    session)
+        # A flags byte, then frames: each valid frame vector alone, and all of them in a row.
+        hex_seeds Protocol/vectors/frames/valid
+        local f flag all="$seeds/all-frames"
+        for f in "$seeds"/*; do cat "$f" >>"$all.tmp"; done
+        for flag in 00 01 03 07 0b; do
+            for f in "$seeds"/*; do
+                [ -f "$f" ] || continue
+                case $f in *.tmp | *-flag-*) continue ;; esac
+                { printf "\x$flag"; cat "$f"; } >"$f-flag-$flag"
+            done
+            { printf "\x$flag"; cat "$all.tmp"; } >"$all-flag-$flag"
+        done
+        rm -f "$all.tmp"
+        LODE_FUZZ_SESSION_SEEDS="$seeds" "$BIN"
+        max_len=8192 ;;
+    *) echo "unknown target $t (commit, frame, csv, exec, session)" >&2; exit 2 ;;
     esac
     echo "== $t: $SECONDS_EACH s" >&2
     local log="$OUT/$t.log" rc=0
@@ -61,7 +78,7 @@ run_target() {
 
 failed=0
 if [ "$TARGET" = all ]; then
-    for t in commit frame csv exec; do run_target "$t" "$@" || failed=1; done
+    for t in commit frame csv exec session; do run_target "$t" "$@" || failed=1; done
 else
     run_target "$TARGET" "$@" || failed=1
 fi

@@ -12,6 +12,10 @@
 //           succeeds makes only commits that a peer's decoder accepts, and
 //           a second replica applying them ends up with the same rows.
 //   exec    SQLiteReplica.exec on tables with rows: the same two rules.
+//   session a whole sync session from a hostile peer with a valid
+//           certificate, against one node kept across inputs
+//           (SessionTarget.swift): the node never stops, keeps its bounds,
+//           and an honest replica of what it holds ends the same.
 import Crypto
 import Foundation
 import LodeCore
@@ -131,6 +135,15 @@ func LLVMFuzzerRunDriver(
 /// `main` to it, so libFuzzer's own main is never used: run its driver.
 @_cdecl("lode_fuzz_main")
 func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    if let dir = ProcessInfo.processInfo.environment["LODE_FUZZ_SESSION_SEEDS"] {
+        do {
+            try writeSessionSeeds(to: dir)
+            return 0
+        } catch {
+            print("cannot write the session seeds: \(error)")
+            return 1
+        }
+    }
     var count = argc
     var vector: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = argv
     return LLVMFuzzerRunDriver(&count, &vector, fuzz)
@@ -172,8 +185,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         guard let r = replica else { return 0 }
         let sql = String(decoding: bytes, as: UTF8.self)
         checkWrite(r, "exec") { _ = try await r.exec(sql) }
+    case "session":
+        sessionWorld?.run(bytes)
     default:
-        fatalError("set LODE_FUZZ_TARGET to commit, frame, csv or exec")
+        fatalError("set LODE_FUZZ_TARGET to commit, frame, csv, exec or session")
     }
     return 0
 }

@@ -242,6 +242,18 @@ public final class Node: Sendable {
         return RevocationIntake(forward: [bytes] + (own.map { [$0.bytes] } ?? []), site: notice.record.site)
     }
 
+    /// Takes in again the notices kept about `r` that name `key`'s feeds,
+    /// once `key`'s certificate is known: until then their cut-offs of it
+    /// could not be checked, and counted for nothing.
+    func reconsiderNotices(of r: Revocation, key: SiteID) async throws {
+        for bytes in try file.notices() {
+            guard let n = try? RevocationNotice.decode(bytes), n.record.site == r.site, n.cutoffs.contains(where: { $0.author == key }) else {
+                continue
+            }
+            try await adopt(n.record, from: n)
+        }
+    }
+
     /// The revocation notices kept here, to hand to every peer.
     public func revocationNotices() throws -> [[UInt8]] { try file.notices() }
 

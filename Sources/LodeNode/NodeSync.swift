@@ -45,7 +45,8 @@ extension Node {
         // A revoked site's certificate is kept too: its commits up to the
         // cut-offs must verify here as everywhere, or replicas would differ.
         // Past them they are refused, and TLS refuses the site.
-        if revocation(of: cert) != nil { noteRevokedKey(cert.site) }
+        let revoked = revocation(of: cert)
+        if revoked != nil { noteRevokedKey(cert.site) }
         // A renewed certificate (same key, later expiry) replaces the old one.
         let until = Int64(cert.certificate.notValidAfter.timeIntervalSince1970 * 1000)
         let changed = try file.keepCertificate(site: cert.site, der: der, validUntil: until)
@@ -55,6 +56,8 @@ extension Node {
             let known = try await r.knowsSite(cert.site)
             if changed || !known { try await register(cert, in: r) }
         }
+        // Notices kept before this key was known named its cut-offs in vain: count them now.
+        if let revoked, changed { try await reconsiderNotices(of: revoked, key: cert.site) }
         return changed
     }
 
@@ -240,4 +243,10 @@ extension RejectCode {
         case .invalid: self = .invalidCommit
         }
     }
+}
+
+extension Node {
+    /// The sync engine's view of this node, as `lode serve` hands it to its
+    /// engine: for driving a session without a socket (`OfflineSession`).
+    public func makeSyncHost() -> any SyncHost { NodeSyncHost(node: self) }
 }

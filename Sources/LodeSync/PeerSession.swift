@@ -148,7 +148,7 @@ struct PeerSession {
                 let start = sm.start(
                     local: try await host.datasetVectors(), certificates: try await host.knownCertificates(),
                     revocations: try await host.revocationNotices(), now: .now)
-                if try await perform(start, &sm, outbound) { return }
+                if try await perform(start, &sm, { try await outbound.write(ByteBuffer(bytes: $0)) }) { return }
                 for await event in events {
                     if case .inbound(let message) = event {
                         _ = buffered.add(-message.weight)
@@ -198,7 +198,7 @@ struct PeerSession {
                     case .tick:
                         actions = sm.tick(now: .now)
                     }
-                    if try await perform(actions, &sm, outbound) { return }
+                    if try await perform(actions, &sm, { try await outbound.write(ByteBuffer(bytes: $0)) }) { return }
                 }
             }
         }
@@ -206,9 +206,9 @@ struct PeerSession {
 
     /// Carries out actions (and the actions they lead to). Returns true
     /// when the session is to close.
-    private func perform(
+    func perform(
         _ initial: [SyncStateMachine.Action], _ sm: inout SyncStateMachine,
-        _ out: NIOAsyncChannelOutboundWriter<ByteBuffer>
+        _ write: ([UInt8]) async throws -> Void
     ) async throws -> Bool {
         var queue = initial[...]
         var closing = false
@@ -216,7 +216,7 @@ struct PeerSession {
             switch action {
             case .send(let m):
                 let bytes = SyncFrame.encode(.v1(m))
-                try await out.write(ByteBuffer(bytes: bytes))
+                try await write(bytes)
                 sentBytes.increment(by: bytes.count)
             case .sendMissing(let dataset, let after):
                 let batch = try await host.missingCommits(dataset: dataset, after: after, maxBytes: SyncFrame.targetBatchBytes)
@@ -224,7 +224,7 @@ struct PeerSession {
                 for c in batch where c.seq > through[c.site] { through[c.site] = c.seq }
                 if !batch.isEmpty {
                     let bytes = SyncFrame.encode(.v1(.commits(dataset: dataset, commits: batch.map(\.bytes))))
-                    try await out.write(ByteBuffer(bytes: bytes))
+                    try await write(bytes)
                     PeerSession.sentCommits.increment(by: batch.count)
                     sentBytes.increment(by: bytes.count)
                 }
@@ -290,7 +290,7 @@ struct PeerSession {
                 logger.notice("\(message)", metadata: ["peer": "\(handle.peer.name)"])
             case .close(let code, let message):
                 if let code {
-                    try? await out.write(ByteBuffer(bytes: SyncFrame.encode(.v1(.reject(code: code, message: message)))))
+                    try? await write(SyncFrame.encode(.v1(.reject(code: code, message: message))))
                     logger.warning("closing sync session", metadata: ["peer": "\(handle.peer.name)", "code": "\(code)", "reason": "\(message)"])
                 } else {
                     logger.notice("sync session closed by peer", metadata: ["peer": "\(handle.peer.name)", "reason": "\(message)"])
@@ -322,4 +322,59 @@ final class InboundBudget: Sendable {
     private let bytes = Atomic<Int>(0)
     /// Adds `n` (negative to release) and returns the new total.
     func add(_ n: Int) -> Int { bytes.add(n, ordering: .relaxed).newValue }
+}
+
+/// One session run without a socket: the state machine and the host, as a
+/// connection would drive them, fed messages one at a time, its frames
+/// handed to `sent`. For the stateful fuzz target and tests.
+///
+/// ```swift
+/// let s = OfflineSession(host: host, peer: who, localSite: me, cluster: cluster) { frame in … }
+/// try await s.start()
+/// let over = try await s.receive(message)
+/// ```
+public final class OfflineSession: @unchecked Sendable {
+    private let session: PeerSession
+    private var sm: SyncStateMachine
+    private let sent: ([UInt8]) -> Void
+    private var closed = false
+
+    public init(host: any SyncHost, peer: PeerIdentity, localSite: SiteID, cluster: [UInt8], sent: @escaping ([UInt8]) -> Void) {
+        let config = SyncStateMachine.Config(localSite: localSite, cluster: cluster)
+        session = PeerSession(
+            host: host, handle: SessionHandle(direction: .accepted, address: "offline", peer: peer), config: config,
+            logger: Logger(label: "offline", factory: { _ in SwiftLogNoOpLogHandler() }), onNewCertificates: { _ in },
+            onEvidence: { _, _ in }, onRevocation: { _ in }, onStateChange: {})
+        sm = SyncStateMachine(config: config, peerSite: peer.site)
+        self.sent = sent
+    }
+
+    /// Sends this side's Hello, certificates and revocation notices.
+    public func start() async throws {
+        let host = session.host
+        let actions = sm.start(
+            local: try await host.datasetVectors(), certificates: try await host.knownCertificates(),
+            revocations: try await host.revocationNotices(), now: .now)
+        closed = try await session.perform(actions, &sm) { sent($0) }
+    }
+
+    /// Takes one message from the peer and does all it leads to. Returns
+    /// true once the session is over.
+    @discardableResult
+    public func receive(_ message: SyncMessage) async throws -> Bool {
+        guard !closed else { return true }
+        closed = try await session.perform(sm.receive(message, now: .now), &sm) { sent($0) }
+        return closed
+    }
+
+    /// The passing of time: keepalives, vector rounds, timeouts.
+    @discardableResult
+    public func tick(at now: ContinuousClock.Instant) async throws -> Bool {
+        guard !closed else { return true }
+        closed = try await session.perform(sm.tick(now: now), &sm) { sent($0) }
+        return closed
+    }
+
+    /// Vector entries kept for datasets the peer announced and this node does not hold.
+    public var unheldEntries: Int { sm.unheld.values.reduce(0) { $0 + $1.entries.count } }
 }

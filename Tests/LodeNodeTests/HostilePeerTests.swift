@@ -309,6 +309,19 @@ final class HandRolledPeer: @unchecked Sendable {
         #expect(try berlin.replica("mines").vector == before)
         // Offered again, it is held already: nothing new, nothing to pass on.
         #expect(try await berlin.node.receiveRevocation(overreaching.bytes).forward.isEmpty)
+        // A notice naming a key of the site not known here yet counts once its certificate arrives.
+        let zedDir = scratch.file("zed")
+        try Node.initialize(dataDir: zedDir, site: "zed", role: .editor, caDir: scratch.file("ca"))
+        let zedNode = try Node.open(dataDir: zedDir)
+        let zed = zedNode.identity
+        zedNode.close()
+        let zedRecord = try Revocation.issue(site: "zed", reason: "lost", by: ca)
+        let zedNotice = try RevocationNotice.sign(
+            zedRecord, cutoffs: [RevocationNotice.Cutoff(dataset: "mines", author: zed.local.site, seq: 5)], by: eve)
+        _ = try await berlin.node.receiveRevocation(zedNotice.bytes)
+        #expect(berlin.node.cutoff(dataset: "mines", author: zed.local.site) == nil)
+        try await berlin.node.addCertificate(zed.certificate.der)
+        #expect(berlin.node.cutoff(dataset: "mines", author: zed.local.site) == 5)
         // A revoked signer is believed no more.
         let late = try RevocationNotice.sign(try Revocation.issue(site: "eve", reason: "x", by: ca), cutoffs: [], by: mallory)
         await #expect(throws: NodeError.self) { try await berlin.node.receiveRevocation(late.bytes) }
