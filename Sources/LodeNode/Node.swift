@@ -238,7 +238,14 @@ public final class Node: Sendable {
         // A node told of its own revocation keeps serving what it holds; its peers refuse it.
         guard notice.record.site != identity.local.name else { return RevocationIntake() }
         guard try file.keepNotice(site: notice.record.site, signer: signer.site, bytes: bytes) else { return RevocationIntake() }
-        let own = try await adopt(notice.record, from: notice)
+        let own: RevocationNotice?
+        do {
+            own = try await adopt(notice.record, from: notice)
+        } catch {
+            // Not taken in: forget it, so that it is taken in when offered again.
+            try? file.forgetNotice(bytes)
+            throw error
+        }
         return RevocationIntake(forward: [bytes] + (own.map { [$0.bytes] } ?? []), site: notice.record.site)
     }
 

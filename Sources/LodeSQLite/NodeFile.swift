@@ -149,6 +149,13 @@ public final class NodeFile: Sendable {
         }
     }
 
+    /// Forgets a notice (one that could not be taken in).
+    public func forgetNotice(_ bytes: [UInt8]) throws {
+        try StoreError.converting {
+            try queue.write { db in try db.execute(sql: "DELETE FROM revocation_notices WHERE bytes = ?", arguments: [Data(bytes)]) }
+        }
+    }
+
     /// Every revocation notice kept, in the order kept.
     public func notices() throws -> [[UInt8]] {
         try StoreError.converting {

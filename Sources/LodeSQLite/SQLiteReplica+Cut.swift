@@ -29,7 +29,8 @@ extension SQLiteReplica {
                 arguments += [try tx.state.sites.number(db, author), Int64(seq)]
             }
             let dropped = "(" + past.joined(separator: " OR ") + ")"
-            for row in try Row.fetchAll(db, sql: "SELECT bytes FROM _lode_log WHERE \(dropped)", arguments: StatementArguments(arguments)) {
+            let droppedRows = try Row.fetchCursor(db, sql: "SELECT bytes FROM _lode_log WHERE \(dropped)", arguments: StatementArguments(arguments))
+            while let row = try droppedRows.next() {
                 let commit = try Commit(decoding: [UInt8](row["bytes"] as Data))
                 try reject(db, commit, .notAuthorized, tx.state.feeds.cutoffs.reason(commit))
             }

@@ -118,8 +118,13 @@ struct PeerSession {
                     do {
                         for try await message in inbound {
                             _ = buffered.add(message.weight)
-                            if site.add(message.weight) > PeerSession.maxBufferedBytes {
-                                continuation.yield(.invalid(.malformed, "the peer sent more than flow control allows"))
+                            let held = site.add(message.weight)
+                            if held > PeerSession.maxBufferedBytes {
+                                continuation.yield(
+                                    .invalid(
+                                        .malformed,
+                                        "the peer sent more than flow control allows: \(held >> 20) MiB received and not yet processed, over \(PeerSession.maxBufferedBytes >> 20) MiB"
+                                    ))
                                 break
                             }
                             continuation.yield(.inbound(message))

@@ -810,7 +810,10 @@ final class HandRolledPeer: @unchecked Sendable {
             Issue.record("a peer ignoring flow control by 192 MiB was not cut off: \(String(describing: cut))")
             return
         }
-        #expect(reason.contains("flow control"), "\(reason)")
+        #expect(reason.contains("flow control") && reason.contains("over 64 MiB"), "\(reason)")
+        // What was held when it was cut off: the bound plus at most the frame that crossed it.
+        let held = Int(reason.split(separator: ":").last?.split(separator: " ").first ?? "") ?? .max
+        #expect(held <= 64 + 9, "\(reason)")
         // The node serves on.
         _ = try await berlin.replica("mines").exec("INSERT INTO mines(id, name) VALUES ('after', 'still serving')")
     }
