@@ -138,6 +138,85 @@ import X509
         #expect(try await Self.send(client, url: "https://127.0.0.1:\(apiPort)/v1/status", method: .GET, body: nil) == 200)
     }
 
+    /// One client certificate opening connection after connection to the
+    /// remote API used to get them all, and a client dripping its request
+    /// head a byte at a time held its connection for ever (each byte reset
+    /// the idle timer). Now a certificate holds at most
+    /// `RemoteAPI.connectionsPerCertificate` connections (the next is
+    /// closed after the handshake, and other certificates are served), and
+    /// a request head must arrive whole within the idle timeout.
+    @Test func oneCertificateHoldsAFewConnectionsAndAHeadMayNotDrip() async throws {
+        let dir = scratch.file("bounded")
+        let (node, apiPort) = try await launch(dir) { $0.apiIdleTimeout = .seconds(2) }
+        defer { Task { await node.stop() } }
+        let ca = try Identity.loadCA(dir: dir + "/dev-ca")
+        let key = Curve25519.Signing.PrivateKey()
+        let cert = try Identity.issueSite(name: "hoarder", role: .reader, key: key.publicKey, ca: ca.certificate, caKey: ca.key)
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.certificateChain = [.certificate(try NIOSSLCertificate(bytes: Array(cert.serializeAsPEM().pemString.utf8), format: .pem))]
+        tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(Certificate.PrivateKey(key).serializeAsPEM().pemString.utf8), format: .pem))
+        tls.trustRoots = .certificates([try NIOSSLCertificate(bytes: Array(ca.certificate.serializeAsPEM().pemString.utf8), format: .pem)])
+        tls.certificateVerification = .noHostnameVerification
+        tls.minimumTLSVersion = .tlsv13
+        tls.verifySignatureAlgorithms = [.ed25519]
+        tls.signingSignatureAlgorithms = [.ed25519]
+        let context = try NIOSSLContext(configuration: tls)
+        func open() async throws -> Channel {
+            for _ in 0..<100 {
+                if let c = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .channelInitializer({ ch in
+                        ch.eventLoop.makeCompletedFuture {
+                            try ch.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
+                        }
+                    })
+                    .connect(host: "127.0.0.1", port: apiPort).get()
+                {
+                    return c
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            throw NodeError(.unavailable, "cannot connect to the remote API")
+        }
+        /// True when the channel closes within `seconds`.
+        func closes(_ c: Channel, within seconds: Int) async -> Bool {
+            await withTaskGroup(of: Bool.self) { group in
+                group.addTask { (try? await c.closeFuture.get()) != nil }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(seconds))
+                    return false
+                }
+                let first = await group.next()!
+                group.cancelAll()
+                return first
+            }
+        }
+        // Sixteen connections are held (for the 2 s a silent one may stay); the seventeenth is closed.
+        var held: [Channel] = []
+        for _ in 0..<RemoteAPI.connectionsPerCertificate { held.append(try await open()) }
+        let extra = try await open()
+        #expect(await closes(extra, within: 1), "a 17th connection of one certificate stayed open")
+        #expect(held.allSatisfy { $0.isActive }, "\(held.map(\.isActive))")
+        // Another certificate is served meanwhile.
+        let client = try Self.client(role: .reader, ca: ca)
+        defer { Task { try? await client.shutdown() } }
+        #expect(try await Self.send(client, url: "https://127.0.0.1:\(apiPort)/v1/status", method: .GET, body: nil) == 200)
+        // Dripping a request head a byte every half second (the idle timeout is 2 s) ends in the connection closing.
+        let drip = held.removeFirst()
+        let start = ContinuousClock.now
+        var closed = false
+        for byte in Array("GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".utf8) + Array(repeating: UInt8(ascii: "a"), count: 40) {
+            if !drip.isActive {
+                closed = true
+                break
+            }
+            try? await drip.writeAndFlush(ByteBuffer(bytes: [byte])).get()
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(closed, "a dripping request head kept its connection")
+        #expect(ContinuousClock.now - start < .seconds(10))
+        for c in held { try? await c.close() }
+    }
+
     /// A client certificate for `role`, from the node's CA.
     static func client(role: Role, ca: CertificateAuthority) throws -> HTTPClient {
         let key = Curve25519.Signing.PrivateKey()
