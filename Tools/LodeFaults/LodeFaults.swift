@@ -52,7 +52,10 @@ struct LodeFaults: ParsableCommand {
         func run() throws {
             let lode = try common.binary()
             // The proxies are this very binary.
-            if proxy { setenv("LODE_FAULTS", URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path, 1) }
+            if proxy {
+                let me = Bundle.main.executablePath ?? URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+                setenv("LODE_FAULTS", me, 1)
+            }
             // Its own namespaces, bridge and subnet, apart from a user's cluster.
             setenv("NETNS_PREFIX", "lodef", 0)
             setenv("NET", "10.232.0", 0)
