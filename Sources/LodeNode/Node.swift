@@ -347,6 +347,14 @@ public final class Node: Sendable {
         return fresh
     }
 
+    /// Keeps a fork's evidence, to pass to every peer at each new session.
+    func keepEvidence(dataset: String, author: SiteID, held: [UInt8], other: [UInt8]) throws {
+        try file.keepEvidence(dataset: dataset, author: author, held: held, other: other)
+    }
+
+    /// The evidence of every fork found here (both commits, by dataset).
+    public func forkEvidence() throws -> [(dataset: String, commits: [[UInt8]])] { try file.evidence() }
+
     /// The revocations handed in here.
     public func revocations() -> [Revocation] { revoked.withLock { $0.records } }
 

@@ -189,6 +189,7 @@ final class NodeSyncHost: SyncHost {
                 $0.author == author && $0.seq == r.commit.seq
             }) {
                 evidence += [copy.bytes, r.commit.bytes]
+                try node.keepEvidence(dataset: dataset, author: author, held: copy.bytes, other: r.commit.bytes)
             }
             _ = try await replica.cut([author: at])
         }
@@ -206,6 +207,8 @@ final class NodeSyncHost: SyncHost {
     func knownCertificates() async throws -> [[UInt8]] { try node.knownCertificates() }
 
     func revocationNotices() async throws -> [[UInt8]] { try node.revocationNotices() }
+
+    func forkEvidence() async throws -> [(dataset: String, commits: [[UInt8]])] { try node.forkEvidence() }
 
     func takeRevocation(_ notice: [UInt8]) async throws -> RevocationTaken {
         let intake = try await node.receiveRevocation(notice)

@@ -28,6 +28,9 @@ public final class NodeFile: Sendable {
                         CREATE TABLE IF NOT EXISTS revocations(site TEXT PRIMARY KEY, record BLOB NOT NULL);
                         CREATE TABLE IF NOT EXISTS revocation_cutoffs(
                             site TEXT NOT NULL, dataset TEXT NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(dataset, author));
+                        CREATE TABLE IF NOT EXISTS fork_evidence(
+                            dataset TEXT NOT NULL, author BLOB NOT NULL, held BLOB NOT NULL, other BLOB NOT NULL,
+                            PRIMARY KEY(dataset, author));
                         CREATE TABLE IF NOT EXISTS revocation_notices(
                             id INTEGER PRIMARY KEY, site TEXT NOT NULL, signer BLOB NOT NULL, bytes BLOB NOT NULL UNIQUE);
                         """)
@@ -153,6 +156,30 @@ public final class NodeFile: Sendable {
     public func forgetNotice(_ bytes: [UInt8]) throws {
         try StoreError.converting {
             try queue.write { db in try db.execute(sql: "DELETE FROM revocation_notices WHERE bytes = ?", arguments: [Data(bytes)]) }
+        }
+    }
+
+    /// Keeps the evidence of a fork of `author`'s feed in `dataset`: the
+    /// copy that was held and the other one (only the first fork of a feed:
+    /// after it the feed is frozen).
+    public func keepEvidence(dataset: String, author: SiteID, held: [UInt8], other: [UInt8]) throws {
+        try StoreError.converting {
+            try queue.write { db in
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO fork_evidence(dataset, author, held, other) VALUES (?, ?, ?, ?)",
+                    arguments: [dataset, Data(author.bytes), Data(held), Data(other)])
+            }
+        }
+    }
+
+    /// Every fork's evidence kept: its dataset and both commits.
+    public func evidence() throws -> [(dataset: String, commits: [[UInt8]])] {
+        try StoreError.converting {
+            try queue.read { db in
+                try Row.fetchAll(db, sql: "SELECT dataset, held, other FROM fork_evidence ORDER BY dataset, author").map { r in
+                    (r["dataset"], [[UInt8](r["held"] as Data), [UInt8](r["other"] as Data)])
+                }
+            }
         }
     }
 

@@ -149,6 +149,10 @@ struct PeerSession {
                     group.cancelAll()
                     continuation.finish()
                 }
+                // Every fork found here goes to each new peer once the Hellos
+                // are exchanged: one that was away when it was found learns of it.
+                let known = try await host.forkEvidence()
+                if !known.isEmpty { handle.pendingEvidence.withLock { $0 = known + $0 } }
                 var sm = SyncStateMachine(config: config, peerSite: handle.peer.site)
                 let start = sm.start(
                     local: try await host.datasetVectors(), certificates: try await host.knownCertificates(),

@@ -29,6 +29,10 @@ public protocol SyncHost: Sendable {
     func addCertificates(_ ders: [[UInt8]]) async throws -> CertificateIntake
     /// The revocation notices this node keeps, for a new session.
     func revocationNotices() async throws -> [[UInt8]]
+    /// The evidence of every fork this node found (both commits, by
+    /// dataset), for a new session: a peer that was away when it was found
+    /// learns of it then.
+    func forkEvidence() async throws -> [(dataset: String, commits: [[UInt8]])]
     /// Checks a revocation notice a peer sent and takes it in (DESIGN §9).
     /// Throws when it is refused.
     func takeRevocation(_ notice: [UInt8]) async throws -> RevocationTaken

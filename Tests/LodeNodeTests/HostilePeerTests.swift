@@ -468,6 +468,58 @@ final class HandRolledPeer: @unchecked Sendable {
         #expect(try await lyon.dump("mines") == berlin.dump("mines"))
     }
 
+    /// A node away when a fork was found used to keep the copy it had for
+    /// good: the evidence went out once, and the nodes that froze the feed
+    /// had dropped their copy. Now each node hands its fork evidence to
+    /// every new session, so lyon, back after berlin caught the fork,
+    /// drops its copy too and the two agree.
+    @Test func aNodeAwayWhenAForkWasFoundLearnsOfItOnReturn() async throws {
+        let berlin = try await target()
+        defer { Task { await berlin.stop() } }
+        let lyon = try TestNode(name: "lyon", role: .editor, caDir: scratch.file("ca"), root: scratch.path)
+        try await lyon.start()
+        defer { Task { await lyon.stop() } }
+        try lyon.connect(to: berlin)
+        #expect(await waitForSync([berlin, lyon]).isEmpty)
+        let now = HLC(millis: UInt64(Date().timeIntervalSince1970 * 1000), counter: 0)
+        func rename(_ to: String) -> [Op] {
+            var put = PutRows(table: "mines", columns: ["name"])
+            put.append(key: "mp", length: 1, values: [.text(to)])
+            return [.put(put)]
+        }
+        let held = try berlin.replica("mines").vector
+        var twofaced: LocalSite?
+        var second: Commit?
+        // Copy A reaches berlin and, through it, lyon.
+        try await HandRolledPeer.session(to: berlin, name: "twofaced", role: .editor, caDir: scratch.file("ca"), root: scratch.path) { evil in
+            _ = try await evil.receive { if case .hello = $0 { true } else { false } }
+            twofaced = evil.site
+            let a = try evil.site.writer.commit(dataset: "mines", ops: rename("A"), hlc: now, head: .empty, held: held)
+            second = try evil.site.writer.commit(dataset: "mines", ops: rename("B"), hlc: now, head: .empty, held: held)
+            try await evil.send(.commits(dataset: "mines", commits: [a.bytes]))
+            _ = try await evil.receive { if case .ack(_, let v) = $0 { v[evil.site.site] == 1 } else { false } }
+        }
+        let site = try #require(twofaced).site
+        #expect(await waitForSync([berlin, lyon]).isEmpty)
+        #expect(try lyon.replica("mines").vector[site] == 1)
+        // lyon goes away; copy B reaches berlin, which finds the fork alone.
+        await lyon.stop()
+        try await HandRolledPeer.session(to: berlin, name: "twofaced", role: .editor, caDir: scratch.file("ca"), root: scratch.path) { evil in
+            _ = try await evil.receive { if case .hello = $0 { true } else { false } }
+            try await evil.send(.commits(dataset: "mines", commits: [second!.bytes]))
+            _ = try await evil.receive { if case .commitRejected = $0 { true } else { false } }
+        }
+        #expect(try berlin.replica("mines").vector[site] == 0)
+        // lyon comes back and learns of it from berlin.
+        try await lyon.start()
+        let deadline = ContinuousClock.now + .seconds(20)
+        while (try lyon.replica("mines").vector[site]) != 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(try lyon.replica("mines").vector[site] == 0, "lyon kept its copy of the forked commit")
+        #expect(lyon.node.cutoff(dataset: "mines", author: site) == 0)
+        #expect(await waitForSync([berlin, lyon]).isEmpty)
+        #expect(try await lyon.dump("mines") == berlin.dump("mines"))
+    }
+
     @Test func forgedAlteredAndUnauthorizedCommitsAreRejectedAndNothingApplied() async throws {
         let berlin = try await target()
         defer { Task { await berlin.stop() } }
