@@ -149,10 +149,11 @@ struct PeerSession {
                     group.cancelAll()
                     continuation.finish()
                 }
-                // Every fork found here goes to each new peer once the Hellos
-                // are exchanged: one that was away when it was found learns of it.
-                let known = try await host.forkEvidence()
-                if !known.isEmpty { handle.pendingEvidence.withLock { $0 = known + $0 } }
+                // The forks found here go, once the Hellos are exchanged, to a
+                // peer that holds a forked feed past the fork (it was away when
+                // the fork was found), and to no other: evidence is not resent
+                // between nodes that both know.
+                var known = try await host.forkEvidence()
                 var sm = SyncStateMachine(config: config, peerSite: handle.peer.site)
                 let start = sm.start(
                     local: try await host.datasetVectors(), certificates: try await host.knownCertificates(),
@@ -167,6 +168,14 @@ struct PeerSession {
                     switch event {
                     case .inbound(let m):
                         actions = sm.receive(m, now: .now)
+                        if sm.isEstablished && !known.isEmpty {
+                            let needed = known.filter { e in
+                                guard let first = e.commits.first, let c = try? Commit(decoding: first) else { return false }
+                                return (sm.peerVectors[e.dataset]?[c.author] ?? 0) >= c.seq
+                            }
+                            known = []
+                            if !needed.isEmpty { handle.pendingEvidence.withLock { $0 += needed } }
+                        }
                         // Evidence that came while the Hellos were exchanged goes now.
                         if sm.isEstablished && !handle.pendingEvidence.withLock({ $0.isEmpty }) { handle.wake.yield() }
                     case .invalid(let code, let message):

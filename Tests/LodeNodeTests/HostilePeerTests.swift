@@ -457,7 +457,9 @@ final class HandRolledPeer: @unchecked Sendable {
         }
         let site = try #require(twofaced)
         let deadline = ContinuousClock.now + .seconds(20)
-        while lyon.node.cutoff(dataset: "mines", author: site) == nil && ContinuousClock.now < deadline {
+        // The feed is frozen first, then the copy held is dropped: wait for both.
+        func dropped() throws -> Bool { try lyon.node.cutoff(dataset: "mines", author: site) != nil && lyon.replica("mines").vector[site] == 0 }
+        while try !dropped() && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(lyon.node.cutoff(dataset: "mines", author: site) == 0, "lyon never learnt of the fork")
