@@ -67,7 +67,9 @@ final class CertificateConnections: Sendable {
 
 /// Closes a remote API connection whose certificate holds too many
 /// connections already, or whose request head does not arrive whole in
-/// time. Sits after the HTTP decoder; sees the TLS handshake's end as an
+/// time. A connection counts until the node sees it end: one a client
+/// dropped without the node noticing holds its slot until the idle timeout
+/// closes it. Sits after the HTTP decoder; sees the TLS handshake's end as an
 /// event passed down the pipeline.
 final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias InboundIn = HTTPRequestPart
