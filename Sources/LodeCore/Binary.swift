@@ -224,6 +224,15 @@ public struct ByteReader {
 }
 
 extension ByteReader {
+    /// Reads a dataset name (a string of at most 64 bytes) and refuses one
+    /// that is not valid (`invalid-value`).
+    public mutating func readDatasetName() throws(BinaryDecodingError) -> String {
+        let at = offset
+        let name = try readString(limit: 64)
+        guard Identifier.isValidDataset(name) else { throw BinaryDecodingError(.invalidValue, at: at, "\"\(name)\" is not a valid dataset name") }
+        return name
+    }
+
     /// Runs `body` with a reader over `bytes` and returns what it read;
     /// bytes it leaves unread are an error (`trailing-bytes`), naming `what`.
     ///

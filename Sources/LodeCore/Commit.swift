@@ -216,11 +216,7 @@ public struct CommitContent: Sendable, Hashable {
             throw BinaryDecodingError(
                 .unknownVersion, at: vat, "commit version \(version) is not supported (this node reads version \(Commit.version))")
         }
-        let dat = r.offset
-        let dataset = try r.readString(limit: 64)
-        guard Identifier.isValidDataset(dataset) else {
-            throw BinaryDecodingError(.invalidValue, at: dat, "\"\(dataset)\" is not a valid dataset name")
-        }
+        let dataset = try r.readDatasetName()
         let author = try SiteID(from: &r)
         let sat = r.offset
         let seq = try r.readVarint()

@@ -163,11 +163,7 @@ public struct RevocationNotice: Sendable, Hashable {
                 let n = try r.readCount(limit: maxCutoffs, "cut-off count")
                 var cutoffs: [Cutoff] = []
                 for _ in 0..<n {
-                    let dat = r.offset
-                    let dataset = try r.readString(limit: 64)
-                    guard Identifier.isValidDataset(dataset) else {
-                        throw BinaryDecodingError(.invalidValue, at: dat, "\"\(dataset)\" is not a dataset name")
-                    }
+                    let dataset = try r.readDatasetName()
                     let author = try SiteID(from: &r)
                     let sat = r.offset
                     let seq = try r.readVarint()

@@ -204,10 +204,7 @@ public enum SyncFrame {
             let n = try r.readCount(limit: r.remaining / 2, "dataset count")
             var ds: [DatasetVector] = []
             for _ in 0..<n {
-                let at = r.offset
-                let name = try r.readString(limit: 64)
-                guard Identifier.isValidDataset(name) else { throw BinaryDecodingError(.invalidValue, at: at, "\"\(name)\" is not a dataset name") }
-                ds.append(DatasetVector(dataset: name, vector: try VersionVector.decode(from: &r)))
+                ds.append(DatasetVector(dataset: try r.readDatasetName(), vector: try VersionVector.decode(from: &r)))
             }
             m = .hello(protocolVersion: pv, cluster: cluster, site: site, datasets: ds)
         case .certificates:
@@ -216,10 +213,10 @@ public enum SyncFrame {
             for _ in 0..<n { certs.append(try r.readLengthPrefixed(limit: 64 << 10)) }
             m = .certificates(certs)
         case .commits:
-            let dataset = try readDataset(&r)
+            let dataset = try r.readDatasetName()
             m = .commits(dataset: dataset, commits: try readCommitList(&r))
         case .commitsDeflated:
-            let dataset = try readDataset(&r)
+            let dataset = try r.readDatasetName()
             let at = r.offset
             let rawLength = try r.readCount(limit: maxFrameBytes, "inflated length")
             let packed = try r.readRaw(r.remaining)
@@ -229,15 +226,15 @@ public enum SyncFrame {
             let commits = try ByteReader.decodeAll(list, "inflated commit list") { lr throws(BinaryDecodingError) in try readCommitList(&lr) }
             m = .commits(dataset: dataset, commits: commits)
         case .ack:
-            let dataset = try readDataset(&r)
+            let dataset = try r.readDatasetName()
             m = .ack(dataset: dataset, vector: try VersionVector.decode(from: &r))
         case .vector:
-            let dataset = try readDataset(&r)
+            let dataset = try r.readDatasetName()
             m = .vector(dataset: dataset, vector: try VersionVector.decode(from: &r))
         case .ping: m = .ping(try r.readUInt64())
         case .pong: m = .pong(try r.readUInt64())
         case .commitRejected:
-            let dataset = try readDataset(&r)
+            let dataset = try r.readDatasetName()
             let site = try SiteID(from: &r)
             let seq = try r.readVarint()
             let code = try readCode(&r)
@@ -258,13 +255,6 @@ public enum SyncFrame {
         commits.reserveCapacity(n)
         for _ in 0..<n { commits.append(try r.readLengthPrefixed(limit: Limits.maxCommitBytes)) }
         return commits
-    }
-
-    static func readDataset(_ r: inout ByteReader) throws(BinaryDecodingError) -> String {
-        let at = r.offset
-        let name = try r.readString(limit: 64)
-        guard Identifier.isValidDataset(name) else { throw BinaryDecodingError(.invalidValue, at: at, "\"\(name)\" is not a dataset name") }
-        return name
     }
 
     static func readCode(_ r: inout ByteReader) throws(BinaryDecodingError) -> RejectCode {

@@ -150,17 +150,7 @@ import X509
         let (node, apiPort) = try await launch(dir) { $0.apiIdleTimeout = .seconds(6) }
         defer { Task { await node.stop() } }
         let ca = try Identity.loadCA(dir: dir + "/dev-ca")
-        let key = Curve25519.Signing.PrivateKey()
-        let cert = try Identity.issueSite(name: "hoarder", role: .reader, key: key.publicKey, ca: ca.certificate, caKey: ca.key)
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.certificateChain = [.certificate(try NIOSSLCertificate(bytes: Array(cert.serializeAsPEM().pemString.utf8), format: .pem))]
-        tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(Certificate.PrivateKey(key).serializeAsPEM().pemString.utf8), format: .pem))
-        tls.trustRoots = .certificates([try NIOSSLCertificate(bytes: Array(ca.certificate.serializeAsPEM().pemString.utf8), format: .pem)])
-        tls.certificateVerification = .noHostnameVerification
-        tls.minimumTLSVersion = .tlsv13
-        tls.verifySignatureAlgorithms = [.ed25519]
-        tls.signingSignatureAlgorithms = [.ed25519]
-        let context = try NIOSSLContext(configuration: tls)
+        let context = try NIOSSLContext(configuration: Self.clientTLS(name: "hoarder", role: .reader, ca: ca))
         func open() async throws -> Channel {
             for _ in 0..<100 {
                 if let c = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -226,8 +216,15 @@ import X509
 
     /// A client certificate for `role`, from the node's CA.
     static func client(role: Role, ca: CertificateAuthority) throws -> HTTPClient {
+        HTTPClient(
+            eventLoopGroupProvider: .singleton,
+            configuration: HTTPClient.Configuration(tlsConfiguration: try clientTLS(name: "client-\(role.rawValue)", role: role, ca: ca)))
+    }
+
+    /// TLS for a client holding a new certificate for site `name` and `role`, from the node's CA.
+    static func clientTLS(name: String, role: Role, ca: CertificateAuthority) throws -> TLSConfiguration {
         let key = Curve25519.Signing.PrivateKey()
-        let cert = try Identity.issueSite(name: "client-\(role.rawValue)", role: role, key: key.publicKey, ca: ca.certificate, caKey: ca.key)
+        let cert = try Identity.issueSite(name: name, role: role, key: key.publicKey, ca: ca.certificate, caKey: ca.key)
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.certificateChain = [.certificate(try NIOSSLCertificate(bytes: Array(cert.serializeAsPEM().pemString.utf8), format: .pem))]
         tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(Certificate.PrivateKey(key).serializeAsPEM().pemString.utf8), format: .pem))
@@ -236,7 +233,7 @@ import X509
         tls.minimumTLSVersion = .tlsv13
         tls.verifySignatureAlgorithms = [.ed25519]
         tls.signingSignatureAlgorithms = [.ed25519]
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(tlsConfiguration: tls))
+        return tls
     }
 
     static func send(_ client: HTTPClient, url: String, method: HTTPMethod, body: String?) async throws -> UInt {
