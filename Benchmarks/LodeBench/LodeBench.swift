@@ -6,8 +6,9 @@ import LodeStore
 
 /// The benchmark suite (release build):
 ///
-///   swift run -c release lode-bench [all | W1 … W7]... [--rows N] [--runs K] [--json FILE]
-///   swift run -c release lode-bench rows N [SEED] > rows.csv
+///   swift run -c release lode-bench [all | W1 … W9]... [--rows N] [--runs K] [--keys random|sequential] [--json FILE]
+///   swift run -c release lode-bench rows N [SEED] [--keys …] > rows.csv
+///   swift run -c release lode-bench import-only FILE.csv...     (for profiling)
 ///
 /// Every workload is measured beside its baseline in the same run; medians
 /// of `--runs` runs (default 3) are printed as a table and written as JSON.
@@ -24,15 +25,22 @@ enum LodeBench {
         let rows = option("--rows").flatMap { Int($0) } ?? 1_000_000
         let runs = option("--runs").flatMap { Int($0) } ?? 3
         let json = option("--json") ?? "bench-results.json"
+        if let k = option("--keys") {
+            guard let order = Rows.KeyOrder(rawValue: k) else { throw BenchError("--keys is random or sequential, not \(k)") }
+            Rows.keys = order
+        }
         if args.first == "import-only", args.count > 1 {
-            // For profiling: only the import path, on an existing CSV.
+            // For profiling: only the import path, on existing CSV files
+            // imported one after the other into one table.
             let ws = try Workspace()
             defer { ws.remove() }
             let node = try Node.open(dataDir: try ws.makeNode("profile"))
             let replica = try await node.createDataset("bench", schema: Rows.schema)
-            let start = ContinuousClock.now
-            let report = try await replica.importCSV(table: "sites", path: args[1])
-            print(String(format: "imported %d rows in %.2f s", report.rowsRead, seconds(since: start)))
+            for file in args.dropFirst() {
+                let start = ContinuousClock.now
+                let report = try await replica.importCSV(table: "sites", path: file)
+                print(String(format: "imported %d rows (%d changed) in %.2f s", report.rowsRead, report.rowsChanged, seconds(since: start)))
+            }
             print("SQLite multi-thread mode \(SQLiteSetup.applied ? "on" : "OFF")")
             node.close()
             return
@@ -44,7 +52,7 @@ enum LodeBench {
             return
         }
         var wanted = Set(args.map { $0.uppercased() })
-        if wanted.isEmpty || wanted.contains("ALL") { wanted = ["W1", "W2", "W3", "W4", "W5", "W6", "W7"] }
+        if wanted.isEmpty || wanted.contains("ALL") { wanted = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"] }
         let ws = try Workspace()
         defer { ws.remove() }
         let csv = ws.path("rows.csv")
@@ -59,7 +67,7 @@ enum LodeBench {
             print(line(r))
         }
         print(
-            "lode-bench: \(rows) rows, \(runs) runs, \(ProcessInfo.processInfo.activeProcessorCount) cores, SQLite multi-thread mode \(SQLiteSetup.applied ? "on" : "OFF")\n"
+            "lode-bench: \(rows) rows, \(Rows.keys) keys, \(runs) runs, \(ProcessInfo.processInfo.activeProcessorCount) cores, SQLite multi-thread mode \(SQLiteSetup.applied ? "on" : "OFF")\n"
         )
         print(header)
         // W1 builds the dataset the others use.
@@ -77,6 +85,8 @@ enum LodeBench {
         }
         if wanted.contains("W6") { report(try await suite.w6()) }
         if wanted.contains("W7") { report(try await suite.w7(small: small)) }
+        if wanted.contains("W8") { report(try await suite.w8()) }
+        if wanted.contains("W9") { report(try suite.w9()) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(results).write(to: URL(fileURLWithPath: json))
