@@ -31,7 +31,7 @@ let package = Package(
     targets: [
         .target(
             name: "LodeCore",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["CZlib", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .systemLibrary(
             name: "CLodeSQLite",
@@ -50,7 +50,7 @@ let package = Package(
         ),
         .target(
             name: "LodeProtocol",
-            dependencies: ["LodeCore", "CZlib"]
+            dependencies: ["LodeCore"]
         ),
         .target(
             name: "LodeSync",

@@ -4,8 +4,10 @@ import LodeStore
 
 /// The layout of a dataset file beside the user tables.
 enum DatasetFormat {
-    /// Bumped whenever the internal tables change shape.
-    static let version = 1
+    /// Bumped whenever the internal tables change shape or what they hold
+    /// changes encoding. 2: `_lode_log.bytes` may hold a deflated commit
+    /// (`LogBytes`); a format 1 file is read as is and marked 2 when it opens.
+    static let version = 2
 
     static let bootstrap = """
         CREATE TABLE _lode_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -100,7 +102,11 @@ enum DatasetFormat {
         guard stored == dataset else {
             throw StoreError(.storage, "\(path) holds dataset \(stored ?? "?"), not \(dataset)")
         }
-        let format = try Int.fetchOne(db, sql: "SELECT value FROM _lode_meta WHERE key = 'format'") ?? 0
+        var format = try Int.fetchOne(db, sql: "SELECT value FROM _lode_meta WHERE key = 'format'") ?? 0
+        if format == 1 {
+            try db.execute(sql: "UPDATE _lode_meta SET value = ? WHERE key = 'format'", arguments: [version])
+            format = version
+        }
         guard format == version else {
             throw StoreError(.storage, "\(path) has format \(format); this build reads format \(version)")
         }

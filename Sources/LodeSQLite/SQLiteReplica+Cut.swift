@@ -31,7 +31,7 @@ extension SQLiteReplica {
             let dropped = "(" + past.joined(separator: " OR ") + ")"
             let droppedRows = try Row.fetchCursor(db, sql: "SELECT bytes FROM _lode_log WHERE \(dropped)", arguments: StatementArguments(arguments))
             while let row = try droppedRows.next() {
-                let commit = try Commit(decoding: [UInt8](row["bytes"] as Data))
+                let commit = try Commit(decoding: try LogBytes.commit(row["bytes"]))
                 try reject(db, commit, .notAuthorized, tx.state.feeds.cutoffs.reason(commit))
             }
             try db.execute(sql: "CREATE TEMP TABLE _lode_replay(id INTEGER PRIMARY KEY, bytes BLOB NOT NULL)")
@@ -47,7 +47,7 @@ extension SQLiteReplica {
                 guard let end = rows.last else { break }
                 last = end["id"]
                 for row in rows {
-                    let commit = try Commit(decoding: [UInt8](row["bytes"] as Data))
+                    let commit = try Commit(decoding: try LogBytes.commit(row["bytes"]))
                     if case .apply = try applyOne(tx, commit) { kept += 1 }
                 }
             }

@@ -27,7 +27,7 @@ extension SQLiteReplica {
             var commits: [Commit] = []
             for id in Set(logs).sorted() {
                 guard let bytes = try Data.fetchOne(db, sql: "SELECT bytes FROM _lode_log WHERE id = ?", arguments: [id]) else { continue }
-                commits.append(try Commit(decoding: [UInt8](bytes)))
+                commits.append(try Commit(decoding: try LogBytes.commit(bytes)))
             }
             return HistoryRules.entries(
                 table: table, pk: pk, commits: commits, length: UInt64(row["cl"] as Int64),
