@@ -38,12 +38,11 @@ final class LocalBatch {
     /// an unchanged row writes nothing. Returns true when something was written.
     @discardableResult
     func put(_ t: TableState, pk: String, columns: [String], slots: [Int], values: [Value], onlyChanges: Bool) throws -> Bool {
-        if try state.rows.insertIfAbsent(db, t, pk: pk, length: 1, slots: slots, values: values[...], context) {
+        guard let meta = try state.rows.insertOrRead(db, t, pk: pk, length: 1, slots: slots, values: values[...], context) else {
             try builder.put(table: t.name, columns: columns, pk: pk, length: 1, values: values)
             try added()
             return true
         }
-        let meta = try state.rows.readRow(db, t, pk)
         var columns = columns
         var slots = slots
         var values = values

@@ -37,6 +37,11 @@ final class RowMerger {
     private var upsertRow: RawStatement?
     private var insertHistory: RawStatement?
     private var insertRowIfAbsent: RawStatement?
+    private var updateRow: RawStatement?
+    /// Whether the last row `insertOrRead` met was already stored: rows
+    /// come in runs (an import of new rows, an update of existing ones), so
+    /// the next row is first tried the way that served the last.
+    private var lastExisted = false
     /// The clocks of a row whose given slots were all written by one stamp
     /// (one entry: the rows of an import or a remote put share it).
     private var newRowClocks: (slots: [Int], stamp: LocalStamp, blob: [UInt8])?
@@ -67,6 +72,15 @@ final class RowMerger {
     }
 
     private func writeRow(_ db: Database, _ t: TableState, _ pk: String, _ meta: RowMeta, logID: Int64, existed: Bool) throws {
+        if existed {
+            if updateRow == nil { updateRow = try RawStatement(db, "UPDATE _lode_rows SET cl = ?, clocks = ? WHERE tbl = ? AND pk = ?") }
+            let u = updateRow!
+            u.bind(1, Int64(meta.length))
+            u.bind(2, blob: meta.clocks.encoded)
+            u.bind(3, t.id)
+            u.bind(4, pk)
+            try u.run(db)
+        }
         if upsertRow == nil {
             upsertRow = try RawStatement(
                 db,
@@ -76,14 +90,15 @@ final class RowMerger {
                 """)
             insertHistory = try RawStatement(db, "INSERT OR IGNORE INTO _lode_history(tbl, pk, log) VALUES (?, ?, ?)")
         }
-        let u = upsertRow!
-        u.bind(1, t.id)
-        u.bind(2, pk)
-        u.bind(3, Int64(meta.length))
-        u.bind(4, blob: meta.clocks.encoded)
-        u.bind(5, logID)
-        try u.run(db)
-        if existed {
+        if !existed {
+            let u = upsertRow!
+            u.bind(1, t.id)
+            u.bind(2, pk)
+            u.bind(3, Int64(meta.length))
+            u.bind(4, blob: meta.clocks.encoded)
+            u.bind(5, logID)
+            try u.run(db)
+        } else {
             let h = insertHistory!
             h.bind(1, t.id)
             h.bind(2, pk)
@@ -127,6 +142,22 @@ final class RowMerger {
         }
         try s.run(db)
         return true
+    }
+
+    /// Writes a row never seen here by the fast path (`insertIfAbsent`) and
+    /// returns nil, or returns the stored state of a known row, writing
+    /// nothing, for the general path (`put`, `delete`).
+    func insertOrRead(
+        _ db: Database, _ t: TableState, pk: String, length: UInt64, slots: [Int], values: ArraySlice<Value>, _ ctx: CommitContext
+    ) throws -> RowMeta? {
+        if lastExisted {
+            let meta = try readRow(db, t, pk)
+            if meta.exists { return meta }
+            lastExisted = false
+        }
+        if try insertIfAbsent(db, t, pk: pk, length: length, slots: slots, values: values, ctx) { return nil }
+        lastExisted = true
+        return try readRow(db, t, pk)
     }
 
     /// Applies one row of a put: merges causal length and cells

@@ -77,10 +77,10 @@ extension SQLiteReplica {
                     return s
                 }
                 for i in 0..<put.rowCount {
-                    if try state.rows.insertIfAbsent(db, t, pk: put.keys[i], length: put.lengths[i], slots: slots, values: put.row(i), ctx) {
-                        continue
-                    }
-                    try state.rows.put(db, t, pk: put.keys[i], length: put.lengths[i], slots: slots, values: put.row(i), ctx)
+                    let values = put.row(i)
+                    guard let meta = try state.rows.insertOrRead(db, t, pk: put.keys[i], length: put.lengths[i], slots: slots, values: values, ctx)
+                    else { continue }
+                    try state.rows.put(db, t, pk: put.keys[i], length: put.lengths[i], slots: slots, values: values, meta: meta, ctx)
                 }
             case .delete(let del):
                 guard let t = state.schema[del.table] else { throw SchemaViolation("no table \(del.table)") }
@@ -163,8 +163,9 @@ extension SQLiteReplica {
                 let seq = UInt64(row["seq"] as Int64)
                 guard seq > vector[key] else { continue }
                 guard let data = try Data.fetchOne(body, arguments: [row["id"] as Int64]) else { continue }
-                out.append(StoredCommit(site: key, seq: seq, bytes: [UInt8](data)))
-                total += data.count
+                let bytes = try LogBytes.commit(data)
+                out.append(StoredCommit(site: key, seq: seq, bytes: bytes))
+                total += bytes.count
                 if total >= maxBytes || out.count >= maxCount { break }
             }
             return out

@@ -6,8 +6,12 @@ extension SQLiteReplica {
     /// Inserts or updates rows of `table` from a CSV file whose header names
     /// the columns (one must be the primary key). All or nothing: a bad
     /// line anywhere leaves the dataset exactly as it was. Memory stays
-    /// constant however large the file: rows are applied as they are read
-    /// and commits are cut at `LocalCommitBuilder.budget` bytes.
+    /// constant however large the file: the rows read are set aside on disk
+    /// (`SortedRows`), then applied in key order (for a file whose keys are
+    /// random, as ids usually are, that is several times faster once the
+    /// table outgrows the page cache), and commits are cut at
+    /// `LocalCommitBuilder.budget` bytes. A key that appears twice takes
+    /// its last line.
     ///
     /// ```swift
     /// let report = try await replica.importCSV(table: "facilities", path: "facilities.csv", progress: nil)
@@ -16,10 +20,20 @@ extension SQLiteReplica {
         try CSVImport.check(table: table, by: local)
         return try await edit { batch in
             let t = try batch.table(table)
-            var slots: [Int] = []
-            let rows = try CSVImport.read(path: path, table: t.schema, progress: progress) { plan, pk, values in
-                if slots.count != plan.columns.count { slots = plan.columns.map { t.slots[$0]! } }
-                try batch.put(t, pk: pk, columns: plan.columns, slots: slots, values: values, onlyChanges: true)
+            var plan: ImportPlan?
+            var sorted: SortedRows?
+            let rows = try CSVImport.read(path: path, table: t.schema, progress: progress) { p, pk, values in
+                if sorted == nil {
+                    plan = p
+                    sorted = try SortedRows(batch.db, width: p.columns.count)
+                }
+                try sorted!.add(pk: pk, values: values)
+            }
+            if let plan, let sorted {
+                let slots = plan.columns.map { t.slots[$0]! }
+                try sorted.drain { pk, values in
+                    try batch.put(t, pk: pk, columns: plan.columns, slots: slots, values: values, onlyChanges: true)
+                }
             }
             let commits = try batch.finish()
             return ImportReport(rowsRead: rows, rowsChanged: batch.changedRows, commits: commits)

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import LodeCore
 import LodeStore
 import LodeTestSupport
@@ -329,6 +330,67 @@ import Testing
         #expect(all.count == 2 && all.allSatisfy { !$0.targetExists })
         await #expect(throws: StoreError.self) { try await r.annotate(NewAnnotation(table: "facilities", pk: "nope", text: "x")) }
         await #expect(throws: StoreError.self) { try await r.annotate(NewAnnotation(table: "facilities", pk: "f2", text: "x", replyTo: "nope")) }
+    }
+
+    /// An import sets its rows aside and applies them in key order, so the
+    /// commits it writes carry their rows in key order too (and a replica
+    /// applying them writes its B-trees in order); a key given twice takes
+    /// its last line, as when rows were applied as read.
+    @Test func anImportAppliesRowsInKeyOrderAndTheLastLineOfAKeyWins() async throws {
+        let r = try await make()
+        var lines = ["symbol,name,atomic_number"]
+        var rng = SeededGenerator(seed: 11)
+        let keys = (0..<500).map { _ in String(UInt64.random(in: 0...UInt64.max, using: &rng), radix: 16) }
+        for (i, k) in keys.enumerated() { lines.append("\(k),first \(i),\(i)") }
+        lines.append("\(keys[7]),second,7")
+        let report = try await r.importCSV(table: "elements", path: dir.write("random.csv", lines.joined(separator: "\n") + "\n"))
+        #expect(report.rowsRead == 501 && report.rowsChanged == 501)
+        #expect(try await dump(r, "SELECT name FROM elements WHERE symbol = '\(keys[7])'").last == "row([LodeCore.Value.text(\"second\")])")
+        var written: [String] = []
+        for c in try await r.commits(missingFrom: VersionVector(), limit: 100) {
+            for case .put(let p) in c.ops where p.table == "elements" { written += p.keys }
+        }
+        // Both lines of the key given twice were written, one after the other, the last line last.
+        #expect(written == (keys + [keys[7]]).sorted(), "the rows were not written in key order")
+    }
+
+    /// The log keeps a large commit deflated (format 2) and hands back the
+    /// signed bytes; a format 1 file, whose log holds commits as they are,
+    /// opens, reads and is marked format 2; a damaged deflated commit is a
+    /// storage error, not a crash or a wrong commit.
+    @Test func theLogKeepsCommitsDeflatedAndReadsFilesThatDoNot() async throws {
+        let r = try await make()
+        let rows = (0..<300).map { "e\($0),Element number \($0),\($0)" }.joined(separator: "\n")
+        _ = try await r.importCSV(table: "elements", path: dir.write("many.csv", "symbol,name,atomic_number\n" + rows + "\n"))
+        let commits = try await r.missingCommits(after: VersionVector(), maxBytes: .max)
+        let stored = try await r.read { db in
+            try Row.fetchAll(db, sql: "SELECT hash, bytes FROM _lode_log ORDER BY id").map {
+                ([UInt8]($0["hash"] as Data), [UInt8]($0["bytes"] as Data))
+            }
+        }
+        #expect(commits.count == stored.count && commits.count == 2)
+        for (c, s) in zip(commits, stored) { #expect(try Commit(decoding: c.bytes).hash == s.0) }
+        let large = commits[1].bytes
+        #expect(stored[1].1.first == LogBytes.deflated && stored[1].1.count < large.count / 2)
+        #expect(stored[0].1.first == Commit.version, "a small commit is kept as it is")
+        // A file of format 1: the same commit as it is.
+        let path = r.path
+        try await r.write { tx in
+            try tx.db.execute(sql: "UPDATE _lode_log SET bytes = ? WHERE hash = ?", arguments: [Data(large), Data(stored[1].0)])
+            try tx.db.execute(sql: "UPDATE _lode_meta SET value = 1 WHERE key = 'format'")
+        }
+        try r.close()
+        let old = try SQLiteReplica.open(at: path, dataset: "d", local: site(1, "alpha"))
+        #expect(try await old.missingCommits(after: VersionVector(), maxBytes: .max).map(\.bytes) == commits.map(\.bytes))
+        #expect(try await old.read { db in try Int.fetchOne(db, sql: "SELECT value FROM _lode_meta WHERE key = 'format'") } == 2)
+        // Damage: a deflated commit that does not inflate.
+        var damaged = [UInt8](LogBytes.stored(large))
+        damaged[damaged.count / 2] ^= 0xFF
+        let broken = damaged
+        try await old.write { tx in
+            try tx.db.execute(sql: "UPDATE _lode_log SET bytes = ? WHERE hash = ?", arguments: [Data(broken), Data(stored[1].0)])
+        }
+        await #expect(throws: StoreError.self) { try await old.missingCommits(after: VersionVector(), maxBytes: .max) }
     }
 
     @Test func crashSafeReopenKeepsState() async throws {
