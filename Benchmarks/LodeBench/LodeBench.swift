@@ -86,7 +86,7 @@ enum LodeBench {
         if wanted.contains("W6") { report(try await suite.w6()) }
         if wanted.contains("W7") { report(try await suite.w7(small: small)) }
         if wanted.contains("W8") { report(try await suite.w8()) }
-        if wanted.contains("W9") { report(try suite.w9()) }
+        if wanted.contains("W9") { report(try await suite.w9()) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(results).write(to: URL(fileURLWithPath: json))
