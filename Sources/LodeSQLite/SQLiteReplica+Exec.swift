@@ -17,11 +17,53 @@ extension SQLiteReplica {
     /// let r = try await replica.exec("UPDATE facilities SET status = 'operating' WHERE id = 'mp-10x'")
     /// ```
     public func exec(_ sql: String) async throws -> WriteReport {
+        try checkExec()
+        guard try Self.statementCount(sql) > 0 else { throw StoreError.badInput("no SQL statement given") }
+        return try await edit { [self] batch in
+            try run(sql, in: batch)
+            let commits = try batch.finish()
+            return WriteReport(rowsChanged: batch.changedRows, commits: commits)
+        }
+    }
+
+    /// Runs the statements of a file as `exec` runs a string, all of them
+    /// in one transaction, reading the file a megabyte of statements at a
+    /// time (`SQLScript`), so a script of any size runs in bounded memory.
+    /// Each piece sees what the pieces before it wrote.
+    ///
+    /// ```swift
+    /// let r = try await replica.exec(file: "corrections.sql")
+    /// ```
+    public func exec(file path: String) async throws -> WriteReport {
+        try await exec(file: path, chunkBytes: 1 << 20)
+    }
+
+    func exec(file path: String, chunkBytes: Int) async throws -> WriteReport {
+        try checkExec()
+        return try await edit { [self] batch in
+            var statements = 0
+            try SQLScript(path: path, chunkBytes: chunkBytes).forEachChunk { sql in
+                let n = try Self.statementCount(sql)
+                guard n > 0 else { return }
+                statements += n
+                try run(sql, in: batch)
+            }
+            guard statements > 0 else { throw StoreError.badInput("no SQL statement given") }
+            let commits = try batch.finish()
+            return WriteReport(rowsChanged: batch.changedRows, commits: commits)
+        }
+    }
+
+    private func checkExec() throws {
         guard local.role.canEdit else {
             throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only an editor may change rows")
         }
+    }
+
+    /// How many statements `sql` holds; throws for any but `INSERT`,
+    /// `UPDATE`, `DELETE` (`REPLACE`, `WITH`).
+    private static func statementCount(_ sql: String) throws -> Int {
         let heads = SQLLexer.leadingKeywords(sql)
-        guard !heads.isEmpty else { throw StoreError.badInput("no SQL statement given") }
         for h in heads where !["INSERT", "UPDATE", "DELETE", "REPLACE", "WITH"].contains(h) {
             let remedy: StoreError.Remedy? =
                 switch h {
@@ -31,36 +73,37 @@ extension SQLiteReplica {
                 }
             throw StoreError.badInput("exec runs INSERT, UPDATE and DELETE only, not \(h.isEmpty ? "this statement" : h)", remedy: remedy)
         }
-        return try await edit { [self] batch in
-            let changeset = try capture(batch.db, sql)
-            try changeset.forEach(batch.state.schema) { change in
-                let t = try batch.table(change.table)
-                switch change.kind {
-                case .delete:
-                    try batch.delete(t, pk: change.pk)
-                case .upsert:
-                    var columns: [String] = []
-                    var slots: [Int] = []
-                    var values: [Value] = []
-                    for (name, value) in change.values {
-                        guard let slot = t.slots[name], let def = t.bySlot[slot] else { continue }
-                        try check(value, against: def, table: t.name)
-                        columns.append(name)
-                        slots.append(slot)
-                        values.append(value)
-                    }
-                    if columns.isEmpty {
-                        // A row inserted with only its key still exists.
-                        guard let first = t.physical.first, let slot = t.slots[first.name] else { return }
-                        columns = [first.name]
-                        slots = [slot]
-                        values = [first.defaultValue]
-                    }
-                    try batch.put(t, pk: change.pk, columns: columns, slots: slots, values: values, onlyChanges: false)
+        return heads.count
+    }
+
+    /// Captures what `sql` changes and writes it through the CRDT into `batch`.
+    private func run(_ sql: String, in batch: LocalBatch) throws {
+        let changeset = try capture(batch.db, sql)
+        try changeset.forEach(batch.state.schema) { change in
+            let t = try batch.table(change.table)
+            switch change.kind {
+            case .delete:
+                try batch.delete(t, pk: change.pk)
+            case .upsert:
+                var columns: [String] = []
+                var slots: [Int] = []
+                var values: [Value] = []
+                for (name, value) in change.values {
+                    guard let slot = t.slots[name], let def = t.bySlot[slot] else { continue }
+                    try check(value, against: def, table: t.name)
+                    columns.append(name)
+                    slots.append(slot)
+                    values.append(value)
                 }
+                if columns.isEmpty {
+                    // A row inserted with only its key still exists.
+                    guard let first = t.physical.first, let slot = t.slots[first.name] else { return }
+                    columns = [first.name]
+                    slots = [slot]
+                    values = [first.defaultValue]
+                }
+                try batch.put(t, pk: change.pk, columns: columns, slots: slots, values: values, onlyChanges: false)
             }
-            let commits = try batch.finish()
-            return WriteReport(rowsChanged: batch.changedRows, commits: commits)
         }
     }
 

@@ -110,6 +110,9 @@ public protocol SQLReplicaStore: ReplicaStore {
     func query(_ sql: String, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws
     /// Runs `INSERT`, `UPDATE` and `DELETE` statements as local edits.
     func exec(_ sql: String) async throws -> WriteReport
+    /// Runs the statements of a file as `exec` does, in one transaction,
+    /// reading the file a piece at a time.
+    func exec(file path: String) async throws -> WriteReport
 }
 
 extension ReplicaStore {

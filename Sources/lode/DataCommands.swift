@@ -165,13 +165,46 @@ struct ExportCommand: AsyncParsableCommand {
 struct ExecCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "exec", abstract: "Run INSERT, UPDATE or DELETE; the changes become replicated edits. Prints the rows changed.",
-        discussion: "Example: lode exec rare-earths \"UPDATE facilities SET status = 'operating' WHERE id = 'mp-10x'\"")
+        discussion: """
+            The statements come as an argument, from a file (--file), or from standard input (no SQL, or -); \
+            all of them commit together or not at all. A file or standard input streams to the node, so a \
+            script of any size runs in bounded memory.
+            Examples: lode exec rare-earths "UPDATE facilities SET status = 'operating' WHERE id = 'mp-10x'"
+                      lode exec rare-earths --file corrections.sql
+                      sqlite3 old.db .dump | grep '^INSERT' | lode exec rare-earths
+            """)
     @Argument(help: "The dataset name.") var name: String
-    @Argument(help: "INSERT, UPDATE or DELETE statements.") var sql: String
+    @Argument(help: ArgumentHelp("INSERT, UPDATE or DELETE statements; - or none to read them from standard input.", valueName: "SQL"))
+    var sql: String?
+    @Option(name: .customLong("file"), help: ArgumentHelp("Read the statements from this file.", valueName: "FILE.sql")) var file: String?
     @OptionGroup var node: NodeOptions
 
+    func validate() throws {
+        if file != nil && sql != nil { throw ValidationError("give the statements as an argument or with --file, not both") }
+    }
+
     func run() async throws {
-        let r = try await node.client().call(.POST, "/datasets/\(percentEncode(name))/exec", json: API.SQLRequest(sql: sql), as: API.ExecResult.self)
+        let client = try node.client()
+        let path = "/datasets/\(percentEncode(name))/exec"
+        if let sql, sql != "-" {
+            let r = try await client.call(.POST, path, json: API.SQLRequest(sql: sql), as: API.ExecResult.self)
+            out("\(r.rowsChanged)\n")
+            return
+        }
+        let source = file.map(DataDir.absolute) ?? "/dev/stdin"
+        if file == nil && isatty(0) != 0 { note("reading SQL statements from the terminal; end with Ctrl-D") }
+        guard FileManager.default.isReadableFile(atPath: source) else { throw CLIError.failed("cannot read \(file ?? "standard input")") }
+        var length = HTTPClientRequest.Body.Length.unknown
+        if file != nil, let size = (try? FileManager.default.attributesOfItem(atPath: source))?[.size] as? UInt64 {
+            length = .known(Int64(size))
+        }
+        let body = HTTPClientRequest.Body.stream(FileChunks(path: source) { _ in }, length: length)
+        let response = try await client.request(.POST, path, body: body, contentType: "application/sql")
+        let data = Data(buffer: try await response.body.collect(upTo: 1 << 20))
+        try client.check(response, data)
+        guard let r = try? JSONDecoder().decode(API.ExecResult.self, from: data) else {
+            throw CLIError.failed("the node answered with something unexpected")
+        }
         out("\(r.rowsChanged)\n")
     }
 }

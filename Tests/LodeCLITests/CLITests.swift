@@ -109,6 +109,21 @@ import Testing
         #expect(r.lines.contains { $0.hasSuffix(",berlin,2,output_t,45455,no") }, "\(r)")
         r = try lode(["conflicts", "mines", "--format", "csv"] + d)
         #expect(r.status == 0 && r.lines.count == 1, "\(r)")
+        // A script from standard input or from a file runs as one exec, all or nothing.
+        r = try lode(
+            ["exec", "mines"] + d,
+            stdin:
+                "UPDATE mines SET grade = 8.0 WHERE id = 'mp';\n-- a comment; with a semicolon\nUPDATE mines SET name = 'Bayan Obo; Inner Mongolia' WHERE id = 'bo';\n"
+        )
+        #expect(r.status == 0 && r.stdout == "2\n", "\(r)")
+        r = try lode(
+            [
+                "exec", "mines", "--file",
+                scratch.write("bad.sql", "UPDATE mines SET grade = 9.5 WHERE id = 'mp';\nUPDATE mines SET output_t = 'lots';\n"),
+            ] + d)
+        #expect(r.status != 0 && r.stderr.contains("is INTEGER"), "\(r)")
+        r = try lode(["query", "mines", "SELECT grade, (SELECT name FROM mines WHERE id = 'bo') FROM mines WHERE id = 'mp'", "--format", "csv"] + d)
+        #expect(r.lines.last == "8.0,Bayan Obo; Inner Mongolia", "\(r)")
         r = try lode(["status", "--format", "json"] + d)
         #expect(r.stdout.contains("\"site\" : \"berlin\"") && r.stdout.contains("\"role\" : \"editor\""), "\(r)")
         r = try lode(["peers", "add", "10.0.0.2:7443"] + d)

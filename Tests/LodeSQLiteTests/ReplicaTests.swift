@@ -393,6 +393,50 @@ import Testing
         await #expect(throws: StoreError.self) { try await old.missingCommits(after: VersionVector(), maxBytes: .max) }
     }
 
+    /// A script file runs as one exec a piece (a megabyte) at a time:
+    /// later pieces see what earlier ones wrote, `;` inside strings and
+    /// comments does not end a statement, and a bad statement anywhere
+    /// leaves the data exactly as it was.
+    @Test func execOfAFileRunsInPiecesAsOneTransaction() async throws {
+        let r = try await make()
+        var script = "-- elements; many of them\n"
+        for i in 0..<3_000 { script += "INSERT INTO elements(symbol, name) VALUES ('x\(i)', 'made up; number \(i)');\n" }
+        script += "UPDATE elements SET atomic_number = CAST(substr(symbol, 2) AS INTEGER) WHERE symbol LIKE 'x%';\n"
+        script += "/* the last; */ DELETE FROM elements WHERE symbol = 'x7'"
+        // Pieces of 64 KiB: about 800 statements each.
+        let report = try await r.exec(file: dir.write("big.sql", script), chunkBytes: 64 << 10)
+        // A row inserted and updated within one piece is written once.
+        #expect(report.rowsChanged > 3_001 && report.rowsChanged < 6_001, "\(report)")
+        #expect(
+            try await dump(r, "SELECT count(*), sum(atomic_number) FROM elements").last
+                == "row([LodeCore.Value.integer(2999), LodeCore.Value.integer(4498493)])")
+        #expect(try await dump(r, "SELECT name FROM elements WHERE symbol = 'x2999'").last == "row([LodeCore.Value.text(\"made up; number 2999\")])")
+        let before = try await fullDump(r)
+        for bad in [
+            script + ";\nUPDATE elements SET atomic_number = 'many'", "INSERT INTO elements(symbol) VALUES ('y1');\nSELECT 1;", "-- nothing\n",
+            "INSERT INTO elements(symbol) VALUES ('y2",
+        ] {
+            await #expect(throws: StoreError.self) { try await r.exec(file: dir.write("bad.sql", bad)) }
+            #expect(try await fullDump(r) == before)
+        }
+    }
+
+    /// `SQLScript` never cuts a statement, whatever the chunk size.
+    @Test func aScriptIsCutBetweenWholeStatementsOnly() throws {
+        let text =
+            "INSERT INTO t VALUES ('a;b'); -- c;\nUPDATE t SET x = 1; /* ; */\nCREATE TRIGGER g AFTER INSERT ON t BEGIN SELECT 1; END;\nDELETE FROM t"
+        for size in [1, 10, 40, 1 << 20] {
+            var chunks: [String] = []
+            let script = SQLScript(path: dir.write("s.sql", text), chunkBytes: size)
+            try script.forEachChunk { chunks.append($0) }
+            #expect(chunks.joined() == text)
+            for c in chunks.dropLast() { #expect(c.hasSuffix(";"), "\(size): \(chunks)") }
+            if size == 1 {
+                #expect(chunks.count == 4, "\(chunks)")
+            }
+        }
+    }
+
     @Test func crashSafeReopenKeepsState() async throws {
         let path: String
         do {
