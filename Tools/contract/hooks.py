@@ -2,6 +2,7 @@
 
 Two keep the test on this machine and bounded: a peer the node is told to
 dial is always on loopback, and a sync that waits waits one second at most.
+SQL scripts (`application/sql` bodies of exec) are sent as UTF-8 text.
 Both change only requests the document calls valid (a request that is not
 stays as generated, to be refused). One check holds the remote API to the
 roles: with LODE_CONTRACT_ROLE set, every operation the role may not do is
@@ -17,6 +18,14 @@ import schemathesis
 ADDRESS = re.compile(
     r"^([A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\]):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
 )
+
+
+@schemathesis.serializer("application/sql")
+def sql_serializer(ctx, value):
+    """An SQL script body: text as UTF-8, bytes as they are."""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8")
 
 
 def _is(context, method, path):
