@@ -77,33 +77,59 @@ extension SQLiteReplica {
     }
 
     /// Captures what `sql` changes and writes it through the CRDT into `batch`.
+    /// A large change (a changeset over `sortedChangesetBytes`, thousands of
+    /// rows) is set aside and written in key order (`SortedRows`): SQLite
+    /// hands the changes out in the order of its hash table, which is a
+    /// random leaf of every B-tree for each row.
     private func run(_ sql: String, in batch: LocalBatch) throws {
         let changeset = try capture(batch.db, sql)
+        guard changeset.byteCount >= Self.sortedChangesetBytes else {
+            try changeset.forEach(batch.state.schema) { try write($0, into: batch) }
+            return
+        }
+        let sorted = try SortedRows(batch.db, width: 2)
         try changeset.forEach(batch.state.schema) { change in
-            let t = try batch.table(change.table)
-            switch change.kind {
-            case .delete:
-                try batch.delete(t, pk: change.pk)
-            case .upsert:
-                var columns: [String] = []
-                var slots: [Int] = []
-                var values: [Value] = []
-                for (name, value) in change.values {
-                    guard let slot = t.slots[name], let def = t.bySlot[slot] else { continue }
-                    try check(value, against: def, table: t.name)
-                    columns.append(name)
-                    slots.append(slot)
-                    values.append(value)
-                }
-                if columns.isEmpty {
-                    // A row inserted with only its key still exists.
-                    guard let first = t.physical.first, let slot = t.slots[first.name] else { return }
-                    columns = [first.name]
-                    slots = [slot]
-                    values = [first.defaultValue]
-                }
-                try batch.put(t, pk: change.pk, columns: columns, slots: slots, values: values, onlyChanges: false)
+            let body = change.encodedBody
+            // What the commit would refuse is refused before it is set aside.
+            try LocalCommitBuilder.checkSize(
+                table: change.table, pk: change.pk, columns: change.values.map(\.0), values: change.values.map(\.1), bytes: body.count)
+            try sorted.add(pk: change.pk, values: [.text(change.table), .blob(body)])
+        }
+        try sorted.drain { pk, values in
+            guard case .text(let table) = values[0], case .blob(let body) = values[1] else {
+                throw StoreError(.storage, "a change set aside came back damaged")
             }
+            try write(try CapturedChange(table: table, pk: pk, body: body), into: batch)
+        }
+    }
+
+    static let sortedChangesetBytes = 256 << 10
+
+    /// Writes one captured change through the CRDT.
+    private func write(_ change: CapturedChange, into batch: LocalBatch) throws {
+        let t = try batch.table(change.table)
+        switch change.kind {
+        case .delete:
+            try batch.delete(t, pk: change.pk)
+        case .upsert:
+            var columns: [String] = []
+            var slots: [Int] = []
+            var values: [Value] = []
+            for (name, value) in change.values {
+                guard let slot = t.slots[name], let def = t.bySlot[slot] else { continue }
+                try check(value, against: def, table: t.name)
+                columns.append(name)
+                slots.append(slot)
+                values.append(value)
+            }
+            if columns.isEmpty {
+                // A row inserted with only its key still exists.
+                guard let first = t.physical.first, let slot = t.slots[first.name] else { return }
+                columns = [first.name]
+                slots = [slot]
+                values = [first.defaultValue]
+            }
+            try batch.put(t, pk: change.pk, columns: columns, slots: slots, values: values, onlyChanges: false)
         }
     }
 
@@ -173,6 +199,38 @@ struct CapturedChange {
     var pk: String
     /// The columns written (for an update, only those that changed).
     var values: [(String, Value)]
+
+    init(table: String, kind: Kind, pk: String, values: [(String, Value)]) {
+        self.table = table
+        self.kind = kind
+        self.pk = pk
+        self.values = values
+    }
+
+    /// Kind and values, to be set aside (`SortedRows`) and read back.
+    var encodedBody: [UInt8] {
+        var w = ByteWriter(capacity: 64)
+        w.writeByte(kind == .delete ? 1 : 0)
+        w.writeVarint(UInt64(values.count))
+        for (name, value) in values {
+            w.writeString(name)
+            value.encode(into: &w)
+        }
+        return w.bytes
+    }
+
+    init(table: String, pk: String, body: [UInt8]) throws {
+        self.table = table
+        self.pk = pk
+        (kind, values) = try body.withUnsafeBytes { raw in
+            var r = ByteReader(raw)
+            let kind: Kind = try r.readByte() == 1 ? .delete : .upsert
+            let n = try r.readCount(limit: Limits.maxColumns, "columns")
+            var values: [(String, Value)] = []
+            for _ in 0..<n { values.append((try r.readString(), try Value.decode(from: &r))) }
+            return (kind, values)
+        }
+    }
 }
 
 /// The changes an `exec` made, held as SQLite's changeset bytes (a few
@@ -188,6 +246,9 @@ final class CapturedChangeset {
     }
 
     deinit { sqlite3_free(bytes) }
+
+    /// The size of the changeset: a few bytes per changed cell.
+    var byteCount: Int { Int(count) }
 
     /// Calls `body` with each changed row of a user table; refuses changes
     /// to Lodestone's own tables and keys that are not non-empty TEXT.

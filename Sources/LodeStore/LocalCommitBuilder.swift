@@ -118,7 +118,9 @@ public struct LocalCommitBuilder {
         start = next
     }
 
-    static func checkSize(table: String, pk: String, columns: [String], values: [Value], bytes: Int) throws {
+    /// Refuses a value over `Limits.maxText` or a row over `Limits.maxRowBytes`
+    /// (`bytes`, its encoded size), naming them.
+    public static func checkSize(table: String, pk: String, columns: [String], values: [Value], bytes: Int) throws {
         for (c, v) in zip(columns, values) {
             let size: Int
             switch v {
