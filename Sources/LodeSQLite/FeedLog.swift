@@ -46,17 +46,43 @@ final class FeedLog {
     func append(
         _ db: Database, author: SiteID, number: SiteNumber, seq: UInt64, hlc: HLC, hash: [UInt8], bytes: [UInt8], past: VersionVector
     ) throws {
-        try db.execute(
-            sql: "INSERT INTO _lode_log(id, site, seq, hlc, hash, bytes) VALUES (?, ?, ?, ?, ?, ?)",
-            arguments: [nextID, number, Int64(seq), Int64(bitPattern: hlc.rawValue), Data(hash), LogBytes.stored(bytes)])
+        let row = try advance(db, author: author, number: number, seq: seq, hlc: hlc, hash: hash, past: past)
+        try store(db, row, LogBytes.stored(bytes))
+    }
+
+    /// A log row whose commit's bytes are still to be stored.
+    struct PendingRow {
+        let id: Int64
+        let number: SiteNumber
+        let seq: UInt64
+        let hlc: HLC
+        let hash: [UInt8]
+    }
+
+    /// Advances `author`'s feed by a commit and takes its log row, whose
+    /// bytes the caller stores (`store`) before the transaction ends and
+    /// before anything reads the log: so that a local writer can deflate
+    /// one commit on another core while it builds the next.
+    func advance(
+        _ db: Database, author: SiteID, number: SiteNumber, seq: UInt64, hlc: HLC, hash: [UInt8], past: VersionVector
+    ) throws -> PendingRow {
         try db.execute(
             sql: "INSERT OR REPLACE INTO _lode_feeds(site, seq, hash, vector) VALUES (?, ?, ?, ?)",
             arguments: [number, Int64(seq), Data(hash), Data(past.encoded)])
+        let row = PendingRow(id: nextID, number: number, seq: seq, hlc: hlc, hash: hash)
         heads[author] = FeedHead(seq: seq, hash: hash, vector: past)
         vector[author] = seq
         nextID += 1
         clock.observe(hlc)
         added += 1
+        return row
+    }
+
+    /// Stores the log row `advance` took, with the commit's stored bytes (`LogBytes.stored`).
+    func store(_ db: Database, _ row: PendingRow, _ stored: Data) throws {
+        try db.execute(
+            sql: "INSERT INTO _lode_log(id, site, seq, hlc, hash, bytes) VALUES (?, ?, ?, ?, ?, ?)",
+            arguments: [row.id, row.number, Int64(row.seq), Int64(bitPattern: row.hlc.rawValue), Data(row.hash), stored])
     }
 
     /// The hash of `site`'s commit `seq`, if held.

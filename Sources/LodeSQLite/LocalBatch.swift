@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 import LodeCore
 import LodeStore
@@ -108,14 +109,17 @@ final class LocalBatch {
         if builder.isFull { try storeCommit(startNext: true) }
     }
 
-    /// Signs the commit built and stores it; then starts the next one.
+    /// Signs the commit built and stores it; then starts the next one. Its
+    /// bytes are deflated for the log on another core while the next commit
+    /// is built (`Deflating`), and stored when that one is, or at `finish`.
     private func storeCommit(startNext: Bool) throws {
         let head = state.feeds.head(tx.replica.local.site)
         guard let commit = try builder.sign(head: head, held: state.feeds.vector) else { return }
         let h = commit.signed.header
-        try state.feeds.append(
-            db, author: h.author, number: context.author, seq: h.seq, hlc: h.hlc, hash: commit.signed.hash, bytes: commit.signed.bytes,
-            past: commit.past)
+        try storePendingLog()
+        let row = try state.feeds.advance(
+            db, author: h.author, number: context.author, seq: h.seq, hlc: h.hlc, hash: commit.signed.hash, past: commit.past)
+        pendingLog = (row, Deflating(commit.signed.bytes))
         commitCount += 1
         if startNext {
             let start = tx.nextLocalStart()
@@ -131,7 +135,37 @@ final class LocalBatch {
         if !finished {
             finished = true
             try storeCommit(startNext: false)
+            try storePendingLog()
         }
         return commitCount
+    }
+
+    /// The last commit signed, whose log row waits for its deflated bytes.
+    private var pendingLog: (row: FeedLog.PendingRow, bytes: Deflating)?
+
+    private func storePendingLog() throws {
+        guard let (row, bytes) = pendingLog else { return }
+        pendingLog = nil
+        try state.feeds.store(db, row, bytes.result())
+    }
+}
+
+/// A commit's bytes being deflated for the log (`LogBytes.stored`) on
+/// another thread; `result()` waits for them.
+final class Deflating: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var stored = Data()
+
+    init(_ bytes: [UInt8]) {
+        DispatchQueue.global(qos: .userInitiated).async { [self] in
+            stored = LogBytes.stored(bytes)
+            done.signal()
+        }
+    }
+
+    func result() -> Data {
+        done.wait()
+        done.signal()
+        return stored
     }
 }
