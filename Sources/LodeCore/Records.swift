@@ -146,11 +146,15 @@ public struct ImportProgress: Sendable, Codable, Hashable {
     public var bytes: UInt64
     /// Total bytes of input, when known.
     public var totalBytes: UInt64?
+    /// Rows written so far, once the whole input is read (an import sorts
+    /// its rows by key before it writes them); nil while reading.
+    public var written: Int?
 
     /// Creates a progress report.
-    public init(rows: Int, bytes: UInt64, totalBytes: UInt64?) {
+    public init(rows: Int, bytes: UInt64, totalBytes: UInt64?, written: Int? = nil) {
         self.rows = rows
         self.bytes = bytes
         self.totalBytes = totalBytes
+        self.written = written
     }
 }

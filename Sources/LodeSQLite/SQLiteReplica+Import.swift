@@ -31,8 +31,16 @@ extension SQLiteReplica {
             }
             if let plan, let sorted {
                 let slots = plan.columns.map { t.slots[$0]! }
+                let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? nil
+                var written = 0
+                var lastReport: ContinuousClock.Instant?  // the first report goes out at once
                 try sorted.drain { pk, values in
                     try batch.put(t, pk: pk, columns: plan.columns, slots: slots, values: values, onlyChanges: true)
+                    written += 1
+                    if let progress, written % 4096 == 0, lastReport.map({ ContinuousClock.now - $0 > .milliseconds(200) }) ?? true {
+                        lastReport = .now
+                        progress(ImportProgress(rows: rows, bytes: size ?? 0, totalBytes: size, written: written))
+                    }
                 }
             }
             let commits = try batch.finish()

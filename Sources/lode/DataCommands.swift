@@ -267,8 +267,13 @@ struct ImportCommand: AsyncParsableCommand {
         try await forEachLine(of: response) { line in
             guard let e = try? decoder.decode(API.ImportEvent.self, from: Data(line)) else { return }
             if let p = e.progress {
-                let pct = p.totalBytes.map { " (\(Int(Double(p.bytes) / Double(max($0, 1)) * 100))%)" } ?? ""
-                progress.show("importing \(file): \(formatCount(p.rows)) rows\(pct)")
+                if let w = p.written {
+                    // Read whole and sorted by key; now written.
+                    progress.show("writing \(file): \(formatCount(w)) of \(formatCount(p.rows)) rows (\(w * 100 / max(p.rows, 1))%)")
+                } else {
+                    let pct = p.totalBytes.map { " (\(Int(Double(p.bytes) / Double(max($0, 1)) * 100))%)" } ?? ""
+                    progress.show("reading \(file): \(formatCount(p.rows)) rows\(pct)")
+                }
             }
             if let r = e.result { result = r }
             if let f = e.error { failure = f }

@@ -352,6 +352,13 @@ import Testing
         }
         // Both lines of the key given twice were written, one after the other, the last line last.
         #expect(written == (keys + [keys[7]]).sorted(), "the rows were not written in key order")
+        // Progress: while reading, then, past 4,096 rows, while writing.
+        let events = Rows()
+        let many = (0..<5000).map { "m\($0),many,\($0)" }.joined(separator: "\n")
+        _ = try await r.importCSV(table: "elements", path: dir.write("many.csv", "symbol,name,atomic_number\n" + many + "\n")) { p in
+            events.add(p.written.map { "written \($0) of \(p.rows)" } ?? "read \(p.rows) \(p.bytes == p.totalBytes)")
+        }
+        #expect(events.all.contains("read 5000 true") && events.all.contains("written 4096 of 5000"), "\(events.all)")
     }
 
     /// A large exec is written in key order too (SQLite's changeset comes
