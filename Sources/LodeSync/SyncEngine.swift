@@ -113,14 +113,15 @@ public final class SyncEngine: Service, Sendable {
     }
 
     private func runServing(
-        _ server: NIOAsyncChannel<(NIOAsyncChannel<SyncMessage, ByteBuffer>, EventLoopFuture<NIOSSLCertificate>), Never>,
+        _ server: NIOAsyncChannel<PendingConnection, Never>,
         _ clientContext: NIOSSLContext
     ) async throws {
         try await cancelWhenGracefulShutdown {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await self.superviseDialers(clientContext) }
                 try await server.executeThenClose { inbound in
-                    for try await (connection, handshake) in inbound {
+                    for try await pending in inbound {
+                        let (connection, handshake) = pending.take()
                         let remote = connection.channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
                         group.addTask { try? await self.serve(connection, handshake, .accepted, address: remote) }
                     }
@@ -129,16 +130,12 @@ public final class SyncEngine: Service, Sendable {
         }
     }
 
-    static func configure(
-        _ channel: Channel, tls: ChannelHandler
-    ) throws
-        -> (NIOAsyncChannel<SyncMessage, ByteBuffer>, EventLoopFuture<NIOSSLCertificate>)
-    {
+    static func configure(_ channel: Channel, tls: ChannelHandler) throws -> PendingConnection {
         let promise = channel.eventLoop.makePromise(of: NIOSSLCertificate.self)
         try channel.pipeline.syncOperations.addHandler(tls)
         try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(promise: promise))
         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SyncFrameDecoder()))
-        return (try NIOAsyncChannel<SyncMessage, ByteBuffer>(wrappingChannelSynchronously: channel), promise.futureResult)
+        return PendingConnection(try NIOAsyncChannel<SyncMessage, ByteBuffer>(wrappingChannelSynchronously: channel), promise.futureResult)
     }
 
     /// Waits for the TLS handshake (10 s at most), identifies the peer from
@@ -286,6 +283,7 @@ public final class SyncEngine: Service, Sendable {
                             try SyncEngine.configure(channel, tls: try NIOSSLClientHandler(context: context, serverHostname: nil))
                         }
                     }
+                    .take()
                 // TCP is up; TLS and the peer's certificate are not checked
                 // yet (in TLS 1.3 the client finishes before the server has
                 // judged its certificate). The session, once registered,
@@ -451,5 +449,35 @@ public final class SyncEngine: Service, Sendable {
             if left <= .zero || Task.isCancelled || Task.isShuttingDownGracefully { return SyncWaitResult(inSync: false, apart: apart) }
             await changed.wait(for: min(left, .seconds(1)))
         }
+    }
+}
+
+/// A connection's async channel and TLS handshake, on their way from the
+/// event loop to the accept loop or a dialler. NIO drops one that is never
+/// taken (connections still queued when the accept loop stops, a connect
+/// that fails after the channel was made), and an `NIOAsyncChannel` dropped
+/// before `executeThenClose` traps the process ("Deinited NIOAsyncWriter
+/// without calling finish()", swift-nio #2813 and #2637). One never taken
+/// is closed properly instead.
+final class PendingConnection: Sendable {
+    private let connection: NIOAsyncChannel<SyncMessage, ByteBuffer>
+    private let handshake: EventLoopFuture<NIOSSLCertificate>
+    private let taken = Atomic(false)
+
+    init(_ connection: NIOAsyncChannel<SyncMessage, ByteBuffer>, _ handshake: EventLoopFuture<NIOSSLCertificate>) {
+        self.connection = connection
+        self.handshake = handshake
+    }
+
+    /// The connection, now the caller's to run and close.
+    func take() -> (NIOAsyncChannel<SyncMessage, ByteBuffer>, EventLoopFuture<NIOSSLCertificate>) {
+        taken.store(true, ordering: .sequentiallyConsistent)
+        return (connection, handshake)
+    }
+
+    deinit {
+        guard !taken.load(ordering: .sequentiallyConsistent) else { return }
+        let connection = connection
+        Task { try? await connection.executeThenClose { _, _ in } }
     }
 }

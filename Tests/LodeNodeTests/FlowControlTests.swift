@@ -117,5 +117,71 @@ final class SlowReceiver: SyncHost, @unchecked Sendable {
         #expect(received.count == commits)
         #expect(received.values.allSatisfy { $0 == 1 }, "sent more than once: \(received.filter { $0.value > 1 })")
         #expect(sender.handedOut.withLock { $0 } == commits)
+        // Stop the dialling side first, then the one it dialled.
+        tb.cancel()
+        _ = await tb.result
+        ta.cancel()
+        _ = await ta.result
+    }
+}
+
+@Suite(.serialized) struct EngineShutdownTests {
+    let scratch = TempDir("lode-shutdown")
+
+    /// Stopping the sync engine while connections are still arriving
+    /// closes them. NIO drops an accepted connection the accept loop never
+    /// took, and a dropped async channel used to trap the whole process
+    /// ("Deinited NIOAsyncWriter without calling finish()", swift-nio
+    /// #2813): it killed the test process in CI when a test stopped an engine
+    /// that a peer was dialling.
+    @Test func anEngineStoppedWhileConnectionsArriveClosesThem() async throws {
+        let caDir = scratch.file("ca")
+        try Identity.createCA(dir: caDir, cluster: "test")
+        try Node.initialize(dataDir: scratch.file("n"), site: "n", role: .editor, caDir: caDir)
+        let node = try Node.open(dataDir: scratch.file("n"))
+        defer { node.close() }
+        var logger = Logger(label: "shutdown")
+        logger.logLevel = .critical
+        for round in 0..<5 {
+            let engine = SyncEngine(
+                host: node.makeSyncHost(), tls: try node.tls(), listen: try PeerAddress("127.0.0.1:0", allowZero: true), peers: { [] },
+                logger: logger)
+            let task = Task { try await engine.run() }
+            while engine.port == nil { try await Task.sleep(for: .milliseconds(2)) }
+            let port = engine.port!
+            // A burst of connections, and the engine stopped in the middle of it.
+            var sockets: [Int32] = []
+            for i in 0..<64 {
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                var addr = sockaddr_in()
+                addr.sin_family = sa_family_t(AF_INET)
+                addr.sin_port = in_port_t(UInt16(port).bigEndian)
+                addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+                _ = withUnsafePointer(to: &addr) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+                sockets.append(fd)
+                if i == 32 + round { task.cancel() }
+            }
+            _ = await task.result
+            // Every connection is closed by the node (accepted ones by it,
+            // queued ones with the listener): a read ends at once, it does
+            // not wait for the 5 s timeout.
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            for fd in sockets {
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                var byte: UInt8 = 0
+                var n = 1
+                var errorCode: Int32 = 0
+                while n > 0 {
+                    n = recv(fd, &byte, 1, 0)
+                    errorCode = errno
+                }
+                #expect(
+                    n == 0 || errorCode == ECONNRESET,
+                    "round \(round): connection \(sockets.firstIndex(of: fd)!) was left open (n \(n), errno \(errorCode))")
+                close(fd)
+            }
+        }
     }
 }

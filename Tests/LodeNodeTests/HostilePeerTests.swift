@@ -43,6 +43,7 @@ final class HandRolledPeer: @unchecked Sendable {
                     try SyncEngine.configure(ch, tls: try NIOSSLClientHandler(context: context, serverHostname: nil))
                 }
             }
+            .take()
         _ = try await handshake.get()
         try await channel.executeThenClose { inbound, outbound in
             let peer = HandRolledPeer(inbound: inbound, outbound: outbound, site: node.identity.local)
@@ -988,6 +989,7 @@ final class HandRolledPeer: @unchecked Sendable {
                         try SyncEngine.configure(ch, tls: try NIOSSLClientHandler(context: context, serverHostname: nil))
                     }
                 }
+                .take()
             // TLS 1.3: the client finishes first; berlin's verdict on the
             // certificate arrives as an alert that ends the connection.
             _ = try? await handshake.get()
