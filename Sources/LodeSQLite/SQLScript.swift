@@ -21,6 +21,7 @@ struct SQLScript {
         defer { try? handle.close() }
         var chunk: [UInt8] = []
         var pending: [UInt8] = []
+        var lexer = Lexer()
         func flush() throws {
             guard !chunk.isEmpty else { return }
             guard let sql = String(validating: chunk, as: UTF8.self) else {
@@ -32,7 +33,10 @@ struct SQLScript {
         while let block = try handle.read(upToCount: 64 << 10), !block.isEmpty {
             for byte in block {
                 pending.append(byte)
-                guard byte == UInt8(ascii: ";") else { continue }
+                // Only a `;` outside strings, names and comments may end a
+                // statement, so SQLite is asked once per statement (a `;`
+                // inside a trigger body aside), not once per `;` in a string.
+                guard lexer.feed(byte) else { continue }
                 pending.append(0)
                 let whole = pending.withUnsafeBufferPointer { p in
                     p.withMemoryRebound(to: CChar.self) { sqlite3_complete($0.baseAddress) != 0 }
@@ -49,5 +53,48 @@ struct SQLScript {
         }
         if pending.contains(where: { !($0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D) }) { chunk += pending }
         try flush()
+    }
+
+    /// Where a byte of SQL text falls: in a string ('…'), a quoted name
+    /// ("…", `…`, […]), a comment (-- … or /* … */), or outside them.
+    struct Lexer {
+        enum State { case outside, single, double, backtick, bracket, lineComment, blockComment }
+        var state = State.outside
+        var previous: UInt8 = 0
+
+        /// Takes the next byte; true when it is a `;` outside strings, names and comments.
+        mutating func feed(_ b: UInt8) -> Bool {
+            let last = previous
+            // A byte that ends a two-byte token (--, /*, */) starts none.
+            previous = b
+            switch state {
+            case .outside:
+                switch b {
+                case UInt8(ascii: "'"): state = .single
+                case UInt8(ascii: "\""): state = .double
+                case UInt8(ascii: "`"): state = .backtick
+                case UInt8(ascii: "["): state = .bracket
+                case UInt8(ascii: "-") where last == UInt8(ascii: "-"):
+                    state = .lineComment
+                    previous = 0
+                case UInt8(ascii: "*") where last == UInt8(ascii: "/"):
+                    state = .blockComment
+                    previous = 0
+                case UInt8(ascii: ";"): return true
+                default: break
+                }
+            case .single: if b == UInt8(ascii: "'") { state = .outside }
+            case .double: if b == UInt8(ascii: "\"") { state = .outside }
+            case .backtick: if b == UInt8(ascii: "`") { state = .outside }
+            case .bracket: if b == UInt8(ascii: "]") { state = .outside }
+            case .lineComment: if b == 0x0A { state = .outside }
+            case .blockComment:
+                if b == UInt8(ascii: "/") && last == UInt8(ascii: "*") {
+                    state = .outside
+                    previous = 0
+                }
+            }
+            return false
+        }
     }
 }

@@ -457,10 +457,19 @@ import Testing
         }
     }
 
-    /// `SQLScript` never cuts a statement, whatever the chunk size.
+    /// `SQLScript` never cuts a statement, whatever the chunk size, and
+    /// a string full of `;` costs one pass (SQLite was asked about every
+    /// `;` with all of the statement so far: quadratic, a way for an
+    /// editor's script to hold the writer for hours).
     @Test func aScriptIsCutBetweenWholeStatementsOnly() throws {
+        let semicolons = String(repeating: ";", count: 1 << 20)
+        var pieces: [String] = []
+        try SQLScript(path: dir.write("semi.sql", "INSERT INTO t VALUES ('\(semicolons)');\nDELETE FROM t;"), chunkBytes: 1).forEachChunk {
+            pieces.append($0)
+        }
+        #expect(pieces.count == 2 && pieces[0].utf8.count == (1 << 20) + 26)
         let text =
-            "INSERT INTO t VALUES ('a;b'); -- c;\nUPDATE t SET x = 1; /* ; */\nCREATE TRIGGER g AFTER INSERT ON t BEGIN SELECT 1; END;\nDELETE FROM t"
+            "INSERT INTO t VALUES ('a;b', \"c;d\", [e;f], `g;h`); -- c;\nUPDATE t SET x = 1; /*/ ; */ /* ; */\nCREATE TRIGGER g AFTER INSERT ON t BEGIN SELECT 1; END;\nDELETE FROM t"
         for size in [1, 10, 40, 1 << 20] {
             var chunks: [String] = []
             let script = SQLScript(path: dir.write("s.sql", text), chunkBytes: size)
