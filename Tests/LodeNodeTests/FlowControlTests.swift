@@ -10,50 +10,34 @@ import Testing
 
 @testable import LodeNode
 
-/// A sync host that hands out one commit per batch, so that an initial
-/// sync is many batches, and counts the commits it hands out.
-final class OneCommitBatches: SyncHost, @unchecked Sendable {
+/// A node's sync host for tests: it can hand out one commit per batch (so
+/// an initial sync is many batches) and take `applyDelay` over every batch
+/// it applies; it counts the commits it hands out and every commit it is
+/// sent, by author and seq.
+final class InstrumentedHost: SyncHost, @unchecked Sendable {
     let inner: any SyncHost
+    let oneCommitBatches: Bool
+    let applyDelay: Duration
     let handedOut = Mutex(0)
-    init(_ inner: any SyncHost) { self.inner = inner }
+    let received = Mutex<[String: Int]>([:])
+
+    init(_ inner: any SyncHost, oneCommitBatches: Bool = false, applyDelay: Duration = .zero) {
+        self.inner = inner
+        self.oneCommitBatches = oneCommitBatches
+        self.applyDelay = applyDelay
+    }
+
     var localSite: SiteID { inner.localSite }
     var cluster: [UInt8] { inner.cluster }
     func datasetVectors() async throws -> [String: VersionVector] { try await inner.datasetVectors() }
     func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [StoredCommit] {
-        let batch = try await inner.missingCommits(dataset: dataset, after: after, maxBytes: 1)
+        let batch = try await inner.missingCommits(dataset: dataset, after: after, maxBytes: oneCommitBatches ? 1 : maxBytes)
         handedOut.withLock { $0 += batch.count }
         return batch
     }
     func apply(dataset: String, commits: [Commit], from peer: SiteID) async throws -> SyncApplyResult {
-        try await inner.apply(dataset: dataset, commits: commits, from: peer)
-    }
-    func knownCertificates() async throws -> [[UInt8]] { try await inner.knownCertificates() }
-    func identifyPeer(_ der: [UInt8]) throws -> PeerIdentity { try inner.identifyPeer(der) }
-    func addCertificates(_ ders: [[UInt8]]) async throws -> CertificateIntake { try await inner.addCertificates(ders) }
-    func revocationNotices() async throws -> [[UInt8]] { try await inner.revocationNotices() }
-    func forkEvidence() async throws -> [(dataset: String, commits: [[UInt8]])] { try await inner.forkEvidence() }
-    func takeRevocation(_ notice: [UInt8]) async throws -> RevocationTaken { try await inner.takeRevocation(notice) }
-}
-
-/// A receiver that takes `delay` over every batch it applies and counts
-/// every commit it is sent, by author and seq.
-final class SlowReceiver: SyncHost, @unchecked Sendable {
-    let inner: any SyncHost
-    let delay: Duration
-    let received = Mutex<[String: Int]>([:])
-    init(_ inner: any SyncHost, delay: Duration) {
-        self.inner = inner
-        self.delay = delay
-    }
-    var localSite: SiteID { inner.localSite }
-    var cluster: [UInt8] { inner.cluster }
-    func datasetVectors() async throws -> [String: VersionVector] { try await inner.datasetVectors() }
-    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [StoredCommit] {
-        try await inner.missingCommits(dataset: dataset, after: after, maxBytes: maxBytes)
-    }
-    func apply(dataset: String, commits: [Commit], from peer: SiteID) async throws -> SyncApplyResult {
         received.withLock { r in for c in commits { r["\(c.author.short)/\(c.seq)", default: 0] += 1 } }
-        try await Task.sleep(for: delay)
+        if applyDelay > .zero { try await Task.sleep(for: applyDelay) }
         return try await inner.apply(dataset: dataset, commits: commits, from: peer)
     }
     func knownCertificates() async throws -> [[UInt8]] { try await inner.knownCertificates() }
@@ -87,8 +71,8 @@ final class SlowReceiver: SyncHost, @unchecked Sendable {
         let commits = 24
         let r = try await a.createDataset("mines", schema: "CREATE TABLE mines (id TEXT PRIMARY KEY, name TEXT, tonnes INTEGER);")
         for i in 0..<commits - 1 { _ = try await r.exec("INSERT INTO mines(id, name, tonnes) VALUES ('m\(i)', 'Mine \(i)', \(i))") }
-        let sender = OneCommitBatches(a.makeSyncHost())
-        let receiver = SlowReceiver(b.makeSyncHost(), delay: .milliseconds(150))
+        let sender = InstrumentedHost(a.makeSyncHost(), oneCommitBatches: true)
+        let receiver = InstrumentedHost(b.makeSyncHost(), applyDelay: .milliseconds(150))
         var logger = Logger(label: "flow")
         logger.logLevel = .critical
         // Vector rounds and pings far more often than the receiver acknowledges.
