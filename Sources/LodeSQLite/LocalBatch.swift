@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import LodeCore
 import LodeStore
+import Synchronization
 
 /// Local edits inside one write transaction: each row edit is merged into
 /// the file at once (`RowMerger`) and handed to a `LocalCommitBuilder`,
@@ -151,19 +152,34 @@ final class LocalBatch {
 }
 
 /// A commit's bytes being deflated for the log (`LogBytes.stored`) on
-/// another thread; `result()` waits for them.
+/// another thread; `result()` waits for them. A small commit (a one-row
+/// edit) is deflated at once, sparing it the hop; and if no thread has
+/// taken the work by the time the writer asks, the writer does it itself,
+/// so it never waits on a busy pool.
 final class Deflating: @unchecked Sendable {
+    private let bytes: [UInt8]
+    private let claimed = Atomic(false)
     private let done = DispatchSemaphore(value: 0)
     private var stored = Data()
 
     init(_ bytes: [UInt8]) {
-        DispatchQueue.global(qos: .userInitiated).async { [self] in
-            stored = LogBytes.stored(bytes)
-            done.signal()
+        self.bytes = bytes
+        if bytes.count < 64 << 10 {
+            run()
+            return
         }
+        DispatchQueue.global(qos: .userInitiated).async { [self] in run() }
+    }
+
+    /// Deflates, unless another thread already does.
+    private func run() {
+        guard claimed.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged else { return }
+        stored = LogBytes.stored(bytes)
+        done.signal()
     }
 
     func result() -> Data {
+        run()
         done.wait()
         done.signal()
         return stored

@@ -1,5 +1,6 @@
 import GRDB
 import LodeCore
+import LodeStore
 
 /// Rows set aside in a temporary table and handed back in key order, so
 /// that a large edit writes every B-tree (the user table, `_lode_rows`,
@@ -48,7 +49,7 @@ final class SortedRows {
         do {
             defer { select.reset() }
             while try select.step(db) {
-                guard case .text(let pk) = select.value(0) else { continue }
+                guard case .text(let pk) = select.value(0) else { throw StoreError(.storage, "a row set aside came back without its key") }
                 values.removeAll(keepingCapacity: true)
                 for i in 0..<width { values.append(select.value(Int32(i + 1))) }
                 try body(pk, values)

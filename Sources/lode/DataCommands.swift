@@ -199,12 +199,7 @@ struct ExecCommand: AsyncParsableCommand {
             length = .known(Int64(size))
         }
         let body = HTTPClientRequest.Body.stream(FileChunks(path: source) { _ in }, length: length)
-        let response = try await client.request(.POST, path, body: body, contentType: "application/sql")
-        let data = Data(buffer: try await response.body.collect(upTo: 1 << 20))
-        try client.check(response, data)
-        guard let r = try? JSONDecoder().decode(API.ExecResult.self, from: data) else {
-            throw CLIError.failed("the node answered with something unexpected")
-        }
+        let r = try await client.call(.POST, path, body: body, contentType: "application/sql", as: API.ExecResult.self)
         out("\(r.rowsChanged)\n")
     }
 }

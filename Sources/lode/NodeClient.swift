@@ -131,7 +131,16 @@ struct NodeClient: Sendable {
         _ method: HTTPMethod, _ path: String, query: [String: String?] = [:], json body: (some Encodable)? = Optional<Int>.none,
         as: T.Type
     ) async throws -> T {
-        let data = try await callRaw(method, path, query: query, json: body)
+        try decode(T.self, try await callRaw(method, path, query: query, json: body))
+    }
+
+    /// Sends a request with a body of another type (a streamed file) and
+    /// decodes a JSON answer, as `call` does.
+    func call<T: Decodable>(_ method: HTTPMethod, _ path: String, body: HTTPClientRequest.Body, contentType: String, as: T.Type) async throws -> T {
+        try decode(T.self, try await callRaw(method, path, body: body, contentType: contentType))
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
         do {
             return try JSONDecoder().decode(T.self, from: data)
         } catch {
@@ -144,7 +153,13 @@ struct NodeClient: Sendable {
         _ method: HTTPMethod, _ path: String, query: [String: String?] = [:], json body: (some Encodable)? = Optional<Int>.none
     ) async throws -> Data {
         let b = try body.map { HTTPClientRequest.Body.bytes(ByteBuffer(bytes: try JSONEncoder().encode($0))) }
-        let response = try await request(method, path, query: query, body: b)
+        return try await callRaw(method, path, query: query, body: b, contentType: "application/json")
+    }
+
+    private func callRaw(
+        _ method: HTTPMethod, _ path: String, query: [String: String?] = [:], body: HTTPClientRequest.Body?, contentType: String
+    ) async throws -> Data {
+        let response = try await request(method, path, query: query, body: body, contentType: contentType)
         let bytes = try await response.body.collect(upTo: 256 << 20)
         let data = Data(buffer: bytes)
         try check(response, data)

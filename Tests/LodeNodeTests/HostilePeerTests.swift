@@ -808,9 +808,9 @@ final class HandRolledPeer: @unchecked Sendable {
         put.append(key: "big", length: 1, values: [.text(String(repeating: "x", count: 1 << 20))])
         try await HandRolledPeer.session(to: berlin, name: "flood", role: .editor, caDir: scratch.file("ca"), root: scratch.path) { peer in
             _ = try await peer.receive { if case .hello = $0 { true } else { false } }
-            for frame in 0..<6 {
+            for _ in 0..<6 {
                 var commits: [[UInt8]] = []
-                for i in 0..<30 {
+                for _ in 0..<30 {
                     let stranger = FeedWriter(key: Curve25519.Signing.PrivateKey())
                     let first = try stranger.commit(dataset: "mines", ops: [.put(put)], hlc: now, head: .empty, held: vector)
                     let second = try stranger.commit(
