@@ -38,6 +38,13 @@ func blocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) -> 
     return box.result!
 }
 
+/// A fuzzing check that says what failed in every build (a release
+/// build drops `precondition`'s message, and libFuzzer's log is then all
+/// there is to go on).
+func check(_ ok: Bool, _ message: @autoclosure () -> String) {
+    if !ok { fatalError(message()) }
+}
+
 final class ResultBox<T>: @unchecked Sendable { var result: Result<T, Error>? }
 
 /// A replica in a temporary directory, made once per fuzzing process.
@@ -108,19 +115,27 @@ func checkWrite(_ r: SQLiteReplica, _ what: String, _ write: @escaping @Sendable
     let vector = r.vector
     switch blocking(write) {
     case .failure:
-        precondition(snapshot(r) == before, "a failed \(what) changed the tables")
+        check(snapshot(r) == before, "a failed \(what) changed the tables")
     case .success:
-        let made = (try? blocking { try await r.commits(missingFrom: vector) }.get()) ?? []
+        // What the write made, read back as a peer would be sent it: a
+        // log that cannot be read back (or a commit that does not decode)
+        // is a failure, never "nothing to check".
+        let made: [StoredCommit]
+        switch blocking({ try await r.missingCommits(after: vector, maxBytes: .max, maxCount: .max) }) {
+        case .success(let m): made = m
+        case .failure(let e): fatalError("after a successful \(what), its commits cannot be read back: \(e)")
+        }
         let decoded = made.map { c -> Commit in
-            guard let d = try? Commit(decoding: c.bytes) else { preconditionFailure("\(what) made a commit that peers would refuse") }
-            return d
+            do { return try Commit(decoding: c.bytes) } catch {
+                fatalError("\(what) made a commit that peers would refuse: \(error), bytes \(c.bytes)")
+            }
         }
         guard let f, !decoded.isEmpty else { return }
         let outcome = blocking { try await f.apply(decoded) }
         guard case .success(let o) = outcome, o.applied.count == decoded.count else {
-            preconditionFailure("a peer did not apply the commits of a successful \(what): \(outcome)")
+            fatalError("a peer did not apply the commits of a successful \(what): \(outcome)")
         }
-        precondition(snapshot(f) == snapshot(r), "after a successful \(what), a peer applying its commits holds different rows")
+        check(snapshot(f) == snapshot(r), "after a successful \(what), a peer applying its commits holds different rows")
     }
 }
 
@@ -155,10 +170,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     switch target {
     case "commit":
         if let c = try? Commit(decoding: bytes) {
-            precondition(c.bytes == bytes, "a decoded commit must be its own canonical encoding")
+            check(c.bytes == bytes, "a decoded commit must be its own canonical encoding")
             _ = c.hasValidSignature
             let again = try? Commit(decoding: c.bytes)
-            precondition(again?.bytes == c.bytes)
+            check(again?.bytes == c.bytes, "a commit re-decoded must keep its bytes")
         }
     case "frame":
         guard let first = bytes.first else { return 0 }
@@ -170,13 +185,13 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             messages += try decoder.feed(bytes[max(1, cut)...])
         } catch {}
         for m in messages {
-            let check = SyncFrameSplitter(maxFrameBytes: 64 << 20)
-            let back = try? check.feed(SyncFrame.encode(m))
-            precondition(back == [m], "a decoded message must survive encoding: \(m)")
+            let again = SyncFrameSplitter(maxFrameBytes: 64 << 20)
+            let back = try? again.feed(SyncFrame.encode(m))
+            check(back == [m], "a decoded message must survive encoding: \(m)")
         }
     case "csv":
         guard let r = replica else { return 0 }
-        FileManager.default.createFile(atPath: csvPath, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: csvPath, contents: Data(bytes))
         if let reader = try? CSVReader(path: csvPath, maxRecordBytes: 1 << 16) {
             while let record = try? reader.next() { _ = record }
         }

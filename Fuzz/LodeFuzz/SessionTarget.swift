@@ -120,7 +120,7 @@ final class SessionWorld: @unchecked Sendable {
                 }
                 if try await session.receive(message) { return }
             }
-            precondition(session.unheldEntries <= 65_536, "a session kept \(session.unheldEntries) announced vector entries")
+            check(session.unheldEntries <= 65_536, "a session kept \(session.unheldEntries) announced vector entries")
             if flags & 8 != 0 { try await session.tick(at: .now + .seconds(3600)) }
         }
         if case .failure(let e) = outcome {
@@ -128,8 +128,8 @@ final class SessionWorld: @unchecked Sendable {
             _ = e
         }
         // Every frame the node sent decodes.
-        let check = SyncFrameSplitter()
-        for f in sent.all { precondition((try? check.feed(f))?.count == 1, "the node sent a frame that does not decode") }
+        let reader = SyncFrameSplitter()
+        for f in sent.all { check((try? reader.feed(f))?.count == 1, "the node sent a frame that does not decode") }
         // The node answers, and an honest replica of what it holds ends the same.
         let verdict = blocking { [self] () async throws -> String? in
             let r = try node.replica("mines")
@@ -146,9 +146,9 @@ final class SessionWorld: @unchecked Sendable {
             return a == b ? nil : "the follower's tables differ from the node's:\n\(a)\n---\n\(b)"
         }
         switch verdict {
-        case .success(let problem?): preconditionFailure(problem)
+        case .success(let problem?): fatalError(problem)
         case .success(nil): break
-        case .failure(let e): preconditionFailure("the node no longer serves: \(e)")
+        case .failure(let e): fatalError("the node no longer serves: \(e)")
         }
     }
 

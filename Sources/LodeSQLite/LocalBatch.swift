@@ -40,6 +40,11 @@ final class LocalBatch {
     /// an unchanged row writes nothing. Returns true when something was written.
     @discardableResult
     func put(_ t: TableState, pk: String, columns: [String], slots: [Int], values: [Value], onlyChanges: Bool) throws -> Bool {
+        if columns.isEmpty {
+            let present = Merge.isPresent(try state.rows.readRow(db, t, pk).length)
+            guard let row = try KeyOnlyRow.write(t.schema, present: present) else { return false }
+            return try put(t, pk: pk, columns: row.columns, slots: row.columns.map { t.slot($0)! }, values: row.values, onlyChanges: false)
+        }
         guard let meta = try state.rows.insertOrRead(db, t, pk: pk, length: 1, slots: slots, values: values[...], context) else {
             try builder.put(table: t.name, columns: columns, pk: pk, length: 1, values: values)
             try added()

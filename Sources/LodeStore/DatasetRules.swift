@@ -21,8 +21,18 @@ public enum DatasetRules {
         if !local.role.canEdit {
             throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only an editor may create a dataset")
         }
-        for t in tables where Identifier.isReserved(t.name) {
-            throw StoreError.badInput("table name \(t.name) is reserved")
+        for t in tables { try checkNewTable(t) }
+    }
+
+    /// A table a dataset may gain: not a reserved name, and at least one
+    /// column besides the key (a row is written as the values of its
+    /// columns; peers refuse a write that names none).
+    static func checkNewTable(_ def: TableDef) throws {
+        if Identifier.isReserved(def.name) { throw StoreError.badInput("table name \(def.name) is reserved") }
+        guard !def.columns.isEmpty else {
+            throw StoreError.badInput(
+                "table \(def.name) has only its key \(def.primaryKey): give it at least one other column (a row is replicated as the values of its columns)"
+            )
         }
     }
 
@@ -56,6 +66,7 @@ public enum DatasetRules {
         for def in declared {
             if Identifier.isReserved(def.name) { throw StoreError.badInput("table name \(def.name) is reserved") }
             guard let current = existing[def.name] else {
+                try checkNewTable(def)
                 defs.append(def)
                 change.tables.append(def.name)
                 continue

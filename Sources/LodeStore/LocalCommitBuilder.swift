@@ -14,6 +14,24 @@ public struct CommitStart: Sendable, Hashable {
     }
 }
 
+/// A row named by its key alone (an import whose header is only the key,
+/// a put listing no column). A put must name at least one column (peers
+/// refuse one that names none), so an absent or deleted row is written as
+/// an INSERT of the key is, with every column's default, and a row that is
+/// there is left as it is. The same in every store.
+public enum KeyOnlyRow {
+    /// The columns and values to write for `table`'s row, or nil when the
+    /// row is present and nothing is to be written.
+    public static func write(_ table: TableSchema, present: Bool) throws -> (columns: [String], values: [Value])? {
+        if present { return nil }
+        let all = table.orderedColumns
+        guard !all.isEmpty else {
+            throw StoreError.badInput("table \(table.name) has only its key \(table.primaryKey): a row needs at least one other column")
+        }
+        return (all.map(\.name), all.map(\.defaultValue))
+    }
+}
+
 /// A local commit, signed and ready to store.
 public struct LocalCommit: Sendable {
     /// The signed encoding and its fields.

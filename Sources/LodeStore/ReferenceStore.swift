@@ -388,6 +388,10 @@ public final class ReferenceStore: ReplicaStore {
                 for c in columns where schema.columns[c] == nil { throw StoreError.notFound("no column \(c) in table \(table)") }
                 let key = table + "\u{1F}" + pk
                 let length = pending[key]?.length ?? state.replica.row(table, pk)?.length ?? 0
+                if columns.isEmpty {
+                    guard let row = try KeyOnlyRow.write(schema, present: Merge.isPresent(length)) else { return false }
+                    (columns, values) = row
+                }
                 if onlyChanges && Merge.isPresent(length) {
                     let shown = state.replica.rows(of: table)[pk] ?? [:]
                     let keep = columns.indices.filter { j in

@@ -25,10 +25,10 @@ import X509
     static let routes: [(Permission, HTTPMethod, String, String?)] = [
         (.read, .GET, "/v1/status", nil),
         (.read, .GET, "/v1/datasets", nil),
-        (.edit, .POST, "/v1/datasets", #"{"name": "made-by-ROLE", "schema": "CREATE TABLE t (id TEXT PRIMARY KEY)"}"#),
+        (.edit, .POST, "/v1/datasets", #"{"name": "made-by-ROLE", "schema": "CREATE TABLE t (id TEXT PRIMARY KEY, note TEXT)"}"#),
         (.read, .GET, "/v1/datasets/rare-earths", nil),
         (.read, .GET, "/v1/datasets/rare-earths/schema", nil),
-        (.edit, .POST, "/v1/datasets/rare-earths/alter", #"{"schema": "CREATE TABLE ROLE_notes (id TEXT PRIMARY KEY)"}"#),
+        (.edit, .POST, "/v1/datasets/rare-earths/alter", #"{"schema": "CREATE TABLE ROLE_notes (id TEXT PRIMARY KEY, note TEXT)"}"#),
         (.read, .POST, "/v1/datasets/rare-earths/query", #"{"sql": "SELECT 1"}"#),
         (.edit, .POST, "/v1/datasets/rare-earths/exec", #"{"sql": "UPDATE elements SET name = name WHERE symbol = 'Nd'"}"#),
         (.read, .GET, "/v1/datasets/rare-earths/tables/elements/export?format=csv", nil),

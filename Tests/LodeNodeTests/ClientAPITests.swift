@@ -44,7 +44,7 @@ import Testing
                 let requests: [(suffix: String, method: HTTPMethod, body: String?)] = [
                     ("/query", .POST, "{\"sql\": \"SELECT 1\"}"),
                     ("/exec", .POST, "{\"sql\": \"UPDATE elements SET notes = 'x' WHERE symbol = 'Nd'\"}"),
-                    ("/alter", .POST, "{\"schema\": \"CREATE TABLE extra (id TEXT PRIMARY KEY)\"}"),
+                    ("/alter", .POST, "{\"schema\": \"CREATE TABLE extra (id TEXT PRIMARY KEY, note TEXT)\"}"),
                     ("/import", .POST, "symbol,notes\nNd,y\n"),
                     ("/sync", .POST, "{}"),
                     // Without a query, a watch answers at once (with an error) instead of streaming.

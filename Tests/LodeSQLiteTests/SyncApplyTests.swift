@@ -96,6 +96,45 @@ func exchange(from: SQLiteReplica, to: SQLiteReplica, _ rng: inout SeededGenerat
         }
     }
 
+    /// A row written with its key alone (an import whose header names only
+    /// the key, an INSERT of the key, a put naming no column) is a commit
+    /// peers accept: the node once signed a put naming no column, which
+    /// every peer refuses, and its feed then stood still everywhere (found
+    /// by the csv fuzz target).
+    @Test func aRowWrittenWithItsKeyAloneReachesPeers() async throws {
+        let rs = try await cluster(2)
+        let dir = TempDir()
+        let before = rs[0].vector
+        _ = try await rs[0].importCSV(table: "t", path: dir.write("keys.csv", "id\nk1\nk2\n"))
+        _ = try await rs[0].exec("INSERT INTO t(id) VALUES ('k3')")
+        _ = try await rs[0].write([.put(table: "t", pk: "k4", columns: [], values: [])])
+        _ = try await rs[0].exec("UPDATE t SET a = 5 WHERE id = 'k1'")
+        _ = try await rs[0].exec("DELETE FROM t WHERE id IN ('k1', 'k2')")
+        // Brought back with the key alone: its cells are the defaults again.
+        _ = try await rs[0].importCSV(table: "t", path: dir.write("again.csv", "id\nk1\n"))
+        _ = try await rs[0].write([.put(table: "t", pk: "k2", columns: [], values: [])])
+        // The same keys again change nothing and make no commit.
+        let held = rs[0].vector
+        #expect(try await rs[0].importCSV(table: "t", path: dir.write("same.csv", "id\nk1\nk3\n")).commits == 0)
+        #expect(try await rs[0].write([.put(table: "t", pk: "k4", columns: [], values: [])]).commits == 0)
+        #expect(rs[0].vector == held)
+        for c in try await rs[0].missingCommits(after: before, maxBytes: .max, maxCount: .max) {
+            #expect(throws: Never.self) { try Commit(decoding: c.bytes) }
+        }
+        var rng = SeededGenerator(seed: 3)
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        #expect(rs[1].vector == rs[0].vector)
+        #expect(try await fullDump(rs[1]) == fullDump(rs[0]))
+        #expect(
+            try await dump(rs[1], "SELECT id, a, b FROM t ORDER BY id") == [
+                "columns([\"id\", \"a\", \"b\"])",
+                "row([LodeCore.Value.text(\"k1\"), LodeCore.Value.null, LodeCore.Value.text(\"-\")])",
+                "row([LodeCore.Value.text(\"k2\"), LodeCore.Value.null, LodeCore.Value.text(\"-\")])",
+                "row([LodeCore.Value.text(\"k3\"), LodeCore.Value.null, LodeCore.Value.text(\"-\")])",
+                "row([LodeCore.Value.text(\"k4\"), LodeCore.Value.null, LodeCore.Value.text(\"-\")])",
+            ])
+    }
+
     @Test func concurrentWritesToOneCellAreConflictsAndKeepBothValues() async throws {
         let rs = try await cluster(2)
         _ = try await rs[0].exec("INSERT INTO t(id, a) VALUES ('k', 1)")

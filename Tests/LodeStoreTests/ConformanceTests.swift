@@ -98,13 +98,15 @@ func exchange(from: any ReplicaStore, to: any ReplicaStore, _ rng: inout SeededG
     #expect(rejected.isEmpty, "\(rejected.map(\.reason))")
 }
 
-/// A random local edit: puts of a few columns, deletes, re-inserts.
+/// A random local edit: puts of a few columns or of none, deletes, re-inserts.
 func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
     let pk = "m\(Int.random(in: 0..<8, using: &rng))"
     if Int.random(in: 0..<5, using: &rng) == 0 { return .delete(table: "mines", pk: pk) }
     var names: [String] = []
     var values: [Value] = []
-    for c in columns.shuffled(using: &rng).prefix(Int.random(in: 1...3, using: &rng)) {
+    // Now and then a row named by its key alone (`KeyOnlyRow`).
+    let count = Int.random(in: 0..<8, using: &rng) == 0 ? 0 : Int.random(in: 1...3, using: &rng)
+    for c in columns.shuffled(using: &rng).prefix(count) {
         names.append(c)
         switch c {
         case "name": values.append(Int.random(in: 0..<6, using: &rng) == 0 ? .null : .text("Mine \(Int.random(in: 0..<4, using: &rng))"))

@@ -18,6 +18,10 @@ import Testing
         #expect(throws: StoreError.self) { try DatasetRules.checkNew("d", tables: [], by: site(2, "r", role: .reader)) }
         let reserved = TableDef(name: "_secret", primaryKey: "id", columns: [])
         #expect(throws: StoreError.self) { try DatasetRules.checkNew("d", tables: [reserved], by: editor) }
+        // A table of keys alone could never replicate a row (peers refuse a write naming no column).
+        let keysOnly = TableDef(name: "tags", primaryKey: "id", columns: [])
+        let refusal = #expect(throws: StoreError.self) { try DatasetRules.checkNew("d", tables: [keysOnly], by: editor) }
+        #expect(refusal?.code == .badInput && refusal?.message.contains("table tags has only its key id") == true)
     }
 
     @Test func alterPlansOnlyAdditions() throws {
@@ -25,7 +29,7 @@ import Testing
         let mines = TableDef(name: "mines", primaryKey: "id", columns: [ColumnDef(name: "name", type: .text)])
         let existing = ["mines": TableSchema(mines, stamp: stamp)]
         let grown = TableDef(name: "mines", primaryKey: "id", columns: mines.columns + [ColumnDef(name: "output", type: .integer)])
-        let trade = TableDef(name: "trade", primaryKey: "id", columns: [])
+        let trade = TableDef(name: "trade", primaryKey: "id", columns: [ColumnDef(name: "tonnes", type: .real)])
         let plan = try DatasetRules.planAlter(existing: existing, declared: [grown, trade])
         #expect(plan.change == SchemaChange(tables: ["trade"], columns: ["mines.output"]))
         #expect(plan.defs == [TableDef(name: "mines", primaryKey: "id", columns: [ColumnDef(name: "output", type: .integer)]), trade])
@@ -35,6 +39,7 @@ import Testing
             (TableDef(name: "mines", primaryKey: "id", columns: []), "name is missing"),
             (TableDef(name: "mines", primaryKey: "id", columns: [ColumnDef(name: "name", type: .blob)]), "cannot become BLOB"),
             (TableDef(name: "_x", primaryKey: "id", columns: []), "reserved"),
+            (TableDef(name: "tags", primaryKey: "id", columns: []), "has only its key id"),
         ] {
             do {
                 _ = try DatasetRules.planAlter(existing: existing, declared: [bad])
