@@ -41,7 +41,10 @@ let package = Package(
         .target(name: "LodeStore", dependencies: ["LodeCore"]),
         .target(
             name: "LodeSQLite",
-            dependencies: ["LodeCore", "LodeStore", "CLodeSQLite", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "LodeCore", "LodeStore", "CLodeSQLite", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         .systemLibrary(
             name: "CZlib",

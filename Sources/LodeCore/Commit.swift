@@ -30,8 +30,11 @@ public struct Dependency: Hashable, Sendable {
 /// again.hasValidSignature // true
 /// ```
 public struct Commit: Sendable, Hashable {
-    /// The only encoding version this code writes and reads.
+    /// The encoding of a commit that names no person (the site's own).
     public static let version: UInt8 = 1
+    /// The encoding of a commit that names the person who wrote it: version
+    /// 1 with the person after the author (`Protocol/commit-format.md`).
+    public static let personVersion: UInt8 = 2
     /// The previous-hash field of a feed's first commit.
     public static let zeroHash = [UInt8](repeating: 0, count: 32)
     /// What the signature covers is this prefix followed by the SHA-256 of
@@ -59,6 +62,8 @@ public struct Commit: Sendable, Hashable {
     public var dataset: String { content.dataset }
     /// The site that wrote it.
     public var author: SiteID { content.author }
+    /// The person of that site who wrote it ("" when the commit names none).
+    public var person: String { content.person }
     /// Its position in the author's feed, from 1.
     public var seq: UInt64 { content.seq }
     /// Its hybrid logical clock stamp.
@@ -164,6 +169,11 @@ public struct CommitContent: Sendable, Hashable {
     public var dataset: String
     /// The writing site.
     public var author: SiteID
+    /// The person at that site who made the change, as the site names its
+    /// people (`Identifier.isValidPerson`), or "" for the site itself (a
+    /// relay, a commit from before people were named). The site's
+    /// signature vouches for it (DESIGN §9).
+    public var person: String
     /// The position in the author's feed, from 1.
     public var seq: UInt64
     /// The stamp.
@@ -176,9 +186,12 @@ public struct CommitContent: Sendable, Hashable {
     public var ops: [Op]
 
     /// Creates commit content.
-    public init(dataset: String, author: SiteID, seq: UInt64, hlc: HLC, prev: [UInt8], deps: [Dependency], ops: [Op]) {
+    public init(
+        dataset: String, author: SiteID, person: String = "", seq: UInt64, hlc: HLC, prev: [UInt8], deps: [Dependency], ops: [Op]
+    ) {
         self.dataset = dataset
         self.author = author
+        self.person = person
         self.seq = seq
         self.hlc = hlc
         self.prev = prev
@@ -195,9 +208,12 @@ public struct CommitContent: Sendable, Hashable {
 
     /// Appends every field before the ops.
     public func encodeHeader(into w: inout ByteWriter) {
-        w.writeByte(Commit.version)
+        // Version 1 names no person and version 2 one, so each commit has
+        // exactly one encoding.
+        w.writeByte(person.isEmpty ? Commit.version : Commit.personVersion)
         w.writeString(dataset)
         author.encode(into: &w)
+        if !person.isEmpty { w.writeString(person) }
         w.writeVarint(seq)
         w.writeUInt64(hlc.rawValue)
         w.writeBytes(prev)
@@ -212,12 +228,21 @@ public struct CommitContent: Sendable, Hashable {
     static func decode(from r: inout ByteReader) throws(BinaryDecodingError) -> CommitContent {
         let vat = r.offset
         let version = try r.readByte()
-        guard version == Commit.version else {
+        guard version == Commit.version || version == Commit.personVersion else {
             throw BinaryDecodingError(
-                .unknownVersion, at: vat, "commit version \(version) is not supported (this node reads version \(Commit.version))")
+                .unknownVersion, at: vat,
+                "commit version \(version) is not supported (this node reads versions \(Commit.version) and \(Commit.personVersion))")
         }
         let dataset = try r.readDatasetName()
         let author = try SiteID(from: &r)
+        var person = ""
+        if version == Commit.personVersion {
+            let at = r.offset
+            person = try r.readString(limit: 64)
+            guard Identifier.isValidPerson(person) else {
+                throw BinaryDecodingError(.invalidValue, at: at, "\(person.debugDescription) is not a valid person name")
+            }
+        }
         let sat = r.offset
         let seq = try r.readVarint()
         guard seq >= 1 else { throw BinaryDecodingError(.invalidValue, at: sat, "seq starts at 1") }
@@ -254,7 +279,7 @@ public struct CommitContent: Sendable, Hashable {
         ops.reserveCapacity(nops)
         for _ in 0..<nops { ops.append(try Op.decode(from: &r)) }
         guard r.remaining >= 64 else { throw BinaryDecodingError(.truncated, at: r.offset, "the signature is missing") }
-        var c = CommitContent(dataset: dataset, author: author, seq: seq, hlc: hlc, prev: prev, deps: [], ops: ops)
+        var c = CommitContent(dataset: dataset, author: author, person: person, seq: seq, hlc: hlc, prev: prev, deps: [], ops: ops)
         c.deps = deps
         return c
     }

@@ -23,17 +23,19 @@ public struct FeedWriter: Sendable {
     /// Signs the commit that follows `head` in this site's feed. `held` is
     /// everything the replica has applied; the commit's dependencies are the
     /// feeds that advanced since the author's previous commit.
-    public func commit(dataset: String, ops: [Op], hlc: HLC, head: FeedHead, held: VersionVector) throws -> Commit {
+    public func commit(dataset: String, person: String = "", ops: [Op], hlc: HLC, head: FeedHead, held: VersionVector) throws -> Commit {
         let content = CommitContent(
-            dataset: dataset, author: site, seq: head.seq + 1, hlc: hlc, prev: head.hash,
+            dataset: dataset, author: site, person: person, seq: head.seq + 1, hlc: hlc, prev: head.hash,
             deps: held.dependencies(since: head.vector, author: site), ops: ops)
         return try Commit.sign(content, with: key)
     }
 
     /// Like `commit`, for ops already encoded.
-    public func commit(dataset: String, ops: EncodedOps, hlc: HLC, head: FeedHead, held: VersionVector) throws -> SignedCommit {
+    public func commit(
+        dataset: String, person: String = "", ops: EncodedOps, hlc: HLC, head: FeedHead, held: VersionVector
+    ) throws -> SignedCommit {
         let header = CommitContent(
-            dataset: dataset, author: site, seq: head.seq + 1, hlc: hlc, prev: head.hash,
+            dataset: dataset, author: site, person: person, seq: head.seq + 1, hlc: hlc, prev: head.hash,
             deps: held.dependencies(since: head.vector, author: site), ops: [])
         return try Commit.sign(header: header, ops: ops, with: key)
     }

@@ -13,6 +13,12 @@ public enum Identifier {
         }
     }
 
+    /// A person's name within a site (`lode user add`): the same rule as a
+    /// dataset name (1 to 64 of lowercase letters, digits, '-', '_', '.',
+    /// starting with a letter or digit), so that it is safe in a file name,
+    /// a URL and a log line.
+    public static func isValidPerson(_ s: String) -> Bool { isValidDataset(s) }
+
     /// True for a dataset name: 1 to 64 characters from lowercase letters,
     /// digits, `-`, `_` and `.`, starting with a letter or digit.
     public static func isValidDataset(_ s: String) -> Bool {

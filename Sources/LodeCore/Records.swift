@@ -9,6 +9,8 @@ public struct HistoryEntry: Sendable, Codable, Hashable {
     public var time: String
     /// The author's site name (or key prefix when unknown).
     public var siteName: String
+    /// The person at that site the commit names, if any.
+    public var person: String?
     /// The commit's seq in the author's feed.
     public var seq: UInt64
     /// The column written; nil for a delete.
@@ -19,14 +21,15 @@ public struct HistoryEntry: Sendable, Codable, Hashable {
     public var won: Bool
 
     enum CodingKeys: String, CodingKey {
-        case time, seq, column, value, won
+        case time, seq, column, value, won, person
         case siteName = "site"
     }
 
     /// Creates an entry.
-    public init(time: String, siteName: String, seq: UInt64, column: String?, value: Value?, won: Bool) {
+    public init(time: String, siteName: String, person: String? = nil, seq: UInt64, column: String?, value: Value?, won: Bool) {
         self.time = time
         self.siteName = siteName
+        self.person = person
         self.seq = seq
         self.column = column
         self.value = value
@@ -46,11 +49,14 @@ public struct ConflictRecord: Sendable, Codable, Hashable {
     public var loserValue: Value
     public var loserSiteName: String
     public var loserTime: String
+    /// The people the two writes name, if any.
+    public var winnerPerson: String?
+    public var loserPerson: String?
     /// True once a later write that saw both replaced them.
     public var resolved: Bool
 
     enum CodingKeys: String, CodingKey {
-        case table, pk, column, winnerValue, winnerTime, loserValue, loserTime, resolved
+        case table, pk, column, winnerValue, winnerTime, loserValue, loserTime, resolved, winnerPerson, loserPerson
         case winnerSiteName = "winnerSite"
         case loserSiteName = "loserSite"
     }
@@ -58,8 +64,10 @@ public struct ConflictRecord: Sendable, Codable, Hashable {
     /// Creates a record.
     public init(
         table: String, pk: String, column: String, winnerValue: Value, winnerSiteName: String, winnerTime: String,
-        loserValue: Value, loserSiteName: String, loserTime: String, resolved: Bool
+        loserValue: Value, loserSiteName: String, loserTime: String, resolved: Bool, winnerPerson: String? = nil, loserPerson: String? = nil
     ) {
+        self.winnerPerson = winnerPerson
+        self.loserPerson = loserPerson
         self.table = table
         self.pk = pk
         self.column = column
@@ -80,7 +88,10 @@ public struct Annotation: Sendable, Codable, Hashable {
     public var pk: String
     public var column: String?
     public var text: String
+    /// The author's site (its name).
     public var author: String
+    /// The person at that site who wrote it, if the commit names one.
+    public var person: String?
     public var status: String
     public var replyTo: String?
     public var created: String
@@ -91,9 +102,10 @@ public struct Annotation: Sendable, Codable, Hashable {
     /// Creates an annotation.
     public init(
         id: String, table: String, pk: String, column: String?, text: String, author: String, status: String,
-        replyTo: String?, created: String, tags: [String], targetExists: Bool
+        replyTo: String?, created: String, tags: [String], targetExists: Bool, person: String? = nil
     ) {
         self.id = id
+        self.person = person
         self.table = table
         self.pk = pk
         self.column = column

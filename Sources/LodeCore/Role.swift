@@ -27,6 +27,22 @@ public enum Role: String, Sendable, CaseIterable, Codable {
         }
     }
 
+    /// The roles a person of a site may be given (`lode user add`).
+    public static let personRoles: [Role] = [.editor, .annotator, .reader]
+
+    /// True when this role allows nothing `other` does not: a person's
+    /// role is at most their site's. A relay's people may only read.
+    public func isAtMost(_ other: Role) -> Bool {
+        func rank(_ r: Role) -> Int {
+            switch r {
+            case .editor: 3
+            case .annotator: 2
+            case .reader, .relay: 1
+            }
+        }
+        return self != .relay && rank(self) <= rank(other)
+    }
+
     /// True when a site of this role may write rows of user tables.
     public var canEdit: Bool { self == .editor }
     /// True when a site of this role may add annotations.

@@ -7,7 +7,9 @@ enum DatasetFormat {
     /// Bumped whenever the internal tables change shape or what they hold
     /// changes encoding. 2: `_lode_log.bytes` may hold a deflated commit
     /// (`LogBytes`); a format 1 file is read as is and marked 2 when it opens.
-    static let version = 2
+    /// 3: `_lode_log.person`, the person a commit names (NULL for none),
+    /// added to older files when they open (their commits name no one).
+    static let version = 3
 
     static let bootstrap = """
         CREATE TABLE _lode_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -18,7 +20,7 @@ enum DatasetFormat {
             site INTEGER PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL, vector BLOB NOT NULL);
         CREATE TABLE _lode_log(
             id INTEGER PRIMARY KEY, site INTEGER NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL,
-            hash BLOB NOT NULL, bytes BLOB NOT NULL, UNIQUE(site, seq));
+            hash BLOB NOT NULL, bytes BLOB NOT NULL, person TEXT, UNIQUE(site, seq));
         CREATE TABLE _lode_tables(
             id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, pk TEXT NOT NULL,
             hlc INTEGER NOT NULL, site BLOB NOT NULL);
@@ -103,7 +105,8 @@ enum DatasetFormat {
             throw StoreError(.storage, "\(path) holds dataset \(stored ?? "?"), not \(dataset)")
         }
         var format = try Int.fetchOne(db, sql: "SELECT value FROM _lode_meta WHERE key = 'format'") ?? 0
-        if format == 1 {
+        if format == 1 || format == 2 {
+            try db.execute(sql: "ALTER TABLE _lode_log ADD COLUMN person TEXT")
             try db.execute(sql: "UPDATE _lode_meta SET value = ? WHERE key = 'format'", arguments: [version])
             format = version
         }

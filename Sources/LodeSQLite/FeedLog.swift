@@ -44,9 +44,10 @@ final class FeedLog {
     /// Appends a commit to the log and advances its author's feed. `past`
     /// is the commit's full causal past.
     func append(
-        _ db: Database, author: SiteID, number: SiteNumber, seq: UInt64, hlc: HLC, hash: [UInt8], bytes: [UInt8], past: VersionVector
+        _ db: Database, author: SiteID, number: SiteNumber, seq: UInt64, hlc: HLC, hash: [UInt8], person: String, bytes: [UInt8],
+        past: VersionVector
     ) throws {
-        let row = try advance(db, author: author, number: number, seq: seq, hlc: hlc, hash: hash, past: past)
+        let row = try advance(db, author: author, number: number, seq: seq, hlc: hlc, hash: hash, person: person, past: past)
         try store(db, row, LogBytes.stored(bytes))
     }
 
@@ -57,6 +58,8 @@ final class FeedLog {
         let seq: UInt64
         let hlc: HLC
         let hash: [UInt8]
+        /// The person the commit names ("" for none).
+        let person: String
     }
 
     /// Advances `author`'s feed by a commit and takes its log row, whose
@@ -64,12 +67,12 @@ final class FeedLog {
     /// before anything reads the log: so that a local writer can deflate
     /// one commit on another core while it builds the next.
     func advance(
-        _ db: Database, author: SiteID, number: SiteNumber, seq: UInt64, hlc: HLC, hash: [UInt8], past: VersionVector
+        _ db: Database, author: SiteID, number: SiteNumber, seq: UInt64, hlc: HLC, hash: [UInt8], person: String, past: VersionVector
     ) throws -> PendingRow {
         try db.execute(
             sql: "INSERT OR REPLACE INTO _lode_feeds(site, seq, hash, vector) VALUES (?, ?, ?, ?)",
             arguments: [number, Int64(seq), Data(hash), Data(past.encoded)])
-        let row = PendingRow(id: nextID, number: number, seq: seq, hlc: hlc, hash: hash)
+        let row = PendingRow(id: nextID, number: number, seq: seq, hlc: hlc, hash: hash, person: person)
         heads[author] = FeedHead(seq: seq, hash: hash, vector: past)
         vector[author] = seq
         nextID += 1
@@ -81,8 +84,11 @@ final class FeedLog {
     /// Stores the log row `advance` took, with the commit's stored bytes (`LogBytes.stored`).
     func store(_ db: Database, _ row: PendingRow, _ stored: Data) throws {
         try db.execute(
-            sql: "INSERT INTO _lode_log(id, site, seq, hlc, hash, bytes) VALUES (?, ?, ?, ?, ?, ?)",
-            arguments: [row.id, row.number, Int64(row.seq), Int64(bitPattern: row.hlc.rawValue), Data(row.hash), stored])
+            sql: "INSERT INTO _lode_log(id, site, seq, hlc, hash, bytes, person) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            arguments: [
+                row.id, row.number, Int64(row.seq), Int64(bitPattern: row.hlc.rawValue), Data(row.hash), stored,
+                row.person.isEmpty ? nil : row.person,
+            ])
     }
 
     /// The hash of `site`'s commit `seq`, if held.

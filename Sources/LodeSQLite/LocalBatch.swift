@@ -20,10 +20,12 @@ final class LocalBatch {
     private(set) var changedRows = 0
     private var finished = false
 
-    init(_ tx: WriteTransaction) throws {
+    /// `person` is who the commits name (`Attribution.person`, read in the
+    /// caller's task: the writer's thread has no task).
+    init(_ tx: WriteTransaction, person: String) throws {
         self.tx = tx
         let start = tx.nextLocalStart()
-        builder = LocalCommitBuilder(local: tx.replica.local, dataset: tx.replica.dataset, start: start)
+        builder = LocalCommitBuilder(local: tx.replica.local, dataset: tx.replica.dataset, person: person, start: start)
         context = try tx.state.context(tx.db, author: tx.replica.local.site, hlc: start.hlc, seq: start.seq, past: nil)
     }
 
@@ -124,7 +126,8 @@ final class LocalBatch {
         let h = commit.signed.header
         try storePendingLog()
         let row = try state.feeds.advance(
-            db, author: h.author, number: context.author, seq: h.seq, hlc: h.hlc, hash: commit.signed.hash, past: commit.past)
+            db, author: h.author, number: context.author, seq: h.seq, hlc: h.hlc, hash: commit.signed.hash, person: h.person,
+            past: commit.past)
         pendingLog = (row, Deflating(commit.signed.bytes))
         commitCount += 1
         if startNext {

@@ -12,7 +12,7 @@ import LodeStore
 /// try file.addPeer("127.0.0.1:7443", added: "2026-12-02T10:00:00.000Z")
 /// ```
 public final class NodeFile: Sendable {
-    private let queue: DatabaseQueue
+    let queue: DatabaseQueue
 
     /// Opens (creating if needed) the node file at `path`.
     public init(path: String) throws {
@@ -33,7 +33,7 @@ public final class NodeFile: Sendable {
                             PRIMARY KEY(dataset, author));
                         CREATE TABLE IF NOT EXISTS revocation_notices(
                             id INTEGER PRIMARY KEY, site TEXT NOT NULL, signer BLOB NOT NULL, bytes BLOB NOT NULL UNIQUE);
-                        """)
+                        """ + NodeFile.peopleTables)
             }
             return q
         }

@@ -43,7 +43,9 @@ extension SQLiteReplica {
                 SELECT a.id, a.target_table, a.target_pk, a.target_column, a.body, a.author, a.status, a.reply_to, a.created,
                        (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM _annotation_tags g WHERE g.annotation_id = a.id ORDER BY tag)) AS tags,
                        EXISTS (SELECT 1 FROM _lode_rows r JOIN _lode_tables t ON r.tbl = t.id
-                               WHERE t.name = a.target_table AND r.pk = a.target_pk AND r.cl % 2 = 1) AS target_exists
+                               WHERE t.name = a.target_table AND r.pk = a.target_pk AND r.cl % 2 = 1) AS target_exists,
+                       (SELECT l.person FROM _lode_rows r JOIN _lode_tables t ON r.tbl = t.id JOIN _lode_log l ON l.id = r.first_log
+                        WHERE t.name = '_annotations' AND r.pk = a.id) AS person
                 FROM _annotations a
                 \(conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND "))
                 ORDER BY a.created DESC, a.id DESC
@@ -55,7 +57,7 @@ extension SQLiteReplica {
                     id: r["id"], table: r["target_table"] ?? "", pk: r["target_pk"] ?? "", column: r["target_column"],
                     text: r["body"], author: r["author"] ?? "", status: r["status"], replyTo: r["reply_to"],
                     created: r["created"] ?? "", tags: (r["tags"] as String?)?.split(separator: "\u{1F}").map(String.init) ?? [],
-                    targetExists: r["target_exists"])
+                    targetExists: r["target_exists"], person: r["person"])
             }
         }
     }

@@ -50,7 +50,8 @@ extension SQLiteReplica {
                 try db.execute(sql: "SAVEPOINT lode_commit")
                 try applyOps(tx.state, db, commit, ctx)
                 try tx.state.feeds.append(
-                    db, author: commit.author, number: ctx.author, seq: commit.seq, hlc: commit.hlc, hash: commit.hash, bytes: commit.bytes,
+                    db, author: commit.author, number: ctx.author, seq: commit.seq, hlc: commit.hlc, hash: commit.hash, person: commit.person,
+                    bytes: commit.bytes,
                     past: past)
                 try db.execute(sql: "RELEASE lode_commit")
                 return verdict

@@ -44,7 +44,10 @@ extension SQLiteReplica {
         try await read { db in
             let names = try SiteRegistry.names(db)
             let sql = """
-                SELECT * FROM _lode_conflicts \(includeResolved ? "" : "WHERE resolved_seq IS NULL") ORDER BY id DESC
+                SELECT c.*,
+                       (SELECT person FROM _lode_log WHERE site = c.winner_site AND seq = c.winner_seq) AS winner_person,
+                       (SELECT person FROM _lode_log WHERE site = c.loser_site AND seq = c.loser_seq) AS loser_person
+                FROM _lode_conflicts c \(includeResolved ? "" : "WHERE c.resolved_seq IS NULL") ORDER BY c.id DESC
                 """
             return try Row.fetchAll(db, sql: sql).map { r in
                 ConflictRecord(
@@ -53,7 +56,7 @@ extension SQLiteReplica {
                     winnerTime: HLC(rawValue: UInt64(bitPattern: r["winner_hlc"])).iso8601,
                     loserValue: Value(r["loser_value"] as DatabaseValue), loserSiteName: names[r["loser_site"]] ?? "?",
                     loserTime: HLC(rawValue: UInt64(bitPattern: r["loser_hlc"])).iso8601,
-                    resolved: (r["resolved_seq"] as Int64?) != nil)
+                    resolved: (r["resolved_seq"] as Int64?) != nil, winnerPerson: r["winner_person"], loserPerson: r["loser_person"])
             }
         }
     }

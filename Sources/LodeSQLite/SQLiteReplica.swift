@@ -168,8 +168,9 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
     /// Runs `build` with a batch of local edits in one write transaction,
     /// then signs and stores the last commit.
     func edit<T: Sendable>(_ build: @escaping @Sendable (LocalBatch) throws -> T) async throws -> T {
-        try await write { tx in
-            let batch = try LocalBatch(tx)
+        let person = Attribution.person
+        return try await write { tx in
+            let batch = try LocalBatch(tx, person: person)
             let r = try build(batch)
             try batch.finish()
             return r

@@ -17,6 +17,7 @@ public enum HistoryRules {
         var writes: [String] = []
         for c in commits {
             let site = name(c.author)
+            let person = c.person.isEmpty ? nil : c.person
             for op in c.ops {
                 switch op {
                 case .put(let p) where p.table == table:
@@ -24,14 +25,18 @@ public enum HistoryRules {
                         let written = CellStamp(length: p.lengths[i], hlc: c.hlc, site: c.author, seq: c.seq)
                         for (j, v) in p.row(i).enumerated() {
                             let won = p.lengths[i] == length && stamp(p.columns[j]) == written
-                            out.append(HistoryEntry(time: c.hlc.iso8601, siteName: site, seq: c.seq, column: p.columns[j], value: v, won: won))
+                            out.append(
+                                HistoryEntry(
+                                    time: c.hlc.iso8601, siteName: site, person: person, seq: c.seq, column: p.columns[j], value: v, won: won))
                             writes.append("\(c.author.hex)/\(c.seq)/\(p.columns[j])")
                         }
                     }
                 case .delete(let d) where d.table == table:
                     for i in 0..<d.keys.count where d.keys[i] == pk {
                         out.append(
-                            HistoryEntry(time: c.hlc.iso8601, siteName: site, seq: c.seq, column: nil, value: nil, won: d.lengths[i] == length))
+                            HistoryEntry(
+                                time: c.hlc.iso8601, siteName: site, person: person, seq: c.seq, column: nil, value: nil, won: d.lengths[i] == length)
+                        )
                         writes.append("\(c.author.hex)/\(c.seq)/")
                     }
                 default: break

@@ -32,6 +32,20 @@ public enum KeyOnlyRow {
     }
 }
 
+/// Who a local write is for: the person of this site (`lode user`) on
+/// whose behalf the node writes, named in every commit the write makes
+/// (commit version 2); "" for the site itself. The node sets it around
+/// each request (the signed-in person in the workspace, the CLI's person
+/// on the socket); a store reads it when a write begins, in the caller's
+/// task.
+///
+/// ```swift
+/// try await Attribution.$person.withValue("ana") { try await replica.exec("UPDATE …") }
+/// ```
+public enum Attribution {
+    @TaskLocal public static var person = ""
+}
+
 /// A local commit, signed and ready to store.
 public struct LocalCommit: Sendable {
     /// The signed encoding and its fields.
@@ -61,6 +75,8 @@ public struct LocalCommitBuilder {
     public let local: LocalSite
     /// The dataset written.
     public let dataset: String
+    /// The person named in every commit built ("" for none).
+    public let person: String
     /// The stamp and seq of the commit being built.
     public private(set) var start: CommitStart
     private var ops = OpsEncoder()
@@ -68,9 +84,11 @@ public struct LocalCommitBuilder {
     public private(set) var rowCount = 0
 
     /// Starts the first commit.
-    public init(local: LocalSite, dataset: String, start: CommitStart) {
+    public init(local: LocalSite, dataset: String, person: String = "", start: CommitStart) {
+        precondition(person.isEmpty || Identifier.isValidPerson(person), "a person's name is checked where it is given")
         self.local = local
         self.dataset = dataset
+        self.person = person
         self.start = start
     }
 
@@ -125,7 +143,7 @@ public struct LocalCommitBuilder {
             let what = encoded.definesSchema ? "change the schema" : "write table \(encoded.tables.sorted().joined(separator: ", "))"
             throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue) and may not \(what)")
         }
-        let signed = try local.writer.commit(dataset: dataset, ops: encoded, hlc: start.hlc, head: head, held: held)
+        let signed = try local.writer.commit(dataset: dataset, person: person, ops: encoded, hlc: start.hlc, head: head, held: held)
         let past = FeedRules.causalPast(author: local.site, seq: signed.header.seq, deps: signed.header.deps, previous: head.vector)
         return LocalCommit(signed: signed, past: past)
     }

@@ -234,11 +234,15 @@ public final class ReferenceStore: ReplicaStore {
     public func conflicts(includeResolved: Bool) async throws -> [ConflictRecord] {
         read { s in
             func name(_ site: SiteID) -> String { (s.sites[site]?.name ?? site.short).lowercased() }
+            func person(_ stamp: CellStamp) -> String? {
+                s.log.first { $0.author == stamp.site && $0.seq == stamp.seq }.flatMap { $0.person.isEmpty ? nil : $0.person }
+            }
             return s.replica.conflicts.reversed().filter { includeResolved || $0.resolvedBy == nil }.map { c in
                 ConflictRecord(
                     table: c.table, pk: c.pk, column: c.column, winnerValue: c.winner.value, winnerSiteName: name(c.winner.stamp.site),
                     winnerTime: c.winner.stamp.hlc.iso8601, loserValue: c.loser.value, loserSiteName: name(c.loser.stamp.site),
-                    loserTime: c.loser.stamp.hlc.iso8601, resolved: c.resolvedBy != nil)
+                    loserTime: c.loser.stamp.hlc.iso8601, resolved: c.resolvedBy != nil, winnerPerson: person(c.winner.stamp),
+                    loserPerson: person(c.loser.stamp))
             }
         }
     }
@@ -259,7 +263,10 @@ public final class ReferenceStore: ReplicaStore {
                     text: text(row["body"]) ?? "", author: text(row["author"]) ?? "", status: text(row["status"]) ?? "",
                     replyTo: text(row["reply_to"]), created: text(row["created"]) ?? "", tags: (tags[id] ?? []).sorted(),
                     targetExists: s.replica.row(text(row["target_table"]) ?? "", text(row["target_pk"]) ?? "").map { Merge.isPresent($0.length) }
-                        ?? false)
+                        ?? false,
+                    person: s.log.first { c in
+                        c.ops.contains { if case .put(let p) = $0 { p.table == AnnotationRows.notes && p.keys.contains(id) } else { false } }
+                    }.flatMap { $0.person.isEmpty ? nil : $0.person })
                 if let t = f.table, a.table != t { continue }
                 if let pk = f.pk, a.pk != pk { continue }
                 if let tag = f.tag, !a.tags.contains(tag) { continue }
@@ -369,7 +376,7 @@ public final class ReferenceStore: ReplicaStore {
             let start = LocalEdits.start(store, &state)
             self.store = store
             self.state = state
-            builder = LocalCommitBuilder(local: store.local, dataset: store.dataset, start: start)
+            builder = LocalCommitBuilder(local: store.local, dataset: store.dataset, person: Attribution.person, start: start)
         }
 
         static func start(_ store: ReferenceStore, _ state: inout State) -> CommitStart {

@@ -52,12 +52,13 @@ struct AnnotationsCommand: AsyncParsableCommand {
         if format.resolved == .json { return try printJSON(list) }
         let rows: [[Value]] = list.map { a in
             [
-                .text(a.id), .text(a.created), .text(a.author), .text(a.table), .text(a.pk), a.column.map(Value.text) ?? .null,
+                .text(a.id), .text(a.created), .text(a.author), a.person.map(Value.text) ?? .null, .text(a.table), .text(a.pk),
+                a.column.map(Value.text) ?? .null,
                 .text(a.tags.joined(separator: ";")), a.replyTo.map(Value.text) ?? .null, .text(a.targetExists ? "yes" : "deleted"), .text(a.text),
             ]
         }
         RecordPrinter(format: format.resolved).print(
-            columns: ["id", "created", "author", "table", "pk", "column", "tags", "reply_to", "target", "text"], rows: rows)
+            columns: ["id", "created", "author", "person", "table", "pk", "column", "tags", "reply_to", "target", "text"], rows: rows)
     }
 }
 
@@ -78,11 +79,12 @@ struct HistoryCommand: AsyncParsableCommand {
         if format.resolved == .json { return try printJSON(list) }
         let rows: [[Value]] = list.map { h in
             [
-                .text(h.time), .text(h.siteName), .integer(Int64(h.seq)), .text(h.column ?? "(row deleted)"), h.value ?? .null,
+                .text(h.time), .text(h.siteName), h.person.map(Value.text) ?? .null, .integer(Int64(h.seq)), .text(h.column ?? "(row deleted)"),
+                h.value ?? .null,
                 .text(h.won ? "yes" : "no"),
             ]
         }
-        RecordPrinter(format: format.resolved).print(columns: ["time", "site", "seq", "column", "value", "won"], rows: rows)
+        RecordPrinter(format: format.resolved).print(columns: ["time", "site", "person", "seq", "column", "value", "won"], rows: rows)
     }
 }
 
@@ -101,12 +103,16 @@ struct ConflictsCommand: AsyncParsableCommand {
         if format.resolved == .json { return try printJSON(list) }
         let rows: [[Value]] = list.map { c in
             [
-                .text(c.table), .text(c.pk), .text(c.column), c.winnerValue, .text(c.winnerSiteName), .text(c.winnerTime),
-                c.loserValue, .text(c.loserSiteName), .text(c.loserTime), .text(c.resolved ? "yes" : "no"),
+                .text(c.table), .text(c.pk), .text(c.column), c.winnerValue, .text(c.winnerSiteName), c.winnerPerson.map(Value.text) ?? .null,
+                .text(c.winnerTime), c.loserValue, .text(c.loserSiteName), c.loserPerson.map(Value.text) ?? .null, .text(c.loserTime),
+                .text(c.resolved ? "yes" : "no"),
             ]
         }
         RecordPrinter(format: format.resolved).print(
-            columns: ["table", "pk", "column", "winner", "winner_site", "winner_time", "loser", "loser_site", "loser_time", "resolved"], rows: rows)
+            columns: [
+                "table", "pk", "column", "winner", "winner_site", "winner_person", "winner_time", "loser", "loser_site", "loser_person",
+                "loser_time", "resolved",
+            ], rows: rows)
     }
 }
 

@@ -111,6 +111,8 @@ enum VectorSet {
         var version: [UInt8] = [1]
         var dataset: [UInt8] = [11] + Array("rare-earths".utf8)
         var author: [UInt8] = VectorSet.site.bytes
+        /// Version 2 only: the person, a string.
+        var person: [UInt8] = []
         var seq: [UInt8] = [1]
         var hlc: [UInt8] = {
             var w = ByteWriter(); w.writeUInt64(VectorSet.hlc.rawValue); return w.bytes
@@ -120,7 +122,7 @@ enum VectorSet {
         var ops: [UInt8] = VectorSet.encodeOps([VectorSet.define(), VectorSet.put()])
 
         func signed(with key: Curve25519.Signing.PrivateKey = VectorSet.key) throws -> [UInt8] {
-            let body = version + dataset + author + seq + hlc + prev + deps + ops
+            let body = version + dataset + author + person + seq + hlc + prev + deps + ops
             return body + Array(try key.signature(for: Commit.signedMessage(body)))
         }
     }
@@ -159,8 +161,13 @@ enum VectorSet {
                         ])), .put(types),
             ],
             hlc: HLC(millis: 1, counter: 0xFFFF), head: .empty, held: VersionVector())
+        let byPerson = try w.commit(
+            dataset: "rare-earths", person: "ana.lima", ops: [put(3)], hlc: HLC(rawValue: hlc.rawValue + 9),
+            head: FeedHead(seq: 2, hash: second.hash, vector: VersionVector([w.site: 2, o: 4, t: 2])),
+            held: VersionVector([w.site: 2, o: 4, t: 2]))
         return [
             ("first-commit-of-a-feed", "seq 1: define elements, put Nd", first.bytes),
+            ("version-2-names-a-person", "version 2: seq 3 written by the person ana.lima of the site", byPerson.bytes),
             ("second-commit-with-deps-delete-and-reinsert", "seq 2 with deps on two feeds; delete at length 2, puts at length 3", second.bytes),
             ("every-value-type", "all five value types, extreme integers and reals", third.bytes),
         ]
@@ -178,7 +185,19 @@ enum VectorSet {
         out.append(("truncated-no-signature", "the signature is missing", Array(good.prefix(good.count - 64))))
         out.append(("trailing-bytes-after-signature", "one byte after the signature", good + [0]))
         out.append(("truncated-empty", "no bytes at all", []))
-        try add("unknown-version-2", "version 2 is not defined") { $0.version = [2] }
+        try add("unknown-version-3", "version 3 is not defined") { $0.version = [3] }
+        try add("invalid-value-person-empty", "version 2 with an empty person (a commit naming no one is version 1)") {
+            $0.version = [2]
+            $0.person = [0]
+        }
+        try add("invalid-value-person-uppercase", "person names are lowercase") {
+            $0.version = [2]
+            $0.person = [3] + Array("Ana".utf8)
+        }
+        try add("invalid-utf8-person", "a person name that is not UTF-8") {
+            $0.version = [2]
+            $0.person = [2, 0xC3, 0x28]
+        }
         try add("non-minimal-varint-seq", "seq 1 written as 0x81 0x00") { $0.seq = [0x81, 0x00] }
         try add("varint-overflow-seq", "seq longer than 64 bits") { $0.seq = [UInt8](repeating: 0xFF, count: 10) + [0x01] }
         try add("invalid-utf8-dataset", "dataset name is not UTF-8") { $0.dataset = [2, 0xC3, 0x28] }

@@ -325,6 +325,45 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
         #expect(row?["name"] == .text("again") && row?["output"] == .null && row?["note"] == .null, "\(String(describing: row))")
     }
 
+    /// The person a write is made for travels inside its signed commit
+    /// (version 2) and every replica shows it: in the history, on the
+    /// annotation and on both sides of a conflict. A write for no one is
+    /// still a version 1 commit.
+    @Test(arguments: StoreKind.allCases)
+    func eachWriteNamesItsPersonOnEveryReplica(_ kind: StoreKind) async throws {
+        var rng = SeededGenerator(seed: 2)
+        let rs = try await cluster(kind, 2)
+        let before = rs[0].vector
+        try await Attribution.$person.withValue("ana") {
+            _ = try await rs[0].write([.put(table: "mines", pk: "k", columns: ["output"], values: [.integer(1)])])
+        }
+        let note = try await Attribution.$person.withValue("ana") {
+            try await rs[0].annotate(NewAnnotation(table: "mines", pk: "k", text: "check the output", tags: []))
+        }
+        _ = try await rs[0].write([.put(table: "mines", pk: "k", columns: ["note"], values: [.text("by the site")])])
+        let made = try await rs[0].commits(missingFrom: before)
+        #expect(made.map(\.person) == ["ana", "ana", ""])
+        #expect(made.map { $0.bytes[0] } == [Commit.personVersion, Commit.personVersion, Commit.version])
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        try await Attribution.$person.withValue("ana") {
+            _ = try await rs[0].write([.put(table: "mines", pk: "k", columns: ["output"], values: [.integer(10)])])
+        }
+        try await Attribution.$person.withValue("bo") {
+            _ = try await rs[1].write([.put(table: "mines", pk: "k", columns: ["output"], values: [.integer(20)])])
+        }
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        try await exchange(from: rs[1], to: rs[0], &rng)
+        for r in rs {
+            let h = try await r.history(table: "mines", pk: "k")
+            #expect(h.map(\.person) == ["ana", nil, "ana", "bo"] || h.map(\.person) == ["ana", nil, "bo", "ana"], "\(h)")
+            let a = try await r.annotations().first { $0.id == note }
+            #expect(a?.person == "ana" && a?.author == "s0")
+            let c = try await r.conflicts().first
+            #expect(Set([c?.winnerPerson, c?.loserPerson]) == ["ana", "bo"])
+            #expect((c?.winnerValue == .integer(10)) == (c?.winnerPerson == "ana"))
+        }
+    }
+
     /// A commit stamped further ahead of the receiver's wall clock than the
     /// drift allows is held back: not applied, not kept, not refused, and
     /// the receiver's clock does not move; once the receiver's wall clock
