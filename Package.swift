@@ -69,9 +69,11 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        .target(name: "LodeWeb", dependencies: ["LodeCore"]),
         .target(
             name: "LodeNode",
             dependencies: [
+                "LodeWeb",
                 "LodeCore", "LodeStore", "LodeSQLite", "LodeProtocol", "LodeSync",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),

@@ -72,6 +72,12 @@ public final class Node: Sendable {
     public let maxClockDrift: UInt64
     /// What this node has noticed about other sites' feeds.
     let alerts = SiteAlerts()
+    /// Where the workspace listens (`host:port`) while it does; nil when
+    /// it is off or not yet listening.
+    let webAddress = Mutex<String?>(nil)
+
+    /// The workspace's address (`http://HOST:PORT`) while it listens.
+    public var workspaceURL: String? { webAddress.withLock { $0 }.map { "http://\($0)" } }
     /// Revocations handed in here, the cut-offs they fixed (and forks'), and
     /// the keys of revoked sites (whose feeds in datasets without a cut-off
     /// are cut off at 0).

@@ -9,6 +9,7 @@ import Metrics
 import NIOCore
 import Prometheus
 import ServiceLifecycle
+import Synchronization
 
 /// How `lode serve` runs a node.
 public struct ServeOptions: Sendable {
@@ -20,6 +21,10 @@ public struct ServeOptions: Sendable {
     public var peers: [String]
     /// Where remote clients reach the client API over mutual TLS, if anywhere.
     public var apiListen: String?
+    /// Where the workspace listens: nil for the default (127.0.0.1:7480, or
+    /// a free port if that one is taken), "off" for none; an address given
+    /// must bind.
+    public var web: String?
     /// Stop on SIGINT and SIGTERM (off for nodes run inside tests).
     public var handleSignals = true
     /// How far ahead of this node's wall clock (milliseconds) a commit from
@@ -98,12 +103,41 @@ public enum NodeServer {
             configuration: .init(address: .unixDomainSocket(path: socket), serverName: "lode"),
             onServerRunning: { _ in
                 chmod(socket, 0o600)
-                // Report ready once sync has its port too.
-                while engine.port == nil && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(10)) }
+                // Report ready once sync has its port too, and the workspace its own.
+                while (engine.port == nil || (options.web != "off" && node.webAddress.withLock({ $0 }) == nil)) && !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
                 ready(running)
             },
             logger: logger)
         var services: [any Service] = [engine, app]
+        var releaseClaim: Int?
+        defer { if let p = releaseClaim { _ = claimedWebPorts.withLock { $0.remove(p) } } }
+        if options.web != "off" {
+            let asked = try address(options.web ?? Workspace.defaultAddress)
+            var port = asked.port
+            // The default port is claimed in this process first (nodes started
+            // together in one process, as tests do, would otherwise all find
+            // it free), then probed for other processes.
+            let claimed = options.web == nil && claimedWebPorts.withLock { $0.insert(port).inserted }
+            if claimed { releaseClaim = asked.port }
+            if options.web == nil && (!claimed || !portIsFree(asked.host, port)) {
+                logger.notice("port \(port) is taken (another node on this machine?): the workspace takes a free one; `lode ui` shows it")
+                port = 0
+            }
+            let bound = Mutex<Int?>(nil)
+            let host = asked.host, wanted = port
+            services.append(
+                Application(
+                    router: Workspace(api: api).router(port: { bound.withLock { $0 } }),
+                    configuration: .init(address: .hostname(host, port: wanted), serverName: "lode"),
+                    onServerRunning: { channel in
+                        let port = channel.localAddress?.port ?? wanted
+                        bound.withLock { $0 = port }
+                        node.webAddress.withLock { $0 = "\(host):\(port)" }
+                    },
+                    logger: logger))
+        }
         if let apiAddress {
             services.append(
                 try RemoteAPI.application(api: api, tls: tls, address: apiAddress, idleTimeout: options.apiIdleTimeout, logger: logger))
@@ -111,6 +145,25 @@ public enum NodeServer {
         let group = ServiceGroup(
             services: services, gracefulShutdownSignals: options.handleSignals ? [.sigterm, .sigint] : [], logger: logger)
         try await group.run()
+    }
+}
+
+/// Default workspace ports taken by nodes running in this process.
+private let claimedWebPorts = Mutex<Set<Int>>([])
+
+/// True when nothing listens on `host:port` (a bind there succeeds).
+private func portIsFree(_ host: String, _ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var on: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+    var a = sockaddr_in()
+    a.sin_family = sa_family_t(AF_INET)
+    a.sin_port = in_port_t(UInt16(port).bigEndian)
+    guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &a.sin_addr) == 1 else { return true }
+    return withUnsafePointer(to: &a) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
     }
 }
 

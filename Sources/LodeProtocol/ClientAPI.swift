@@ -291,4 +291,55 @@ public enum API {
         public var address: String
         public init(address: String) { self.address = address }
     }
+
+    /// A person of the site (`GET /v1/people`).
+    public struct PersonInfo: Codable, Sendable, Hashable {
+        public var name: String
+        public var role: Role
+        public var added: String
+        public init(name: String, role: Role, added: String) {
+            self.name = name
+            self.role = role
+            self.added = added
+        }
+    }
+
+    /// `POST /v1/people`: add a person with a role no higher than the site's.
+    public struct PersonRequest: Codable, Sendable {
+        public var name: String
+        public var role: Role
+        public init(name: String, role: Role) {
+            self.name = name
+            self.role = role
+        }
+    }
+
+    /// `POST /v1/signin-links`: a link for `person` (default: the person the
+    /// caller names, `Lode-Person`, added with the site's role if the site
+    /// does not know them yet).
+    public struct SignInRequest: Codable, Sendable {
+        public var person: String?
+        public init(person: String? = nil) { self.person = person }
+    }
+
+    /// A one-time sign-in link to the workspace.
+    public struct SignInLink: Codable, Sendable, Hashable {
+        public var person: String
+        public var role: Role
+        /// `http://HOST:PORT/signin?token=…`: works once, until `expires`.
+        public var url: String
+        public var expires: String
+        public init(person: String, role: Role, url: String, expires: String) {
+            self.person = person
+            self.role = role
+            self.url = url
+            self.expires = expires
+        }
+    }
+
+    /// `POST /v1/datasets/{ds}/annotations/{id}/status`: resolve or reopen.
+    public struct AnnotationStatusRequest: Codable, Sendable {
+        public var status: String
+        public init(status: String) { self.status = status }
+    }
 }

@@ -24,6 +24,18 @@ extension SQLiteReplica {
         }
     }
 
+    public func setAnnotationStatus(_ id: String, status: String) async throws -> Bool {
+        let change = try AnnotationRows.statusEdit(id, status: status, by: local)
+        return try await edit { [self] batch in
+            let notes = try batch.table(AnnotationRows.notes)
+            guard Merge.isPresent(try batch.state.rows.readRow(batch.db, notes, id).length) else {
+                throw StoreError.notFound("no annotation \(id) in dataset \(dataset)")
+            }
+            guard case .put(_, _, let columns, let values) = change else { return false }
+            return try batch.put(notes, pk: id, columns: columns, slots: columns.map { notes.slot($0)! }, values: values, onlyChanges: true)
+        }
+    }
+
     /// Lists annotations, newest first.
     public func annotations(_ f: AnnotationFilter) async throws -> [Annotation] {
         try await read { db in

@@ -67,6 +67,18 @@ public enum AnnotationRows {
         return Array(Set(a.tags.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })).sorted()
     }
 
+    /// Checks a status change (`lode`'s resolve and reopen): a site that
+    /// may annotate, to open or resolved. Returns the edit that writes it.
+    public static func statusEdit(_ id: String, status: String, by local: LocalSite) throws -> RowEdit {
+        guard local.role.canAnnotate else {
+            throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only editors and annotators may resolve annotations")
+        }
+        guard statuses.contains(.text(status)) else {
+            throw StoreError.badInput("an annotation's status is open or resolved, not \(status.debugDescription)")
+        }
+        return .put(table: notes, pk: id, columns: ["status"], values: [.text(status)])
+    }
+
     /// The checks against the replica: the column exists in `table`, the
     /// row is present, and so is the annotation replied to.
     public static func checkTarget(_ a: NewAnnotation, table: TableSchema, rowPresent: Bool, replyPresent: Bool) throws {

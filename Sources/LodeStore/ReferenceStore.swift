@@ -322,6 +322,19 @@ public final class ReferenceStore: ReplicaStore {
         }
     }
 
+    public func setAnnotationStatus(_ id: String, status: String) async throws -> Bool {
+        let edit = try AnnotationRows.statusEdit(id, status: status, by: local)
+        return try transaction { s in
+            guard s.replica.row(AnnotationRows.notes, id).map({ Merge.isPresent($0.length) }) ?? false else {
+                throw StoreError.notFound("no annotation \(id) in dataset \(dataset)")
+            }
+            var edits = LocalEdits(store: self, state: s)
+            let changed = try edits.apply(edit, onlyChanges: true)
+            s = try edits.finish()
+            return changed
+        }
+    }
+
     public func write(_ edits: [RowEdit]) async throws -> WriteReport {
         guard local.role.canEdit else {
             throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only an editor may change rows")

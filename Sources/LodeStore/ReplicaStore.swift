@@ -93,6 +93,9 @@ public protocol ReplicaStore: AnyObject, Sendable {
     func alter(_ defs: [TableDef]) async throws -> SchemaChange
     /// Writes an annotation; returns its id.
     func annotate(_ note: NewAnnotation) async throws -> String
+    /// Resolves or reopens annotation `id` (`status` open or resolved);
+    /// false when it already had that status.
+    func setAnnotationStatus(_ id: String, status: String) async throws -> Bool
     /// Applies row edits as local commits, all or none.
     func write(_ edits: [RowEdit]) async throws -> WriteReport
     /// Inserts or updates rows from a CSV file, all or none.

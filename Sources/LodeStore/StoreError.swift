@@ -20,6 +20,8 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         case alreadyExists = "already_exists"
         /// The site's role does not allow the operation.
         case forbidden
+        /// Nobody is signed in (the workspace): sign in first.
+        case unauthorized
         /// A commit from elsewhere failed verification.
         case rejected
         /// The storage underneath failed.

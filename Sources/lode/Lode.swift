@@ -21,6 +21,7 @@ struct Lode: AsyncParsableCommand {
             ImportCommand.self, ExportCommand.self, QueryCommand.self, ExecCommand.self,
             AnnotateCommand.self, AnnotationsCommand.self, HistoryCommand.self, ConflictsCommand.self,
             StatusCommand.self, PeersGroup.self, SyncCommand.self, WatchCommand.self, RevokeCommand.self, DemoCommand.self,
+            UserGroup.self, UICommand.self,
         ])
 
     /// Parses, runs, and maps every failure to the documented exit codes.

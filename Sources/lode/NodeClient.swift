@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import LodeCore
 import LodeProtocol
 import NIOCore
 import NIOHTTP1
@@ -109,6 +110,9 @@ struct NodeClient: Sendable {
         }
         var req = HTTPClientRequest(url: url)
         req.method = method
+        // On the socket the CLI names the person at the terminal; over TLS a
+        // client is a site's certificate, and names no one.
+        if remote == nil, let person = CLIPerson.name { req.headers.add(name: "Lode-Person", value: person) }
         if let body {
             req.body = body
             req.headers.add(name: "Content-Type", value: contentType)
@@ -220,4 +224,18 @@ func forEachLine(of response: HTTPClientResponse, _ body: ([UInt8]) throws -> Vo
         }
     }
     if !pending.isEmpty { try body(pending) }
+}
+
+/// The person the CLI writes for, on the node's socket: `$LODE_USER` if set
+/// (it must be a valid person name), else the login name made into one
+/// (lowercased; other characters become `-`), else nobody. The node holds
+/// a person it knows to their role and records any other name as given.
+enum CLIPerson {
+    static let name: String? = {
+        let env = ProcessInfo.processInfo.environment
+        if let u = env["LODE_USER"] { return u.isEmpty ? nil : u }
+        let login = (env["USER"] ?? env["LOGNAME"] ?? "").lowercased()
+        let cleaned = String(login.map { c in c.isASCII && (c.isLetter || c.isNumber || "._-".contains(c)) ? c : "-" })
+        return Identifier.isValidPerson(cleaned) ? cleaned : nil
+    }()
 }

@@ -220,3 +220,68 @@ struct PeersRemove: AsyncParsableCommand {
         out("removed \(address)\n")
     }
 }
+
+struct UserGroup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "user", abstract: "The people of this site, each with a role no higher than the site's.",
+        subcommands: [UserAdd.self, UserList.self, UserRemove.self])
+}
+
+struct UserAdd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "add", abstract: "Add a person and print a one-time sign-in link for them (valid 24 hours).",
+        discussion: "Example: lode user add ana --role annotator")
+    @Argument(help: "Their name: lowercase letters, digits, '-', '_', '.'.") var name: String
+    @Option(help: ArgumentHelp("editor, annotator or reader; at most the site's role.", valueName: "ROLE")) var role: String
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        guard let r = Role(rawValue: role), Role.personRoles.contains(r) else {
+            throw ValidationError("--role is editor, annotator or reader, not \(role)")
+        }
+        let link = try await node.client().call(.POST, "/people", json: API.PersonRequest(name: name, role: r), as: API.SignInLink.self)
+        out("added \(link.person) (\(link.role.rawValue)); their sign-in link, which works once until \(link.expires):\n\(link.url)\n")
+    }
+}
+
+struct UserList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the people of this site.")
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var format: FormatOption
+
+    func run() async throws {
+        let people = try await node.client().call(.GET, "/people", as: [API.PersonInfo].self)
+        if format.resolved == .json { return try printJSON(people) }
+        RecordPrinter(format: format.resolved).print(
+            columns: ["name", "role", "added"], rows: people.map { [.text($0.name), .text($0.role.rawValue), .text($0.added)] })
+    }
+}
+
+struct UserRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "remove", abstract: "Remove a person: their links and sessions end; what they wrote stays theirs.")
+    @Argument(help: "Their name.") var name: String
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        _ = try await node.client().callRaw(.DELETE, "/people/\(percentEncode(name))")
+        out("removed \(name)\n")
+    }
+}
+
+struct UICommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ui",
+        abstract: "Print a one-time sign-in link to this node's workspace for the person at this terminal (valid 10 minutes).",
+        discussion: """
+            The person is $LODE_USER, else your login name; a name the site does not know yet is added with the site's role.
+            Example: lode ui
+            """)
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        guard let me = CLIPerson.name else { throw ValidationError("set LODE_USER to your name (lowercase letters, digits, '-', '_', '.')") }
+        let link = try await node.client().call(.POST, "/signin-links", json: API.SignInRequest(person: me), as: API.SignInLink.self)
+        out(link.url + "\n")
+    }
+}

@@ -23,6 +23,11 @@ struct ServeCommand: AsyncParsableCommand {
         help: ArgumentHelp("Also serve the client API here over mutual TLS, for `lode --node HOST:PORT --cert --key --ca`.", valueName: "HOST:PORT"))
     var apiListen: String?
     @Option(
+        help: ArgumentHelp(
+            "Where the workspace (the web page) listens; default 127.0.0.1:7480, or a free port if that is taken (`lode ui` shows it); `off` for none.",
+            valueName: "HOST:PORT|off"))
+    var web: String?
+    @Option(
         name: .customLong("max-clock-drift"),
         help: ArgumentHelp(
             "How far ahead of this machine's clock other sites' commits may be stamped and still apply at once (default 600); later ones are held back until the clock catches up.",
@@ -44,6 +49,7 @@ struct ServeCommand: AsyncParsableCommand {
         var options = ServeOptions(
             dataDir: dataDir, listen: listen ?? file?.listen ?? "127.0.0.1:7443", peers: peers + (file?.peers ?? []),
             apiListen: apiListen ?? file?.apiListen)
+        options.web = web
         if let drift = maxClockDrift ?? file?.maxClockDrift {
             guard drift <= ConfigFile.maxClockDriftSeconds else {
                 throw ValidationError("--max-clock-drift must be at most \(ConfigFile.maxClockDriftSeconds) seconds (a week)")
@@ -61,10 +67,14 @@ struct ServeCommand: AsyncParsableCommand {
             note(
                 "lode: site \(id.name) (\(id.role.rawValue), cluster \(id.cluster)) serving \(running.node.paths.socket), peers on port \(running.sync.port ?? 0)"
             )
+            if let web = running.node.workspaceURL {
+                note("lode: workspace at \(web) (sign in with a link from `lode ui\(flag)`)")
+            }
             if firstRun {
                 note(
                     """
                     lode: ready. Try, in another terminal:
+                      lode ui\(flag)          (a sign-in link to the workspace, for you)
                       lode status\(flag)
                       lode dataset list\(flag)
                       lode query rare-earths "SELECT symbol, name, under_china_export_control_apr2025 FROM elements"\(flag)

@@ -105,10 +105,27 @@ import Testing
         r = try lode(["annotations", "mines", "--search", "confirmed", "--format", "csv"] + d)
         #expect(r.lines.count == 2 && r.stdout.contains(id), "\(r)")
         r = try lode(["history", "mines", "mines", "mp", "--format", "csv"] + d)
-        #expect(r.lines.contains { $0.hasSuffix(",berlin,,3,output_t,50000,yes") }, "\(r)")
-        #expect(r.lines.contains { $0.hasSuffix(",berlin,,2,output_t,45455,no") }, "\(r)")
+        #expect(r.lines.contains { $0.hasSuffix(",berlin,tess,3,output_t,50000,yes") }, "\(r)")
+        #expect(r.lines.contains { $0.hasSuffix(",berlin,tess,2,output_t,45455,no") }, "\(r)")
         r = try lode(["conflicts", "mines", "--format", "csv"] + d)
         #expect(r.status == 0 && r.lines.count == 1, "\(r)")
+        // People: a link for the person at the terminal, who joins with the
+        // site's role; people added with a role at most the site's.
+        r = try lode(["ui"] + d)
+        #expect(r.status == 0 && r.stdout.hasPrefix("http://127.0.0.1:") && r.stdout.contains("/signin?token="), "\(r)")
+        r = try lode(["user", "add", "ana", "--role", "annotator"] + d)
+        #expect(r.status == 0 && r.stdout.contains("added ana (annotator)") && r.stdout.contains("/signin?token="), "\(r)")
+        r = try lode(["user", "add", "ana", "--role", "reader"] + d)
+        #expect(r.status == 1 && r.stderr.contains("already a person"), "\(r)")
+        r = try lode(["user", "add", "Bad Name", "--role", "reader"] + d)
+        #expect(r.status == 1 && r.stderr.contains("not a valid person name"), "\(r)")
+        r = try lode(["user", "list", "--format", "csv"] + d)
+        #expect(r.lines.count == 3 && r.lines[1].hasPrefix("ana,annotator,") && r.lines[2].hasPrefix("tess,editor,"), "\(r)")
+        // An annotator at the terminal may annotate but not change rows.
+        r = try lode(["exec", "mines", "UPDATE mines SET grade = 1 WHERE id = 'mp'"] + d, env: ["LODE_USER": "ana"])
+        #expect(r.status == 1 && r.stderr.contains("ana's role at this site is annotator"), "\(r)")
+        r = try lode(["user", "remove", "ana"] + d)
+        #expect(r.status == 0, "\(r)")
         // A script from standard input or from a file runs as one exec, all or nothing.
         r = try lode(
             ["exec", "mines"] + d,

@@ -35,6 +35,8 @@ func lode(_ args: [String], env: [String: String] = [:], stdin: String? = nil) t
     p.arguments = args
     var environment = ProcessInfo.processInfo.environment
     environment["LODE_DATA_DIR"] = nil
+    // The person at the terminal, the same on every machine (not the login name).
+    environment["LODE_USER"] = "tess"
     for (k, v) in env { environment[k] = v }
     p.environment = environment
     let out = Pipe(), err = Pipe()

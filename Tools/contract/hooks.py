@@ -64,6 +64,11 @@ NEEDS = {
     ("DELETE", "/v1/peers/{address}"): "operate",
     ("POST", "/v1/sync"): "operate",
     ("POST", "/v1/revocations"): "operate",
+    ("POST", "/v1/datasets/{ds}/annotations/{id}/status"): "annotate",
+    ("GET", "/v1/people"): "operate",
+    ("POST", "/v1/people"): "operate",
+    ("DELETE", "/v1/people/{name}"): "operate",
+    ("POST", "/v1/signin-links"): "operate",
 }
 
 

@@ -1,6 +1,8 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import LodeCore
+import LodeSQLite
 import LodeStore
 import NIOCore
 import NIOSSL
@@ -27,17 +29,56 @@ enum Permission: Sendable {
 }
 
 /// Who is calling: the node's own user on its Unix socket, who may do
-/// anything the site's role allows, or a remote client over mutual TLS,
-/// limited by its certificate's role.
+/// anything the site's role allows (and may name the person at the
+/// terminal, `Lode-Person`); a person of the site, signed in to the
+/// workspace or named on the socket, limited by their role; or a remote
+/// client over mutual TLS, limited by its certificate's role.
 enum Caller: Sendable {
-    case local
+    case local(person: String?)
+    case person(String, Role)
     case remote(Role)
 
     /// Refuses what the caller may not do.
     func check(_ permission: Permission, _ request: Request) throws {
-        guard case .remote(let role) = self, !permission.allows(role) else { return }
-        throw NodeError(
-            .forbidden, "the client's certificate is for a \(role.rawValue), which may not \(request.method) \(request.uri.path)")
+        switch self {
+        case .local: return
+        case .person(let name, let role):
+            guard !permission.allows(role) else { return }
+            throw NodeError(.forbidden, "\(name)'s role at this site is \(role.rawValue), which may not \(request.method) \(request.uri.path)")
+        case .remote(let role):
+            guard !permission.allows(role) else { return }
+            throw NodeError(
+                .forbidden, "the client's certificate is for a \(role.rawValue), which may not \(request.method) \(request.uri.path)")
+        }
+    }
+
+    /// The person the caller's writes name ("" for none).
+    var person: String {
+        switch self {
+        case .local(let p): p ?? ""
+        case .person(let name, _): name
+        case .remote: ""
+        }
+    }
+}
+
+/// Reads the person the CLI names on the socket (`Lode-Person`): a person
+/// of the site is held to their role; a name the site does not know is
+/// recorded as given (whoever can open the socket owns the node).
+struct LocalPersonMiddleware: RouterMiddleware {
+    static let header = HTTPTypes.HTTPField.Name("Lode-Person")!
+    let node: Node
+
+    func handle(
+        _ request: Request, context: APIRequestContext, next: (Request, APIRequestContext) async throws -> Response
+    ) async throws -> Response {
+        guard let name = request.headers[LocalPersonMiddleware.header], !name.isEmpty else { return try await next(request, context) }
+        guard Identifier.isValidPerson(name) else {
+            throw NodeError(.badInput, "Lode-Person \(name.debugDescription) is not a valid person name (set LODE_USER to one)")
+        }
+        var context = context
+        if let p = try node.file.person(name) { context.caller = .person(p.name, p.role) } else { context.caller = .local(person: name) }
+        return try await next(request, context)
     }
 }
 
@@ -53,9 +94,11 @@ struct APIRequestContext: CallerContext {
     /// The connection, to read a remote client's certificate.
     let channel: any Channel
     /// Set by `RemoteClientMiddleware` for clients over mutual TLS.
-    var caller = Caller.local
+    var caller = Caller.local(person: nil)
     /// Set by `DatasetMiddleware` in the routes of one dataset.
     var dataset: Result<any SQLReplicaStore, any Error>?
+    /// The workspace's signed-in browser (`WorkspaceGuard`).
+    var session: WorkspaceSession?
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
@@ -128,7 +171,8 @@ extension RouterMethods where Context: CallerContext {
     ) -> Self {
         on(path, method: method) { request, context in
             try context.caller.check(permission, request)
-            return try await handler(request, context)
+            // Every commit the request makes names the caller's person.
+            return try await Attribution.$person.withValue(context.caller.person) { try await handler(request, context) }
         }
     }
 }

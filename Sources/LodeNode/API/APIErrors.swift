@@ -35,6 +35,7 @@ extension StoreError.Code {
         case .notFound: .notFound
         case .alreadyExists: .conflict
         case .forbidden: .forbidden
+        case .unauthorized: .unauthorized
         case .rejected: .unprocessableContent
         case .storage: .internalServerError
         case .unavailable: .serviceUnavailable

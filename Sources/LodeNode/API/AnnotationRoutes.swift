@@ -11,6 +11,12 @@ struct AnnotationRoutes: Sendable {
                 NewAnnotation(table: a.table, pk: a.pk, column: a.column, text: a.text, tags: a.tags, replyTo: a.replyTo))
             return try json(["id": id], status: .created)
         }
+        group.on(.post, "annotations/:id/status", needs: .annotate) { req, ctx in
+            let body = try await req.decodeJSON(as: API.AnnotationStatusRequest.self)
+            let id = try ctx.parameters.decoded("id")
+            let changed = try await ctx.dataset.setAnnotationStatus(id, status: body.status)
+            return try json(["id": id, "status": body.status, "changed": changed ? "yes" : "no"])
+        }
         group.on(.get, "annotations", needs: .read) { req, ctx in
             let filter = AnnotationFilter(
                 table: req.query("table"), pk: req.query("pk"), tag: req.query("tag"), search: req.query("search"),

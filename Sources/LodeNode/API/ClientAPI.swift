@@ -30,17 +30,23 @@ public struct ClientAPI: Sendable {
         let router = MethodRouter(inner)
         inner.add(middleware: ErrorMiddleware())
         inner.add(middleware: MethodNotAllowedMiddleware(routes: router.methods))
-        if remote { inner.add(middleware: RemoteClientMiddleware(node: node)) }
+        if remote { inner.add(middleware: RemoteClientMiddleware(node: node)) } else { inner.add(middleware: LocalPersonMiddleware(node: node)) }
+        addRoutes(to: router)
+        return inner
+    }
+
+    /// Adds `/metrics` and the `/v1` routes, each with the permission it needs.
+    func addRoutes(to router: MethodRouter<APIRequestContext>) {
         router.on(.get, "metrics", needs: .read) { _, _ in text(NodeServer.metrics.emitToString(), contentType: "text/plain; version=0.0.4") }
         let v1 = router.group("v1")
         StatusRoutes(api: self).add(to: v1)
         PeerRoutes(node: node, sync: sync, status: StatusRoutes(api: self)).add(to: v1)
         DatasetRoutes(node: node).add(to: v1)
+        PeopleRoutes(node: node).add(to: v1)
         let dataset = v1.group("datasets/:ds").add(middleware: DatasetMiddleware(node: node)).group(context: DatasetRequestContext.self)
         DatasetRoutes(node: node).add(toDataset: dataset)
         TableRoutes(node: node).add(to: dataset)
         AnnotationRoutes().add(to: dataset)
         ConflictRoutes().add(to: dataset)
-        return inner
     }
 }

@@ -1,0 +1,66 @@
+import Foundation
+import Hummingbird
+import LodeCore
+import LodeProtocol
+import LodeSQLite
+
+/// `/v1/people` and `/v1/signin-links`: the site's people (`lode user`)
+/// and one-time links into the workspace (`lode ui`).
+struct PeopleRoutes: Sendable {
+    let node: Node
+
+    /// How long a link printed at the terminal (`lode ui`) works: 10 minutes.
+    static let terminalLinkSeconds: Int64 = 600
+    /// How long a link made for a new person (`lode user add`) works, to be
+    /// passed on to them: 24 hours.
+    static let newPersonLinkSeconds: Int64 = 86_400
+
+    func add(to group: RouterGroup<APIRequestContext>) {
+        group.on(.get, "people", needs: .operate) { _, _ in
+            try json(node.file.people().map { API.PersonInfo(name: $0.name, role: $0.role, added: $0.added) })
+        }
+        group.on(.post, "people", needs: .operate) { req, _ in
+            let body = try await req.decodeJSON(as: API.PersonRequest.self)
+            let p = try node.file.addPerson(body.name, role: body.role, siteRole: node.identity.local.role, added: PeopleRoutes.now())
+            return try json(try link(for: p, seconds: PeopleRoutes.newPersonLinkSeconds), status: .created)
+        }
+        group.on(.delete, "people/:name", needs: .operate) { _, ctx in
+            let name = try ctx.parameters.decoded("name")
+            guard try node.file.removePerson(name) else { throw NodeError(.notFound, "\(name) is not a person of this site") }
+            return Response(status: .noContent)
+        }
+        group.on(.post, "signin-links", needs: .operate) { req, ctx in
+            let body = try await req.decodeJSON(as: API.SignInRequest.self)
+            let named: String? = if case .local(let p) = ctx.caller { p } else { nil }
+            guard let name = body.person ?? named else {
+                throw NodeError(.badInput, "name the person: set LODE_USER, or give \"person\"")
+            }
+            let p: Person
+            if let known = try node.file.person(name) {
+                p = known
+            } else if name == named {
+                // The person at the node's own terminal (Lode-Person on the
+                // socket) becomes a person of the site with its role.
+                p = try node.file.addPerson(name, role: node.identity.local.role, siteRole: node.identity.local.role, added: PeopleRoutes.now())
+            } else {
+                throw NodeError(.notFound, "\(name) is not a person of this site; add them with `lode user add \(name) --role …`")
+            }
+            return try json(try link(for: p, seconds: PeopleRoutes.terminalLinkSeconds), status: .created)
+        }
+    }
+
+    /// The time now, ISO 8601, as records show it.
+    static func now() -> String { HLC(millis: UInt64(Date().timeIntervalSince1970 * 1000), counter: 0).iso8601 }
+
+    /// A new one-time link for `p`, valid for `seconds`.
+    func link(for p: Person, seconds: Int64) throws -> API.SignInLink {
+        guard let web = node.webAddress.withLock({ $0 }) else {
+            throw NodeError(.unavailable, "the workspace is off on this node (it was started with --web off)")
+        }
+        let now = Int64(Date().timeIntervalSince1970)
+        let token = try node.file.issueSignInToken(for: p.name, seconds: seconds, now: now)
+        return API.SignInLink(
+            person: p.name, role: p.role, url: "http://\(web)/signin?token=\(token)",
+            expires: HLC(millis: UInt64(now + seconds) * 1000, counter: 0).iso8601)
+    }
+}

@@ -1,0 +1,286 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import LodeCore
+import LodeProtocol
+import LodeSQLite
+import LodeStore
+import LodeWeb
+
+/// The workspace (DESIGN §11) on `--web`: server-rendered pages for the
+/// site's people, and the same client API (`/v1/…`) the CLI uses, for the
+/// pages' writes, each limited by the signed-in person's role. A browser
+/// signs in with a one-time link (`lode ui`, `lode user add`) and holds a
+/// session cookie (HttpOnly, SameSite=Strict); every write carries the
+/// session's CSRF token; a request whose Host is not this node's address,
+/// or a write whose Origin is another site, gets nothing (DNS rebinding,
+/// cross-site forms).
+struct Workspace: Sendable {
+    let api: ClientAPI
+    var node: Node { api.node }
+    static let cookie = "lode_session"
+    /// Where the workspace listens unless told otherwise.
+    static let defaultAddress = "127.0.0.1:7480"
+    static let csrfHeader = HTTPField.Name("X-CSRF-Token")!
+
+    /// The router of the workspace's listener; `port` is the one it is bound to.
+    func router(port: @escaping @Sendable () -> Int?) -> Router<APIRequestContext> {
+        let inner = Router(context: APIRequestContext.self, options: .autoGenerateHeadEndpoints)
+        let router = MethodRouter(inner)
+        inner.add(middleware: ErrorMiddleware())
+        inner.add(middleware: WorkspaceGuard(node: node, port: port))
+        api.addRoutes(to: router)
+        router.get("assets/lode.css") { _, _ in asset(Assets.css, "text/css; charset=utf-8") }
+        router.get("assets/lode.js") { _, _ in asset(Assets.js, "text/javascript; charset=utf-8") }
+        router.get("signin") { req, _ in try signIn(req) }
+        router.post("signout") { req, _ in
+            if let id = req.cookies[Workspace.cookie]?.value { try node.file.closeSession(id) }
+            var r = Response(status: .noContent)
+            r.headers[.setCookie] = "\(Workspace.cookie)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+            return r
+        }
+        router.get("/") { _, ctx in try await page(ctx) { v in Pages.datasets(try await datasets(), viewer: v) } }
+        router.get("d/:ds/t/:table") { req, ctx in
+            try await page(ctx) { v in Pages.table(try await table(req, ctx), viewer: v) }
+        }
+        router.get("d/:ds/t/:table/r/:pk") { _, ctx in
+            try await page(ctx) { v in Pages.row(try await row(ctx), viewer: v) }
+        }
+        router.get("d/:ds/annotations") { req, ctx in
+            try await page(ctx) { v in
+                let ds = try ctx.parameters.decoded("ds")
+                let words = req.query("q") ?? "", tag = req.query("tag") ?? "", person = req.query("person") ?? ""
+                let status = req.query("status") ?? ""
+                var list = try await node.replica(ds).annotations(
+                    AnnotationFilter(tag: tag.isEmpty ? nil : tag, search: words.isEmpty ? nil : words, limit: 1000))
+                if !person.isEmpty { list = list.filter { $0.person == person || $0.author == person } }
+                if !status.isEmpty { list = list.filter { $0.status == status } }
+                return Pages.annotations(dataset: ds, list: list, search: words, tag: tag, person: person, status: status, viewer: v)
+            }
+        }
+        router.get("peers") { _, ctx in
+            try await page(ctx) { v in
+                Pages.layout(
+                    title: "Peers", viewer: v, crumbs: [("Datasets", "/"), ("Peers", nil)],
+                    body: Markup("<h1>Peers</h1><div id=\"peers-live\">\(try await peersHTML())</div>").html)
+            }
+        }
+        router.get("peers/events") { _, _ in
+            // Server-sent events: the peers' state every second while the page is open.
+            let body = ResponseBody { writer in
+                while !Task.isCancelled {
+                    let html = try await peersHTML().description.replacingOccurrences(of: "\n", with: " ")
+                    try await writer.write(ByteBuffer(string: "data: \(html)\n\n"))
+                    try await Task.sleep(for: .seconds(1))
+                }
+                try await writer.finish(nil)
+            }
+            return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"], body: body)
+        }
+        return inner
+    }
+
+    func asset(_ s: String, _ type: String) -> Response {
+        Response(
+            status: .ok, headers: [.contentType: type, .cacheControl: "public, max-age=3600"], body: .init(byteBuffer: ByteBuffer(string: s)))
+    }
+
+    func html(_ s: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(
+            status: status, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(string: s)))
+    }
+
+    /// A page for the signed-in person (the guard let only them through).
+    func page(_ ctx: APIRequestContext, _ render: (Viewer) async throws -> String) async throws -> Response {
+        guard let s = ctx.session else { return html(Pages.signedOut("Sign in to see this page."), status: .unauthorized) }
+        let viewer = Viewer(person: s.person.name, role: s.person.role, site: node.identity.local.name, csrf: s.csrf)
+        do {
+            return html(try await render(viewer))
+        } catch let e as APIError {
+            let body = Markup("<h1>\(e.status.code == 404 ? "Not found" : "Cannot show this")</h1><p>\(e.apiMessage)</p>").html
+            return html(Pages.layout(title: "Error", viewer: viewer, crumbs: [("Datasets", "/")], body: body), status: e.status)
+        }
+    }
+
+    /// `GET /signin?token=…`: spends the link and opens a session.
+    func signIn(_ req: Request) throws -> Response {
+        let now = Int64(Date().timeIntervalSince1970)
+        guard let token = req.query("token"), !token.isEmpty, token.count <= 100, let person = try node.file.redeemSignInToken(token, now: now) else {
+            return html(
+                Pages.signedOut("This sign-in link does not work: it was used already, it expired, or it is not for this node."),
+                status: .forbidden)
+        }
+        let session = try node.file.openSession(for: person.name, now: now)
+        var r = Response(status: .seeOther, headers: [.location: "/"])
+        r.headers[.setCookie] = "\(Workspace.cookie)=\(session.id); Path=/; HttpOnly; SameSite=Strict; Max-Age=\(NodeFile.sessionSeconds)"
+        return r
+    }
+
+    func datasets() async throws -> [Pages.DatasetSummary] {
+        var out: [Pages.DatasetSummary] = []
+        for name in node.datasetNames() {
+            let r = try node.replica(name)
+            let counts = try await r.rowCounts().filter { !Identifier.isReserved($0.table) }
+            let open = try await r.annotations(AnnotationFilter()).filter { $0.status == "open" && $0.replyTo == nil }.count
+            out.append(Pages.DatasetSummary(name: name, tables: counts.map { ($0.table, $0.rows) }, openAnnotations: open))
+        }
+        return out
+    }
+
+    /// A page of a table: 100 rows in the order asked, filtered; key order
+    /// pages by key (`after`), so the millionth row costs what the first
+    /// does; other orders page by offset.
+    func table(_ req: Request, _ ctx: APIRequestContext) async throws -> Pages.TableView {
+        let ds = try ctx.parameters.decoded("ds"), name = try ctx.parameters.decoded("table")
+        let r = try node.replica(ds)
+        guard !Identifier.isReserved(name), let schema = try await r.schema().first(where: { $0.name == name }) else {
+            throw NodeError(.notFound, "no table \(name) in dataset \(ds)")
+        }
+        let pk = schema.primaryKey
+        let columns = schema.orderedColumns
+        let all = [pk] + columns.map(\.name)
+        let sort = req.query("sort").flatMap { all.contains($0) ? $0 : nil } ?? pk
+        let desc = req.query("desc") == "1"
+        let search = req.query("q") ?? ""
+        let filters = all.compactMap { c in req.query("f.\(c)").flatMap { $0.isEmpty ? nil : (column: c, value: $0) } }
+        let after = req.query("after")
+        let offset = max(0, Int(req.query("offset") ?? "") ?? 0)
+        var conditions = filters.map { "\(sqlName($0.column)) = \(sqlText($0.value))" }
+        if !search.isEmpty {
+            let texts = [pk] + columns.filter { $0.type == .text }.map(\.name)
+            conditions.append("(" + texts.map { "\(sqlName($0)) LIKE \(sqlText("%" + search + "%"))" }.joined(separator: " OR ") + ")")
+        }
+        if sort == pk, let after { conditions.append("\(sqlName(pk)) \(desc ? "<" : ">") \(sqlText(after))") }
+        let order = sort == pk ? "\(sqlName(pk)) \(desc ? "DESC" : "")" : "\(sqlName(sort)) \(desc ? "DESC" : ""), \(sqlName(pk))"
+        let sql = """
+            SELECT \(all.map(sqlName).joined(separator: ", ")) FROM \(sqlName(name))
+            \(conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")) ORDER BY \(order) LIMIT 101 \(sort == pk ? "" : "OFFSET \(offset)")
+            """
+        let rows = Collected()
+        try await r.query(sql) { e in if case .row(let v) = e { rows.add(v) } }
+        var page = rows.all
+        let more = page.count > 100
+        if more { page.removeLast() }
+        // Open annotations on these rows, to mark them.
+        var marks: [String: Set<String>] = [:]
+        let keys = page.compactMap { if case .text(let k)? = $0.first { k } else { nil } }
+        if !keys.isEmpty {
+            let found = Collected()
+            try await r.query(
+                """
+                SELECT target_pk, coalesce(target_column, '') FROM _annotations
+                WHERE target_table = \(sqlText(name)) AND status = 'open' AND reply_to IS NULL AND target_pk IN (\(keys.map(sqlText).joined(separator: ", ")))
+                """
+            ) { e in if case .row(let v) = e { found.add(v) } }
+            for v in found.all { if case .text(let k) = v[0], case .text(let c) = v[1] { marks[k, default: []].insert(c) } }
+        }
+        var query = filters.map { "f.\(HTML.component($0.column))=\(HTML.component($0.value))" }
+        if !search.isEmpty { query.append("q=\(HTML.component(search))") }
+        query.append("sort=\(HTML.component(sort))")
+        if desc { query.append("desc=1") }
+        let next: String? =
+            !more
+            ? nil
+            : sort == pk
+                ? (keys.last.map { (query + ["after=\(HTML.component($0))"]).joined(separator: "&") })
+                : (query + ["offset=\(offset + 100)"]).joined(separator: "&")
+        let isFirst = after == nil && offset == 0
+        let total = filters.isEmpty && search.isEmpty ? try await r.rowCounts().first { $0.table == name }?.rows : nil
+        return Pages.TableView(
+            dataset: ds, table: name, primaryKey: pk, columns: columns.map(\.name), rows: page, marks: marks, sort: sort, descending: desc,
+            filters: filters, search: search, next: next, first: isFirst ? nil : query.joined(separator: "&"), total: total)
+    }
+
+    func row(_ ctx: APIRequestContext) async throws -> Pages.RowView {
+        let ds = try ctx.parameters.decoded("ds"), name = try ctx.parameters.decoded("table"), pk = try ctx.parameters.decoded("pk")
+        let r = try node.replica(ds)
+        guard !Identifier.isReserved(name), let schema = try await r.schema().first(where: { $0.name == name }) else {
+            throw NodeError(.notFound, "no table \(name) in dataset \(ds)")
+        }
+        let columns = schema.orderedColumns.map(\.name)
+        let rows = Collected()
+        try await r.query(
+            "SELECT \(columns.map(sqlName).joined(separator: ", ")) FROM \(sqlName(name)) WHERE \(sqlName(schema.primaryKey)) = \(sqlText(pk))"
+        ) {
+            e in if case .row(let v) = e { rows.add(v) }
+        }
+        let history = try await r.history(table: name, pk: pk)
+        let notes = try await r.annotations(AnnotationFilter(table: name, pk: pk))
+        return Pages.RowView(
+            dataset: ds, table: name, primaryKey: schema.primaryKey, pk: pk, columns: columns, values: rows.all.first, annotations: notes,
+            history: history)
+    }
+
+    func peersHTML() async throws -> HTML {
+        let peers = await StatusRoutes(api: api).peers()
+        if peers.isEmpty { return Markup("<p>This node has no peers. Add one with <code>lode peers add HOST:PORT</code>.</p>").html }
+        let items = peers.map { p -> HTML in
+            let lag = (p.datasets ?? [:]).sorted { $0.key < $1.key }.map { d in
+                Markup("<li>\(d.key): \(Int(d.value.ahead)) ahead, \(Int(d.value.behind)) behind</li>").html
+            }
+            return Markup(
+                """
+                <div class="peer"><strong>\(p.site ?? p.address)</strong> <span class="meta">\(p.address)</span> ·
+                <span class="state">\(p.state.rawValue)</span>\(p.lastError.map { Markup(" <span class=\"deleted\">\($0)</span>").html } ?? HTML(raw: ""))
+                <ul>\(lag)</ul></div>
+                """
+            ).html
+        }
+        return Markup("\(items)").html
+    }
+}
+
+/// Rows gathered from a query's callback.
+final class Collected: @unchecked Sendable {
+    private let lock = NSLock()
+    private var rows: [[Value]] = []
+    func add(_ r: [Value]) { lock.withLock { rows.append(r) } }
+    var all: [[Value]] { lock.withLock { rows } }
+}
+
+/// An identifier in SQL (names are checked lowercase identifiers; quoted anyway).
+func sqlName(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+/// A text literal in SQL.
+func sqlText(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
+
+/// The workspace's gate: the Host must be this node's address (a page on
+/// another name, as DNS rebinding makes, gets nothing); a write's Origin
+/// must be this node; the session cookie says who is calling, and a write
+/// must carry the session's CSRF token. Only the sign-in page and the
+/// assets are open without a session.
+struct WorkspaceGuard: RouterMiddleware {
+    let node: Node
+    let port: @Sendable () -> Int?
+
+    func handle(
+        _ request: Request, context: APIRequestContext, next: (Request, APIRequestContext) async throws -> Response
+    ) async throws -> Response {
+        var context = context
+        // Never the socket's all-powerful caller: nobody until a session says who.
+        context.caller = .person("", .reader)
+        let host = request.head.authority ?? ""
+        guard let port = port(), ["127.0.0.1:\(port)", "localhost:\(port)", "[::1]:\(port)"].contains(host.lowercased()) else {
+            throw NodeError(.forbidden, "this workspace answers only to its own address, not to host \(host.debugDescription)")
+        }
+        let path = request.uri.path
+        let safe = request.method == .get || request.method == .head
+        if !safe, let origin = request.headers[.origin], origin.lowercased() != "http://\(host.lowercased())" {
+            throw NodeError(.forbidden, "a write from another site (origin \(origin)) is refused")
+        }
+        if path == "/signin" || path.hasPrefix("/assets/") { return try await next(request, context) }
+        let now = Int64(Date().timeIntervalSince1970)
+        guard let id = request.cookies[Workspace.cookie]?.value, let session = try node.file.session(id, now: now) else {
+            if path.hasPrefix("/v1/") || !safe { throw NodeError(.unauthorized, "sign in first: run `lode ui` for a link") }
+            return try await next(request, context)  // the page says to sign in
+        }
+        if !safe {
+            guard let token = request.headers[Workspace.csrfHeader], token == session.csrf else {
+                throw NodeError(.forbidden, "this write lacks the page's CSRF token; reload the page")
+            }
+        }
+        context.session = session
+        context.caller = .person(session.person.name, session.person.role)
+        return try await next(request, context)
+    }
+}
