@@ -25,7 +25,7 @@ public enum Pages {
             if let v = viewer {
                 """
                 <span class="who">\(v.person) · \(v.role.rawValue) at \(v.site)</span>
-                <a href="/">Datasets</a> <a href="/peers">Peers</a>\(v.role == .editor ? HTML(raw: " <a href=\"/people\">People</a>") : HTML(raw: ""))
+                <a href="/">Datasets</a> <a href="/peers">Peers</a>
                 <form class="inline" data-api="/signout" data-then="/"><button>Sign out</button></form>
                 """
             } else { "" }
@@ -86,8 +86,7 @@ public enum Pages {
             return Markup(
                 """
                 <section class="dataset"><h2>\(d.name)</h2>
-                <p><a href="/d/\(HTML(raw: HTML.component(d.name)))/annotations">\(d.openAnnotations) open annotations</a> ·
-                <a href="/d/\(HTML(raw: HTML.component(d.name)))/conflicts">conflicts</a></p>
+                <p><a href="/d/\(HTML(raw: HTML.component(d.name)))/annotations">\(d.openAnnotations) open annotations</a></p>
                 <ul>\(tables)</ul></section>
                 """
             ).html
