@@ -170,3 +170,20 @@ public struct ImportProgress: Sendable, Codable, Hashable {
         self.written = written
     }
 }
+
+/// A person of this site (`lode user add`): who the workspace signs in and
+/// every commit they make names (DESIGN §9, §11).
+public struct Person: Sendable, Codable, Hashable {
+    /// Their name, as commits carry it (`Identifier.isValidPerson`).
+    public var name: String
+    /// What they may do: at most what the site's role allows.
+    public var role: Role
+    /// When they were added (ISO 8601).
+    public var added: String
+
+    public init(name: String, role: Role, added: String) {
+        self.name = name
+        self.role = role
+        self.added = added
+    }
+}

@@ -293,16 +293,7 @@ public enum API {
     }
 
     /// A person of the site (`GET /v1/people`).
-    public struct PersonInfo: Codable, Sendable, Hashable {
-        public var name: String
-        public var role: Role
-        public var added: String
-        public init(name: String, role: Role, added: String) {
-            self.name = name
-            self.role = role
-            self.added = added
-        }
-    }
+    public typealias PersonInfo = Person
 
     /// `POST /v1/people`: add a person with a role no higher than the site's.
     public struct PersonRequest: Codable, Sendable {

@@ -4,23 +4,6 @@ import GRDB
 import LodeCore
 import LodeStore
 
-/// A person of this site (`lode user add`): who the workspace signs in and
-/// every commit they make names (DESIGN §9, §11).
-public struct Person: Sendable, Codable, Hashable {
-    /// Their name, as commits carry it (`Identifier.isValidPerson`).
-    public var name: String
-    /// What they may do: at most what the site's role allows.
-    public var role: Role
-    /// When they were added (ISO 8601).
-    public var added: String
-
-    public init(name: String, role: Role, added: String) {
-        self.name = name
-        self.role = role
-        self.added = added
-    }
-}
-
 /// A signed-in browser: who, and the token its writes must carry.
 public struct WorkspaceSession: Sendable, Hashable {
     public var person: Person

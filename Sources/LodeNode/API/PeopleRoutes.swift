@@ -17,7 +17,7 @@ struct PeopleRoutes: Sendable {
 
     func add(to group: RouterGroup<APIRequestContext>) {
         group.on(.get, "people", needs: .operate) { _, _ in
-            try json(node.file.people().map { API.PersonInfo(name: $0.name, role: $0.role, added: $0.added) })
+            try json(node.file.people())
         }
         group.on(.post, "people", needs: .operate) { req, _ in
             let body = try await req.decodeJSON(as: API.PersonRequest.self)
