@@ -333,4 +333,20 @@ public enum API {
         public var status: String
         public init(status: String) { self.status = status }
     }
+
+    /// `POST /v1/datasets/{ds}/conflicts/resolve`: write `value` to the
+    /// cell as a new edit that has seen both sides, which ends the conflict
+    /// everywhere ("keep this value"), even when it is the value shown.
+    public struct ResolveRequest: Codable, Sendable {
+        public var table: String
+        public var pk: String
+        public var column: String
+        public var value: Value
+        public init(table: String, pk: String, column: String, value: Value) {
+            self.table = table
+            self.pk = pk
+            self.column = column
+            self.value = value
+        }
+    }
 }

@@ -58,9 +58,12 @@ public enum Assets {
             var form = event.target;
             if (!form.dataset || !form.dataset.api) return;
             event.preventDefault();
+            if (form.dataset.kind === "import") { upload(form); return; }
             var body = {};
             new FormData(form).forEach(function (v, k) { body[k] = v; });
-            if (form.dataset.kind === "cell") {
+            if (form.dataset.kind === "keep") {
+              body.value = JSON.parse(body.value);
+            } else if (form.dataset.kind === "cell") {
               body = { sql: 'UPDATE "' + body.table + '" SET "' + body.column + '" = ' + literal(body.value) +
                             ' WHERE "' + body.key + '" = ' + literal(body.pk) };
             } else {
@@ -74,12 +77,51 @@ public enum Assets {
               headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
               body: JSON.stringify(body)
             }).then(function (res) {
+              if (res.ok && form.dataset.show) {
+                return res.json().then(function (j) { form.elements.shown.value = j[form.dataset.show]; });
+              }
               if (res.ok) { if (form.dataset.then) location.href = form.dataset.then; else location.reload(); return; }
               return res.json().then(function (j) { show(j && j.error ? j.error.message : res.statusText); },
                                      function () { show(res.status + " " + res.statusText); });
             }, function (err) { show("the node did not answer: " + err); })
               .finally(function () { buttons.forEach(function (b) { b.disabled = false; }); });
           });
+          // A CSV upload: the node answers a line of JSON per step (reading,
+          // then writing N of M rows), then the result or the error.
+          function upload(form) {
+            var file = form.elements.file.files[0];
+            if (!file) return;
+            var bar = form.querySelector("progress"), shown = form.elements.shown;
+            bar.hidden = false; bar.value = 0; shown.value = "uploading…";
+            fetch(form.dataset.api, {
+              method: "POST", credentials: "same-origin", body: file,
+              headers: { "Content-Type": "text/csv", "X-CSRF-Token": csrf }
+            }).then(function (res) {
+              if (!res.ok) {
+                return res.json().then(function (j) { show(j && j.error ? j.error.message : res.statusText); });
+              }
+              var reader = res.body.getReader(), decoder = new TextDecoder(), rest = "";
+              function step(e) {
+                if (e.progress) {
+                  var p = e.progress;
+                  if (p.written != null) { bar.value = p.rows ? p.written / p.rows : 0; shown.value = "writing " + p.written + " of " + p.rows + " rows"; }
+                  else { bar.value = p.totalBytes ? 0.5 * p.bytes / p.totalBytes : 0; shown.value = "reading: " + p.rows + " rows"; }
+                } else if (e.result) {
+                  bar.value = 1; shown.value = "imported: " + e.result.rowsChanged + " rows changed of " + e.result.rowsRead + " read";
+                } else if (e.error) { bar.hidden = true; shown.value = ""; show(e.error.message); }
+              }
+              function pump() {
+                return reader.read().then(function (r) {
+                  rest += decoder.decode(r.value || new Uint8Array(), { stream: !r.done });
+                  var lines = rest.split("\\n"); rest = lines.pop();
+                  lines.filter(Boolean).forEach(function (l) { step(JSON.parse(l)); });
+                  if (!r.done) return pump();
+                });
+              }
+              return pump();
+            }, function (err) { show("the node did not answer: " + err); });
+          }
+          document.documentElement.setAttribute("data-ready", "1");
           // Live peers: the server sends the peers' state as it changes.
           var live = document.getElementById("peers-live");
           if (live && window.EventSource) {

@@ -25,7 +25,7 @@ public enum Pages {
             if let v = viewer {
                 """
                 <span class="who">\(v.person) · \(v.role.rawValue) at \(v.site)</span>
-                <a href="/">Datasets</a> <a href="/peers">Peers</a>
+                <a href="/">Datasets</a> <a href="/peers">Peers</a>\(v.role == .editor ? HTML(raw: " <a href=\"/people\">People</a>") : HTML(raw: ""))
                 <form class="inline" data-api="/signout" data-then="/"><button>Sign out</button></form>
                 """
             } else { "" }
@@ -69,10 +69,12 @@ public enum Pages {
         public var name: String
         public var tables: [(name: String, rows: Int)]
         public var openAnnotations: Int
-        public init(name: String, tables: [(name: String, rows: Int)], openAnnotations: Int) {
+        public var openConflicts: Int
+        public init(name: String, tables: [(name: String, rows: Int)], openAnnotations: Int, openConflicts: Int) {
             self.name = name
             self.tables = tables
             self.openAnnotations = openAnnotations
+            self.openConflicts = openConflicts
         }
     }
 
@@ -86,7 +88,8 @@ public enum Pages {
             return Markup(
                 """
                 <section class="dataset"><h2>\(d.name)</h2>
-                <p><a href="/d/\(HTML(raw: HTML.component(d.name)))/annotations">\(d.openAnnotations) open annotations</a></p>
+                <p><a href="/d/\(HTML(raw: HTML.component(d.name)))/annotations">\(d.openAnnotations) open annotations</a> ·
+                <a href="/d/\(HTML(raw: HTML.component(d.name)))/conflicts">\(d.openConflicts) open conflicts</a></p>
                 <ul>\(tables)</ul></section>
                 """
             ).html
@@ -181,6 +184,7 @@ public enum Pages {
             \(pager.html)
             <table class="rows"><thead><tr>\(head)</tr></thead><tbody>\(body)</tbody></table>
             \(pager.html)
+            \(viewer.role.canEdit ? importForm(dataset: t.dataset, table: t.table) : HTML(raw: ""))
             """
         return layout(
             title: t.table, viewer: viewer,
@@ -336,5 +340,120 @@ public enum Pages {
             """
         return layout(
             title: "Annotations", viewer: viewer, crumbs: [("Datasets", "/"), (dataset, nil), ("annotations", nil)], body: page.html)
+    }
+}
+
+extension Pages {
+    /// A value as JSON, for a form that sends it back as it is.
+    static func json(_ v: Value) -> String {
+        switch v {
+        case .null: "null"
+        case .integer(let i): String(i)
+        case .real(let d): d.isFinite ? "\(d)" : "null"
+        case .text(let t):
+            "\""
+                + t.unicodeScalars.map { c -> String in
+                    switch c {
+                    case "\"": "\\\""
+                    case "\\": "\\\\"
+                    case _ where c.value < 0x20: String(format: "\\u%04x", c.value)
+                    default: String(c)
+                    }
+                }.joined() + "\""
+        case .blob(let b): "{\"base64\": \"\(Base64.encode(b))\"}"
+        }
+    }
+
+    /// The dataset's conflicts: both values, who wrote each and when, which
+    /// is shown; an editor may keep either, which writes it as a new edit
+    /// that has seen both and so ends the conflict on every node.
+    public static func conflicts(dataset: String, list: [ConflictRecord], all: Bool, viewer: Viewer) -> String {
+        let api = "/v1/datasets/\(HTML.component(dataset))/conflicts/resolve"
+        func keep(_ c: ConflictRecord, _ v: Value, _ label: String) -> HTML {
+            guard viewer.role.canEdit, !c.resolved else { return HTML(raw: "") }
+            return Markup(
+                """
+                <form class="inline keep" data-api="\(api)" data-kind="keep">
+                <input type="hidden" name="table" value="\(c.table)"><input type="hidden" name="pk" value="\(c.pk)">
+                <input type="hidden" name="column" value="\(c.column)"><input type="hidden" name="value" value="\(json(v))">
+                <button>\(label)</button></form>
+                """
+            ).html
+        }
+        let rows = list.map { c in
+            Markup(
+                """
+                <tr class="\(c.resolved ? "resolved" : "open")"><td><a href="/d/\(HTML(raw: HTML.component(dataset)))/t/\(HTML(raw: HTML.component(c.table)))/r/\(HTML(raw: HTML.component(c.pk)))">\(c.table) \(c.pk)</a>.\(c.column)</td>
+                <td class="winner">\(HTML.value(c.winnerValue))<p class="meta">\(who(site: c.winnerSiteName, person: c.winnerPerson)) · \(c.winnerTime) · shown</p>\(keep(c, c.winnerValue, "Keep this value"))</td>
+                <td class="loser">\(HTML.value(c.loserValue))<p class="meta">\(who(site: c.loserSiteName, person: c.loserPerson)) · \(c.loserTime)</p>\(keep(c, c.loserValue, "Keep this value"))</td>
+                <td>\(c.resolved ? "resolved" : "open")</td></tr>
+                """
+            ).html
+        }
+        let page: Markup = """
+            <h1>Conflicts in \(dataset)</h1>
+            <p>Two sites wrote the same cell without seeing each other's write. Both values are kept; one is shown everywhere
+            (the later stamp wins). Keeping a value writes it again as an edit that has seen both, which ends the conflict on every node.
+            \(all ? Markup("<a href=\"?\">Open ones only</a>").html : Markup("<a href=\"?all=1\">Include resolved ones</a>").html)</p>
+            \(list.isEmpty ? Markup("<p>No conflicts.</p>").html : Markup("<table class=\"rows conflicts\"><thead><tr><th>cell</th><th>shown</th><th>other</th><th></th></tr></thead><tbody>\(rows)</tbody></table>").html)
+            """
+        return layout(title: "Conflicts", viewer: viewer, crumbs: [("Datasets", "/"), (dataset, nil), ("conflicts", nil)], body: page.html)
+    }
+
+    /// The site's people, for its operator (an editor): add one (the page
+    /// shows their one-time link), or remove one.
+    public static func people(_ list: [Person], siteRole: Role, viewer: Viewer) -> String {
+        let rows = list.map { p in
+            Markup(
+                """
+                <tr><td>\(p.name)</td><td>\(p.role.rawValue)</td><td>\(p.added)</td>
+                <td><form class="inline" data-api="/v1/people/\(HTML(raw: HTML.component(p.name)))" data-method="DELETE"><button>Remove</button></form></td></tr>
+                """
+            ).html
+        }
+        let roles = Role.personRoles.filter { $0.isAtMost(siteRole) }.map { r in Markup("<option>\(r.rawValue)</option>").html }
+        let page: Markup = """
+            <h1>People of this site</h1>
+            <table class="rows"><thead><tr><th>name</th><th>role</th><th>added</th><th></th></tr></thead><tbody>\(rows)</tbody></table>
+            <form class="add-person" data-api="/v1/people" data-show="url"><h2>Add a person</h2>
+            <label>Name <input name="name" required pattern="[a-z0-9][a-z0-9._\\-]{0,63}"></label>
+            <label>Role <select name="role">\(roles)</select></label> <button>Add</button>
+            <p>Their sign-in link (it works once, for 24 hours): <output name="shown"></output></p></form>
+            """
+        return layout(title: "People", viewer: viewer, crumbs: [("Datasets", "/"), ("People", nil)], body: page.html)
+    }
+
+    /// The form that imports a CSV file into a table, with progress.
+    static func importForm(dataset: String, table: String) -> HTML {
+        Markup(
+            """
+            <details class="import"><summary>Import a CSV file</summary>
+            <form data-api="/v1/datasets/\(HTML(raw: HTML.component(dataset)))/tables/\(HTML(raw: HTML.component(table)))/import" data-kind="import">
+            <p>The header names the columns (one must be the key); rows are inserted or updated, all or nothing.</p>
+            <input type="file" name="file" accept=".csv,text/csv" required> <button>Import</button>
+            <progress max="1" value="0" hidden></progress> <output name="shown"></output></form></details>
+            """
+        ).html
+    }
+}
+
+/// Base64 for blobs in a page.
+enum Base64 {
+    static func encode(_ bytes: [UInt8]) -> String {
+        let table = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        var out: [UInt8] = []
+        var i = 0
+        while i < bytes.count {
+            let n = min(3, bytes.count - i)
+            var v = UInt32(bytes[i]) << 16
+            if n > 1 { v |= UInt32(bytes[i + 1]) << 8 }
+            if n > 2 { v |= UInt32(bytes[i + 2]) }
+            out.append(table[Int(v >> 18 & 63)])
+            out.append(table[Int(v >> 12 & 63)])
+            out.append(n > 1 ? table[Int(v >> 6 & 63)] : UInt8(ascii: "="))
+            out.append(n > 2 ? table[Int(v & 63)] : UInt8(ascii: "="))
+            i += 3
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }

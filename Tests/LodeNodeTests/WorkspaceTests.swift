@@ -115,6 +115,9 @@ import Testing
         let row = try await send("\(web)/d/rare-earths/t/facilities/r/mountain-pass", cookie: ana.cookie)
         #expect(row.body.contains("&lt;script&gt;alert(1)&lt;/script&gt; check") && !row.body.contains("<script>alert"))
         #expect(row.body.contains("<span class=\"person\">ana</span>"))
+        // Only the node's own script runs, nothing frames the page, no Referer leaves it.
+        #expect(row.headers["Content-Security-Policy"].first?.contains("script-src 'self'") == true)
+        #expect(row.headers["X-Frame-Options"].first == "DENY" && row.headers["Referrer-Policy"].first == "no-referrer")
         let table = try await send("\(web)/d/rare-earths/t/facilities?f.id=mountain-pass", cookie: ana.cookie)
         #expect(table.body.contains("title=\"annotated\""), "the annotated row is marked")
         // Resolve through the page's API, then an editor's cell edit (as exec).

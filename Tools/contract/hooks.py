@@ -65,6 +65,7 @@ NEEDS = {
     ("POST", "/v1/sync"): "operate",
     ("POST", "/v1/revocations"): "operate",
     ("POST", "/v1/datasets/{ds}/annotations/{id}/status"): "annotate",
+    ("POST", "/v1/datasets/{ds}/conflicts/resolve"): "edit",
     ("GET", "/v1/people"): "operate",
     ("POST", "/v1/people"): "operate",
     ("DELETE", "/v1/people/{name}"): "operate",

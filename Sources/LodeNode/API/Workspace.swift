@@ -49,13 +49,27 @@ struct Workspace: Sendable {
         router.get("d/:ds/annotations") { req, ctx in
             try await page(ctx) { v in
                 let ds = try ctx.parameters.decoded("ds")
-                let words = req.query("q") ?? "", tag = req.query("tag") ?? "", person = req.query("person") ?? ""
-                let status = req.query("status") ?? ""
+                let words = req.form("q") ?? "", tag = req.form("tag") ?? "", person = req.form("person") ?? ""
+                let status = req.form("status") ?? ""
                 var list = try await node.replica(ds).annotations(
                     AnnotationFilter(tag: tag.isEmpty ? nil : tag, search: words.isEmpty ? nil : words, limit: 1000))
                 if !person.isEmpty { list = list.filter { $0.person == person || $0.author == person } }
                 if !status.isEmpty { list = list.filter { $0.status == status } }
                 return Pages.annotations(dataset: ds, list: list, search: words, tag: tag, person: person, status: status, viewer: v)
+            }
+        }
+        router.get("d/:ds/conflicts") { req, ctx in
+            try await page(ctx) { v in
+                let ds = try ctx.parameters.decoded("ds")
+                let all = req.form("all") == "1"
+                return Pages.conflicts(dataset: ds, list: try await node.replica(ds).conflicts(includeResolved: all), all: all, viewer: v)
+            }
+        }
+        router.get("people") { req, ctx in
+            try await page(ctx) { v in
+                // The same permission as the people routes of the API.
+                try ctx.caller.check(.operate, req)
+                return Pages.people(try node.file.people(), siteRole: node.identity.local.role, viewer: v)
             }
         }
         router.get("peers") { _, ctx in
@@ -85,10 +99,19 @@ struct Workspace: Sendable {
             status: .ok, headers: [.contentType: type, .cacheControl: "public, max-age=3600"], body: .init(byteBuffer: ByteBuffer(string: s)))
     }
 
+    /// What every page is sent with: no script, style or connection but
+    /// the node's own, no framing (clickjacking), no Referer (a sign-in
+    /// token in an address never leaves in one).
+    static let pageHeaders: HTTPFields = [
+        .contentType: "text/html; charset=utf-8", .cacheControl: "no-store",
+        HTTPField.Name("Content-Security-Policy")!:
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+        HTTPField.Name("X-Frame-Options")!: "DENY", HTTPField.Name("Referrer-Policy")!: "no-referrer",
+        HTTPField.Name("X-Content-Type-Options")!: "nosniff",
+    ]
+
     func html(_ s: String, status: HTTPResponse.Status = .ok) -> Response {
-        Response(
-            status: status, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
-            body: .init(byteBuffer: ByteBuffer(string: s)))
+        Response(status: status, headers: Workspace.pageHeaders, body: .init(byteBuffer: ByteBuffer(string: s)))
     }
 
     /// A page for the signed-in person (the guard let only them through).
@@ -106,7 +129,7 @@ struct Workspace: Sendable {
     /// `GET /signin?token=…`: spends the link and opens a session.
     func signIn(_ req: Request) throws -> Response {
         let now = Int64(Date().timeIntervalSince1970)
-        guard let token = req.query("token"), !token.isEmpty, token.count <= 100, let person = try node.file.redeemSignInToken(token, now: now) else {
+        guard let token = req.form("token"), !token.isEmpty, token.count <= 100, let person = try node.file.redeemSignInToken(token, now: now) else {
             return html(
                 Pages.signedOut("This sign-in link does not work: it was used already, it expired, or it is not for this node."),
                 status: .forbidden)
@@ -123,7 +146,8 @@ struct Workspace: Sendable {
             let r = try node.replica(name)
             let counts = try await r.rowCounts().filter { !Identifier.isReserved($0.table) }
             let open = try await r.annotations(AnnotationFilter()).filter { $0.status == "open" && $0.replyTo == nil }.count
-            out.append(Pages.DatasetSummary(name: name, tables: counts.map { ($0.table, $0.rows) }, openAnnotations: open))
+            let conflicts = try await r.conflicts().count
+            out.append(Pages.DatasetSummary(name: name, tables: counts.map { ($0.table, $0.rows) }, openAnnotations: open, openConflicts: conflicts))
         }
         return out
     }
@@ -140,12 +164,12 @@ struct Workspace: Sendable {
         let pk = schema.primaryKey
         let columns = schema.orderedColumns
         let all = [pk] + columns.map(\.name)
-        let sort = req.query("sort").flatMap { all.contains($0) ? $0 : nil } ?? pk
-        let desc = req.query("desc") == "1"
-        let search = req.query("q") ?? ""
-        let filters = all.compactMap { c in req.query("f.\(c)").flatMap { $0.isEmpty ? nil : (column: c, value: $0) } }
-        let after = req.query("after")
-        let offset = max(0, Int(req.query("offset") ?? "") ?? 0)
+        let sort = req.form("sort").flatMap { all.contains($0) ? $0 : nil } ?? pk
+        let desc = req.form("desc") == "1"
+        let search = req.form("q") ?? ""
+        let filters = all.compactMap { c in req.form("f.\(c)").flatMap { $0.isEmpty ? nil : (column: c, value: $0) } }
+        let after = req.form("after")
+        let offset = max(0, Int(req.form("offset") ?? "") ?? 0)
         var conditions = filters.map { "\(sqlName($0.column)) = \(sqlText($0.value))" }
         if !search.isEmpty {
             let texts = [pk] + columns.filter { $0.type == .text }.map(\.name)
@@ -228,6 +252,19 @@ struct Workspace: Sendable {
             ).html
         }
         return Markup("\(items)").html
+    }
+}
+
+extension Request {
+    /// A query value as an HTML form sends it (application/x-www-form-urlencoded:
+    /// `+` is a space, then percent-decoding).
+    func form(_ name: String) -> String? {
+        for pair in (uri.query ?? "").split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decode(_ s: Substring) -> String { s.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s) }
+            if decode(kv[0]) == name { return kv.count > 1 ? decode(kv[1]) : "" }
+        }
+        return nil
     }
 }
 
