@@ -108,6 +108,7 @@ let package = Package(
             dependencies: [
                 "LodeNode", "LodeStore", "LodeSQLite", "LodeSync", "LodeCore", "CLodeSQLite",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             path: "Benchmarks/LodeBench"
         ),

@@ -6,7 +6,7 @@ import LodeStore
 
 /// The benchmark suite (release build):
 ///
-///   swift run -c release lode-bench [all | W1 … W9]... [--rows N] [--runs K] [--keys random|sequential] [--json FILE]
+///   swift run -c release lode-bench [all | W1 … W10]... [--rows N] [--runs K] [--keys random|sequential] [--json FILE]
 ///   swift run -c release lode-bench rows N [SEED] [--keys …] > rows.csv
 ///   swift run -c release lode-bench import-only FILE.csv...     (for profiling)
 ///
@@ -52,7 +52,7 @@ enum LodeBench {
             return
         }
         var wanted = Set(args.map { $0.uppercased() })
-        if wanted.isEmpty || wanted.contains("ALL") { wanted = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"] }
+        if wanted.isEmpty || wanted.contains("ALL") { wanted = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10"] }
         let ws = try Workspace()
         defer { ws.remove() }
         let csv = ws.path("rows.csv")
@@ -87,6 +87,7 @@ enum LodeBench {
         if wanted.contains("W7") { report(try await suite.w7(small: small)) }
         if wanted.contains("W8") { report(try await suite.w8()) }
         if wanted.contains("W9") { report(try await suite.w9()) }
+        if wanted.contains("W10") { report(try await suite.w10()) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(results).write(to: URL(fileURLWithPath: json))

@@ -86,6 +86,7 @@ final class Workspace: @unchecked Sendable {
     func launch(_ dir: String, tuning: @escaping @Sendable (inout SyncStateMachine.Config) -> Void = { _ in }) async throws -> LaunchedNode {
         var options = ServeOptions(dataDir: dir, listen: "127.0.0.1:0")
         options.handleSignals = false
+        options.web = "127.0.0.1:0"
         options.syncTuning = tuning
         return try await NodeServer.launch(options, logger: logger)
     }

@@ -64,3 +64,13 @@ struct PeopleRoutes: Sendable {
             expires: HLC(millis: UInt64(now + seconds) * 1000, counter: 0).iso8601)
     }
 }
+
+extension Node {
+    /// A one-time sign-in link to this running node's workspace for
+    /// `name`, added first with `role` if the site does not know them (for
+    /// programs that run a node in-process: benchmarks, the demo).
+    public func signInLink(for name: String, role: Role) throws -> String {
+        let p = try file.person(name) ?? file.addPerson(name, role: role, siteRole: identity.local.role, added: PeopleRoutes.now())
+        return try PeopleRoutes(node: self).link(for: p, seconds: PeopleRoutes.terminalLinkSeconds).url
+    }
+}

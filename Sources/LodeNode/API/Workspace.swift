@@ -6,6 +6,7 @@ import LodeProtocol
 import LodeSQLite
 import LodeStore
 import LodeWeb
+import Synchronization
 
 /// The workspace (DESIGN §11) on `--web`: server-rendered pages for the
 /// site's people, and the same client API (`/v1/…`) the CLI uses, for the
@@ -17,6 +18,10 @@ import LodeWeb
 /// cross-site forms).
 struct Workspace: Sendable {
     let api: ClientAPI
+    /// Row counts by dataset and table, kept while the dataset's vector
+    /// stays the same: counting a million rows takes tens of milliseconds,
+    /// and a page shows the count every time.
+    let counts = RowCountCache()
     var node: Node { api.node }
     static let cookie = "lode_session"
     /// Where the workspace listens unless told otherwise.
@@ -144,7 +149,7 @@ struct Workspace: Sendable {
         var out: [Pages.DatasetSummary] = []
         for name in node.datasetNames() {
             let r = try node.replica(name)
-            let counts = try await r.rowCounts().filter { !Identifier.isReserved($0.table) }
+            let counts = try await self.counts.all(r)
             let open = try await r.annotations(AnnotationFilter()).filter { $0.status == "open" && $0.replyTo == nil }.count
             let conflicts = try await r.conflicts().count
             out.append(Pages.DatasetSummary(name: name, tables: counts.map { ($0.table, $0.rows) }, openAnnotations: open, openConflicts: conflicts))
@@ -210,7 +215,7 @@ struct Workspace: Sendable {
                 ? (keys.last.map { (query + ["after=\(HTML.component($0))"]).joined(separator: "&") })
                 : (query + ["offset=\(offset + 100)"]).joined(separator: "&")
         let isFirst = after == nil && offset == 0
-        let total = filters.isEmpty && search.isEmpty ? try await r.rowCounts().first { $0.table == name }?.rows : nil
+        let total = filters.isEmpty && search.isEmpty ? try await counts.all(r).first { $0.table == name }?.rows : nil
         return Pages.TableView(
             dataset: ds, table: name, primaryKey: pk, columns: columns.map(\.name), rows: page, marks: marks, sort: sort, descending: desc,
             filters: filters, search: search, next: next, first: isFirst ? nil : query.joined(separator: "&"), total: total)
@@ -265,6 +270,20 @@ extension Request {
             if decode(kv[0]) == name { return kv.count > 1 ? decode(kv[1]) : "" }
         }
         return nil
+    }
+}
+
+/// The user tables' row counts of each dataset, counted again only once
+/// the dataset has changed (its version vector moved).
+final class RowCountCache: Sendable {
+    private let kept = Mutex<[String: (vector: VersionVector, counts: [TableRowCount])]>([:])
+
+    func all(_ r: any SQLReplicaStore) async throws -> [TableRowCount] {
+        let vector = r.vector
+        if let k = kept.withLock({ $0[r.dataset] }), k.vector == vector { return k.counts }
+        let counts = try await r.rowCounts().filter { !Identifier.isReserved($0.table) }
+        kept.withLock { $0[r.dataset] = (vector, counts) }
+        return counts
     }
 }
 
