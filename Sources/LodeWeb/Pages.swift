@@ -202,11 +202,14 @@ public enum Pages {
         /// The row's values (`columns`), or nil when it is deleted.
         public var values: [Value]?
         public var annotations: [Annotation]
+        /// Who set the status of each resolved annotation shown (by id).
+        public var resolvedBy: [String: HistoryEntry]
         public var history: [HistoryEntry]
         public init(
             dataset: String, table: String, primaryKey: String, pk: String, columns: [String], values: [Value]?, annotations: [Annotation],
-            history: [HistoryEntry]
+            history: [HistoryEntry], resolvedBy: [String: HistoryEntry] = [:]
         ) {
+            self.resolvedBy = resolvedBy
             self.dataset = dataset
             self.table = table
             self.primaryKey = primaryKey
@@ -269,7 +272,7 @@ public enum Pages {
             return Markup(
                 """
                 <article class="annotation \(a.status)" id="a-\(a.id)">
-                <p class="meta">\(a.column.map { "on \($0)" } ?? "on the row") · \(who(site: a.author, person: a.person)) · \(a.created) · <span class="status">\(a.status)</span> \(tags)</p>
+                <p class="meta">\(a.column.map { "on \($0)" } ?? "on the row") · \(who(site: a.author, person: a.person)) · \(a.created) · <span class="status">\(a.status)</span>\(r.resolvedBy[a.id].map { Markup(" <span class=\"resolved-by\">by \(who(site: $0.siteName, person: $0.person))</span>").html } ?? HTML(raw: "")) \(tags)</p>
                 <p class="text">\(a.text)</p><ul class="replies">\(replies)</ul>\(actions)</article>
                 """
             ).html

@@ -166,6 +166,7 @@ def main():
         shot(d, "3-row-annotated")
         submit_and_reload(d, d.find_element(By.CSS_SELECTOR, "form.status"))
         wait(d, lambda d: d.find_element(By.CSS_SELECTOR, "article.annotation .status").text == "resolved", "resolved")
+        assert "by ana" in d.find_element(By.CSS_SELECTOR, "article.annotation .resolved-by").text
         assert "Reopen" in d.find_element(By.CSS_SELECTOR, "form.status button").text
 
         # The annotation reaches lyon, named after ana at berlin.
@@ -181,6 +182,8 @@ def main():
             text_present(d3, "Capacity <b>unconfirmed</b> for 2025", "the annotation at lyon")
             person = d3.find_element(By.CSS_SELECTOR, "article.annotation .person").text
             assert person == "ana", person
+            resolver = d3.find_element(By.CSS_SELECTOR, "article.annotation .resolved-by").text
+            assert resolver.startswith("by ana at "), resolver
             shot(d3, "4-row-at-lyon")
         finally:
             d3.quit()

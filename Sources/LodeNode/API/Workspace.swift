@@ -236,9 +236,14 @@ struct Workspace: Sendable {
         }
         let history = try await r.history(table: name, pk: pk)
         let notes = try await r.annotations(AnnotationFilter(table: name, pk: pk))
+        // Who resolved each resolved one: the write of its status that is shown.
+        var resolvedBy: [String: HistoryEntry] = [:]
+        for a in notes where a.status == "resolved" {
+            resolvedBy[a.id] = try await r.history(table: AnnotationRows.notes, pk: a.id).last { $0.column == "status" && $0.won }
+        }
         return Pages.RowView(
             dataset: ds, table: name, primaryKey: schema.primaryKey, pk: pk, columns: columns, values: rows.all.first, annotations: notes,
-            history: history)
+            history: history, resolvedBy: resolvedBy)
     }
 
     func peersHTML() async throws -> HTML {
