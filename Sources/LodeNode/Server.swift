@@ -25,6 +25,11 @@ public struct ServeOptions: Sendable {
     /// a free port if that one is taken), "off" for none; an address given
     /// must bind.
     public var web: String?
+    /// The workspace's address when `web` is nil.
+    public var defaultWeb = "127.0.0.1:7480"
+    /// Probe the default workspace port before binding it (tests turn this
+    /// off to exercise the fall-back when the bind itself finds it taken).
+    var probeWebPort = true
     /// Stop on SIGINT and SIGTERM (off for nodes run inside tests).
     public var handleSignals = true
     /// How far ahead of this node's wall clock (milliseconds) a commit from
@@ -107,6 +112,8 @@ public enum NodeServer {
                 while (engine.port == nil || (options.web != "off" && node.webAddress.withLock({ $0 }) == nil)) && !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(10))
                 }
+                // A node that failed to start (a listener that cannot bind) is not ready.
+                guard !Task.isCancelled else { return }
                 ready(running)
             },
             logger: logger)
@@ -114,29 +121,20 @@ public enum NodeServer {
         var releaseClaim: Int?
         defer { if let p = releaseClaim { _ = claimedWebPorts.withLock { $0.remove(p) } } }
         if options.web != "off" {
-            let asked = try address(options.web ?? Workspace.defaultAddress)
+            let asked = try address(options.web ?? options.defaultWeb)
             var port = asked.port
             // The default port is claimed in this process first (nodes started
             // together in one process, as tests do, would otherwise all find
             // it free), then probed for other processes.
             let claimed = options.web == nil && claimedWebPorts.withLock { $0.insert(port).inserted }
             if claimed { releaseClaim = asked.port }
-            if options.web == nil && (!claimed || !portIsFree(asked.host, port)) {
+            if options.web == nil && (!claimed || (options.probeWebPort && !portIsFree(asked.host, port))) {
                 logger.notice("port \(port) is taken (another node on this machine?): the workspace takes a free one; `lode ui` shows it")
                 port = 0
             }
-            let bound = Mutex<Int?>(nil)
-            let host = asked.host, wanted = port
             services.append(
-                Application(
-                    router: Workspace(api: api).router(port: { bound.withLock { $0 } }),
-                    configuration: .init(address: .hostname(host, port: wanted), serverName: "lode"),
-                    onServerRunning: { channel in
-                        let port = channel.localAddress?.port ?? wanted
-                        bound.withLock { $0 = port }
-                        node.webAddress.withLock { $0 = "\(host):\(port)" }
-                    },
-                    logger: logger))
+                WorkspaceService(
+                    workspace: Workspace(api: api), host: asked.host, port: port, fallBack: options.web == nil, node: node, logger: logger))
         }
         if let apiAddress {
             services.append(
@@ -145,6 +143,46 @@ public enum NodeServer {
         let group = ServiceGroup(
             services: services, gracefulShutdownSignals: options.handleSignals ? [.sigterm, .sigint] : [], logger: logger)
         try await group.run()
+    }
+}
+
+/// The workspace's listener. On the default address, a port another
+/// process took between the probe and the bind is no failure: the
+/// workspace takes a free port instead (an address given must bind).
+struct WorkspaceService: Service {
+    let workspace: Workspace
+    let host: String
+    let port: Int
+    let fallBack: Bool
+    let node: Node
+    let logger: Logger
+
+    func run() async throws {
+        do {
+            try await application(port: port).run()
+        } catch let e as IOError where fallBack && port != 0 && e.errnoCode == EADDRINUSE {
+            logger.notice("port \(port) was taken meanwhile (another node on this machine?): the workspace takes a free one; `lode ui` shows it")
+            try await application(port: 0).run()
+        } catch let e as IOError where e.errnoCode == EADDRINUSE || e.errnoCode == EADDRNOTAVAIL || e.errnoCode == EACCES {
+            throw NodeError(
+                .unavailable,
+                "the workspace cannot listen on \(host):\(port): \(String(cString: strerror(e.errnoCode))); give another --web HOST:PORT, or --web off"
+            )
+        }
+    }
+
+    private func application(port wanted: Int) -> some Service {
+        let bound = Mutex<Int?>(nil)
+        let host = host, node = node
+        return Application(
+            router: workspace.router(port: { bound.withLock { $0 } }),
+            configuration: .init(address: .hostname(host, port: wanted), serverName: "lode"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? wanted
+                bound.withLock { $0 = port }
+                node.webAddress.withLock { $0 = "\(host):\(port)" }
+            },
+            logger: logger)
     }
 }
 

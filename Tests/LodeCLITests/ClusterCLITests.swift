@@ -192,6 +192,67 @@ func freePort() -> Int {
     }
 }
 
+extension ClusterCLITests {
+    /// SIGTERM stops a node promptly although a browser holds its peers
+    /// page open (a server-sent events stream): the stream used to hold the
+    /// node's graceful shutdown until the browser went away.
+    @Test func anOpenWorkspaceStreamDoesNotHoldUpSIGTERM() throws {
+        let dir = scratch.file("sse")
+        let server = try ServeProcess(dataDir: dir, extra: ["--web", "127.0.0.1:0"])
+        defer { server.stop() }
+        let link = try lode(["ui", "--data-dir", dir]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let url = try #require(URL(string: link))
+        let port = try #require(url.port)
+        let signIn = try RawHTTP.request(
+            port: port, "GET \(url.path)?\(url.query ?? "") HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n")
+        let cookie = try #require(signIn.firstMatch(of: /Set-Cookie: (lode_session=[^;]+)/)?.1)
+        let stream = try RawHTTP.open(port: port, "GET /peers/events HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nCookie: \(cookie)\r\n\r\n")
+        defer { close(stream) }
+        #expect(RawHTTP.read(stream, timeout: 10).contains("data: "), "the stream sends the peers")
+        #expect(server.stop() == 0, "the node did not stop within 15 s of SIGTERM with a peers page open")
+    }
+}
+
+/// Just enough HTTP/1.1 over a socket to test the workspace from here.
+enum RawHTTP {
+    static func open(port: Int, _ request: String) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard ok == 0 else {
+            close(fd)
+            throw CocoaError(.fileReadUnknown)
+        }
+        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        return fd
+    }
+
+    static func read(_ fd: Int32, timeout: TimeInterval) -> String {
+        var out = Data()
+        let deadline = Date().addingTimeInterval(timeout)
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while Date() < deadline {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 100) > 0 else { if !out.isEmpty { break } else { continue } }
+            let n = recv(fd, &buf, buf.count, 0)
+            if n <= 0 { break }
+            out.append(contentsOf: buf[..<n])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func request(port: Int, _ request: String) throws -> String {
+        let fd = try open(port: port, request)
+        defer { close(fd) }
+        return read(fd, timeout: 10)
+    }
+}
+
 /// Reads lines from a pipe with a timeout.
 final class LineReader: @unchecked Sendable {
     private let handle: FileHandle

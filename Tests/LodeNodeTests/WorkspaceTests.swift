@@ -142,4 +142,51 @@ import Testing
         #expect(try node.file.removePerson("rui"))
         #expect(try await send("\(web)/v1/datasets", cookie: rui.cookie).status == 401)
     }
+
+    /// Several nodes on one machine start: when the default port is taken
+    /// by the time the workspace binds it (another process won the race
+    /// after the probe), the workspace takes a free port; an address given
+    /// explicitly that cannot bind fails the start with a clear error.
+    @Test func aTakenDefaultPortFallsBackAndAGivenOneFails() async throws {
+        let holder = try TCPHolder()
+        let dir = scratch.file("fallback")
+        _ = try await DevelopmentBootstrap.run(dataDir: dir)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        var options = ServeOptions(dataDir: dir, listen: "127.0.0.1:0")
+        options.handleSignals = false
+        options.defaultWeb = "127.0.0.1:\(holder.port)"
+        options.probeWebPort = false
+        let node = try await NodeServer.launch(options, logger: logger)
+        let web = try #require(node.running.node.workspaceURL)
+        #expect(web.hasPrefix("http://127.0.0.1:") && !web.hasSuffix(":\(holder.port)"), "\(web)")
+        await node.stop()
+        options.web = "127.0.0.1:\(holder.port)"
+        do {
+            let again = try await NodeServer.launch(options, logger: logger)
+            await again.stop()
+            Issue.record("a node started although its --web address was taken")
+        } catch {
+            #expect("\(error)".contains("the workspace cannot listen on 127.0.0.1:\(holder.port)"), "\(error)")
+        }
+    }
+}
+
+/// A listening TCP socket on a free loopback port, held until deinit.
+final class TCPHolder {
+    let fd: Int32
+    let port: Int
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        guard listen(fd, 8) == 0 else { throw CocoaError(.fileWriteUnknown) }
+        port = Int(UInt16(bigEndian: addr.sin_port))
+    }
+    deinit { close(fd) }
 }

@@ -6,6 +6,7 @@ import LodeProtocol
 import LodeSQLite
 import LodeStore
 import LodeWeb
+import ServiceLifecycle
 import Synchronization
 
 /// The workspace (DESIGN §11) on `--web`: server-rendered pages for the
@@ -24,8 +25,6 @@ struct Workspace: Sendable {
     let counts = RowCountCache()
     var node: Node { api.node }
     static let cookie = "lode_session"
-    /// Where the workspace listens unless told otherwise.
-    static let defaultAddress = "127.0.0.1:7480"
     static let csrfHeader = HTTPField.Name("X-CSRF-Token")!
 
     /// The router of the workspace's listener; `port` is the one it is bound to.
@@ -85,9 +84,13 @@ struct Workspace: Sendable {
             }
         }
         router.get("peers/events") { _, _ in
-            // Server-sent events: the peers' state every second while the page is open.
+            // Server-sent events: the peers' state every second while the
+            // page is open, for at most 10 minutes (the browser reconnects by
+            // itself), and never past the node's shutdown, which an open
+            // stream would otherwise hold up.
             let body = ResponseBody { writer in
-                while !Task.isCancelled {
+                let end = ContinuousClock.now + .seconds(600)
+                while !Task.isCancelled && !Task.isShuttingDownGracefully && ContinuousClock.now < end {
                     let html = try await peersHTML().description.replacingOccurrences(of: "\n", with: " ")
                     try await writer.write(ByteBuffer(string: "data: \(html)\n\n"))
                     try await Task.sleep(for: .seconds(1))
