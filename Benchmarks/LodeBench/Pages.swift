@@ -29,7 +29,11 @@ extension Suite {
         defer { Task { try? await client.shutdown() } }
         // Sign in as a browser does.
         let link = try node.signInLink(for: "bench", role: .editor)
-        let signIn = try await client.execute(HTTPClientRequest(url: link), timeout: .seconds(30))
+        var press = HTTPClientRequest(url: web + "/signin")
+        press.method = .POST
+        press.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        press.body = .bytes(ByteBuffer(string: URL(string: link)?.query ?? ""))
+        let signIn = try await client.execute(press, timeout: .seconds(30))
         _ = try await signIn.body.collect(upTo: 1 << 20)
         guard let cookie = signIn.headers["Set-Cookie"].first?.split(separator: ";").first.map(String.init) else {
             throw BenchError("sign-in set no cookie (\(signIn.status))")

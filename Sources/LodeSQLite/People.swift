@@ -97,6 +97,22 @@ extension NodeFile {
         return token
     }
 
+    /// The person a sign-in token is for, without spending it; nil for a
+    /// token unknown, used or expired.
+    public func signInTokenPerson(_ token: String, now: Int64) throws -> Person? {
+        try StoreError.converting {
+            try queue.read { db in
+                try Row.fetchOne(
+                    db,
+                    sql: """
+                        SELECT p.name, p.role, p.added FROM signin_links l JOIN people p ON p.name = l.person
+                        WHERE l.token = ? AND l.expires > ?
+                        """, arguments: [NodeFile.digest(token), now]
+                ).flatMap(NodeFile.person)
+            }
+        }
+    }
+
     /// Uses a sign-in token: the person it is for, once, before it
     /// expires; nil for a token unknown, used or expired, or whose person
     /// was removed. The token is spent either way.

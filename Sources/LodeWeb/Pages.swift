@@ -64,6 +64,21 @@ public enum Pages {
             ).html)
     }
 
+    /// The page a sign-in link opens: who it signs in, and the button that
+    /// does (a plain form, so it works before the script runs).
+    public static func signIn(person: String, role: Role, site: String, token: String) -> String {
+        layout(
+            title: "Sign in", viewer: nil,
+            body: Markup(
+                """
+                <h1>Sign in</h1><p>This link signs you in to the workspace of site <strong>\(site)</strong>
+                as <strong>\(person)</strong> (\(role.rawValue)). It works once.</p>
+                <form method="post" action="/signin"><input type="hidden" name="token" value="\(token)">
+                <button id="sign-in">Sign in as \(person)</button></form>
+                """
+            ).html)
+    }
+
     /// One dataset with its tables and row counts.
     public struct DatasetSummary: Sendable {
         public var name: String

@@ -203,9 +203,13 @@ extension ClusterCLITests {
         let link = try lode(["ui", "--data-dir", dir]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let url = try #require(URL(string: link))
         let port = try #require(url.port)
+        // The link's page, then its button's POST, as a browser signs in.
+        let form = url.query ?? ""
         let signIn = try RawHTTP.request(
-            port: port, "GET \(url.path)?\(url.query ?? "") HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n")
-        let cookie = try #require(signIn.firstMatch(of: /Set-Cookie: (lode_session=[^;]+)/)?.1)
+            port: port,
+            "POST /signin HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: \(form.utf8.count)\r\nConnection: close\r\n\r\n\(form)"
+        )
+        let cookie = try #require(signIn.firstMatch(of: /Set-Cookie: (lode_session=[^;]+)/)?.1, "\(signIn)")
         let stream = try RawHTTP.open(port: port, "GET /peers/events HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nCookie: \(cookie)\r\n\r\n")
         defer { close(stream) }
         #expect(RawHTTP.read(stream, timeout: 10).contains("data: "), "the stream sends the peers")

@@ -67,6 +67,13 @@ def serve(name, *extra):
     raise AssertionError(f"{name} did not start")
 
 
+def sign_in(driver, link):
+    """Opens a sign-in link and presses its button (opening it spends nothing)."""
+    driver.get(link)
+    wait(driver, lambda d: d.find_elements(By.ID, "sign-in"), "the sign-in button")
+    driver.find_element(By.ID, "sign-in").click()
+
+
 def browser():
     o = webdriver.ChromeOptions()
     o.binary_location = "/usr/bin/chromium"
@@ -121,7 +128,7 @@ def main():
         # Sign in with a link from `lode ui`, as ana at berlin.
         link = lode("ui", "--data-dir", berlin, user="ana")
         assert link.startswith(f"http://127.0.0.1:{berlin_web}/signin?token="), link
-        d.get(link)
+        sign_in(d, link)
         text_present(d, "ana · editor at", "the signed-in person")
         text_present(d, "rare-earths")
         shot(d, "1-datasets")
@@ -176,7 +183,7 @@ def main():
         assert mine and mine[0].get("person") == "ana" and mine[0]["status"] == "resolved", notes
         d3 = browser()
         try:
-            d3.get(lode("ui", "--data-dir", lyon, user="bo"))
+            sign_in(d3, lode("ui", "--data-dir", lyon, user="bo"))
             text_present(d3, "bo · editor at lyon")
             d3.get(f"http://127.0.0.1:{lyon_web}/d/rare-earths/t/facilities/r/mountain-pass")
             text_present(d3, "Capacity <b>unconfirmed</b> for 2025", "the annotation at lyon")
@@ -191,7 +198,7 @@ def main():
         # A reader: no write offered, and a write refused by the server anyway.
         d4 = browser()
         try:
-            d4.get(reader_link)
+            sign_in(d4, reader_link)
             text_present(d4, "rui · reader at")
             d4.get(f"http://127.0.0.1:{berlin_web}/d/rare-earths/t/facilities/r/mountain-pass")
             text_present(d4, "History")

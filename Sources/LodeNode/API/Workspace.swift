@@ -36,7 +36,8 @@ struct Workspace: Sendable {
         api.addRoutes(to: router)
         router.get("assets/lode.css") { _, _ in asset(Assets.css, "text/css; charset=utf-8") }
         router.get("assets/lode.js") { _, _ in asset(Assets.js, "text/javascript; charset=utf-8") }
-        router.get("signin") { req, _ in try signIn(req) }
+        router.get("signin") { req, _ in try signInPage(req) }
+        router.post("signin") { req, _ in try await signIn(req) }
         router.post("signout") { req, _ in
             if let id = req.cookies[Workspace.cookie]?.value { try node.file.closeSession(id) }
             var r = Response(status: .noContent)
@@ -114,7 +115,7 @@ struct Workspace: Sendable {
         .contentType: "text/html; charset=utf-8", .cacheControl: "no-store",
         HTTPField.Name("Content-Security-Policy")!:
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
-        HTTPField.Name("X-Frame-Options")!: "DENY", HTTPField.Name("Referrer-Policy")!: "no-referrer",
+        HTTPField.Name("X-Frame-Options")!: "DENY", HTTPField.Name("Referrer-Policy")!: "same-origin",
         HTTPField.Name("X-Content-Type-Options")!: "nosniff",
     ]
 
@@ -134,13 +135,26 @@ struct Workspace: Sendable {
         }
     }
 
-    /// `GET /signin?token=…`: spends the link and opens a session.
-    func signIn(_ req: Request) throws -> Response {
+    static let badLink = "This sign-in link does not work: it was used already, it expired, or it is not for this node."
+
+    /// `GET /signin?token=…`: a page with a button that signs in. Opening
+    /// the link spends nothing, so a chat client or mail scanner that
+    /// fetches it to show a preview does not use it up.
+    func signInPage(_ req: Request) throws -> Response {
         let now = Int64(Date().timeIntervalSince1970)
-        guard let token = req.form("token"), !token.isEmpty, token.count <= 100, let person = try node.file.redeemSignInToken(token, now: now) else {
-            return html(
-                Pages.signedOut("This sign-in link does not work: it was used already, it expired, or it is not for this node."),
-                status: .forbidden)
+        guard let token = req.form("token"), !token.isEmpty, token.count <= 100, let person = try node.file.signInTokenPerson(token, now: now)
+        else { return html(Pages.signedOut(Workspace.badLink), status: .forbidden) }
+        return html(Pages.signIn(person: person.name, role: person.role, site: node.identity.local.name, token: token))
+    }
+
+    /// `POST /signin` (the form's `token`): spends the link and opens a session.
+    func signIn(_ req: Request) async throws -> Response {
+        let now = Int64(Date().timeIntervalSince1970)
+        let body = try await req.body.collect(upTo: 4096)
+        let fields = String(buffer: body).split(separator: "&").map { $0.split(separator: "=", maxSplits: 1).map(String.init) }
+        let token = fields.first { $0.first == "token" }.flatMap { $0.count > 1 ? $0[1].removingPercentEncoding : nil } ?? ""
+        guard !token.isEmpty, token.count <= 100, let person = try node.file.redeemSignInToken(token, now: now) else {
+            return html(Pages.signedOut(Workspace.badLink), status: .forbidden)
         }
         let session = try node.file.openSession(for: person.name, now: now)
         var r = Response(status: .seeOther, headers: [.location: "/"])
