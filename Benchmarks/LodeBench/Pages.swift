@@ -23,10 +23,8 @@ extension Suite {
         guard let source, let rawSource else { throw BenchError("W10 needs W1") }
         let launched = try await ws.launch(source)
         let node = launched.running.node
-        defer { Task { await launched.stop() } }
         guard let web = node.workspaceURL else { throw BenchError("the workspace is not listening") }
         let client = HTTPClient(configuration: .init(redirectConfiguration: .disallow))
-        defer { Task { try? await client.shutdown() } }
         // Sign in as a browser does.
         let link = try node.signInLink(for: "bench", role: .editor)
         var press = HTTPClientRequest(url: web + "/signin")
@@ -68,6 +66,8 @@ extension Suite {
         }
         for _ in 0..<samples { rowPage.append(try await get("/d/bench/t/sites/r/\(row)")) }
         let mem = peakMemoryMB()
+        try await client.shutdown()
+        await launched.stop()
         // The same SELECTs on the plain table.
         let db = try Raw.open(rawSource, fresh: false)
         defer { sqlite3_close(db) }

@@ -175,7 +175,7 @@ struct WorkspaceService: Service {
         let bound = Mutex<Int?>(nil)
         let host = host, node = node
         return Application(
-            router: workspace.router(port: { bound.withLock { $0 } }),
+            router: workspace.router(host: host, port: { bound.withLock { $0 } }),
             configuration: .init(address: .hostname(host, port: wanted), serverName: "lode"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? wanted

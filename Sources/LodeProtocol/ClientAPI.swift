@@ -305,9 +305,9 @@ public enum API {
         }
     }
 
-    /// `POST /v1/signin-links`: a link for `person` (default: the person the
-    /// caller names, `Lode-Person`, added with the site's role if the site
-    /// does not know them yet).
+    /// `POST /v1/signin-links`: a link for `person` (if absent, the person
+    /// the caller is, `Lode-Person` on the socket; that person, at the
+    /// node's own terminal, is added with the site's role if new).
     public struct SignInRequest: Codable, Sendable {
         public var person: String?
         public init(person: String? = nil) { self.person = person }

@@ -88,9 +88,9 @@ final class LocalBatch {
         return true
     }
 
-    /// Applies a row edit by name.
+    /// Applies a row edit by name; with `onlyChanges`, as `put` says.
     @discardableResult
-    func apply(_ edit: RowEdit) throws -> Bool {
+    func apply(_ edit: RowEdit, onlyChanges: Bool = false) throws -> Bool {
         switch edit {
         case .put(let name, let pk, let columns, let values):
             let t = try table(name)
@@ -98,7 +98,7 @@ final class LocalBatch {
                 guard let s = t.slot(c) else { throw StoreError.notFound("no column \(c) in table \(name)") }
                 return s
             }
-            return try put(t, pk: pk, columns: columns, slots: slots, values: values, onlyChanges: false)
+            return try put(t, pk: pk, columns: columns, slots: slots, values: values, onlyChanges: onlyChanges)
         case .delete(let name, let pk):
             return try delete(try table(name), pk: pk)
         }

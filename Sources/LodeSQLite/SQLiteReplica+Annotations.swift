@@ -31,8 +31,7 @@ extension SQLiteReplica {
             guard Merge.isPresent(try batch.state.rows.readRow(batch.db, notes, id).length) else {
                 throw StoreError.notFound("no annotation \(id) in dataset \(dataset)")
             }
-            guard case .put(_, _, let columns, let values) = change else { return false }
-            return try batch.put(notes, pk: id, columns: columns, slots: columns.map { notes.slot($0)! }, values: values, onlyChanges: true)
+            return try batch.apply(change, onlyChanges: true)
         }
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import LodeCore
 
 /// HTML built from text that is escaped where it goes in: every value, name
@@ -31,20 +32,14 @@ public struct HTML: Sendable, CustomStringConvertible {
         return out
     }
 
-    /// A path segment or query value, percent-encoded (RFC 3986 unreserved kept).
+    /// A path segment or query value, percent-encoded: only RFC 3986's
+    /// unreserved ASCII characters are kept (Foundation's `alphanumerics`
+    /// would keep letters such as "é" too).
     public static func component(_ s: String) -> String {
-        var out = ""
-        for b in s.utf8 {
-            switch b {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
-                out.unicodeScalars.append(Unicode.Scalar(b))
-            default:
-                out += "%" + String(b, radix: 16, uppercase: true).leftPadded(2)
-            }
-        }
-        return out
+        s.addingPercentEncoding(withAllowedCharacters: unreserved) ?? s
     }
+
+    private static let unreserved = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
 
     /// A cell's value as the page shows it.
     public static func value(_ v: Value?) -> HTML {
@@ -58,10 +53,6 @@ public struct HTML: Sendable, CustomStringConvertible {
     }
 
     public static func + (a: HTML, b: HTML) -> HTML { HTML(raw: a.description + b.description) }
-}
-
-extension String {
-    fileprivate func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
 }
 
 /// Builds HTML with interpolation that escapes: `"<td>\(value)</td>"`

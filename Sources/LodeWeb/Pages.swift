@@ -1,3 +1,4 @@
+import Foundation
 import LodeCore
 
 /// Who is looking at a page.
@@ -362,24 +363,10 @@ public enum Pages {
 }
 
 extension Pages {
-    /// A value as JSON, for a form that sends it back as it is.
+    /// A value as JSON, as the client API takes it back (its `Codable`
+    /// form: a blob is `{"base64": …}`), for a form that sends it back.
     static func json(_ v: Value) -> String {
-        switch v {
-        case .null: "null"
-        case .integer(let i): String(i)
-        case .real(let d): d.isFinite ? "\(d)" : "null"
-        case .text(let t):
-            "\""
-                + t.unicodeScalars.map { c -> String in
-                    switch c {
-                    case "\"": "\\\""
-                    case "\\": "\\\\"
-                    case _ where c.value < 0x20: String(format: "\\u%04x", c.value)
-                    default: String(c)
-                    }
-                }.joined() + "\""
-        case .blob(let b): "{\"base64\": \"\(Base64.encode(b))\"}"
-        }
+        (try? JSONEncoder().encode(v)).map { String(decoding: $0, as: UTF8.self) } ?? "null"
     }
 
     /// The dataset's conflicts: both values, who wrote each and when, which
@@ -452,26 +439,5 @@ extension Pages {
             <progress max="1" value="0" hidden></progress> <output name="shown"></output></form></details>
             """
         ).html
-    }
-}
-
-/// Base64 for blobs in a page.
-enum Base64 {
-    static func encode(_ bytes: [UInt8]) -> String {
-        let table = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-        var out: [UInt8] = []
-        var i = 0
-        while i < bytes.count {
-            let n = min(3, bytes.count - i)
-            var v = UInt32(bytes[i]) << 16
-            if n > 1 { v |= UInt32(bytes[i + 1]) << 8 }
-            if n > 2 { v |= UInt32(bytes[i + 2]) }
-            out.append(table[Int(v >> 18 & 63)])
-            out.append(table[Int(v >> 12 & 63)])
-            out.append(n > 1 ? table[Int(v >> 6 & 63)] : UInt8(ascii: "="))
-            out.append(n > 2 ? table[Int(v & 63)] : UInt8(ascii: "="))
-            i += 3
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -121,6 +121,9 @@ import Testing
         #expect(r.status == 1 && r.stderr.contains("not a valid person name"), "\(r)")
         r = try lode(["user", "list", "--format", "csv"] + d)
         #expect(r.lines.count == 3 && r.lines[1].hasPrefix("ana,annotator,") && r.lines[2].hasPrefix("tess,editor,"), "\(r)")
+        // Any person at the terminal gets a link for themselves.
+        r = try lode(["ui"] + d, env: ["LODE_USER": "ana"])
+        #expect(r.status == 0 && r.stdout.contains("/signin?token="), "\(r)")
         // An annotator at the terminal may annotate but not change rows.
         r = try lode(["exec", "mines", "UPDATE mines SET grade = 1 WHERE id = 'mp'"] + d, env: ["LODE_USER": "ana"])
         #expect(r.status == 1 && r.stderr.contains("ana's role at this site is annotator"), "\(r)")

@@ -29,16 +29,28 @@ struct PeopleRoutes: Sendable {
             guard try node.file.removePerson(name) else { throw NodeError(.notFound, "\(name) is not a person of this site") }
             return Response(status: .noContent)
         }
-        group.on(.post, "signin-links", needs: .operate) { req, ctx in
+        // Anyone may ask for a link for themselves (a person of the site at
+        // the node's terminal, `lode ui`); a link for someone else takes
+        // the operator's permission.
+        group.on(.post, "signin-links", needs: .read) { req, ctx in
+            // A client over TLS is a site's certificate, no person: it asks
+            // for someone else, so it needs the operator's permission first.
+            if case .remote = ctx.caller { try ctx.caller.check(.operate, req) }
             let body = try await req.decodeJSON(as: API.SignInRequest.self)
-            let named: String? = if case .local(let p) = ctx.caller { p } else { nil }
+            let named: String? =
+                switch ctx.caller {
+                case .local(let p): p
+                case .person(let p, _): p
+                case .remote: nil
+                }
             guard let name = body.person ?? named else {
                 throw NodeError(.badInput, "name the person: set LODE_USER, or give \"person\"")
             }
+            if name != named { try ctx.caller.check(.operate, req) }
             let p: Person
             if let known = try node.file.person(name) {
                 p = known
-            } else if name == named {
+            } else if name == named, case .local = ctx.caller {
                 // The person at the node's own terminal (Lode-Person on the
                 // socket) becomes a person of the site with its role.
                 p = try node.file.addPerson(name, role: node.identity.local.role, siteRole: node.identity.local.role, added: PeopleRoutes.now())

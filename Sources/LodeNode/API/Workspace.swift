@@ -27,12 +27,12 @@ struct Workspace: Sendable {
     static let cookie = "lode_session"
     static let csrfHeader = HTTPField.Name("X-CSRF-Token")!
 
-    /// The router of the workspace's listener; `port` is the one it is bound to.
-    func router(port: @escaping @Sendable () -> Int?) -> Router<APIRequestContext> {
+    /// The router of the workspace's listener, bound to `host` and the port `port` says.
+    func router(host: String, port: @escaping @Sendable () -> Int?) -> Router<APIRequestContext> {
         let inner = Router(context: APIRequestContext.self, options: .autoGenerateHeadEndpoints)
         let router = MethodRouter(inner)
         inner.add(middleware: ErrorMiddleware())
-        inner.add(middleware: WorkspaceGuard(node: node, port: port))
+        inner.add(middleware: WorkspaceGuard(node: node, host: host, port: port))
         api.addRoutes(to: router)
         router.get("assets/lode.css") { _, _ in asset(Assets.css, "text/css; charset=utf-8") }
         router.get("assets/lode.js") { _, _ in asset(Assets.js, "text/javascript; charset=utf-8") }
@@ -109,8 +109,9 @@ struct Workspace: Sendable {
     }
 
     /// What every page is sent with: no script, style or connection but
-    /// the node's own, no framing (clickjacking), no Referer (a sign-in
-    /// token in an address never leaves in one).
+    /// the node's own, no framing (clickjacking), a Referer only to this
+    /// node (a sign-in token in an address never leaves in one; `no-referrer`
+    /// would make the browser send `Origin: null` on the sign-in form).
     static let pageHeaders: HTTPFields = [
         .contentType: "text/html; charset=utf-8", .cacheControl: "no-store",
         HTTPField.Name("Content-Security-Policy")!:
@@ -150,9 +151,7 @@ struct Workspace: Sendable {
     /// `POST /signin` (the form's `token`): spends the link and opens a session.
     func signIn(_ req: Request) async throws -> Response {
         let now = Int64(Date().timeIntervalSince1970)
-        let body = try await req.body.collect(upTo: 4096)
-        let fields = String(buffer: body).split(separator: "&").map { $0.split(separator: "=", maxSplits: 1).map(String.init) }
-        let token = fields.first { $0.first == "token" }.flatMap { $0.count > 1 ? $0[1].removingPercentEncoding : nil } ?? ""
+        let token = formValue(String(buffer: try await req.body.collect(upTo: 4096)), "token") ?? ""
         guard !token.isEmpty, token.count <= 100, let person = try node.file.redeemSignInToken(token, now: now) else {
             return html(Pages.signedOut(Workspace.badLink), status: .forbidden)
         }
@@ -167,9 +166,16 @@ struct Workspace: Sendable {
         for name in node.datasetNames() {
             let r = try node.replica(name)
             let counts = try await self.counts.all(r)
-            let open = try await r.annotations(AnnotationFilter()).filter { $0.status == "open" && $0.replyTo == nil }.count
+            let open = Collected()
+            try await r.query("SELECT count(*) FROM _annotations WHERE status = 'open' AND reply_to IS NULL") { e in
+                if case .row(let v) = e { open.add(v) }
+            }
             let conflicts = try await r.conflicts().count
-            out.append(Pages.DatasetSummary(name: name, tables: counts.map { ($0.table, $0.rows) }, openAnnotations: open, openConflicts: conflicts))
+            out.append(
+                Pages.DatasetSummary(
+                    name: name, tables: counts.map { ($0.table, $0.rows) },
+                    openAnnotations: open.all.first.flatMap { if case .integer(let n)? = $0.first { Int(n) } else { nil } } ?? 0,
+                    openConflicts: conflicts))
         }
         return out
     }
@@ -192,15 +198,16 @@ struct Workspace: Sendable {
         let filters = all.compactMap { c in req.form("f.\(c)").flatMap { $0.isEmpty ? nil : (column: c, value: $0) } }
         let after = req.form("after")
         let offset = max(0, Int(req.form("offset") ?? "") ?? 0)
-        var conditions = filters.map { "\(sqlName($0.column)) = \(sqlText($0.value))" }
+        var conditions = filters.map { "\(SchemaSQL.quote($0.column)) = \(sqlText($0.value))" }
         if !search.isEmpty {
             let texts = [pk] + columns.filter { $0.type == .text }.map(\.name)
-            conditions.append("(" + texts.map { "\(sqlName($0)) LIKE \(sqlText("%" + search + "%"))" }.joined(separator: " OR ") + ")")
+            conditions.append("(" + texts.map { "\(SchemaSQL.quote($0)) LIKE \(sqlText("%" + search + "%"))" }.joined(separator: " OR ") + ")")
         }
-        if sort == pk, let after { conditions.append("\(sqlName(pk)) \(desc ? "<" : ">") \(sqlText(after))") }
-        let order = sort == pk ? "\(sqlName(pk)) \(desc ? "DESC" : "")" : "\(sqlName(sort)) \(desc ? "DESC" : ""), \(sqlName(pk))"
+        if sort == pk, let after { conditions.append("\(SchemaSQL.quote(pk)) \(desc ? "<" : ">") \(sqlText(after))") }
+        let order =
+            sort == pk ? "\(SchemaSQL.quote(pk)) \(desc ? "DESC" : "")" : "\(SchemaSQL.quote(sort)) \(desc ? "DESC" : ""), \(SchemaSQL.quote(pk))"
         let sql = """
-            SELECT \(all.map(sqlName).joined(separator: ", ")) FROM \(sqlName(name))
+            SELECT \(all.map(SchemaSQL.quote).joined(separator: ", ")) FROM \(SchemaSQL.quote(name))
             \(conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")) ORDER BY \(order) LIMIT 101 \(sort == pk ? "" : "OFFSET \(offset)")
             """
         let rows = Collected()
@@ -247,7 +254,7 @@ struct Workspace: Sendable {
         let columns = schema.orderedColumns.map(\.name)
         let rows = Collected()
         try await r.query(
-            "SELECT \(columns.map(sqlName).joined(separator: ", ")) FROM \(sqlName(name)) WHERE \(sqlName(schema.primaryKey)) = \(sqlText(pk))"
+            "SELECT \(columns.map(SchemaSQL.quote).joined(separator: ", ")) FROM \(SchemaSQL.quote(name)) WHERE \(SchemaSQL.quote(schema.primaryKey)) = \(sqlText(pk))"
         ) {
             e in if case .row(let v) = e { rows.add(v) }
         }
@@ -283,16 +290,20 @@ struct Workspace: Sendable {
 }
 
 extension Request {
-    /// A query value as an HTML form sends it (application/x-www-form-urlencoded:
-    /// `+` is a space, then percent-decoding).
-    func form(_ name: String) -> String? {
-        for pair in (uri.query ?? "").split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func decode(_ s: Substring) -> String { s.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s) }
-            if decode(kv[0]) == name { return kv.count > 1 ? decode(kv[1]) : "" }
-        }
-        return nil
+    /// A query value as an HTML form sends it.
+    func form(_ name: String) -> String? { formValue(uri.query ?? "", name) }
+}
+
+/// The value of `name` in form fields as a browser encodes them
+/// (application/x-www-form-urlencoded: `+` is a space, then
+/// percent-decoding), in a query string or a form's body.
+func formValue(_ encoded: String, _ name: String) -> String? {
+    for pair in encoded.split(separator: "&") {
+        let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+        func decode(_ s: Substring) -> String { s.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s) }
+        if decode(kv[0]) == name { return kv.count > 1 ? decode(kv[1]) : "" }
     }
+    return nil
 }
 
 /// The user tables' row counts of each dataset, counted again only once
@@ -317,10 +328,8 @@ final class Collected: @unchecked Sendable {
     var all: [[Value]] { lock.withLock { rows } }
 }
 
-/// An identifier in SQL (names are checked lowercase identifiers; quoted anyway).
-func sqlName(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
-/// A text literal in SQL.
-func sqlText(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
+/// A text literal in SQL (`Value.sqlLiteral`, which also writes text holding NUL).
+func sqlText(_ s: String) -> String { Value.text(s).sqlLiteral }
 
 /// The workspace's gate: the Host must be this node's address (a page on
 /// another name, as DNS rebinding makes, gets nothing); a write's Origin
@@ -329,6 +338,9 @@ func sqlText(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with
 /// assets are open without a session.
 struct WorkspaceGuard: RouterMiddleware {
     let node: Node
+    /// The address the listener is bound to (`--web`); a wildcard one
+    /// (0.0.0.0) adds no name, so only loopback names reach it then.
+    let host: String
     let port: @Sendable () -> Int?
 
     func handle(
@@ -338,7 +350,8 @@ struct WorkspaceGuard: RouterMiddleware {
         // Never the socket's all-powerful caller: nobody until a session says who.
         context.caller = .person("", .reader)
         let host = request.head.authority ?? ""
-        guard let port = port(), ["127.0.0.1:\(port)", "localhost:\(port)", "[::1]:\(port)"].contains(host.lowercased()) else {
+        guard let port = port(), ["127.0.0.1", "localhost", "[::1]", self.host.lowercased()].map({ "\($0):\(port)" }).contains(host.lowercased())
+        else {
             throw NodeError(.forbidden, "this workspace answers only to its own address, not to host \(host.debugDescription)")
         }
         let path = request.uri.path
