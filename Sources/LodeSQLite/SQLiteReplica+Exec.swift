@@ -266,12 +266,7 @@ final class CapturedChangeset {
             var indirect: Int32 = 0
             sqlite3changeset_op(iter, &tableName, &ncol, &op, &indirect)
             let name = tableName.map { String(cString: $0) } ?? ""
-            guard let t = schema[name], !Identifier.isReserved(name) else {
-                let annotations = Role.annotationTables.contains(name)
-                throw StoreError(
-                    .forbidden, "exec may change rows of user tables only, not \(name)" + (annotations ? "" : ": it is managed by Lodestone"),
-                    remedy: annotations ? .annotate : nil)
-            }
+            guard let t = schema[name], !Identifier.isReserved(name) else { throw StoreError.managedTable(name) }
             let cols = [t.primaryKey] + t.physical.map(\.name)
             guard cols.count == Int(ncol) else { throw StoreError(.storage, "table \(name) changed shape during exec") }
             func value(_ old: Bool, _ i: Int32) throws -> Value? {

@@ -56,7 +56,7 @@ extension SQLiteReplica {
             throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only an editor may change rows")
         }
         for case .put(let table, _, _, _) in edits where Identifier.isReserved(table) {
-            throw StoreError(.forbidden, "table \(table) is managed by Lodestone", remedy: .annotate)
+            throw StoreError.managedTable(table)
         }
         return try await edit { batch in
             for e in edits { try batch.apply(e) }

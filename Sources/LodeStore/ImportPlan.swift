@@ -111,7 +111,7 @@ public enum CSVImport {
             throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only an editor may import rows")
         }
         guard !Identifier.isReserved(table) else {
-            throw StoreError(.forbidden, "table \(table) is managed by Lodestone", remedy: .annotate)
+            throw StoreError.managedTable(table)
         }
     }
 

@@ -340,7 +340,7 @@ public final class ReferenceStore: ReplicaStore {
             throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only an editor may change rows")
         }
         for case .put(let table, _, _, _) in edits where Identifier.isReserved(table) {
-            throw StoreError(.forbidden, "table \(table) is managed by Lodestone", remedy: .annotate)
+            throw StoreError.managedTable(table)
         }
         return try transaction { s in
             var batch = LocalEdits(store: self, state: s)

@@ -1,3 +1,5 @@
+import LodeCore
+
 /// An error from a store: a code for programs, a message for people, and
 /// the underlying cause when there is one.
 ///
@@ -74,4 +76,15 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
     public static func badInput(_ m: String, remedy: Remedy? = nil) -> StoreError { StoreError(.badInput, m, remedy: remedy) }
     /// Not found, with the message.
     public static func notFound(_ m: String) -> StoreError { StoreError(.notFound, m) }
+    /// A write of rows to a table whose name Lodestone reserves (its own
+    /// tables, annotations, SQLite's): the request is wrong whatever the
+    /// caller's role, so it is bad input, never `forbidden`.
+    public static func managedTable(_ name: String) -> StoreError {
+        let annotations = Role.annotationTables.contains(name)
+        return StoreError(
+            .badInput,
+            "table \(name) is managed by Lodestone: only rows of user tables may be written"
+                + (annotations ? " (annotations are written with annotate)" : ""),
+            remedy: annotations ? .annotate : nil)
+    }
 }

@@ -127,6 +127,15 @@ import Testing
             #expect(try await apiRequest(socket, "/v1/datasets/rare-earths/tables/elements/import", method: .POST).0 == 400)
             #expect(try await apiRequest(socket, "/v1/datasets/rare-earths/tables/elements/import", method: .POST, body: "[]").0 == 404)
             #expect(try await apiRequest(socket, "/v1/datasets/rare-earths/tables/nope/import", method: .POST, body: "id\n").0 == 404)
+            // A table Lodestone keeps (or any reserved name) is a bad request, not a role's refusal:
+            // 403 says only that the caller's role may not (the contract run's role check).
+            for table in ["__main__", "_annotations", "sqlite_master"] {
+                let (s, t) = try await apiRequest(socket, "/v1/datasets/rare-earths/tables/\(table)/import", method: .POST, body: "id\n1\n")
+                #expect(s == 400 && t.contains(#""code":"bad_input""#), "\(table): \(s) \(t)")
+            }
+            let (s3, t3) = try await apiRequest(
+                socket, "/v1/datasets/rare-earths/exec", method: .POST, body: #"{"sql": "DELETE FROM _annotations"}"#)
+            #expect(s3 == 400 && t3.contains(#""code":"bad_input""#) && t3.contains("annotate"), "\(t3)")
         }
     }
 
