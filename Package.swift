@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "LodeCore", targets: ["LodeCore"]),
         .library(name: "LodeStore", targets: ["LodeStore"]),
         .library(name: "LodeSQLite", targets: ["LodeSQLite"]),
+        .library(name: "LodePostgres", targets: ["LodePostgres"]),
         .library(name: "LodeNode", targets: ["LodeNode"]),
         .library(name: "LodeProtocol", targets: ["LodeProtocol"]),
     ],
@@ -27,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         .target(
@@ -44,6 +46,14 @@ let package = Package(
             dependencies: [
                 "LodeCore", "LodeStore", "CLodeSQLite", .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
+            name: "LodePostgres",
+            dependencies: [
+                "LodeCore", "LodeStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .systemLibrary(
@@ -123,7 +133,7 @@ let package = Package(
             dependencies: ["LodeCore", "LodeStore", "LodeSQLite", .product(name: "Crypto", package: "swift-crypto")],
             path: "Tests/LodeTestSupport"
         ),
-        .testTarget(name: "LodeStoreTests", dependencies: ["LodeStore", "LodeSQLite", "LodeCore", "LodeTestSupport"]),
+        .testTarget(name: "LodeStoreTests", dependencies: ["LodeStore", "LodeSQLite", "LodePostgres", "LodeCore", "LodeTestSupport"]),
         .testTarget(
             name: "LodeSQLiteTests",
             dependencies: [

@@ -412,7 +412,7 @@ public final class Node: Sendable {
     /// dataset brought into being by a peer's commit, which the caller has
     /// checked may create it), and tells it every known site.
     func openOrCreate(_ name: String) async throws -> any SQLReplicaStore {
-        let opened = try catalog.openOrCreateStore(name)
+        let opened = try await catalog.openOrCreateStore(name)
         if opened.created {
             for der in try knownCertificates() { try await register(try SiteCertificate(der: der), in: opened.replica) }
             notifyChange()

@@ -115,7 +115,7 @@ public final class SQLiteCatalog: DatasetCatalog {
     // MARK: DatasetCatalog
 
     public func store(_ name: String) throws -> (any SQLReplicaStore)? { try replica(name) }
-    public func openOrCreateStore(_ name: String) throws -> Opened<any SQLReplicaStore> {
+    public func openOrCreateStore(_ name: String) async throws -> Opened<any SQLReplicaStore> {
         let opened = try openOrCreate(name)
         return Opened(replica: opened.replica, created: opened.created)
     }

@@ -3,9 +3,9 @@ import GRDB
 import LodeCore
 import LodeStore
 
-/// A site's number in one dataset file (`_lode_sites.id`): the clock of
-/// every cell names its writer by this number rather than by its 32-byte key.
-typealias SiteNumber = Int64
+// A site's number in one dataset file (`_lode_sites.id`, LodeStore's
+// `SiteNumber`): the clock of every cell names its writer by this number
+// rather than by its 32-byte key.
 
 /// The sites a dataset file knows, by key and by number. Touched only by
 /// the writer, and reloaded with the rest of its state.

@@ -49,6 +49,12 @@ public struct NewAnnotation: Sendable, Hashable {
 /// these functions.
 public enum AnnotationRows {
     /// The table of annotations.
+    /// The words of a text as a search of annotations matches them: runs
+    /// of letters and digits, lowercased.
+    public static func words(_ text: String) -> [String] {
+        text.lowercased().split(whereSeparator: { !($0.isLetter || $0.isNumber) }).map(String.init)
+    }
+
     public static let notes = "_annotations"
     /// The table of tags, one row per (annotation, tag).
     public static let tags = "_annotation_tags"

@@ -129,4 +129,32 @@ extension ApplyOutcome {
         outcome.waiting = pending
         return outcome
     }
+
+    /// The same, for a store whose `applyOne` awaits (the database is a
+    /// server). Keep the two in step.
+    public static func collecting(
+        _ commits: [Commit], _ applyOne: (Commit) async throws -> CommitVerifier.Verdict
+    ) async rethrows -> ApplyOutcome {
+        var outcome = ApplyOutcome()
+        var pending = commits
+        var progress = true
+        while progress {
+            progress = false
+            var next: [Commit] = []
+            for commit in pending {
+                switch try await applyOne(commit) {
+                case .apply:
+                    outcome.applied.append(commit)
+                    progress = true
+                case .duplicate: outcome.duplicates += 1
+                case .wait: next.append(commit)
+                case .reject(let kind, let reason): outcome.rejected.append(Rejection(commit: commit, kind: kind, reason: reason))
+                case .clockAhead: outcome.aheadOfClock.append(commit)
+                }
+            }
+            pending = next
+        }
+        outcome.waiting = pending
+        return outcome
+    }
 }

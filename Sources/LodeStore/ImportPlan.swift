@@ -140,29 +140,54 @@ public enum CSVImport {
         path: String, table: TableSchema, progress: (@Sendable (ImportProgress) -> Void)?,
         _ row: (_ plan: ImportPlan, _ pk: String, _ values: [Value]) throws -> Void
     ) throws -> Int {
-        let total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? nil
-        let csv = try CSVReader(path: path)
-        let plan = try header(csv, table: table)
-        var rows = 0
-        var lastReport = ContinuousClock.now
-        // One fields array and one values array serve every row.
-        var fields: [String] = []
-        var values: [Value] = []
-        while true {
+        let records = try Records(path: path, table: table, progress: progress)
+        while let pk = try records.next() { try row(records.plan, pk, records.values) }
+        return records.count
+    }
+
+    /// The records of a CSV file as rows of a table, one at a time (for a
+    /// store that writes them with `await` between rows): `next()` returns
+    /// a record's primary key and leaves its values in `values`.
+    public final class Records {
+        /// How the header maps onto the table.
+        public let plan: ImportPlan
+        /// The values of the last record read, one per `plan.columns`.
+        public private(set) var values: [Value] = []
+        /// Records read so far.
+        public private(set) var count = 0
+        private let csv: CSVReader
+        private let total: UInt64?
+        private let progress: (@Sendable (ImportProgress) -> Void)?
+        private var lastReport = ContinuousClock.now
+        private var fields: [String] = []
+        private var done = false
+
+        public init(path: String, table: TableSchema, progress: (@Sendable (ImportProgress) -> Void)?) throws {
+            total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? nil
+            csv = try CSVReader(path: path)
+            plan = try header(csv, table: table)
+            self.progress = progress
+        }
+
+        /// The next record's primary key, or nil at the end of the file.
+        public func next() throws -> String? {
+            guard !done else { return nil }
             do {
-                guard try csv.next(into: &fields) else { break }
+                guard try csv.next(into: &fields) else {
+                    done = true
+                    progress?(ImportProgress(rows: count, bytes: csv.bytesRead, totalBytes: total))
+                    return nil
+                }
             } catch let e as CSVError {
                 throw StoreError.badInput("malformed CSV: \(e)")
             }
-            rows += 1
+            count += 1
             let pk = try plan.row(fields, line: csv.line, into: &values)
-            try row(plan, pk, values)
-            if let progress, rows % 4096 == 0, ContinuousClock.now - lastReport > .milliseconds(200) {
+            if let progress, count % 4096 == 0, ContinuousClock.now - lastReport > .milliseconds(200) {
                 lastReport = .now
-                progress(ImportProgress(rows: rows, bytes: csv.bytesRead, totalBytes: total))
+                progress(ImportProgress(rows: count, bytes: csv.bytesRead, totalBytes: total))
             }
+            return pk
         }
-        progress?(ImportProgress(rows: rows, bytes: csv.bytesRead, totalBytes: total))
-        return rows
     }
 }

@@ -255,7 +255,7 @@ public final class ReferenceStore: ReplicaStore {
                 if case .text(let id)? = row["annotation_id"], case .text(let tag)? = row["tag"] { tags[id, default: []].append(tag) }
             }
             func text(_ v: Value?) -> String? { if case .text(let t)? = v { t } else { nil } }
-            let words = f.search.map(ReferenceStore.words) ?? []
+            let words = f.search.map(AnnotationRows.words) ?? []
             var out: [Annotation] = []
             for (id, row) in notes {
                 let a = Annotation(
@@ -270,18 +270,12 @@ public final class ReferenceStore: ReplicaStore {
                 if let t = f.table, a.table != t { continue }
                 if let pk = f.pk, a.pk != pk { continue }
                 if let tag = f.tag, !a.tags.contains(tag) { continue }
-                if !words.isEmpty && !Set(words).isSubset(of: Set(ReferenceStore.words(a.text))) { continue }
+                if !words.isEmpty && !Set(words).isSubset(of: Set(AnnotationRows.words(a.text))) { continue }
                 out.append(a)
             }
             out.sort { ($0.created, $0.id) > ($1.created, $1.id) }
             return f.limit.map { Array(out.prefix(max(0, $0))) } ?? out
         }
-    }
-
-    /// The words of a text as full-text search sees them: runs of letters
-    /// and digits, lowercased.
-    static func words(_ text: String) -> [String] {
-        text.lowercased().split(whereSeparator: { !($0.isLetter || $0.isNumber) }).map(String.init)
     }
 
     public var bytesOnDisk: UInt64 { read { s in UInt64(s.log.reduce(0) { $0 + $1.bytes.count }) } }

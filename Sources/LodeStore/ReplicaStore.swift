@@ -167,7 +167,8 @@ public struct Opened<Replica: Sendable>: Sendable {
 }
 
 /// The datasets a node holds, in one store: each dataset's replica opened
-/// at most once. `SQLiteCatalog` keeps them as files in a directory.
+/// at most once. `SQLiteCatalog` keeps them as files in a directory,
+/// `PostgresCatalog` (module LodePostgres) as schemas in a database.
 public protocol DatasetCatalog: AnyObject, Sendable {
     /// The datasets held, by name.
     func names() -> [String]
@@ -177,7 +178,7 @@ public protocol DatasetCatalog: AnyObject, Sendable {
     /// Opens dataset `name`, creating it empty (no tables) when it is new
     /// here: how a dataset a peer's commit brings into being begins (the
     /// caller checks `DatasetRules.refusalToCreate` first).
-    func openOrCreateStore(_ name: String) throws -> Opened<any SQLReplicaStore>
+    func openOrCreateStore(_ name: String) async throws -> Opened<any SQLReplicaStore>
     /// Creates dataset `name` with `tables`, committed by the local site
     /// (`DatasetRules.checkNew` says what is refused); leaves nothing behind
     /// if that fails.

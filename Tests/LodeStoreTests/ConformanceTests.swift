@@ -1,5 +1,6 @@
 import Foundation
 import LodeCore
+import LodePostgres
 import LodeSQLite
 import LodeStore
 import LodeTestSupport
@@ -11,17 +12,23 @@ import Testing
 enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case sqlite
     case reference
+    case postgres
 
     var testDescription: String { rawValue }
 
     /// An empty replica of `dataset` for `local` (with the system tables).
-    func make(_ dir: TempDir, site local: LocalSite, dataset: String = "d", clock: TestClock = TestClock()) throws -> any ReplicaStore {
+    func make(_ dir: TempDir, site local: LocalSite, dataset: String = "d", clock: TestClock = TestClock()) async throws -> any ReplicaStore {
         switch self {
         case .sqlite:
             let catalog = SQLiteCatalog(directory: dir.file("\(local.name)-\(UUID().uuidString.prefix(6))"), local: local, wallClock: clock.now)
             return try catalog.openOrCreate(dataset).replica
         case .reference:
             return ReferenceStore(dataset: dataset, local: local, wallClock: clock.now)
+        case .postgres:
+            // A database of its own on the tests' server (PostgresServer).
+            let url = try PostgresServer.shared().newDatabase()
+            let catalog = try await PostgresCatalog.open(try PostgresLocation(url), local: local, connections: 2, wallClock: clock.now)
+            return try await catalog.openOrCreateStore(dataset).replica
         }
     }
 }
@@ -126,7 +133,7 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
     /// known everywhere.
     func cluster(_ kind: StoreKind, _ n: Int = 3, clock: TestClock = TestClock()) async throws -> [any ReplicaStore] {
         var all: [any ReplicaStore] = []
-        for i in 0..<n { all.append(try kind.make(dir, site: site(UInt8(i + 1), "s\(i)"), clock: clock)) }
+        for i in 0..<n { all.append(try await kind.make(dir, site: site(UInt8(i + 1), "s\(i)"), clock: clock)) }
         try await introduce(all)
         _ = try await all[0].alter(conformanceSchema)
         var rng = SeededGenerator(seed: 0)
@@ -174,7 +181,7 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
         for c in all { try model.apply(c) }
         #expect(expected["mines"] == model.rows(of: "mines"), "\(kind) seed \(seed)")
         // A new replica fed every commit shuffled, with duplicates.
-        let fresh = try kind.make(dir, site: site(9, "late"))
+        let fresh = try await kind.make(dir, site: site(9, "late"))
         try await introduce(rs + [fresh])
         try await deliver(all, to: fresh, &rng)
         #expect(try await tables(fresh) == expected)
@@ -221,7 +228,7 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
         #expect(!past.isEmpty)
 
         // What a replica that never held mallory's commits past the cut-off holds.
-        let fresh = try kind.make(dir, site: site(9, "late"))
+        let fresh = try await kind.make(dir, site: site(9, "late"))
         try await introduce(rs + [fresh])
         #expect(try await fresh.cut([mallory.local.site: cutoff]) == 0)
         let refused = try await deliver(all.filter { !past.contains($0) }, to: fresh, &rng)
@@ -271,7 +278,7 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
             try model.apply(left[i])
             order.append(left.remove(at: i))
         }
-        let fresh = try kind.make(dir, site: site(9, "late"))
+        let fresh = try await kind.make(dir, site: site(9, "late"))
         try await introduce(rs + [fresh])
         for c in order { #expect(try await fresh.apply([c]).applied.count == 1) }
         let got = try await fresh.conflicts(includeResolved: true).map {
@@ -373,8 +380,8 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
         let hour: UInt64 = 3_600_000
         let slow = TestClock()
         let fast = TestClock(start: 1_780_000_000_000 + hour)
-        let ahead = try kind.make(dir, site: site(1, "fast"), clock: fast)
-        let behind = try kind.make(dir, site: site(2, "slow"), clock: slow)
+        let ahead = try await kind.make(dir, site: site(1, "fast"), clock: fast)
+        let behind = try await kind.make(dir, site: site(2, "slow"), clock: slow)
         try await introduce([ahead, behind])
         _ = try await ahead.alter(conformanceSchema)
         _ = try await ahead.write([.put(table: "plants", pk: "p", columns: ["tonnes"], values: [.integer(7)])])
@@ -430,7 +437,7 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
         }
         try await exchange(from: rs[1], to: rs[0], &rng)
         try await exchange(from: rs[2], to: rs[0], &rng)
-        let fresh = try kind.make(dir, site: site(9, "late"))
+        let fresh = try await kind.make(dir, site: site(9, "late"))
         try await introduce(rs + [fresh])
         var pages = 0
         while fresh.vector != rs[0].vector {
@@ -763,8 +770,8 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
         let rs = try await cluster(kind, 1)
         _ = try await rs[0].write([.put(table: "mines", pk: "mp", columns: ["name"], values: [.text("Mountain Pass")])])
         var rng = SeededGenerator(seed: 6)
-        let annotator = try kind.make(dir, site: site(8, "annot", role: .annotator))
-        let reader = try kind.make(dir, site: site(7, "reader", role: .reader))
+        let annotator = try await kind.make(dir, site: site(8, "annot", role: .annotator))
+        let reader = try await kind.make(dir, site: site(7, "reader", role: .reader))
         try await introduce([rs[0], annotator, reader])
         try await exchange(from: rs[0], to: annotator, &rng)
         try await exchange(from: rs[0], to: reader, &rng)

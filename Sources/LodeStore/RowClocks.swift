@@ -1,29 +1,39 @@
 import LodeCore
-import LodeStore
 
-/// A cell stamp as stored in one dataset file: the writer is named by its
-/// site number there (`CellStamp` names it by key).
-struct LocalStamp: Equatable {
-    var length: UInt64
-    var hlc: UInt64
-    var site: SiteNumber
-    var seq: UInt64
+/// A site as a store numbers it locally (a row of its sites table).
+public typealias SiteNumber = Int64
+
+/// A cell stamp as a store keeps it: the writer is named by its site
+/// number there (`CellStamp` names it by key).
+public struct LocalStamp: Equatable, Sendable {
+    public var length: UInt64
+    public var hlc: UInt64
+    public var site: SiteNumber
+    public var seq: UInt64
+
+    public init(length: UInt64, hlc: UInt64, site: SiteNumber, seq: UInt64) {
+        self.length = length
+        self.hlc = hlc
+        self.site = site
+        self.seq = seq
+    }
 }
 
-/// The per-cell stamps of one row, stored compactly in `_lode_rows.clocks`:
+/// The per-cell stamps of one row, stored compactly (`_lode_rows.clocks` in
+/// both stores):
 /// the distinct stamps once, then per column slot a reference to one of them
 /// (or none) and a bit saying the cell has an open conflict. A row written
 /// by one op costs one stamp however many columns it has.
 ///
 /// Encoding: `ngroups`, then per group `length hlc site seq` (varints), then
 /// `nslots`, then per slot `((group + 1) << 1) | conflict` (0 = never written).
-struct RowClocks: Equatable {
-    var groups: [LocalStamp] = []
-    var slots: [UInt32] = []
+public struct RowClocks: Equatable, Sendable {
+    public var groups: [LocalStamp] = []
+    public var slots: [UInt32] = []
 
-    init() {}
+    public init() {}
 
-    init(decoding bytes: [UInt8]) throws {
+    public init(decoding bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { raw in
             var r = ByteReader(raw)
             let ng = try r.readCount(limit: 1 << 16, "stamp groups")
@@ -40,7 +50,7 @@ struct RowClocks: Equatable {
         }
     }
 
-    func encode(into w: inout ByteWriter) {
+    public func encode(into w: inout ByteWriter) {
         // Drop groups no slot refers to any more, renumbering the rest.
         var used = [Bool](repeating: false, count: groups.count)
         for s in slots where s >> 1 > 0 { used[Int(s >> 1) - 1] = true }
@@ -64,36 +74,36 @@ struct RowClocks: Equatable {
         }
     }
 
-    var encoded: [UInt8] {
+    public var encoded: [UInt8] {
         var w = ByteWriter(capacity: 32)
         encode(into: &w)
         return w.bytes
     }
 
-    func stamp(_ slot: Int) -> LocalStamp? { groupIndex(slot).map { groups[$0] } }
+    public func stamp(_ slot: Int) -> LocalStamp? { groupIndex(slot).map { groups[$0] } }
 
     /// The index among `groups` of the stamp of `slot`; nil if never written.
-    func groupIndex(_ slot: Int) -> Int? {
+    public func groupIndex(_ slot: Int) -> Int? {
         guard slot < slots.count else { return nil }
         let g = slots[slot] >> 1
         return g == 0 ? nil : Int(g) - 1
     }
 
-    func hasConflict(_ slot: Int) -> Bool { slot < slots.count && slots[slot] & 1 == 1 }
+    public func hasConflict(_ slot: Int) -> Bool { slot < slots.count && slots[slot] & 1 == 1 }
 
-    mutating func setConflict(_ slot: Int, _ on: Bool) {
+    public mutating func setConflict(_ slot: Int, _ on: Bool) {
         grow(slot)
         slots[slot] = on ? slots[slot] | 1 : slots[slot] & ~1
     }
 
     /// Sets the stamp of a slot; `group` is the index from `group(for:)`.
-    mutating func set(_ slot: Int, group: Int) {
+    public mutating func set(_ slot: Int, group: Int) {
         grow(slot)
         slots[slot] = (UInt32(group + 1) << 1) | (slots[slot] & 1)
     }
 
     /// The index of `stamp` among the groups, adding it if new.
-    mutating func group(for stamp: LocalStamp) -> Int {
+    public mutating func group(for stamp: LocalStamp) -> Int {
         if let i = groups.lastIndex(of: stamp) { return i }
         groups.append(stamp)
         return groups.count - 1
