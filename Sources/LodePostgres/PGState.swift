@@ -69,7 +69,8 @@ struct PGState: Sendable {
             guard let type = ColumnType(rawValue: UInt8(clamping: try r[3].decode(Int16.self))) else {
                 throw StoreError(.storage, "table \(table): a column of unknown type")
             }
-            let def = ColumnDef(name: try r.string(2), type: type, notNull: try r[4].decode(Bool.self), defaultValue: try Value.decoded(try r.bytes(5)))
+            let def = ColumnDef(
+                name: try r.string(2), type: type, notNull: try r[4].decode(Bool.self), defaultValue: try Value.decoded(try r.bytes(5)))
             tables[table]!.columns[def.name] = TableSchema.Column(
                 def: def, stamp: SchemaStamp(hlc: HLC(rawValue: PGValue.uint64(try r.int64(6))), site: try SiteID(bytes: try r.bytes(7))),
                 firstStamp: SchemaStamp(hlc: HLC(rawValue: PGValue.uint64(try r.int64(8))), site: try SiteID(bytes: try r.bytes(9))),

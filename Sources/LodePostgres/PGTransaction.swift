@@ -238,7 +238,8 @@ final class PGTx {
                 }
             }
         } else {
-            let cols = [SchemaSQL.quote(merged.primaryKey) + " text PRIMARY KEY"]
+            let cols =
+                [SchemaSQL.quote(merged.primaryKey) + " text PRIMARY KEY"]
                 + merged.orderedColumns.map { SchemaSQL.quote($0.name) + " " + PGLayout.sqlType($0.type) }
             try await run("CREATE TABLE \(s).\(t)(\(cols.joined(separator: ", ")))")
         }
@@ -302,7 +303,8 @@ final class PGTx {
             var b = Binds()
             let sql = "SELECT pk, cl, clocks FROM \(s)._lode_rows WHERE tbl = \(b.add(table)) AND pk = ANY(\(b.add(part)))"
             for r in try await rows(sql, b.bindings) {
-                known[try r.string(0)] = PGRowMeta(exists: true, length: PGValue.uint64(try r.int64(1)), clocks: try RowClocks(decoding: try r.bytes(2)))
+                known[try r.string(0)] = PGRowMeta(
+                    exists: true, length: PGValue.uint64(try r.int64(1)), clocks: try RowClocks(decoding: try r.bytes(2)))
             }
             for k in part where known[k] == nil { known[k] = PGRowMeta() }
         }
@@ -594,7 +596,8 @@ final class PGTx {
             }
             for (names, group) in partial {
                 var b = Binds()
-                let sql = "DELETE FROM \(s)._lode_misfits WHERE tbl = \(b.add(table)) AND col = ANY(\(b.add(names))) AND pk = ANY(\(b.add(group.map(\.0))))"
+                let sql =
+                    "DELETE FROM \(s)._lode_misfits WHERE tbl = \(b.add(table)) AND col = ANY(\(b.add(names))) AND pk = ANY(\(b.add(group.map(\.0))))"
                 try await run(sql, b.bindings)
             }
         }
@@ -608,7 +611,8 @@ final class PGTx {
             let names = ([pkName] + cols.map { SchemaSQL.quote($0.name) }).joined(separator: ", ")
             let update =
                 cols.isEmpty
-                ? "NOTHING" : "UPDATE SET " + cols.map { "\(SchemaSQL.quote($0.name)) = EXCLUDED.\(SchemaSQL.quote($0.name))" }.joined(separator: ", ")
+                ? "NOTHING"
+                : "UPDATE SET " + cols.map { "\(SchemaSQL.quote($0.name)) = EXCLUDED.\(SchemaSQL.quote($0.name))" }.joined(separator: ", ")
             let perRow = max(1, 30_000 / (cols.count + 1))
             for chunk in stride(from: 0, to: full.count, by: perRow) {
                 var b = Binds()

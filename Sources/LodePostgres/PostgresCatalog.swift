@@ -126,15 +126,18 @@ public final class PostgresCatalog: DatasetCatalog, @unchecked Sendable {
             try await client.withTransaction(logger: logger) { conn -> (PGState, Bool) in
                 try await conn.run("SELECT pg_advisory_xact_lock(\(PGLayout.lockKey(name)))", logger: self.logger)
                 var b = Binds()
-                let exists = try await conn.rows(
-                    """
-                    SELECT 1 FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid
-                    WHERE n.nspname = \(b.add(name)) AND c.relname = '_lode_meta'
-                    """, b.bindings, logger: self.logger
-                ).isEmpty == false
+                let exists =
+                    try await conn.rows(
+                        """
+                        SELECT 1 FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid
+                        WHERE n.nspname = \(b.add(name)) AND c.relname = '_lode_meta'
+                        """, b.bindings, logger: self.logger
+                    ).isEmpty == false
                 if exists {
                     var m = [String: String]()
-                    for r in try await conn.rows("SELECT key, value FROM \(s)._lode_meta", logger: self.logger) { m[try r.string(0)] = try r.string(1) }
+                    for r in try await conn.rows("SELECT key, value FROM \(s)._lode_meta", logger: self.logger) {
+                        m[try r.string(0)] = try r.string(1)
+                    }
                     guard m["dataset"] == name else { throw StoreError(.storage, "schema \(name) holds dataset \(m["dataset"] ?? "?"), not \(name)") }
                     guard m["format"] == String(PGLayout.version) else {
                         throw StoreError(.storage, "dataset \(name) has format \(m["format"] ?? "?"); this build reads format \(PGLayout.version)")

@@ -21,7 +21,8 @@ public struct PostgresLocation: Sendable, CustomStringConvertible {
 
     public init(_ url: String) throws {
         func bad(_ why: String) -> StoreError {
-            StoreError.badInput("\(why): a PostgreSQL store is named postgresql://USER@HOST:PORT/DATABASE (as in postgresql://lode@127.0.0.1:5432/lode)")
+            StoreError.badInput(
+                "\(why): a PostgreSQL store is named postgresql://USER@HOST:PORT/DATABASE (as in postgresql://lode@127.0.0.1:5432/lode)")
         }
         guard let c = URLComponents(string: url), let scheme = c.scheme, ["postgresql", "postgres"].contains(scheme) else {
             throw bad("\(url.split(separator: "@").last.map(String.init) ?? "") is not a postgresql:// URL")

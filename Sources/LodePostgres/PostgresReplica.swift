@@ -78,7 +78,8 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
                 let cached = state.withLock { $0 }
                 let (result, next, added) = try await client.withTransaction(logger: logger) { conn -> (T, PGState, Bool) in
                     try await conn.run("SELECT pg_advisory_xact_lock(\(PGLayout.lockKey(self.dataset)))", logger: self.logger)
-                    let generation = try await conn.rows("SELECT value FROM \(self.schema)._lode_meta WHERE key = 'generation'", logger: self.logger)
+                    let generation =
+                        try await conn.rows("SELECT value FROM \(self.schema)._lode_meta WHERE key = 'generation'", logger: self.logger)
                         .first.map { Int64(try $0.string(0)) ?? 0 } ?? 0
                     var start = cached
                     if generation != cached.generation {
@@ -134,7 +135,8 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
         try await PGErrors.mapped {
             try await gate.run {
                 try await client.withConnection { conn in
-                    let generation = try await conn.rows("SELECT value FROM \(self.schema)._lode_meta WHERE key = 'generation'", logger: self.logger)
+                    let generation =
+                        try await conn.rows("SELECT value FROM \(self.schema)._lode_meta WHERE key = 'generation'", logger: self.logger)
                         .first.map { Int64(try $0.string(0)) ?? 0 } ?? 0
                     let cached = self.state.withLock { $0 }
                     guard generation != cached.generation else { return false }
@@ -221,7 +223,8 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
         try await read { conn in
             var b = Binds()
             let filter = kind.map { "WHERE kind = \(b.add($0.rawValue))" } ?? ""
-            let sql = "SELECT site, seq, kind, reason, received FROM \(self.schema)._lode_rejected \(filter) ORDER BY id DESC LIMIT \(b.add(Int64(max(0, limit))))"
+            let sql =
+                "SELECT site, seq, kind, reason, received FROM \(self.schema)._lode_rejected \(filter) ORDER BY id DESC LIMIT \(b.add(Int64(max(0, limit))))"
             return try await self.rows(conn, sql, b).map { r in
                 RejectionRecord(
                     site: try SiteID(bytes: try r.bytes(0)), seq: PGValue.uint64(try r.int64(1)),
@@ -351,7 +354,8 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
             var b = Binds()
             let tb = b.add(table)
             let kb = b.add(pk)
-            guard let row = try await self.rows(conn, "SELECT cl, clocks FROM \(self.schema)._lode_rows WHERE tbl = \(tb) AND pk = \(kb)", b).first else {
+            guard let row = try await self.rows(conn, "SELECT cl, clocks FROM \(self.schema)._lode_rows WHERE tbl = \(tb) AND pk = \(kb)", b).first
+            else {
                 throw StoreError.notFound("no row \(pk) in table \(table): nothing was ever written to it")
             }
             let clocks = try RowClocks(decoding: try row.bytes(1))
@@ -408,7 +412,9 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
             var conditions: [String] = []
             if let t = f.table { conditions.append("a.target_table = \(b.add(t))") }
             if let k = f.pk { conditions.append("a.target_pk = \(b.add(k))") }
-            if let tag = f.tag { conditions.append("EXISTS (SELECT 1 FROM \(s)._annotation_tags g WHERE g.annotation_id = a.id AND g.tag = \(b.add(tag)))") }
+            if let tag = f.tag {
+                conditions.append("EXISTS (SELECT 1 FROM \(s)._annotation_tags g WHERE g.annotation_id = a.id AND g.tag = \(b.add(tag)))")
+            }
             // Every word of the search, as a whole word, in any case.
             for word in Set(f.search.map(AnnotationRows.words) ?? []).sorted() {
                 conditions.append("a.body ~* \(b.add("\\m" + word + "\\M"))")
@@ -463,7 +469,8 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     /// SQL edits are captured and turned into commits on SQLite stores;
     /// a PostgreSQL store takes edits as rows (`write`, `importCSV`).
     public func exec(_ sql: String) async throws -> WriteReport {
-        throw StoreError.badInput("exec runs on SQLite stores; a node on PostgreSQL (a relay, a server replica) takes rows by import or from its peers")
+        throw StoreError.badInput(
+            "exec runs on SQLite stores; a node on PostgreSQL (a relay, a server replica) takes rows by import or from its peers")
     }
 
     public func exec(file path: String) async throws -> WriteReport { try await exec("") }

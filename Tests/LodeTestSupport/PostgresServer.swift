@@ -72,7 +72,8 @@ public final class PostgresServer: Sendable {
         let dir = root
         Self.atExit.withLock {
             $0.append {
-                _ = try? Self.run(user == nil ? stop : "/usr/sbin/runuser", (user.map { ["-u", $0, "--", stop] } ?? []) + ["-D", data, "-m", "immediate", "stop"])
+                _ = try? Self.run(
+                    user == nil ? stop : "/usr/sbin/runuser", (user.map { ["-u", $0, "--", stop] } ?? []) + ["-D", data, "-m", "immediate", "stop"])
                 try? FileManager.default.removeItem(atPath: dir)
             }
         }

@@ -1,0 +1,126 @@
+import Foundation
+import LodeCore
+import LodePostgres
+import LodeSQLite
+import LodeStore
+import LodeTestSupport
+import Testing
+
+/// What the PostgreSQL store adds to the conformance suite: its tables are
+/// the SQLite store's value for value (REALs to the bit), BI tools see
+/// them typed under the dataset's schema, and its queries only read.
+@Suite struct PostgresStoreTests {
+    let dir = TempDir("lode-pg")
+
+    /// A replica of dataset "d" in a database of its own; returns the
+    /// database name too, for psql.
+    func replica(_ local: LocalSite, queryTimeLimit: TimeInterval = 10) async throws -> (PostgresReplica, String) {
+        let url = try PostgresServer.shared().newDatabase()
+        let catalog = try await PostgresCatalog.open(try PostgresLocation(url), local: local, connections: 2, queryTimeLimit: queryTimeLimit)
+        let opened = try await catalog.openOrCreateStore("d")
+        let name = try PostgresLocation(url).database
+        return (opened.replica as! PostgresReplica, name)
+    }
+
+    /// Equal, REALs compared by their bits (-0.0 is not 0.0, NaN is NaN).
+    func same(_ a: Value, _ b: Value) -> Bool {
+        if case .real(let x) = a, case .real(let y) = b { return x.bitPattern == y.bitPattern }
+        return a == b
+    }
+
+    /// Every kind of value a peer may send, including ones that do not fit
+    /// their column's type, reaches an SQLite and a PostgreSQL replica;
+    /// both export the same rows, value for value. The edge cases of
+    /// SQLite's column affinity (`ColumnDef.materialized`) come out the
+    /// same in both: no signed zero, integral REALs in an INTEGER
+    /// column as INTEGERs. Values the PostgreSQL column cannot hold (TEXT in
+    /// BIGINT, NUL inside TEXT) are exported as written.
+    @Test func tablesEqualAnSQLiteReplicasValueForValue() async throws {
+        let clock = TestClock()
+        let author = ReferenceStore(dataset: "d", local: site(1, "author"), wallClock: clock.now)
+        let sqlite = try await StoreKind.sqlite.make(dir, site: site(2, "lite"), clock: clock)
+        let (pg, _) = try await replica(site(3, "pg"))
+        try await introduce([author, sqlite, pg])
+        _ = try await author.alter(conformanceSchema)
+        let cells: [(String, Value)] = [
+            ("grade", .real(0.1)), ("grade", .real(1.0 / 3)), ("grade", .real(-0.0)), ("grade", .real(1e308)),
+            ("grade", .real(5e-324)), ("grade", .real(-1.5)), ("grade", .real(.infinity)), ("grade", .real(-.infinity)),
+            ("grade", .integer(7)), ("grade", .text("not a number")),
+            ("output", .integer(.min)), ("output", .integer(.max)), ("output", .integer(0)), ("output", .real(42)),
+            ("output", .real(1e30)), ("output", .real(2.5)), ("output", .text("abc")), ("output", .blob([1, 2])),
+            ("note", .text("")), ("note", .text("ünïcödé")), ("note", .text("🪨 rare earth")), ("note", .text("quote \" and ' and \\")),
+            ("note", .text("nul\u{0}inside")), ("note", .integer(12)), ("note", .blob([0x41])),
+            ("raw", .blob([])), ("raw", .blob([0, 255, 0, 1])), ("raw", .text("text in a blob column")),
+            ("name", .null), ("name", .text("named")),
+        ]
+        var edits: [RowEdit] = []
+        for (i, (column, value)) in cells.enumerated() {
+            edits.append(.put(table: "mines", pk: "r\(i)", columns: [column], values: [value]))
+        }
+        // A misfit overwritten by a value that fits, and a row with one deleted.
+        edits.append(.put(table: "mines", pk: "later", columns: ["output"], values: [.text("first")]))
+        edits.append(.put(table: "mines", pk: "gone", columns: ["output"], values: [.text("soon deleted")]))
+        _ = try await author.write(edits)
+        _ = try await author.write([
+            .put(table: "mines", pk: "later", columns: ["output"], values: [.integer(5)]), .delete(table: "mines", pk: "gone"),
+        ])
+        let commits = try await author.commits(missingFrom: VersionVector(), limit: 1000)
+        for r in [sqlite, pg as any ReplicaStore] {
+            let outcome = try await r.apply(commits)
+            #expect(outcome.rejected.isEmpty && outcome.waiting.isEmpty, "\(outcome.rejected.map(\.reason))")
+        }
+        let lite = try await tables(sqlite)["mines"] ?? [:]
+        let post = try await tables(pg)["mines"] ?? [:]
+        #expect(lite.count == cells.count + 1)
+        #expect(Set(lite.keys) == Set(post.keys))
+        for (pk, row) in lite {
+            for (column, value) in row {
+                let other = post[pk]?[column] ?? .null
+                #expect(same(value, other), "\(pk).\(column): SQLite \(value), PostgreSQL \(other)")
+            }
+        }
+        #expect(post["later"]?["output"] == .integer(5))
+        // The reference model agrees too.
+        let model = try await tables(author)["mines"] ?? [:]
+        for (pk, row) in model { for (column, value) in row { #expect(same(value, lite[pk]?[column] ?? .null), "\(pk).\(column)") } }
+    }
+
+    /// `psql` (or any BI tool) sees the dataset as a schema named like it,
+    /// its tables under their own names and typed, with the rows an export
+    /// gives.
+    @Test func psqlShowsTheDatasetAsTypedTables() async throws {
+        let (pg, database) = try await replica(site(1, "pg"))
+        _ = try await pg.alter(conformanceSchema)
+        _ = try await pg.write([
+            .put(table: "mines", pk: "mp", columns: ["name", "output", "grade"], values: [.text("Mountain Pass"), .integer(45_000), .real(0.08)]),
+            .put(table: "plants", pk: "p1", columns: ["mine", "tonnes"], values: [.text("mp"), .integer(12)]),
+        ])
+        let server = try PostgresServer.shared()
+        let types = try server.psql(
+            database,
+            "SELECT column_name || ' ' || data_type FROM information_schema.columns WHERE table_schema = 'd' AND table_name = 'mines' ORDER BY ordinal_position"
+        )
+        #expect(
+            types.split(separator: "\n") == ["id text", "name text", "output bigint", "grade double precision", "note text", "raw bytea"], "\(types)")
+        #expect(try server.psql(database, "SELECT name, output, grade FROM d.mines") == "Mountain Pass|45000|0.08\n")
+        #expect(try server.psql(database, "SELECT tonnes FROM d.plants WHERE id = 'p1'") == "12\n")
+    }
+
+    /// A query runs in PostgreSQL's dialect on the dataset's schema, may
+    /// only read, and is stopped when it runs too long.
+    @Test func queriesOnlyReadAndAreStopped() async throws {
+        let (pg, _) = try await replica(site(1, "pg"), queryTimeLimit: 1)
+        _ = try await pg.alter(conformanceSchema)
+        _ = try await pg.write([.put(table: "mines", pk: "mp", columns: ["output"], values: [.integer(3)])])
+        let rows = Rows()
+        try await pg.query("SELECT id, output * 2 AS twice, grade FROM mines") { rows.add("\($0)") }
+        #expect(
+            rows.all == [#"columns(["id", "twice", "grade"])"#, #"row([LodeCore.Value.text("mp"), LodeCore.Value.integer(6), LodeCore.Value.null])"#])
+        for sql in ["DELETE FROM mines", "CREATE TABLE x(a int)", "SELECT 1; DELETE FROM mines", "SELECT nope FROM mines"] {
+            await #expect(throws: StoreError.self, "\(sql)") { try await pg.query(sql) { _ in } }
+        }
+        let slow = await #expect(throws: StoreError.self) { try await pg.query("SELECT pg_sleep(60)") { _ in } }
+        #expect(slow?.message.contains("time limit") == true, "\(String(describing: slow))")
+        #expect(try await tables(pg)["mines"]?["mp"]?["output"] == .integer(3))
+    }
+}
