@@ -84,7 +84,7 @@ let package = Package(
             name: "LodeNode",
             dependencies: [
                 "LodeWeb",
-                "LodeCore", "LodeStore", "LodeSQLite", "LodeProtocol", "LodeSync",
+                "LodeCore", "LodeStore", "LodeSQLite", "LodePostgres", "LodeProtocol", "LodeSync",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

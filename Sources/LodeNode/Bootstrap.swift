@@ -12,9 +12,9 @@ public enum DevelopmentBootstrap {
         return Identifier.isValidDataset(tidy) ? tidy : "dev"
     }
 
-    /// Creates the CA, the site and the dataset. Returns what it did, as
-    /// lines for the user.
-    public static func run(dataDir: String) async throws -> [String] {
+    /// Creates the CA, the site and the dataset (in the PostgreSQL database
+    /// at `store`, if given). Returns what it did, as lines for the user.
+    public static func run(dataDir: String, store: String? = nil) async throws -> [String] {
         let paths = NodePaths(dataDir)
         var lines: [String] = []
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -25,8 +25,12 @@ public enum DevelopmentBootstrap {
         let site = defaultSiteName()
         try Node.initialize(dataDir: dataDir, site: site, role: .editor, caDir: paths.devCA)
         lines.append("created site \(site) (editor) in \(dataDir)")
-        let node = try Node.open(dataDir: dataDir)
+        let node = try await store.asyncMap { try await Node.open(dataDir: dataDir, store: $0) } ?? Node.open(dataDir: dataDir)
         defer { node.close() }
+        if node.datasetNames().contains(SeedData.dataset) {
+            lines.append("the database already holds the \(SeedData.dataset) dataset")
+            return lines
+        }
         let rows = try await loadSeed(into: node)
         lines.append(
             "loaded the bundled \(SeedData.dataset) dataset: \(rows) rows in \(SeedData.tables.count) tables (sources: lode query \(SeedData.dataset) \"SELECT source FROM facilities\")"
@@ -58,5 +62,12 @@ public enum DevelopmentBootstrap {
         ]
         for (_, file, b64) in SeedData.tables { out[file] = [UInt8](Data(base64Encoded: b64)!) }
         return out
+    }
+}
+
+extension Optional {
+    func asyncMap<T>(_ f: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let w = self else { return nil }
+        return try await f(w)
     }
 }

@@ -11,8 +11,16 @@ public struct ConfigFile: Sendable, Equatable {
     public var apiListen: String?
     /// Seconds.
     public var maxClockDrift: UInt64?
+    /// A PostgreSQL URL (`serve --store`).
+    public var store: String?
+    /// Where operators' plain HTTP listens (`serve --ops-listen`).
+    public var opsListen: String?
+    /// `text` or `json` (`serve --log-format`).
+    public var logFormat: String?
 
-    static let keys: Set<String> = ["data_dir", "listen", "peers", "log_level", "api_listen", "max_clock_drift"]
+    static let keys: Set<String> = [
+        "data_dir", "listen", "peers", "log_level", "api_listen", "max_clock_drift", "store", "ops_listen", "log_format",
+    ]
 
     /// Reads a config file.
     public static func load(_ path: String) throws -> ConfigFile {
@@ -42,6 +50,9 @@ public struct ConfigFile: Sendable, Equatable {
             case "listen": c.listen = try string(value, name, n + 1)
             case "api_listen": c.apiListen = try string(value, name, n + 1)
             case "max_clock_drift": c.maxClockDrift = try seconds(value, name, n + 1)
+            case "store": c.store = try string(value, name, n + 1)
+            case "ops_listen": c.opsListen = try string(value, name, n + 1)
+            case "log_format": c.logFormat = try string(value, name, n + 1)
             default: c.logLevel = try string(value, name, n + 1)
             }
         }

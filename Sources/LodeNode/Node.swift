@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import LodeCore
+import LodePostgres
 import LodeProtocol
 import LodeSQLite
 import LodeStore
@@ -113,7 +114,9 @@ public final class Node: Sendable {
     /// The software version.
     public static let version = "0.1.0"
 
-    private init(paths: NodePaths, identity: NodeIdentity, file: NodeFile, maxClockDrift: UInt64) {
+    private init(
+        paths: NodePaths, identity: NodeIdentity, file: NodeFile, maxClockDrift: UInt64, store: (any DatasetCatalog)?, changes: ChangeRelay
+    ) {
         self.paths = paths
         self.maxClockDrift = maxClockDrift
         self.identity = identity
@@ -125,15 +128,20 @@ public final class Node: Sendable {
             records.contains { $0.covers(c) }
         }.map(\.site)
         revoked.withLock { $0 = (records, cutoffs, Set(keys)) }
-        let changes = ChangeRelay()
         self.changes = changes
-        catalog = SQLiteCatalog(
-            directory: paths.datasets, local: identity.local, maxClockDrift: maxClockDrift,
-            onOpen: { replica in
-                // Every commit a replica gains (local or from a peer) wakes sync.
-                replica.addObserver { _ in changes.notify() }
-            })
+        catalog =
+            store
+            ?? SQLiteCatalog(
+                directory: paths.datasets, local: identity.local, maxClockDrift: maxClockDrift,
+                onOpen: { replica in
+                    // Every commit a replica gains (local or from a peer) wakes sync.
+                    replica.addObserver { _ in changes.notify() }
+                })
     }
+
+    /// The PostgreSQL database holding this node's datasets, when it keeps
+    /// them there (`lode serve --store`).
+    public var postgres: PostgresCatalog? { catalog as? PostgresCatalog }
 
     /// True when `dataDir` holds a node.
     public static func exists(dataDir: String) -> Bool {
@@ -175,6 +183,32 @@ public final class Node: Sendable {
     /// CA belong together. Commits from elsewhere stamped more than
     /// `maxClockDrift` milliseconds ahead of the wall clock are held back.
     public static func open(dataDir: String, maxClockDrift: UInt64 = CommitVerifier.defaultMaxClockDrift) throws -> Node {
+        let (paths, identity, file) = try openFiles(dataDir: dataDir)
+        return Node(paths: paths, identity: identity, file: file, maxClockDrift: maxClockDrift, store: nil, changes: ChangeRelay())
+    }
+
+    /// Opens the node in `dataDir` with its datasets in the PostgreSQL
+    /// database at `store` (`lode serve --store postgresql://…`); the
+    /// identity, peers and settings stay in the data directory.
+    public static func open(dataDir: String, maxClockDrift: UInt64 = CommitVerifier.defaultMaxClockDrift, store: String) async throws -> Node {
+        let (paths, identity, file) = try openFiles(dataDir: dataDir)
+        let changes = ChangeRelay()
+        let catalog = try await PostgresCatalog.open(
+            try PostgresLocation(store), local: identity.local, maxClockDrift: maxClockDrift,
+            onOpen: { replica in
+                // Every site this node knows, also in a dataset another
+                // process brought into the database.
+                for der in (try? file.certificates()) ?? [] {
+                    if let c = try? SiteCertificate(der: der) { try? await replica.registerSite(c.record) }
+                }
+                replica.addObserver { _ in changes.notify() }
+                // Sync offers the dataset.
+                changes.notify()
+            })
+        return Node(paths: paths, identity: identity, file: file, maxClockDrift: maxClockDrift, store: catalog, changes: changes)
+    }
+
+    private static func openFiles(dataDir: String) throws -> (NodePaths, NodeIdentity, NodeFile) {
         makeFilesPrivate()
         let paths = NodePaths(dataDir)
         guard exists(dataDir: dataDir) else {
@@ -196,7 +230,7 @@ public final class Node: Sendable {
         try FileManager.default.createDirectory(atPath: paths.datasets, withIntermediateDirectories: true)
         let file = try NodeFile(path: paths.nodeDB)
         try file.keepOwnCertificate(site: site.site, der: site.der, validUntil: Int64(site.certificate.notValidAfter.timeIntervalSince1970 * 1000))
-        return Node(paths: paths, identity: NodeIdentity(certificate: site, ca: ca, key: key), file: file, maxClockDrift: maxClockDrift)
+        return (paths, NodeIdentity(certificate: site, ca: ca, key: key), file)
     }
 
     /// Closes every replica.

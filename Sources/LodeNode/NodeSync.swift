@@ -31,6 +31,21 @@ extension Node {
     /// Every site certificate this node knows (its own included), DER.
     public func knownCertificates() throws -> [[UInt8]] { try file.certificates() }
 
+    /// The certificates other processes sharing this node's PostgreSQL
+    /// database recorded and this node does not know yet, kept here once
+    /// verified (as a peer's would be). Returns them, for the sync engine
+    /// to pass on: a relay serves commits another relay stored, and its
+    /// peers need their authors' certificates to verify them.
+    public func adoptStoreCertificates() async throws -> [[UInt8]] {
+        guard let postgres else { return [] }
+        let known = Set(try knownCertificates())
+        var adopted: [[UInt8]] = []
+        for der in try await postgres.storedCertificates() where !known.contains(der) {
+            if (try? await addCertificate(der)) == true { adopted.append(der) }
+        }
+        return adopted
+    }
+
     /// Verifies a site certificate against the cluster CA and keeps it,
     /// telling every replica of the site. Returns true when it was new here
     /// (or renewed).

@@ -38,6 +38,10 @@ public struct ServeOptions: Sendable {
     /// How long a remote client's connection (`apiListen`) may go without
     /// a request, its TLS handshake included, before it is closed.
     public var apiIdleTimeout: Duration = .seconds(30)
+    /// The PostgreSQL database to keep the datasets in
+    /// (`postgresql://USER@HOST:PORT/DB`), or nil for SQLite files in the
+    /// data directory.
+    public var store: String?
     /// Adjusts the sync sessions' timing (tests shorten it).
     public var syncTuning: @Sendable (inout SyncStateMachine.Config) -> Void = { _ in }
 
@@ -73,8 +77,14 @@ public enum NodeServer {
         _ = bootstrapMetricsOnce
         let lock = try DataDirLock(NodePaths(options.dataDir).lock)
         defer { lock.release() }
-        let node = try Node.open(dataDir: options.dataDir, maxClockDrift: options.maxClockDrift)
+        let node: Node
+        if let store = options.store {
+            node = try await Node.open(dataDir: options.dataDir, maxClockDrift: options.maxClockDrift, store: store)
+        } else {
+            node = try Node.open(dataDir: options.dataDir, maxClockDrift: options.maxClockDrift)
+        }
         defer { node.close() }
+
         for p in options.peers { try node.addPeer(p) }
         do {
             // A crash between keeping a cut-off and cutting a replica is finished here.
@@ -100,6 +110,16 @@ public enum NodeServer {
             host: NodeSyncHost(node: node), tls: tls, listen: listen,
             peers: { (try? node.peers()) ?? [] }, logger: logger, tuning: options.syncTuning)
         node.onChange { engine.localChanged() }
+        // Other processes' commits in a shared database reach this one's
+        // peers, and so do their authors' certificates.
+        let follower = node.postgres.map { pg in
+            Task {
+                await pg.follow(beforeRefresh: {
+                    if let adopted = try? await node.adoptStoreCertificates() { engine.share(certificates: adopted) }
+                })
+            }
+        }
+        defer { follower?.cancel() }
         let running = RunningNode(node: node, sync: engine)
         let api = ClientAPI(node: node, listenHost: listen.host, sync: engine)
         let router = api.router()

@@ -24,11 +24,13 @@ public final class PostgresCatalog: DatasetCatalog, @unchecked Sendable {
     let maxClockDrift: UInt64
     let queryTimeLimit: TimeInterval
     private let replicas = Mutex<[String: PostgresReplica]>([:])
+    private let onOpen: @Sendable (PostgresReplica) async -> Void
 
     private init(
         location: PostgresLocation, local: LocalSite, pool: PGPool, logger: Logger, wallClock: @escaping @Sendable () -> UInt64,
-        maxClockDrift: UInt64, queryTimeLimit: TimeInterval
+        maxClockDrift: UInt64, queryTimeLimit: TimeInterval, onOpen: @escaping @Sendable (PostgresReplica) async -> Void
     ) {
+        self.onOpen = onOpen
         self.location = location
         self.local = local
         self.pool = pool
@@ -39,17 +41,18 @@ public final class PostgresCatalog: DatasetCatalog, @unchecked Sendable {
     }
 
     /// Connects to the database at `location` (a pool of at most
-    /// `connections`) and opens every dataset it holds.
+    /// `connections`) and opens every dataset it holds; `onOpen` is called
+    /// for each replica as it is opened, before anything else may use it.
     public static func open(
         _ location: PostgresLocation, local: LocalSite, connections: Int = 8,
         wallClock: @escaping @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) },
         maxClockDrift: UInt64 = CommitVerifier.defaultMaxClockDrift, queryTimeLimit: TimeInterval = 10,
-        logger: Logger = Logger(label: "lode.postgres")
+        logger: Logger = Logger(label: "lode.postgres"), onOpen: @escaping @Sendable (PostgresReplica) async -> Void = { _ in }
     ) async throws -> PostgresCatalog {
         let pool = PGPool(PostgresClient(configuration: location.configuration(connections: connections), backgroundLogger: logger))
         let catalog = PostgresCatalog(
             location: location, local: local, pool: pool, logger: logger, wallClock: wallClock, maxClockDrift: maxClockDrift,
-            queryTimeLimit: queryTimeLimit)
+            queryTimeLimit: queryTimeLimit, onOpen: onOpen)
         do {
             try await catalog.refresh()
         } catch {
@@ -62,22 +65,96 @@ public final class PostgresCatalog: DatasetCatalog, @unchecked Sendable {
     /// Opens every dataset in the database not yet open here; re-reads
     /// those another process wrote since.
     public func refresh() async throws {
-        let names = try await PGErrors.mapped {
-            try await client.withConnection { conn in
-                try await conn.rows(
-                    """
-                    SELECT n.nspname FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid
-                    WHERE c.relname = '_lode_meta' AND c.relkind = 'r' ORDER BY 1
-                    """, logger: self.logger
-                ).map { try $0.string(0) }
-            }
-        }
-        for name in names where Identifier.isValidDataset(name) {
+        let names = try await PGErrors.mapped { try await client.withConnection { conn in try await self.storedNames(conn) } }
+        for name in names {
             if let r = replicas.withLock({ $0[name] }) {
                 try await r.refresh()
             } else {
                 _ = try await open(name, create: false)
             }
+        }
+    }
+
+    /// The channel every write transaction notifies, with the dataset's name.
+    static let channel = "lode_commits"
+
+    /// Keeps this process's view current while other processes write the
+    /// database (relays sharing it): `LISTEN`s for the notice each write
+    /// transaction sends and re-reads the dataset it names, which tells the
+    /// replica's observers (sync pushes the new commits to this process's
+    /// peers); every `interval`, and after the connection is lost, re-reads
+    /// everything, the safety net for a notice missed. `beforeRefresh` is
+    /// called before each re-read (which may tell observers of new commits
+    /// at once): a node adopts the certificates other processes recorded
+    /// there, so that its peers have them before the commits. Runs until
+    /// cancelled.
+    public func follow(every interval: Duration = .seconds(5), beforeRefresh: @escaping @Sendable () async -> Void = {}) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    do {
+                        try await self.client.withConnection { conn in
+                            try await conn.listen(on: PostgresCatalog.channel) { notices in
+                                await beforeRefresh()
+                                try? await self.refresh()
+                                for try await notice in notices {
+                                    await beforeRefresh()
+                                    if let r = self.replica(notice.payload) { try? await r.refresh() } else { try? await self.refresh() }
+                                }
+                            }
+                        }
+                    } catch {
+                        self.logger.debug("listening for other processes' commits failed; retrying", metadata: ["error": "\(error)"])
+                    }
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: interval)
+                    await beforeRefresh()
+                    try? await self.refresh()
+                }
+            }
+        }
+    }
+
+    /// Every site certificate recorded in any dataset of the database (by
+    /// this process or another one sharing it), DER.
+    public func storedCertificates() async throws -> [[UInt8]] {
+        try await PGErrors.mapped {
+            try await client.withConnection { conn in
+                var out = Set<[UInt8]>()
+                for name in try await self.storedNames(conn) {
+                    let sql = "SELECT cert FROM \(PGLayout.schema(name))._lode_sites WHERE cert IS NOT NULL"
+                    for r in try await conn.rows(sql, logger: self.logger) { out.insert(try r.bytes(0)) }
+                }
+                return Array(out)
+            }
+        }
+    }
+
+    /// The datasets the database holds (Lodestone's schemas).
+    private func storedNames(_ conn: PostgresConnection) async throws -> [String] {
+        try await conn.rows(
+            """
+            SELECT n.nspname FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid
+            WHERE c.relname = '_lode_meta' AND c.relkind = 'r' ORDER BY 1
+            """, logger: logger
+        ).map { try $0.string(0) }.filter(Identifier.isValidDataset)
+    }
+
+    /// True when the database answers within `timeout`.
+    public func isReachable(timeout: Duration = .seconds(2)) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask { (try? await self.client.query("SELECT 1")) != nil }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
         }
     }
 
@@ -157,11 +234,13 @@ public final class PostgresCatalog: DatasetCatalog, @unchecked Sendable {
                 return (tx.state, true)
             }
         }
+        if let r = replicas.withLock({ $0[name] }) { return (r, false) }
+        let fresh = makeReplica(name, state)
+        await onOpen(fresh)
         let replica = replicas.withLock { open -> PostgresReplica in
             if let r = open[name] { return r }
-            let r = makeReplica(name, state)
-            open[name] = r
-            return r
+            open[name] = fresh
+            return fresh
         }
         // This site as a writer: its name, role and certificate (their
         // validity comes with the certificate, through `registerSite`).

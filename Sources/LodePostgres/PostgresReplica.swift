@@ -94,6 +94,11 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
                     try await conn.run(
                         "UPDATE \(self.schema)._lode_meta SET value = \(b.add(String(generation + 1))) WHERE key = 'generation'", b.bindings,
                         logger: self.logger)
+                    if tx.added {
+                        // Other processes sharing the database re-read the dataset (`PostgresCatalog.follow`).
+                        var n = Binds()
+                        try await conn.run("SELECT pg_notify('\(PostgresCatalog.channel)', \(n.add(self.dataset)))", n.bindings, logger: self.logger)
+                    }
                     return (result, tx.state, tx.added)
                 }
                 state.withLock { $0 = next }

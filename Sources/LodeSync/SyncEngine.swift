@@ -359,6 +359,13 @@ public final class SyncEngine: Service, Sendable {
         localChanged()
     }
 
+    /// Passes certificates this node came to know outside a session (a
+    /// relay sharing a database with others) to every session.
+    public func share(certificates: [[UInt8]]) {
+        guard !certificates.isEmpty else { return }
+        broadcast(certificates: certificates, except: 0)
+    }
+
     func broadcast(certificates: [[UInt8]], except id: UInt64) {
         for s in sessions.withLock({ Array($0.values) }) where s.id != id {
             s.pendingCertificates.withLock { $0 += certificates }

@@ -33,6 +33,11 @@ struct ServeCommand: AsyncParsableCommand {
             "How far ahead of this machine's clock other sites' commits may be stamped and still apply at once (default 600); later ones are held back until the clock catches up.",
             valueName: "SECONDS"))
     var maxClockDrift: UInt64?
+    @Option(
+        help: ArgumentHelp(
+            "Keep the datasets in this PostgreSQL database instead of SQLite files (relays, server replicas); several nodes may share one.",
+            valueName: "postgresql://USER@HOST:PORT/DB"))
+    var store: String?
     @Option(help: ArgumentHelp("A config file (see deploy/lode.example.toml).", valueName: "FILE")) var config: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String?
 
@@ -50,6 +55,7 @@ struct ServeCommand: AsyncParsableCommand {
             dataDir: dataDir, listen: listen ?? file?.listen ?? "127.0.0.1:7443", peers: peers + (file?.peers ?? []),
             apiListen: apiListen ?? file?.apiListen)
         options.web = web
+        options.store = store ?? file?.store
         if let drift = maxClockDrift ?? file?.maxClockDrift {
             guard drift <= ConfigFile.maxClockDriftSeconds else {
                 throw ValidationError("--max-clock-drift must be at most \(ConfigFile.maxClockDriftSeconds) seconds (a week)")
@@ -59,7 +65,7 @@ struct ServeCommand: AsyncParsableCommand {
         let firstRun = !Node.exists(dataDir: dataDir)
         if firstRun {
             note("lode: no node in \(dataDir); setting up a development node")
-            for line in try await DevelopmentBootstrap.run(dataDir: dataDir) { note("lode: \(line)") }
+            for line in try await DevelopmentBootstrap.run(dataDir: dataDir, store: options.store) { note("lode: \(line)") }
         }
         let flag = DataDir.isDefault(dataDir) ? "" : " --data-dir \(dataDir)"
         try await NodeServer.run(options, logger: logger) { running in

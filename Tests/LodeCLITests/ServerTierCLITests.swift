@@ -1,0 +1,122 @@
+import Foundation
+import LodeTestSupport
+import Testing
+
+/// The server tier as operators run it: SQLite sites, and relays that keep
+/// their datasets in one PostgreSQL database (`lode serve --store`), each
+/// its own site, all serving the same commits.
+@Suite(.serialized) struct ServerTierCLITests {
+    let scratch = TempDir("lode-tier")
+
+    struct Site {
+        let name: String
+        let dir: String
+        let port: Int
+        var flags: [String] { ["--data-dir", dir] }
+        var address: String { "127.0.0.1:\(port)" }
+    }
+
+    func site(_ name: String, role: String) throws -> Site {
+        let ca = scratch.file("ca")
+        if !FileManager.default.fileExists(atPath: ca + "/ca.pem") {
+            #expect(try lode(["ca", "init", "--dir", ca, "--cluster", "tier"]).status == 0)
+        }
+        let s = Site(name: name, dir: scratch.file(name), port: freePort())
+        let r = try lode(["init", "--site", name, "--ca", ca, "--role", role, "--data-dir", s.dir])
+        #expect(r.status == 0, "\(r)")
+        return s
+    }
+
+    func serve(_ s: Site, peers: [Site] = [], store: String? = nil) throws -> ServeProcess {
+        try ServeProcess(
+            dataDir: s.dir, extra: peers.flatMap { ["--peer", $0.address] } + (store.map { ["--store", $0] } ?? []) + ["--web", "off"],
+            listen: s.address)
+    }
+
+    func export(_ s: Site) throws -> String {
+        try lode(["export", "mines", "mines", "--format", "csv"] + s.flags).stdout
+    }
+
+    /// Waits until `site` exports `expected` (a relay learns of another
+    /// relay's commits through the database, so `sync --wait` alone cannot
+    /// say when they have travelled).
+    func waitForExport(_ s: Site, _ expected: String, timeout: TimeInterval = 60) throws -> String {
+        let deadline = Date().addingTimeInterval(timeout)
+        var got = ""
+        while Date() < deadline {
+            got = try export(s)
+            if got == expected { return got }
+            usleep(200_000)
+        }
+        return got
+    }
+
+    /// Site a dials relay r1, site b dials relay r2, and the two relays
+    /// share one database: a's edits reach b only through PostgreSQL
+    /// (stored by r1, noticed by r2 through LISTEN/NOTIFY, pushed to b),
+    /// and b's reach a the same way. psql shows the dataset's table with
+    /// the rows both sites export. A relay killed with kill -9 loses
+    /// nothing: the sites list both relays, and the other carries on.
+    @Test func sitesConvergeThroughTwoRelaysSharingOneDatabase() throws {
+        let server = try PostgresServer.shared()
+        let url = try server.newDatabase("tier")
+        let database = try PostgresLocationName(url)
+        let r1 = try site("r1", role: "relay")
+        let r2 = try site("r2", role: "relay")
+        let a = try site("a", role: "editor")
+        let b = try site("b", role: "editor")
+        var p1 = try serve(r1, store: url)
+        let p2 = try serve(r2, store: url)
+        let pa = try serve(a, peers: [r1])
+        let pb = try serve(b, peers: [r2])
+        defer {
+            for p in [pa, pb, p1, p2] { p.stop() }
+        }
+        let schema = scratch.write("s.sql", "CREATE TABLE mines (id TEXT PRIMARY KEY, name TEXT, output_t INTEGER, grade REAL);")
+        #expect(try lode(["dataset", "create", "mines", "--schema", schema] + a.flags).status == 0)
+        let csv = scratch.write("m.csv", "id,name,output_t,grade\nmp,Mountain Pass,45455,0.08\nmw,Mount Weld,,0.11\nbo,Bayan Obo,120000,\n")
+        #expect(try lode(["import", "mines", "mines", csv] + a.flags).status == 0)
+        #expect(try lode(["sync", "--wait", "--timeout", "30"] + a.flags).status == 0)
+        let first = try export(a)
+        #expect(try waitForExport(b, first) == first, "r1: \(p1.logText.suffix(2000)) r2: \(p2.logText.suffix(2000))")
+
+        // b's edit reaches a the other way round.
+        #expect(try lode(["exec", "mines", "UPDATE mines SET output_t = 50000 WHERE id = 'mp'"] + b.flags).stdout == "1\n")
+        let synced = try lode(["sync", "--wait", "--timeout", "30"] + b.flags)
+        #expect(synced.status == 0, "\(synced) b: \(pb.logText.suffix(3000)) r2: \(p2.logText.suffix(3000))")
+        let second = try export(b)
+        #expect(second.contains("mp,Mountain Pass,50000"))
+        #expect(try waitForExport(a, second) == second)
+
+        // psql shows the same rows, typed (REALs exact).
+        let rows = try server.psql(database, "SELECT id, name, output_t, grade FROM mines.mines ORDER BY id COLLATE \"C\"")
+        let exported = second.split(whereSeparator: \.isNewline).dropFirst().map { $0.replacingOccurrences(of: ",", with: "|") }
+        #expect(rows.split(whereSeparator: \.isNewline).map(String.init) == exported, "\(rows)")
+        #expect(
+            try server.psql(database, "SELECT data_type FROM information_schema.columns WHERE table_schema = 'mines' AND column_name = 'grade'")
+                == "double precision\n")
+
+        // Both relays listed at both sites; r1 is killed mid-stream; nothing is lost.
+        for (s, r) in [(a, r2), (b, r1)] {
+            let added = try lode(["peers", "add", r.address] + s.flags)
+            #expect(added.status == 0, "\(added)")
+        }
+        for i in 0..<20 {
+            _ = try lode(["exec", "mines", "INSERT INTO mines(id, name) VALUES ('a\(i)', 'from a')"] + a.flags)
+            if i == 10 { p1.kill9() }
+        }
+        let third = try export(a)
+        #expect(third.contains("a19,from a"))
+        #expect(try waitForExport(b, third) == third, "r2: \(p2.logText.suffix(3000))")
+        // r1 comes back on the same database and catches up with what r2 stored meanwhile.
+        p1 = try serve(r1, store: url)
+        #expect(try lode(["status"] + r1.flags).status == 0)
+        #expect(try server.psql(database, "SELECT count(*) FROM mines.mines") == "\(third.split(whereSeparator: \.isNewline).count - 1)\n")
+    }
+}
+
+/// The database name of a PostgreSQL URL.
+func PostgresLocationName(_ url: String) throws -> String {
+    guard let c = URLComponents(string: url) else { throw ServeError(message: "bad URL \(url)") }
+    return String(c.path.drop { $0 == "/" })
+}
