@@ -54,6 +54,7 @@ let package = Package(
                 "LodeCore", "LodeStore",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .systemLibrary(

@@ -17,27 +17,14 @@ public struct ColumnDef: Hashable, Sendable {
         self.defaultValue = defaultValue
     }
 
-    /// The value a cell of this column shows for a write of `value`, on
-    /// every replica and in every store alike. A NULL written to a NOT NULL
-    /// column shows the default. Numbers take the column's type as SQLite's
-    /// column affinity stores them, so that a typed store (PostgreSQL)
-    /// holds what an SQLite file does: an INTEGER in a REAL column is a
-    /// REAL, a REAL with no fraction in an INTEGER column an INTEGER, an
-    /// INTEGER in a TEXT column its decimal text; a REAL zero has no sign
-    /// (NaN never gets here: commits cannot hold it). (A REAL in a TEXT column, and TEXT that reads as a
-    /// number in a numeric column, are kept as written; SQLite converts
-    /// them and a PostgreSQL store keeps them whole beside the table.)
+    /// The value a cell of this column shows for a write of `value`: a NULL
+    /// written to a NOT NULL column shows the default, on every replica alike.
+    /// (It does not depend on the column's type: a concurrent definition
+    /// may change the type, and replicas that learn of it at different
+    /// times must still agree. How a store with typed columns holds a
+    /// value is the store's affair: `SQLiteAffinity`.)
     @inlinable public func materialized(_ value: Value) -> Value {
-        var v = value
-        switch (value, type) {
-        case (.integer(let i), .real): v = .real(Double(i))
-        case (.real(let d), .real) where d == 0: v = .real(0)
-        case (.real(let d), .integer) where d == d.rounded() && d > -9.223_372_036_854_775_808e18 && d < 9.223_372_036_854_775_808e18:
-            v = .integer(Int64(d))
-        case (.integer(let i), .text): v = .text(String(i))
-        default: break
-        }
-        return v.isNull && notNull ? defaultValue : v
+        value.isNull && notNull ? defaultValue : value
     }
 }
 

@@ -38,6 +38,9 @@ public struct ServeOptions: Sendable {
     /// How long a remote client's connection (`apiListen`) may go without
     /// a request, its TLS handshake included, before it is closed.
     public var apiIdleTimeout: Duration = .seconds(30)
+    /// Where operators' plain HTTP listens (`/metrics`, `/healthz`,
+    /// `/readyz`), if anywhere.
+    public var opsListen: String?
     /// The PostgreSQL database to keep the datasets in
     /// (`postgresql://USER@HOST:PORT/DB`), or nil for SQLite files in the
     /// data directory.
@@ -155,6 +158,10 @@ public enum NodeServer {
             services.append(
                 WorkspaceService(
                     workspace: Workspace(api: api), host: asked.host, port: port, fallBack: options.web == nil, node: node, logger: logger))
+        }
+        if let ops = options.opsListen {
+            let at = try address(ops)
+            services.append(OpsService(monitor: OpsMonitor(node: node, engine: engine), host: at.host, port: at.port, logger: logger))
         }
         if let apiAddress {
             services.append(

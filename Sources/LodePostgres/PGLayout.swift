@@ -86,12 +86,13 @@ enum PGLayout {
 
 /// Values between Swift and PostgreSQL.
 enum PGValue {
-    /// Appends `value` as a column of type `type` takes it; returns false
+    /// Appends `value` as a column of type `type` takes it (as SQLite would
+    /// store it: `SQLiteAffinity`); returns false
     /// (appending NULL) when it does not fit that type, a misfit the store
     /// keeps aside (`_lode_misfits`) so that nothing written is lost.
     @discardableResult
     static func bind(_ value: Value, as type: ColumnType, into b: inout PostgresBindings) -> Bool {
-        switch (value, type) {
+        switch (SQLiteAffinity.stored(value, in: type), type) {
         case (.null, _): b.appendNull()
         case (.integer(let i), .integer): b.append(i)
         case (.integer(let i), .real): b.append(Double(i))

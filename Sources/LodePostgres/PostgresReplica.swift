@@ -1,6 +1,7 @@
 import Foundation
 import LodeCore
 import LodeStore
+import Metrics
 import NIOCore
 import PostgresNIO
 import Synchronization
@@ -73,6 +74,18 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     /// lock, on a fresh state if another process wrote since; keeps the
     /// state only if the transaction commits, then tells observers.
     func write<T: Sendable>(_ body: @escaping (PGTx) async throws -> T) async throws -> T {
+        let started = ContinuousClock.now
+        do {
+            let r = try await transaction(body)
+            PGMetrics.transaction(started, "committed")
+            return r
+        } catch let e as StoreError {
+            PGMetrics.transaction(started, e.code == .unavailable ? "unavailable" : e.code == .storage ? "failed" : "refused")
+            throw e
+        }
+    }
+
+    private func transaction<T: Sendable>(_ body: @escaping (PGTx) async throws -> T) async throws -> T {
         try await PGErrors.mapped {
             try await gate.run {
                 let cached = state.withLock { $0 }
@@ -560,4 +573,14 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     }
 
     public func close() throws {}
+}
+
+/// The PostgreSQL store's metrics: write transactions by outcome, and
+/// their latency (the commit's fsync included).
+enum PGMetrics {
+    static func transaction(_ started: ContinuousClock.Instant, _ outcome: String) {
+        let (s, atto) = (ContinuousClock.now - started).components
+        Timer(label: "lode_postgres_transaction_seconds", preferredDisplayUnit: .seconds).recordNanoseconds(s * 1_000_000_000 + atto / 1_000_000_000)
+        Counter(label: "lode_postgres_transactions_total", dimensions: [("outcome", outcome)]).increment()
+    }
 }

@@ -53,3 +53,25 @@ enum SQLKeywords {
         "USING", "VACUUM", "VALUES", "VIEW", "VIRTUAL", "WHEN", "WHERE", "WINDOW", "WITH", "WITHOUT",
     ]
 }
+
+/// How SQLite stores a value in a column of a declared type (its column
+/// affinity, for values bound as parameters): an INTEGER in a REAL column
+/// becomes REAL, a REAL zero loses its sign, a REAL with no fraction in an
+/// INTEGER column becomes INTEGER, and an INTEGER in a TEXT column its
+/// decimal text. A store with typed columns (PostgreSQL) applies it so
+/// that its tables hold what an SQLite replica's do. (A REAL in a TEXT
+/// column, and TEXT that reads as a number in a numeric column, SQLite
+/// converts too; the PostgreSQL store keeps those as written beside the
+/// table, and exports them as written.)
+public enum SQLiteAffinity {
+    public static func stored(_ value: Value, in type: ColumnType) -> Value {
+        switch (value, type) {
+        case (.integer(let i), .real): return .real(Double(i))
+        case (.real(let d), .real) where d == 0: return .real(0)
+        case (.real(let d), .integer) where d == d.rounded() && d > -9.223_372_036_854_775_808e18 && d < 9.223_372_036_854_775_808e18:
+            return .integer(Int64(d))
+        case (.integer(let i), .text): return .text(String(i))
+        default: return value
+        }
+    }
+}

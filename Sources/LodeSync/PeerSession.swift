@@ -95,11 +95,15 @@ struct PeerSession {
     /// past it is cut off.
     static let maxBufferedBytes = 2 * (8 << 20) + SyncFrame.maxFrameBytes + (16 << 20)
 
-    static let sentCommits = Counter(label: "lode_sync_commits_sent_total")
-    static let receivedCommits = Counter(label: "lode_sync_commits_received_total")
-    /// Frame bytes this node sent, labelled with its site (several nodes
-    /// may share a process in tests and benchmarks).
-    var sentBytes: Counter { Counter(label: "lode_sync_bytes_sent_total", dimensions: [("site", config.localSite.short)]) }
+    /// Counters of this session, labelled with the peer (and this node's
+    /// site: several nodes may share a process in tests and benchmarks).
+    private func counter(_ label: String) -> Counter {
+        Counter(label: label, dimensions: [("site", config.localSite.short), ("peer", handle.peer.name)])
+    }
+    var sentCommits: Counter { counter("lode_sync_commits_sent_total") }
+    var receivedCommits: Counter { counter("lode_sync_commits_received_total") }
+    var sentBytes: Counter { counter("lode_sync_bytes_sent_total") }
+    var receivedBytes: Counter { counter("lode_sync_commit_bytes_received_total") }
 
     func run(_ channel: NIOAsyncChannel<SyncMessage, ByteBuffer>) async throws {
         try await channel.executeThenClose { inbound, outbound in
@@ -243,7 +247,7 @@ struct PeerSession {
                 if !batch.isEmpty {
                     let bytes = SyncFrame.encode(.v1(.commits(dataset: dataset, commits: batch.map(\.bytes))))
                     try await write(bytes)
-                    PeerSession.sentCommits.increment(by: batch.count)
+                    sentCommits.increment(by: batch.count)
                     sentBytes.increment(by: bytes.count)
                 }
                 queue += sm.sent(dataset: dataset, commits: batch.count, bytes: batch.reduce(0) { $0 + $1.bytes.count }, through: through, now: .now)
@@ -266,8 +270,14 @@ struct PeerSession {
                     commits.append(c)
                 }
                 guard !commits.isEmpty else { continue }
-                PeerSession.receivedCommits.increment(by: commits.count)
+                receivedCommits.increment(by: commits.count)
+                receivedBytes.increment(by: raw.reduce(0) { $0 + $1.count })
+                let started = ContinuousClock.now
                 let result = try await host.apply(dataset: dataset, commits: commits, from: handle.peer.site)
+                Timer(label: "lode_sync_apply_seconds", dimensions: [("dataset", dataset)], preferredDisplayUnit: .seconds).recordNanoseconds(
+                    (ContinuousClock.now - started).nanoseconds)
+                Gauge(label: "lode_sync_commits_waiting", dimensions: [("dataset", dataset), ("peer", handle.peer.name)]).record(result.waiting)
+                for r in result.rejected { Counter(label: "lode_sync_commits_refused_total", dimensions: [("reason", "\(r.code)")]).increment() }
                 for r in result.rejected {
                     logger.warning(
                         "refused a commit",
@@ -395,4 +405,12 @@ public final class OfflineSession: @unchecked Sendable {
 
     /// Vector entries kept for datasets the peer announced and this node does not hold.
     public var unheldEntries: Int { sm.unheld.values.reduce(0) { $0 + $1.entries.count } }
+}
+
+extension Duration {
+    /// The whole nanoseconds of the duration.
+    var nanoseconds: Int64 {
+        let (s, atto) = components
+        return s * 1_000_000_000 + atto / 1_000_000_000
+    }
 }

@@ -39,13 +39,26 @@ struct ServeCommand: AsyncParsableCommand {
             valueName: "postgresql://USER@HOST:PORT/DB"))
     var store: String?
     @Option(help: ArgumentHelp("A config file (see deploy/lode.example.toml).", valueName: "FILE")) var config: String?
+    @Option(
+        name: .customLong("ops-listen"),
+        help: ArgumentHelp("Serve /metrics (Prometheus), /healthz and /readyz over plain HTTP here, for operators.", valueName: "HOST:PORT"))
+    var opsListen: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String?
+    @Option(help: ArgumentHelp("Log lines as text (default) or as JSON objects, one per line, for log shippers.", valueName: "text|json"))
+    var logFormat: String?
 
     func run() async throws {
         let file = try config.map { try ConfigFile.load(DataDir.absolute($0)) }
         let dataDir = node.dataDir.map(DataDir.absolute) ?? file?.dataDir.map(DataDir.absolute) ?? node.resolvedDataDir
         let level = Logger.Level(rawValue: logLevel ?? file?.logLevel ?? ProcessInfo.processInfo.environment["LODE_LOG_LEVEL"] ?? "info") ?? .info
+        let format = logFormat ?? file?.logFormat ?? "text"
+        guard format == "text" || format == "json" else { throw ValidationError("--log-format is text or json, not \(format)") }
         LoggingSystem.bootstrap { label in
+            if format == "json" {
+                var h = JSONLogHandler(label: label)
+                h.logLevel = level
+                return h
+            }
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = level
             return h
@@ -56,6 +69,7 @@ struct ServeCommand: AsyncParsableCommand {
             apiListen: apiListen ?? file?.apiListen)
         options.web = web
         options.store = store ?? file?.store
+        options.opsListen = opsListen ?? file?.opsListen
         if let drift = maxClockDrift ?? file?.maxClockDrift {
             guard drift <= ConfigFile.maxClockDriftSeconds else {
                 throw ValidationError("--max-clock-drift must be at most \(ConfigFile.maxClockDriftSeconds) seconds (a week)")

@@ -28,6 +28,7 @@ public struct ClientAPI: Sendable {
     func router(remote: Bool) -> Router<APIRequestContext> {
         let inner = Router(context: APIRequestContext.self, options: .autoGenerateHeadEndpoints)
         let router = MethodRouter(inner)
+        inner.add(middleware: MetricsMiddleware())
         inner.add(middleware: ErrorMiddleware())
         inner.add(middleware: MethodNotAllowedMiddleware(routes: router.methods))
         if remote { inner.add(middleware: RemoteClientMiddleware(node: node)) } else { inner.add(middleware: LocalPersonMiddleware(node: node)) }
