@@ -113,6 +113,75 @@ import Testing
         #expect(try lode(["status"] + r1.flags).status == 0)
         #expect(try server.psql(database, "SELECT count(*) FROM mines.mines") == "\(third.split(whereSeparator: \.isNewline).count - 1)\n")
     }
+
+    func get(_ port: Int, _ path: String) -> String {
+        (try? RawHTTP.request(port: port, "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")) ?? ""
+    }
+
+    /// Operators watch a relay on its own PostgreSQL server: /healthz,
+    /// /readyz and /metrics on --ops-listen, logs as JSON lines. The
+    /// server stops: the relay stays up, reports not ready, acknowledges
+    /// nothing it could not store, and once the server is back it is ready
+    /// again and takes what the site wrote meanwhile, with no restart.
+    @Test func aRelayWaitsOutAPostgreSQLRestartAndOperatorsSeeIt() throws {
+        let server = try PostgresServer.standalone()
+        let url = try server.newDatabase("restart")
+        let database = try PostgresLocationName(url)
+        let relay = try site("r", role: "relay")
+        let a = try site("a", role: "editor")
+        let ops = freePort()
+        let pr = try ServeProcess(
+            dataDir: relay.dir, extra: ["--store", url, "--web", "off", "--ops-listen", "127.0.0.1:\(ops)", "--log-format", "json"],
+            listen: relay.address)
+        let pa = try serve(a, peers: [relay])
+        defer {
+            pa.stop()
+            pr.stop()
+        }
+        #expect(get(ops, "/healthz").contains("200 OK"))
+        let schema = scratch.write("s.sql", "CREATE TABLE mines (id TEXT PRIMARY KEY, name TEXT);")
+        #expect(try lode(["dataset", "create", "mines", "--schema", schema] + a.flags).status == 0)
+        _ = try lode(["exec", "mines", "INSERT INTO mines(id, name) VALUES ('one', 'before')"] + a.flags)
+        #expect(try lode(["sync", "--wait", "--timeout", "30"] + a.flags).status == 0)
+        var ready = get(ops, "/readyz")
+        #expect(ready.contains("200 OK") && ready.contains("ready"), "\(ready)")
+        // The gauges refresh every two seconds.
+        var metrics = ""
+        for _ in 0..<50 where !metrics.contains("lode_dataset_commits{dataset=\"mines\"}") {
+            usleep(200_000)
+            metrics = get(ops, "/metrics")
+        }
+        for name in [
+            "lode_peer_connected{peer=\"a\"} 1", "lode_sync_commits_received_total", "lode_sync_apply_seconds", "lode_postgres_transactions_total",
+            "lode_postgres_transaction_seconds", "lode_sessions_open 1", "lode_store_reachable 1", "lode_dataset_bytes", "lode_peer_lag_seconds",
+        ] {
+            #expect(metrics.contains(name), "\(name) missing from /metrics")
+        }
+        // Log lines are JSON objects.
+        let line = pr.logText.split(separator: "\n").first { $0.hasPrefix("{") && $0.contains("sync session started") }
+        #expect(line.map { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }??["level"] as? String == "info", "\(pr.logText.prefix(1500))")
+
+        try server.stop()
+        for _ in 0..<50 where !ready.contains("503") {
+            usleep(200_000)
+            ready = get(ops, "/readyz")
+        }
+        #expect(ready.contains("503") && ready.contains("PostgreSQL"), "\(ready)")
+        _ = try lode(["exec", "mines", "INSERT INTO mines(id, name) VALUES ('two', 'while down')"] + a.flags)
+        let apart = try lode(["sync", "--wait", "--timeout", "3"] + a.flags)
+        #expect(apart.status == 1, "\(apart)")
+        #expect(get(ops, "/healthz").contains("200 OK"))
+
+        try server.start()
+        for _ in 0..<100 where !ready.contains("200 OK") {
+            usleep(200_000)
+            ready = get(ops, "/readyz")
+        }
+        #expect(ready.contains("200 OK"), "\(ready)")
+        let synced = try lode(["sync", "--wait", "--timeout", "60"] + a.flags)
+        #expect(synced.status == 0, "\(synced) \(pr.logText.suffix(3000))")
+        #expect(try server.psql(database, "SELECT name FROM mines.mines ORDER BY id") == "before\nwhile down\n")
+    }
 }
 
 /// The database name of a PostgreSQL URL.

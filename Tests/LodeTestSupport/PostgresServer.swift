@@ -52,6 +52,24 @@ public final class PostgresServer: Sendable {
         return "\(base)/\(v)/bin"
     }
 
+    /// A server of its own (for a test that stops and restarts it), also
+    /// stopped when the process exits.
+    public static func standalone() throws -> PostgresServer { try PostgresServer() }
+
+    /// Stops the server (fast shutdown: sessions are closed).
+    public func stop() throws {
+        try run("pg_ctl", ["-D", root + "/data", "-m", "fast", "-w", "stop"])
+    }
+
+    /// Starts the server again after `stop`.
+    public func start() throws {
+        try run("pg_ctl", ["-D", root + "/data", "-l", root + "/server.log", "-o", options, "-w", "-t", "60", "start"])
+    }
+
+    private var options: String {
+        "-p \(port) -k \(socketDirectory) -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+    }
+
     private init() throws {
         bin = try Self.binaries()
         asUser = geteuid() == 0 ? "postgres" : nil
@@ -63,9 +81,7 @@ public final class PostgresServer: Sendable {
         try fm.setAttributes([.posixPermissions: 0o755], ofItemAtPath: root)
         if let user = asUser { try Self.run("/usr/bin/chown", ["-R", user, root]) }
         try run("initdb", ["-D", root + "/data", "-A", "trust", "-U", "lode", "-E", "UTF8", "--locale=C", "--no-sync"])
-        let options =
-            "-p \(port) -k \(socketDirectory) -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-        try run("pg_ctl", ["-D", root + "/data", "-l", root + "/server.log", "-o", options, "-w", "-t", "60", "start"])
+        try start()
         let stop = "\(bin)/pg_ctl"
         let data = root + "/data"
         let user = asUser
