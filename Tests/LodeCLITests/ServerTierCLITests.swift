@@ -154,6 +154,7 @@ import Testing
         for name in [
             "lode_peer_connected{peer=\"a\"} 1", "lode_sync_commits_received_total", "lode_sync_apply_seconds", "lode_postgres_transactions_total",
             "lode_postgres_transaction_seconds", "lode_sessions_open 1", "lode_store_reachable 1", "lode_dataset_bytes", "lode_peer_lag_seconds",
+            "hb_requests{", "/v1/status",
         ] {
             #expect(metrics.contains(name), "\(name) missing from /metrics")
         }
