@@ -160,7 +160,9 @@ import Testing
         }
         // Log lines are JSON objects.
         let line = pr.logText.split(separator: "\n").first { $0.hasPrefix("{") && $0.contains("sync session started") }
-        #expect(line.map { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }??["level"] as? String == "info", "\(pr.logText.prefix(1500))")
+        #expect(
+            line.map { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }??["level"] as? String == "info",
+            "\(pr.logText.prefix(1500))")
 
         try server.stop()
         for _ in 0..<50 where !ready.contains("503") {
