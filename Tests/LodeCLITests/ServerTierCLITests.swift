@@ -8,24 +8,7 @@ import Testing
 @Suite(.serialized) struct ServerTierCLITests {
     let scratch = TempDir("lode-tier")
 
-    struct Site {
-        let name: String
-        let dir: String
-        let port: Int
-        var flags: [String] { ["--data-dir", dir] }
-        var address: String { "127.0.0.1:\(port)" }
-    }
-
-    func site(_ name: String, role: String) throws -> Site {
-        let ca = scratch.file("ca")
-        if !FileManager.default.fileExists(atPath: ca + "/ca.pem") {
-            #expect(try lode(["ca", "init", "--dir", ca, "--cluster", "tier"]).status == 0)
-        }
-        let s = Site(name: name, dir: scratch.file(name), port: freePort())
-        let r = try lode(["init", "--site", name, "--ca", ca, "--role", role, "--data-dir", s.dir])
-        #expect(r.status == 0, "\(r)")
-        return s
-    }
+    func site(_ name: String, role: String) throws -> Site { try makeSite(name, role: role, in: scratch, cluster: "tier") }
 
     func serve(_ s: Site, peers: [Site] = [], store: String? = nil) throws -> ServeProcess {
         try ServeProcess(

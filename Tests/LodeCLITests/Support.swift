@@ -125,3 +125,23 @@ struct ServeError: Error, CustomStringConvertible {
     var message: String
     var description: String { message }
 }
+
+/// A site of a cluster made with the CLI, as operators make one.
+struct Site {
+    let name: String
+    let dir: String
+    let port: Int
+    var flags: [String] { ["--data-dir", dir] }
+    var address: String { "127.0.0.1:\(port)" }
+}
+
+/// Makes the sites of one cluster in `scratch`: the CA once (`lode ca
+/// init`), then `lode init` per site, each with a free port.
+func makeSite(_ name: String, role: String, in scratch: TempDir, cluster: String) throws -> Site {
+    let ca = scratch.file("ca")
+    if !FileManager.default.fileExists(atPath: ca + "/ca.pem") { #expect(try lode(["ca", "init", "--dir", ca, "--cluster", cluster]).status == 0) }
+    let s = Site(name: name, dir: scratch.file(name), port: freePort())
+    let r = try lode(["init", "--site", name, "--ca", ca, "--role", role, "--data-dir", s.dir])
+    #expect(r.status == 0, "\(r)")
+    return s
+}
