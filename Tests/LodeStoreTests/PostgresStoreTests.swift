@@ -14,10 +14,10 @@ import Testing
 
     /// A replica of dataset "d" in a database of its own; returns the
     /// database name too, for psql.
-    func replica(_ local: LocalSite, queryTimeLimit: TimeInterval = 10) async throws -> (PostgresReplica, String) {
+    func replica(_ local: LocalSite, dataset: String = "d", queryTimeLimit: TimeInterval = 10) async throws -> (PostgresReplica, String) {
         let url = try PostgresServer.shared().newDatabase()
         let catalog = try await PostgresCatalog.open(try PostgresLocation(url), local: local, connections: 2, queryTimeLimit: queryTimeLimit)
-        let opened = try await catalog.openOrCreateStore("d")
+        let opened = try await catalog.openOrCreateStore(dataset)
         let name = try PostgresLocation(url).database
         return (opened.replica as! PostgresReplica, name)
     }
@@ -106,7 +106,8 @@ import Testing
     /// A query runs in PostgreSQL's dialect on the dataset's schema, may
     /// only read, and is stopped when it runs too long.
     @Test func queriesOnlyReadAndAreStopped() async throws {
-        let (pg, _) = try await replica(site(1, "pg"), queryTimeLimit: 1)
+        // A name with a dash and a dot, as dataset names may have.
+        let (pg, _) = try await replica(site(1, "pg"), dataset: "rare-earths.v2", queryTimeLimit: 1)
         _ = try await pg.alter(conformanceSchema)
         _ = try await pg.write([.put(table: "mines", pk: "mp", columns: ["output"], values: [.integer(3)])])
         let rows = Rows()
