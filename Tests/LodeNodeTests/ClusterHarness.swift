@@ -24,8 +24,9 @@ func freePort() throws -> Int {
 final class TestNode: @unchecked Sendable {
     let name: String
     let dir: String
-    let port: Int
+    private(set) var port: Int
     private var launched: LaunchedNode?
+    private var started = false
     var running: RunningNode? { launched?.running }
     /// A session closes after this long without hearing anything.
     var silenceTimeout: Duration = .seconds(45)
@@ -45,6 +46,20 @@ final class TestNode: @unchecked Sendable {
 
     /// Starts the node (again); waits until it serves.
     func start() async throws {
+        // The free port was released when it was found, and a test running
+        // beside this one may take it first: a first start takes another.
+        for attempt in 0..<5 {
+            do {
+                try await launch()
+                started = true
+                return
+            } catch let e as IOError where e.errnoCode == EADDRINUSE && !started && attempt < 4 {
+                port = try freePort()
+            }
+        }
+    }
+
+    private func launch() async throws {
         var options = ServeOptions(dataDir: dir, listen: address)
         options.handleSignals = false
         options.maxClockDrift = maxClockDrift
