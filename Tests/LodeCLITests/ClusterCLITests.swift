@@ -2,19 +2,8 @@ import Foundation
 import LodeTestSupport
 import Testing
 
-/// A free TCP port on loopback: bound to port 0, read back, released.
-func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: addr.sin_port))
-}
+/// A free TCP port on loopback, never handed to another test of this process.
+func freePort() -> Int { TestPorts.fresh() }
 
 /// Several `lode serve` processes on loopback ports, driven only with the
 /// CLI, as operators would.

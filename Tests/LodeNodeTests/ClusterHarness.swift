@@ -3,6 +3,7 @@ import Foundation
 import LodeCore
 import LodeStore
 import LodeSync
+import LodeTestSupport
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -11,13 +12,8 @@ import Testing
 
 @testable import LodeNode
 
-/// A free TCP port on loopback (bound, then released).
-func freePort() throws -> Int {
-    let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait()
-    let port = channel.localAddress!.port!
-    try channel.close().wait()
-    return port
-}
+/// A free TCP port on loopback, never handed to another test of this process.
+func freePort() throws -> Int { TestPorts.fresh() }
 
 /// One node of an in-process cluster: a real `NodeServer` with its own
 /// data directory, peer port (real TLS on loopback) and Unix socket.
@@ -46,15 +42,20 @@ final class TestNode: @unchecked Sendable {
 
     /// Starts the node (again); waits until it serves.
     func start() async throws {
-        // The free port was released when it was found, and a test running
-        // beside this one may take it first: a first start takes another.
-        for attempt in 0..<5 {
+        // The port was free when it was found, but something else (an
+        // outgoing connection's local port) may hold it for a moment: a
+        // first start takes another port, a restart waits for its own.
+        for attempt in 0..<10 {
             do {
                 try await launch()
                 started = true
                 return
-            } catch let e as IOError where e.errnoCode == EADDRINUSE && !started && attempt < 4 {
-                port = try freePort()
+            } catch let e as IOError where e.errnoCode == EADDRINUSE && attempt < 9 {
+                if started {
+                    try await Task.sleep(for: .milliseconds(500))
+                } else {
+                    port = try freePort()
+                }
             }
         }
     }

@@ -3,6 +3,7 @@ import Foundation
 import LodeCore
 import LodeSQLite
 import LodeStore
+import Synchronization
 
 /// A fresh temporary directory, removed when the value is dropped. Its
 /// path is short, so that Unix sockets inside it stay under the length limit.
@@ -82,4 +83,40 @@ public func fullDump(_ r: any ReplicaStore) async throws -> [String] {
     var out = [try await r.schemaSQL()]
     for t in try await r.schema() { out += try await exported(r, t.name) }
     return out
+}
+
+/// Free TCP ports on loopback for the tests of this process, each handed
+/// out once, and taken from below the kernel's ephemeral range. A port from
+/// that range (what binding port 0 gives) can become the local port of an
+/// outgoing connection: a node that redials a stopped peer on this machine
+/// connected to itself through the peer's port (TCP's self-connect), and
+/// the peer could not listen there again (EADDRINUSE, seen in
+/// HostilePeerTests). No outgoing connection uses a port below the range.
+public enum TestPorts {
+    private static let given = Mutex<Set<Int>>([])
+
+    /// The first port of the ephemeral range (32768 if it cannot be read).
+    static let ephemeralStart: Int = {
+        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        return text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) } ?? 32768
+    }()
+
+    public static func fresh() -> Int {
+        let high = max(ephemeralStart, 12_000)
+        let low = max(1024, high - 12_000)
+        while true {
+            let port = Int.random(in: low..<high)
+            guard given.withLock({ !$0.contains(port) }) else { continue }
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
+            let bound = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            close(fd)
+            if bound == 0 && given.withLock({ $0.insert(port).inserted }) { return port }
+        }
+    }
 }
