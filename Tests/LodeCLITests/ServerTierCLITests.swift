@@ -133,17 +133,19 @@ extension ClusterCLITests {
         #expect(try lode(["sync", "--wait", "--timeout", "30"] + a.flags).status == 0)
         var ready = get(ops, "/readyz")
         #expect(ready.contains("200 OK") && ready.contains("ready"), "\(ready)")
-        // The gauges refresh every two seconds.
-        var metrics = ""
-        for _ in 0..<50 where !metrics.contains("lode_dataset_commits{dataset=\"mines\"}") {
-            usleep(200_000)
-            metrics = get(ops, "/metrics")
-        }
-        for name in [
+        // The gauges refresh every two seconds, one after another: wait
+        // until a scrape shows them all (or 20 s), then check.
+        let expected = [
             "lode_peer_connected{peer=\"a\"} 1", "lode_sync_commits_received_total", "lode_sync_apply_seconds", "lode_postgres_transactions_total",
             "lode_postgres_transaction_seconds", "lode_sessions_open 1", "lode_store_reachable 1", "lode_dataset_bytes", "lode_peer_lag_seconds",
             "hb_requests{", "/v1/status",
-        ] {
+        ]
+        var metrics = ""
+        for _ in 0..<100 where !expected.allSatisfy(metrics.contains) {
+            usleep(200_000)
+            metrics = get(ops, "/metrics")
+        }
+        for name in expected {
             #expect(metrics.contains(name), "\(name) missing from /metrics")
         }
         // Log lines are JSON objects.
