@@ -50,7 +50,7 @@ final class TestNode: @unchecked Sendable {
                 try await launch()
                 started = true
                 return
-            } catch where "\(error)".contains("Address already in use") && attempt < 9 {
+            } catch  where "\(error)".contains("Address already in use") && attempt < 9 {
                 if started {
                     try await Task.sleep(for: .milliseconds(500))
                 } else {
