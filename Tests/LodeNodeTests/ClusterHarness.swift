@@ -62,6 +62,9 @@ final class TestNode: @unchecked Sendable {
 
     private func launch() async throws {
         var options = ServeOptions(dataDir: dir, listen: address)
+        // No workspace: these nodes are driven through their API, and the
+        // default port 7480 is contended by the CLI tests' nodes.
+        options.web = "off"
         options.handleSignals = false
         options.maxClockDrift = maxClockDrift
         let silence = silenceTimeout
