@@ -121,4 +121,18 @@ import Testing
         #expect(slow?.message.contains("time limit") == true, "\(String(describing: slow))")
         #expect(try await tables(pg)["mines"]?["mp"]?["output"] == .integer(3))
     }
+
+    /// A program the tests start (pg_ctl, and the server it leaves
+    /// running) inherits no descriptor of the test process: the server
+    /// once held test nodes' listening sockets, and a node restarted on
+    /// its own port failed with "Address already in use".
+    @Test func programsTheTestsStartInheritNoDescriptor() throws {
+        // A socket without close-on-exec, as a listener may be.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(fd > 2)
+        defer { close(fd) }
+        let listed = try PostgresServer.run("/bin/sh", ["-c", "ls /proc/$$/fd"])
+        let open = listed.split(whereSeparator: \.isNewline).compactMap { Int($0) }.sorted()
+        #expect(open == [0, 1, 2], "\(open)")
+    }
 }

@@ -128,7 +128,7 @@ public final class PostgresServer: Sendable {
     /// `Process` waits until every process holding its private descriptor
     /// ends, and the server pg_ctl starts would hold it for ever.
     @discardableResult
-    static func run(_ path: String, _ args: [String]) throws -> String {
+    public static func run(_ path: String, _ args: [String]) throws -> String {
         let file = NSTemporaryDirectory() + "lode-pg-out-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: file) }
         var actions = posix_spawn_file_actions_t()
@@ -137,6 +137,14 @@ public final class PostgresServer: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, file, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else of this process passes to the child: a server pg_ctl
+        // starts would otherwise hold the test nodes' listening sockets
+        // open for ever, and a node restarted on its port could not bind.
+        // (glibc's closefrom action is not visible to Swift; a descriptor
+        // closed meanwhile is ignored by the close action.)
+        for fd in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd"))?.compactMap({ Int32($0) }) ?? [] where fd > 2 {
+            posix_spawn_file_actions_addclose(&actions, fd)
+        }
         let argv = ([path] + args).map { strdup($0) } + [nil]
         defer { for a in argv { free(a) } }
         var pid: pid_t = 0
