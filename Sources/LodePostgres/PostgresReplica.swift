@@ -115,7 +115,10 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
                     return (result, tx.state, tx.added)
                 }
                 state.withLock { $0 = next }
-                if added {
+                // Commits this write added, or another process's found under
+                // the lock: this view is now current, so no later re-read
+                // (`refresh`) would tell of the latter.
+                if added || next.vector != cached.vector {
                     for o in observers.withLock({ Array($0.values) }) { o(next.vector) }
                 }
                 try? await refreshSize()

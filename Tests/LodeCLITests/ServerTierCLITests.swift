@@ -58,15 +58,12 @@ extension ClusterCLITests {
         #expect(try lode(["import", "mines", "mines", csv] + a.flags).status == 0)
         #expect(try lode(["sync", "--wait", "--timeout", "30"] + a.flags).status == 0)
         let first = try export(a)
-        // Known, intermittent (about 1 run in 3): the dataset a creates never
-        // reaches b through r2, with nothing refused in any log. Not yet
-        // understood; see the note on issue 13. The rest of the test holds
-        // whenever this first step does.
-        let arrived = try waitForExport(b, first) == first
-        withKnownIssue("a dataset created at one relay sometimes never reaches the other relay's peers", isIntermittent: true) {
-            #expect(arrived, "r1: \(p1.logText.suffix(2000)) r2: \(p2.logText.suffix(2000))")
-        }
-        guard arrived else { return }
+        // (This step failed about one run in three while a relay that found
+        // another relay's commits during a write of its own never told its
+        // peers of them.)
+        let arrived = try waitForExport(b, first)
+        #expect(arrived == first, "r1: \(p1.logText.suffix(2000)) r2: \(p2.logText.suffix(2000))")
+        guard arrived == first else { return }
 
         // b's edit reaches a the other way round.
         #expect(try lode(["exec", "mines", "UPDATE mines SET output_t = 50000 WHERE id = 'mp'"] + b.flags).stdout == "1\n")

@@ -4,6 +4,7 @@ import LodePostgres
 import LodeSQLite
 import LodeStore
 import LodeTestSupport
+import Synchronization
 import Testing
 
 /// What the PostgreSQL store adds to the conformance suite: its tables are
@@ -134,5 +135,39 @@ import Testing
         let listed = try PostgresServer.run("/bin/sh", ["-c", "ls /proc/$$/fd"])
         let open = listed.split(whereSeparator: \.isNewline).compactMap { Int($0) }.sorted()
         #expect(open == [0, 1, 2], "\(open)")
+    }
+
+    /// Two processes share a database (two relays). When one writes
+    /// something that adds no commit (a site's record) and finds, under
+    /// the lock, that the other stored commits meanwhile, its observers
+    /// (sync) hear of them: its view is now current, so no later re-read
+    /// would. Before, they never did, and a relay's peers never received
+    /// a dataset another relay had stored.
+    @Test func aWriteThatFindsAnotherProcessesCommitsTellsObservers() async throws {
+        let url = try PostgresServer.shared().newDatabase()
+        let one = try await PostgresCatalog.open(try PostgresLocation(url), local: site(1, "one", role: .relay), connections: 2)
+        let two = try await PostgresCatalog.open(try PostgresLocation(url), local: site(2, "two", role: .relay), connections: 2)
+        defer {
+            one.close()
+            two.close()
+        }
+        let author = ReferenceStore(dataset: "d", local: site(3, "author"))
+        _ = try await author.alter(conformanceSchema)
+        let schema = try await author.commits(missingFrom: VersionVector(), limit: 1000)
+        let first = try await one.openOrCreateStore("d").replica
+        try await introduce([author, first])
+        _ = try await first.apply(schema)
+        try await two.refresh()
+        let second = try #require(two.replica("d"))
+        #expect(second.vector == first.vector)
+        let heard = Mutex<[VersionVector]>([])
+        second.addObserver { v in heard.withLock { $0.append(v) } }
+
+        _ = try await author.write([.put(table: "mines", pk: "mp", columns: ["name"], values: [.text("Mountain Pass")])])
+        let edit = try await author.commits(missingFrom: first.vector, limit: 1000)
+        #expect(try await first.apply(edit).applied.count == 1)
+        try await second.registerSite(SiteRecord(site: site(4, "late").site, name: "late", role: .editor, certificate: nil))
+        #expect(second.vector == first.vector)
+        #expect(heard.withLock { $0 } == [first.vector])
     }
 }
