@@ -57,6 +57,8 @@ public struct Commit: Sendable, Hashable {
     public let bytes: [UInt8]
     /// SHA-256 of `bytes`.
     public let hash: [UInt8]
+    /// The signature's verdict, once `checkingSignatures` has found it.
+    private var checkedSignature: Bool?
 
     /// The dataset the commit belongs to.
     public var dataset: String { content.dataset }
@@ -126,9 +128,41 @@ public struct Commit: Sendable, Hashable {
     }
 
     /// True when the signature verifies under the author's key.
-    public var hasValidSignature: Bool {
+    public var hasValidSignature: Bool { checkedSignature ?? verifiesSignature() }
+
+    private func verifiesSignature() -> Bool {
         guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: content.author.bytes) else { return false }
         return key.isValidSignature(signature, for: Commit.signedMessage(bytes[0..<(bytes.count - 64)]))
+    }
+
+    /// `commits`, each with its signature checked, on every core: the
+    /// verdicts are kept, and `hasValidSignature` answers from them. (One
+    /// check costs about 180 µs on one core; a batch of a thousand small
+    /// commits would otherwise take 0.2 s on one core while the others
+    /// wait.) A single commit, or a machine with one core, is checked here.
+    public static func checkingSignatures(_ commits: [Commit]) async -> [Commit] {
+        let lanes = min(ProcessInfo.processInfo.activeProcessorCount, commits.count / 4)
+        guard lanes > 1 else {
+            return commits.map { c in
+                var c = c
+                c.checkedSignature = c.verifiesSignature()
+                return c
+            }
+        }
+        let per = (commits.count + lanes - 1) / lanes
+        var verdicts = [Bool](repeating: false, count: commits.count)
+        await withTaskGroup(of: (Int, [Bool]).self) { group in
+            for start in stride(from: 0, to: commits.count, by: per) {
+                let chunk = commits[start..<min(start + per, commits.count)]
+                group.addTask { (start, chunk.map { $0.verifiesSignature() }) }
+            }
+            for await (start, checked) in group { verdicts.replaceSubrange(start..<(start + checked.count), with: checked) }
+        }
+        return zip(commits, verdicts).map { c, ok in
+            var c = c
+            c.checkedSignature = ok
+            return c
+        }
     }
 
     public static func == (a: Commit, b: Commit) -> Bool { a.bytes == b.bytes }

@@ -26,7 +26,9 @@ extension SQLiteReplica {
     /// a batch, so the waiting ones are retried while progress is made
     /// (`ApplyOutcome.collecting`).
     public func apply(_ commits: [Commit]) async throws -> ApplyOutcome {
-        try await write { [self] tx in UncheckedBox(try ApplyOutcome.collecting(commits) { try applyOne(tx, $0) })
+        // Signatures are checked on every core before the one writer applies.
+        let commits = await Commit.checkingSignatures(commits)
+        return try await write { [self] tx in UncheckedBox(try ApplyOutcome.collecting(commits) { try applyOne(tx, $0) })
         }.value
     }
 

@@ -66,6 +66,25 @@ func sampleOps() -> [Op] {
         #expect(!forged.hasValidSignature)
     }
 
+    /// Checking a batch's signatures on every core gives each commit the
+    /// verdict checking it alone gives, in order, for batches of any size
+    /// with forgeries anywhere in them.
+    @Test(arguments: [0, 1, 3, 4, 9, 64, 257])
+    func signaturesCheckedOnEveryCoreAgreeWithOneByOne(count: Int) async throws {
+        // Every third commit has a byte of its signature changed.
+        let batch = try (0..<count).map { i in
+            let c = try sample(seq: UInt64(i + 1))
+            guard i % 3 == 1 else { return c }
+            var b = c.bytes
+            b[b.count - 1 - i % 64] ^= 0x10
+            return try Commit(decoding: b)
+        }
+        let checked = await Commit.checkingSignatures(batch)
+        #expect(checked == batch)
+        #expect(checked.map(\.hasValidSignature) == (0..<count).map { $0 % 3 != 1 })
+        #expect(batch.map(\.hasValidSignature) == (0..<count).map { $0 % 3 != 1 })
+    }
+
     @Test func truncationAndTrailingBytesAreRejected() throws {
         let c = try sample()
         for n in [0, 1, 10, c.bytes.count - 65, c.bytes.count - 1] {
