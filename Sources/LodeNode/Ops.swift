@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import LodeCore
 import LodeProtocol
 import LodeStore
 import LodeSync
@@ -114,9 +115,7 @@ final class OpsMonitor: Sendable {
                 if p.inSync || seen[name] == nil { seen[name] = now }
                 return seen[name]!
             }
-            let seconds = now - since
-            Gauge(label: "lode_peer_lag_seconds", dimensions: [("peer", name)]).record(
-                Double(seconds.components.seconds) + Double(seconds.components.attoseconds) / 1e18)
+            Gauge(label: "lode_peer_lag_seconds", dimensions: [("peer", name)]).record((now - since).seconds)
         }
         Gauge(label: "lode_sessions_open").record(open)
         for state in PeerState.allCases {

@@ -96,10 +96,14 @@ public final class PostgresCatalog: DatasetCatalog, @unchecked Sendable {
                         try await self.client.withConnection { conn in
                             try await conn.listen(on: PostgresCatalog.channel) { notices in
                                 await beforeRefresh()
-                                try? await self.refresh()
+                                await self.refreshLogged()
                                 for try await notice in notices {
                                     await beforeRefresh()
-                                    if let r = self.replica(notice.payload) { try? await r.refresh() } else { try? await self.refresh() }
+                                    if let r = self.replica(notice.payload) {
+                                        await self.refreshLogged(r)
+                                    } else {
+                                        await self.refreshLogged()
+                                    }
                                 }
                             }
                         }
@@ -113,9 +117,21 @@ public final class PostgresCatalog: DatasetCatalog, @unchecked Sendable {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: interval)
                     await beforeRefresh()
-                    try? await self.refresh()
+                    await self.refreshLogged()
                 }
             }
+        }
+    }
+
+    /// Re-reads one dataset (or all), logging a failure: the next notice or
+    /// periodic re-read tries again.
+    private func refreshLogged(_ replica: PostgresReplica? = nil) async {
+        do {
+            if let replica { try await replica.refresh() } else { try await refresh() }
+        } catch {
+            logger.warning(
+                "could not re-read what other processes wrote; trying again",
+                metadata: ["dataset": "\(replica?.dataset ?? "all")", "error": "\(error)"])
         }
     }
 

@@ -37,7 +37,8 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     public let queryTimeLimit: TimeInterval
     private let gate = AsyncGate()
     private let state: Mutex<PGState>
-    private let size = Mutex<UInt64>(0)
+    /// The dataset's size in the database, and when it was last read.
+    private let size = Mutex<(bytes: UInt64, read: ContinuousClock.Instant?)>((0, nil))
     private let observers = Mutex<[UUID: @Sendable (VersionVector) -> Void]>([:])
 
     init(
@@ -57,7 +58,7 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
 
     public var vector: VersionVector { state.withLock { $0.vector } }
     public var cutoffs: FeedCutoffs { state.withLock { $0.cutoffs } }
-    public var bytesOnDisk: UInt64 { size.withLock { $0 } }
+    public var bytesOnDisk: UInt64 { size.withLock { $0.bytes } }
 
     @discardableResult
     public func addObserver(_ f: @escaping @Sendable (VersionVector) -> Void) -> UUID {
@@ -121,7 +122,9 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
                 if added || next.vector != cached.vector {
                     for o in observers.withLock({ Array($0.values) }) { o(next.vector) }
                 }
-                try? await refreshSize()
+                // Read again after writes, at most every few seconds: it is a
+                // query of its own, and a busy relay writes many times a second.
+                if size.withLock({ $0.read.map { ContinuousClock.now - $0 > .seconds(5) } ?? true }) { try? await refreshSize() }
                 return result
             }
         }
@@ -183,13 +186,15 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
                 """
             return try await conn.rows(sql, b.bindings, logger: self.logger).first.map { try $0.int64(0) } ?? 0
         }
-        size.withLock { $0 = UInt64(max(0, bytes)) }
+        size.withLock { $0 = (UInt64(max(0, bytes)), ContinuousClock.now) }
     }
 
     // MARK: Commits
 
     public func apply(_ commits: [Commit]) async throws -> ApplyOutcome {
-        try await write { tx in try await ApplyOutcome.collecting(commits) { try await tx.applyOne($0) } }
+        // Signatures are checked on every core before the one writer applies.
+        let commits = await Commit.checkingSignatures(commits)
+        return try await write { tx in try await ApplyOutcome.collecting(commits) { try await tx.applyOne($0) } }
     }
 
     public func missingCommits(after vector: VersionVector, maxBytes: Int, maxCount: Int) async throws -> [StoredCommit] {
@@ -582,8 +587,8 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
 /// their latency (the commit's fsync included).
 enum PGMetrics {
     static func transaction(_ started: ContinuousClock.Instant, _ outcome: String) {
-        let (s, atto) = (ContinuousClock.now - started).components
-        Timer(label: "lode_postgres_transaction_seconds", preferredDisplayUnit: .seconds).recordNanoseconds(s * 1_000_000_000 + atto / 1_000_000_000)
+        Timer(label: "lode_postgres_transaction_seconds", preferredDisplayUnit: .seconds).recordNanoseconds(
+            (ContinuousClock.now - started).nanoseconds)
         Counter(label: "lode_postgres_transactions_total", dimensions: [("outcome", outcome)]).increment()
     }
 }

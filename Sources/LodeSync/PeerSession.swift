@@ -406,11 +406,3 @@ public final class OfflineSession: @unchecked Sendable {
     /// Vector entries kept for datasets the peer announced and this node does not hold.
     public var unheldEntries: Int { sm.unheld.values.reduce(0) { $0 + $1.entries.count } }
 }
-
-extension Duration {
-    /// The whole nanoseconds of the duration.
-    var nanoseconds: Int64 {
-        let (s, atto) = components
-        return s * 1_000_000_000 + atto / 1_000_000_000
-    }
-}

@@ -2,6 +2,7 @@ import Crypto
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
+import LodeCore
 import LodeProtocol
 import LodeSync
 import Logging
@@ -28,8 +29,7 @@ enum RemoteAPI {
     static let connectionsPerCertificate = 16
 
     static func application(api: ClientAPI, tls: SyncTLS, address: PeerAddress, idleTimeout: Duration, logger: Logger) throws -> any Service {
-        let (seconds, attoseconds) = idleTimeout.components
-        let idle = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        let idle = TimeAmount.nanoseconds(idleTimeout.nanoseconds)
         let counts = CertificateConnections(limit: connectionsPerCertificate)
         let http = HTTPServerBuilder.http1(
             configuration: .init(
