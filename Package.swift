@@ -117,7 +117,9 @@ let package = Package(
         .executableTarget(
             name: "lode-bench",
             dependencies: [
-                "LodeNode", "LodeStore", "LodeSQLite", "LodeSync", "LodeCore", "CLodeSQLite",
+                "LodeNode", "LodeStore", "LodeSQLite", "LodeSync", "LodeCore", "CLodeSQLite", "LodeProtocol",
+                // W11 starts its own PostgreSQL server, as the tests do.
+                "LodeTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],

@@ -6,7 +6,7 @@ import LodeStore
 
 /// The benchmark suite (release build):
 ///
-///   swift run -c release lode-bench [all | W1 … W10]... [--rows N] [--runs K] [--keys random|sequential] [--json FILE]
+///   swift run -c release lode-bench [all | W1 … W12]... [--rows N] [--runs K] [--keys random|sequential] [--sites N] [--json FILE]
 ///   swift run -c release lode-bench rows N [SEED] [--keys …] > rows.csv
 ///   swift run -c release lode-bench import-only FILE.csv...     (for profiling)
 ///
@@ -24,6 +24,7 @@ enum LodeBench {
         }
         let rows = option("--rows").flatMap { Int($0) } ?? 1_000_000
         let runs = option("--runs").flatMap { Int($0) } ?? 3
+        let sites = option("--sites").flatMap { Int($0) } ?? 200
         let json = option("--json") ?? "bench-results.json"
         if let k = option("--keys") {
             guard let order = Rows.KeyOrder(rawValue: k) else { throw BenchError("--keys is random or sequential, not \(k)") }
@@ -52,7 +53,7 @@ enum LodeBench {
             return
         }
         var wanted = Set(args.map { $0.uppercased() })
-        if wanted.isEmpty || wanted.contains("ALL") { wanted = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10"] }
+        if wanted.isEmpty || wanted.contains("ALL") { wanted = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W11", "W12"] }
         let ws = try Workspace()
         defer { ws.remove() }
         let csv = ws.path("rows.csv")
@@ -71,8 +72,11 @@ enum LodeBench {
         )
         print(header)
         // W1 builds the dataset the others use.
-        let w1 = try await suite.w1()
-        if wanted.contains("W1") { report(w1) }
+        // (W11 and W12 have their own data.)
+        if !wanted.subtracting(["W11", "W12"]).isEmpty {
+            let w1 = try await suite.w1()
+            if wanted.contains("W1") { report(w1) }
+        }
         if wanted.contains("W2") { report(try await suite.w2()) }
         if wanted.contains("W3") { report(try await suite.w3()) }
         if wanted.contains("W4") { report(try await suite.w4()) }
@@ -88,6 +92,14 @@ enum LodeBench {
         if wanted.contains("W8") { report(try await suite.w8()) }
         if wanted.contains("W9") { report(try await suite.w9()) }
         if wanted.contains("W10") { report(try await suite.w10()) }
+        if wanted.contains("W11") {
+            if FileManager.default.isExecutableFile(atPath: lode) {
+                for r in try await suite.w11(lode: lode, sites: sites) { report(r) }
+            } else {
+                print("W11 skipped: build the lode binary first (swift build -c release --product lode)")
+            }
+        }
+        if wanted.contains("W12") { report(try await suite.w12()) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(results).write(to: URL(fileURLWithPath: json))
@@ -96,14 +108,14 @@ enum LodeBench {
 
     static func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
 
-    static let header = pad("", 4) + pad("result", 18) + pad("baseline", 34) + pad("ratio", 8) + pad("peak MB", 9) + pad("target", 34) + "notes"
+    static let header = pad("", 5) + pad("result", 18) + pad("baseline", 34) + pad("ratio", 8) + pad("peak MB", 9) + pad("target", 34) + "notes"
 
     static func line(_ r: Result) -> String {
         let value = String(format: "%.2f ", r.value) + r.unit
         let base = r.baseline.map { String(format: "%.2f ", $0) + (r.baselineUnit ?? "") } ?? "—"
         let ratio = r.ratio.map { String(format: "%.2f×", $0) } ?? "—"
         let met = r.met.map { $0 ? " (met)" : " (MISSED)" } ?? ""
-        return pad(r.workload, 4) + pad(value, 18) + pad(base, 34) + pad(ratio, 8) + pad(String(format: "%.0f", r.peakMemoryMB), 9)
+        return pad(r.workload, 5) + pad(value, 18) + pad(base, 34) + pad(ratio, 8) + pad(String(format: "%.0f", r.peakMemoryMB), 9)
             + pad(r.target + met, 34) + r.what + "; " + r.notes
     }
 }

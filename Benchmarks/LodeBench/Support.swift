@@ -10,10 +10,7 @@ import Logging
 #endif
 
 /// Seconds since `start`.
-func seconds(since start: ContinuousClock.Instant) -> Double {
-    let d = ContinuousClock.now - start
-    return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-}
+func seconds(since start: ContinuousClock.Instant) -> Double { (ContinuousClock.now - start).seconds }
 
 func median(_ xs: [Double]) -> Double {
     let s = xs.sorted()
