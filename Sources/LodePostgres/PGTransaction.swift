@@ -33,6 +33,10 @@ final class PGTx {
     var state: PGState
     /// True once commits were added (observers are told).
     var added = false
+    /// The commits added, in log order, once stored.
+    var stored: [StoredCommit] = []
+    /// True when the log was rewritten, not only added to (a cut).
+    var rewritesLog = false
 
     private var metas: [String: [String: PGRowMeta]] = [:]
     /// Rows whose state changed: the log id of the write that first made
@@ -172,6 +176,7 @@ final class PGTx {
             }
         }
         log.append((id, author, commit))
+        stored.append(StoredCommit(site: commit.author, seq: commit.seq, bytes: commit.bytes))
         let head = FeedHead(seq: commit.seq, hash: commit.hash, vector: past)
         state.heads[commit.author] = head
         state.vector[commit.author] = commit.seq

@@ -40,6 +40,11 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     /// The dataset's size in the database, and when it was last read.
     private let size = Mutex<(bytes: UInt64, read: ContinuousClock.Instant?)>((0, nil))
     private let observers = Mutex<[UUID: @Sendable (VersionVector) -> Void]>([:])
+    /// The newest commits in log order, for peers nearly caught up: a relay
+    /// answers each session after each new commit from here, not with a
+    /// query per session.
+    private let recent = Mutex(RecentCommits(limitBytes: PostgresReplica.recentBytes))
+    static let recentBytes = 8 << 20
 
     init(
         dataset: String, local: LocalSite, pool: PGPool, logger: Logger, state: PGState, wallClock: @escaping @Sendable () -> UInt64,
@@ -90,15 +95,20 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
         try await PGErrors.mapped {
             try await gate.run {
                 let cached = state.withLock { $0 }
-                let (result, next, added) = try await client.withTransaction(logger: logger) { conn -> (T, PGState, Bool) in
+                let (result, next, added, others, stored) = try await client.withTransaction(logger: logger) {
+                    conn -> (T, PGState, Bool, [StoredCommit]?, [StoredCommit]) in
                     try await conn.run("SELECT pg_advisory_xact_lock(\(PGLayout.lockKey(self.dataset)))", logger: self.logger)
                     let generation =
                         try await conn.rows("SELECT value FROM \(self.schema)._lode_meta WHERE key = 'generation'", logger: self.logger)
                         .first.map { Int64(try $0.string(0)) ?? 0 } ?? 0
                     var start = cached
+                    // What another process stored since, for the recent
+                    // commits (nil when there is too much of it to keep).
+                    var others: [StoredCommit]? = []
                     if generation != cached.generation {
                         start = try await PGState.load(conn, schema: self.schema, logger: self.logger)
                         start.clock.observe(cached.clock.last)
+                        others = try await self.newer(conn, than: cached.vector, state: start)
                     }
                     let tx = PGTx(conn: conn, replica: self, state: start)
                     let result = try await body(tx)
@@ -113,9 +123,13 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
                         var n = Binds()
                         try await conn.run("SELECT pg_notify('\(PostgresCatalog.channel)', \(n.add(self.dataset)))", n.bindings, logger: self.logger)
                     }
-                    return (result, tx.state, tx.added)
+                    return (result, tx.state, tx.added, tx.rewritesLog ? nil : others, tx.stored)
                 }
                 state.withLock { $0 = next }
+                recent.withLock { r in
+                    if let others { for c in others { r.append(c) } } else { r.removeAll() }
+                    for c in stored { r.append(c) }
+                }
                 // Commits this write added, or another process's found under
                 // the lock: this view is now current, so no later re-read
                 // (`refresh`) would tell of the latter.
@@ -166,7 +180,11 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
                     guard generation != cached.generation else { return false }
                     try await conn.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: self.logger)
                     var next = try await PGState.load(conn, schema: self.schema, logger: self.logger)
+                    let others = try await self.newer(conn, than: cached.vector, state: next)
                     try await conn.run("COMMIT", logger: self.logger)
+                    self.recent.withLock { r in
+                        if let others { for c in others { r.append(c) } } else { r.removeAll() }
+                    }
                     next.clock.observe(cached.clock.last)
                     let grew = next.vector != cached.vector
                     self.state.withLock { $0 = next }
@@ -198,38 +216,56 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     }
 
     public func missingCommits(after vector: VersionVector, maxBytes: Int, maxCount: Int) async throws -> [StoredCommit] {
-        let keys = state.withLock { $0.keys }
-        return try await read { conn in
-            // The first missing commit of each feed, found by index: the scan
-            // starts at the earliest of them.
-            var b = Binds()
-            var firsts: [String] = []
-            for (n, key) in keys where vector[key] < UInt64(Int64.max) {
-                firsts.append("(SELECT id FROM \(self.schema)._lode_log WHERE site = \(b.add(n)) AND seq = \(b.add(Int64(vector[key] + 1))))")
-            }
-            guard !firsts.isEmpty,
-                let start = try await self.rows(conn, "SELECT least(\(firsts.joined(separator: ", ")))", b).first.flatMap({ try $0.optionalInt64(0) })
-            else { return [] }
-            var out: [StoredCommit] = []
-            var total = 0
-            var from = start
-            while true {
-                var p = Binds()
-                let page = try await self.rows(
-                    conn, "SELECT id, site, seq, bytes FROM \(self.schema)._lode_log WHERE id >= \(p.add(from)) ORDER BY id LIMIT 256", p)
-                guard let last = page.last else { return out }
-                for r in page {
-                    guard let key = keys[try r.int64(1)] else { continue }
-                    let seq = PGValue.uint64(try r.int64(2))
-                    guard seq > vector[key] else { continue }
-                    let bytes = try r.bytes(3)
-                    out.append(StoredCommit(site: key, seq: seq, bytes: bytes))
-                    total += bytes.count
-                    if total >= maxBytes || out.count >= maxCount { return out }
-                }
-                from = try last.int64(0) + 1
-            }
+        let current = state.withLock { $0 }
+        if let answer = recent.withLock({ $0.missing(after: vector, held: current.vector, maxBytes: maxBytes, maxCount: maxCount) }) {
+            return answer
         }
+        return try await read { conn in try await self.logCommits(conn, after: vector, state: current, maxBytes: maxBytes, maxCount: maxCount) }
+    }
+
+    /// What the log holds past `vector`, in log order, about `maxBytes` at
+    /// most (at least one commit).
+    private func logCommits(_ conn: PostgresConnection, after vector: VersionVector, state: PGState, maxBytes: Int, maxCount: Int) async throws
+        -> [StoredCommit]
+    {
+        // The first missing commit of each feed the peer lacks something
+        // of, found by index: the scan starts at the earliest of them.
+        var b = Binds()
+        var firsts: [String] = []
+        for (n, key) in state.keys where vector[key] < state.vector[key] {
+            firsts.append("(SELECT id FROM \(schema)._lode_log WHERE site = \(b.add(n)) AND seq = \(b.add(Int64(vector[key] + 1))))")
+        }
+        guard !firsts.isEmpty,
+            let start = try await rows(conn, "SELECT least(\(firsts.joined(separator: ", ")))", b).first.flatMap({ try $0.optionalInt64(0) })
+        else { return [] }
+        var out: [StoredCommit] = []
+        var total = 0
+        var from = start
+        while true {
+            var p = Binds()
+            let page = try await rows(conn, "SELECT id, site, seq, bytes FROM \(schema)._lode_log WHERE id >= \(p.add(from)) ORDER BY id LIMIT 256", p)
+            guard let last = page.last else { return out }
+            for r in page {
+                guard let key = state.keys[try r.int64(1)] else { continue }
+                let seq = PGValue.uint64(try r.int64(2))
+                guard seq > vector[key] else { continue }
+                let bytes = try r.bytes(3)
+                out.append(StoredCommit(site: key, seq: seq, bytes: bytes))
+                total += bytes.count
+                if total >= maxBytes || out.count >= maxCount { return out }
+            }
+            from = try last.int64(0) + 1
+        }
+    }
+
+    /// The commits another process stored past `vector` (which `state`,
+    /// read in the same transaction, holds), for the recent commits; nil
+    /// when they are more than those keep.
+    private func newer(_ conn: PostgresConnection, than vector: VersionVector, state: PGState) async throws -> [StoredCommit]? {
+        let found = try await logCommits(conn, after: vector, state: state, maxBytes: PostgresReplica.recentBytes, maxCount: .max)
+        var reached = vector
+        for c in found { reached[c.site] = max(reached[c.site], c.seq) }
+        return reached == state.vector ? found : nil
     }
 
     public func commitCount() async throws -> Int {
@@ -271,6 +307,7 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     public func cut(_ cutoffs: [SiteID: UInt64]) async throws -> Int {
         try await write { tx in
             let s = tx.s
+            tx.rewritesLog = true
             for (author, seq) in cutoffs where seq < (tx.state.cutoffs[author] ?? .max) {
                 var b = Binds()
                 try await tx.run(
