@@ -65,7 +65,9 @@ public final class PostgresCatalog: DatasetCatalog, @unchecked Sendable {
     /// Opens every dataset in the database not yet open here; re-reads
     /// those another process wrote since.
     public func refresh() async throws {
-        let names = try await PGErrors.mapped { try await client.withConnection { conn in try await self.storedNames(conn) } }
+        let names = try await PGErrors.mapped {
+            try await bounded(PostgresReplica.operationLimit) { try await self.client.withConnection { conn in try await self.storedNames(conn) } }
+        }
         for name in names {
             if let r = replicas.withLock({ $0[name] }) {
                 try await r.refresh()
@@ -139,13 +141,15 @@ public final class PostgresCatalog: DatasetCatalog, @unchecked Sendable {
     /// this process or another one sharing it), DER.
     public func storedCertificates() async throws -> [[UInt8]] {
         try await PGErrors.mapped {
-            try await client.withConnection { conn in
-                var out = Set<[UInt8]>()
-                for name in try await self.storedNames(conn) {
-                    let sql = "SELECT cert FROM \(PGLayout.schema(name))._lode_sites WHERE cert IS NOT NULL"
-                    for r in try await conn.rows(sql, logger: self.logger) { out.insert(try r.bytes(0)) }
+            try await bounded(PostgresReplica.operationLimit) {
+                try await self.client.withConnection { conn in
+                    var out = Set<[UInt8]>()
+                    for name in try await self.storedNames(conn) {
+                        let sql = "SELECT cert FROM \(PGLayout.schema(name))._lode_sites WHERE cert IS NOT NULL"
+                        for r in try await conn.rows(sql, logger: self.logger) { out.insert(try r.bytes(0)) }
+                    }
+                    return Array(out)
                 }
-                return Array(out)
             }
         }
     }

@@ -79,10 +79,13 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     /// Runs `body` in a write transaction holding the dataset's advisory
     /// lock, on a fresh state if another process wrote since; keeps the
     /// state only if the transaction commits, then tells observers.
-    func write<T: Sendable>(_ body: @escaping (PGTx) async throws -> T) async throws -> T {
+    /// `limit` bounds how long the transaction may wait on PostgreSQL (a
+    /// batch from a peer, a site's record); a local bulk write (an import)
+    /// has none.
+    func write<T: Sendable>(limit: Duration? = PostgresReplica.operationLimit, _ body: @escaping (PGTx) async throws -> T) async throws -> T {
         let started = ContinuousClock.now
         do {
-            let r = try await transaction(body)
+            let r = try await transaction(limit: limit, body)
             PGMetrics.transaction(started, "committed")
             return r
         } catch let e as StoreError {
@@ -91,40 +94,17 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
         }
     }
 
-    private func transaction<T: Sendable>(_ body: @escaping (PGTx) async throws -> T) async throws -> T {
-        try await PGErrors.mapped {
+    /// How long an operation from a peer or a reader may wait on PostgreSQL.
+    static let operationLimit: Duration = .seconds(30)
+
+    private func transaction<T: Sendable>(limit: Duration?, _ body: @escaping (PGTx) async throws -> T) async throws -> T {
+        let unchecked = UncheckedSendable(body)
+        return try await PGErrors.mapped {
             try await gate.run {
                 let cached = state.withLock { $0 }
-                let (result, next, added, others, stored) = try await client.withTransaction(logger: logger) {
-                    conn -> (T, PGState, Bool, [StoredCommit]?, [StoredCommit]) in
-                    try await conn.run("SELECT pg_advisory_xact_lock(\(PGLayout.lockKey(self.dataset)))", logger: self.logger)
-                    let generation =
-                        try await conn.rows("SELECT value FROM \(self.schema)._lode_meta WHERE key = 'generation'", logger: self.logger)
-                        .first.map { Int64(try $0.string(0)) ?? 0 } ?? 0
-                    var start = cached
-                    // What another process stored since, for the recent
-                    // commits (nil when there is too much of it to keep).
-                    var others: [StoredCommit]? = []
-                    if generation != cached.generation {
-                        start = try await PGState.load(conn, schema: self.schema, logger: self.logger)
-                        start.clock.observe(cached.clock.last)
-                        others = try await self.newer(conn, than: cached.vector, state: start)
-                    }
-                    let tx = PGTx(conn: conn, replica: self, state: start)
-                    let result = try await body(tx)
-                    try await tx.flush()
-                    tx.state.generation = generation + 1
-                    var b = Binds()
-                    try await conn.run(
-                        "UPDATE \(self.schema)._lode_meta SET value = \(b.add(String(generation + 1))) WHERE key = 'generation'", b.bindings,
-                        logger: self.logger)
-                    if tx.added {
-                        // Other processes sharing the database re-read the dataset (`PostgresCatalog.follow`).
-                        var n = Binds()
-                        try await conn.run("SELECT pg_notify('\(PostgresCatalog.channel)', \(n.add(self.dataset)))", n.bindings, logger: self.logger)
-                    }
-                    return (result, tx.state, tx.added, tx.rewritesLog ? nil : others, tx.stored)
-                }
+                let (result, next, added, others, stored) = try await bounded(limit) {
+                    try await self.commitTransaction(cached: cached, unchecked.value)
+                }.value
                 state.withLock { $0 = next }
                 recent.withLock { r in
                     if let others { for c in others { r.append(c) } } else { r.removeAll() }
@@ -144,19 +124,62 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
         }
     }
 
+    /// One write transaction under the dataset's advisory lock; returns
+    /// the result, the state after, whether commits were added, what
+    /// another process stored since `cached` (nil: too much, or the log
+    /// was rewritten), and the commits stored.
+    private func commitTransaction<T: Sendable>(
+        cached: PGState, _ body: @escaping (PGTx) async throws -> T
+    ) async throws
+        -> UncheckedSendable<(T, PGState, Bool, [StoredCommit]?, [StoredCommit])>
+    {
+        try await client.withTransaction(logger: logger) { conn in
+            try await conn.run("SELECT pg_advisory_xact_lock(\(PGLayout.lockKey(self.dataset)))", logger: self.logger)
+            let generation =
+                try await conn.rows("SELECT value FROM \(self.schema)._lode_meta WHERE key = 'generation'", logger: self.logger)
+                .first.map { Int64(try $0.string(0)) ?? 0 } ?? 0
+            var start = cached
+            // What another process stored since, for the recent
+            // commits (nil when there is too much of it to keep).
+            var others: [StoredCommit]? = []
+            if generation != cached.generation {
+                start = try await PGState.load(conn, schema: self.schema, logger: self.logger)
+                start.clock.observe(cached.clock.last)
+                others = try await self.newer(conn, than: cached.vector, state: start)
+            }
+            let tx = PGTx(conn: conn, replica: self, state: start)
+            let result = try await body(tx)
+            try await tx.flush()
+            tx.state.generation = generation + 1
+            var b = Binds()
+            try await conn.run(
+                "UPDATE \(self.schema)._lode_meta SET value = \(b.add(String(generation + 1))) WHERE key = 'generation'", b.bindings,
+                logger: self.logger)
+            if tx.added {
+                // Other processes sharing the database re-read the dataset (`PostgresCatalog.follow`).
+                var n = Binds()
+                try await conn.run("SELECT pg_notify('\(PostgresCatalog.channel)', \(n.add(self.dataset)))", n.bindings, logger: self.logger)
+            }
+            return UncheckedSendable((result, tx.state, tx.added, tx.rewritesLog ? nil : others, tx.stored))
+        }
+    }
+
     /// Runs `body` on a connection in a read-only transaction that sees one
     /// snapshot.
     func read<T: Sendable>(_ body: @escaping (PostgresConnection) async throws -> T) async throws -> T {
-        try await PGErrors.mapped {
-            try await client.withConnection { conn in
-                try await conn.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: self.logger)
-                do {
-                    let r = try await body(conn)
-                    try await conn.run("COMMIT", logger: self.logger)
-                    return r
-                } catch {
-                    try? await conn.run("ROLLBACK", logger: self.logger)
-                    throw error
+        let unchecked = UncheckedSendable(body)
+        return try await PGErrors.mapped {
+            try await bounded(PostgresReplica.operationLimit) {
+                try await self.client.withConnection { conn in
+                    try await conn.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: self.logger)
+                    do {
+                        let r = try await unchecked.value(conn)
+                        try await conn.run("COMMIT", logger: self.logger)
+                        return r
+                    } catch {
+                        try? await conn.run("ROLLBACK", logger: self.logger)
+                        throw error
+                    }
                 }
             }
         }
@@ -172,25 +195,29 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     public func refresh() async throws -> Bool {
         try await PGErrors.mapped {
             try await gate.run {
-                try await client.withConnection { conn in
-                    let generation =
-                        try await conn.rows("SELECT value FROM \(self.schema)._lode_meta WHERE key = 'generation'", logger: self.logger)
-                        .first.map { Int64(try $0.string(0)) ?? 0 } ?? 0
-                    let cached = self.state.withLock { $0 }
-                    guard generation != cached.generation else { return false }
-                    try await conn.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: self.logger)
-                    var next = try await PGState.load(conn, schema: self.schema, logger: self.logger)
-                    let others = try await self.newer(conn, than: cached.vector, state: next)
-                    try await conn.run("COMMIT", logger: self.logger)
-                    self.recent.withLock { r in
-                        if let others { for c in others { r.append(c) } } else { r.removeAll() }
+                let cached = state.withLock { $0 }
+                let read = try await bounded(PostgresReplica.operationLimit) {
+                    try await self.client.withConnection { conn -> UncheckedSendable<(PGState, [StoredCommit]?)>? in
+                        let generation =
+                            try await conn.rows("SELECT value FROM \(self.schema)._lode_meta WHERE key = 'generation'", logger: self.logger)
+                            .first.map { Int64(try $0.string(0)) ?? 0 } ?? 0
+                        guard generation != cached.generation else { return nil }
+                        try await conn.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: self.logger)
+                        let next = try await PGState.load(conn, schema: self.schema, logger: self.logger)
+                        let others = try await self.newer(conn, than: cached.vector, state: next)
+                        try await conn.run("COMMIT", logger: self.logger)
+                        return UncheckedSendable((next, others))
                     }
-                    next.clock.observe(cached.clock.last)
-                    let grew = next.vector != cached.vector
-                    self.state.withLock { $0 = next }
-                    if grew { for o in self.observers.withLock({ Array($0.values) }) { o(next.vector) } }
-                    return true
                 }
+                guard var (next, others) = read?.value else { return false }
+                recent.withLock { r in
+                    if let others { for c in others { r.append(c) } } else { r.removeAll() }
+                }
+                next.clock.observe(cached.clock.last)
+                let grew = next.vector != cached.vector
+                state.withLock { $0 = next }
+                if grew { for o in observers.withLock({ Array($0.values) }) { o(next.vector) } }
+                return true
             }
         }
     }
@@ -225,7 +252,9 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
 
     /// What the log holds past `vector`, in log order, about `maxBytes` at
     /// most (at least one commit).
-    private func logCommits(_ conn: PostgresConnection, after vector: VersionVector, state: PGState, maxBytes: Int, maxCount: Int) async throws
+    private func logCommits(
+        _ conn: PostgresConnection, after vector: VersionVector, state: PGState, maxBytes: Int, maxCount: Int
+    ) async throws
         -> [StoredCommit]
     {
         // The first missing commit of each feed the peer lacks something
@@ -243,7 +272,8 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
         var from = start
         while true {
             var p = Binds()
-            let page = try await rows(conn, "SELECT id, site, seq, bytes FROM \(schema)._lode_log WHERE id >= \(p.add(from)) ORDER BY id LIMIT 256", p)
+            let page = try await rows(
+                conn, "SELECT id, site, seq, bytes FROM \(schema)._lode_log WHERE id >= \(p.add(from)) ORDER BY id LIMIT 256", p)
             guard let last = page.last else { return out }
             for r in page {
                 guard let key = state.keys[try r.int64(1)] else { continue }

@@ -1,11 +1,12 @@
 import Foundation
 import LodeCore
-import LodePostgres
 import LodeSQLite
 import LodeStore
 import LodeTestSupport
 import Synchronization
 import Testing
+
+@testable import LodePostgres
 
 /// What the PostgreSQL store adds to the conformance suite: its tables are
 /// the SQLite store's value for value (REALs to the bit), BI tools see
@@ -169,5 +170,25 @@ import Testing
         try await second.registerSite(SiteRecord(site: site(4, "late").site, name: "late", role: .editor, certificate: nil))
         #expect(second.vector == first.vector)
         #expect(heard.withLock { $0 } == [first.vector])
+    }
+
+    /// An operation PostgreSQL never answers (a query on a connection the
+    /// server closed under it, during a restart while relays wrote, waited
+    /// for ever and held every sync session behind it) ends with
+    /// `unavailable` after its limit; one that answers in time returns
+    /// its value; an error is passed on.
+    @Test func anOperationPostgreSQLNeverAnswersEndsAfterItsLimit() async throws {
+        let started = ContinuousClock.now
+        let stuck = await #expect(throws: StoreError.self) {
+            try await PGErrors.bounded(.milliseconds(200)) { () async throws -> Int in
+                try await withUnsafeThrowingContinuation { (_: UnsafeContinuation<Int, any Error>) in }
+            }
+        }
+        #expect(stuck?.code == .unavailable && stuck?.message.contains("did not answer") == true, "\(String(describing: stuck))")
+        #expect(ContinuousClock.now - started < .seconds(30))
+        #expect(try await PGErrors.bounded(.seconds(30)) { 42 } == 42)
+        await #expect(throws: StoreError.self) {
+            try await PGErrors.bounded(.seconds(30)) { () async throws -> Int in throw StoreError.badInput("x") }
+        }
     }
 }
