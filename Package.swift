@@ -127,7 +127,8 @@ let package = Package(
         ),
         .executableTarget(
             name: "lode-faults",
-            dependencies: ["LodeCore", "LodeProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            // LodeTestSupport: `failover` starts its own PostgreSQL server, as the tests do.
+            dependencies: ["LodeCore", "LodeProtocol", "LodeTestSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Tools/LodeFaults"
         ),
         .testTarget(name: "LodeCoreTests", dependencies: ["LodeCore", .product(name: "Crypto", package: "swift-crypto")]),

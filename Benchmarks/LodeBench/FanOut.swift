@@ -334,7 +334,7 @@ extension Suite {
     /// one; W11b: one PostgreSQL relay beside one SQLite relay. Each run
     /// starts new relays and sites.
     func w11(lode: String, sites: Int) async throws -> [Result] {
-        let postgres = try PostgresServer.standalone()
+        let postgres = try PostgresServer.standalone(durable: true)
         defer { try? postgres.stop() }
         let tiers: [FanOut.Tier] = [.sqlite, .postgres(relays: 1), .postgres(relays: 2)]
         var figures: [[FanOut.Figures]] = Array(repeating: [], count: tiers.count)

@@ -26,6 +26,10 @@ public final class PostgresServer: Sendable {
     public let port: Int
     private let bin: String
     private let asUser: String?
+    /// Whether commits are flushed to disk (off for tests, which need no
+    /// durability across a machine crash; on for benchmarks and the fault
+    /// runs, which must not flatter PostgreSQL).
+    public let durable: Bool
 
     private static let started = Mutex<Result<PostgresServer, Unavailable>?>(nil)
 
@@ -52,9 +56,11 @@ public final class PostgresServer: Sendable {
         return "\(base)/\(v)/bin"
     }
 
-    /// A server of its own (for a test that stops and restarts it), also
-    /// stopped when the process exits.
-    public static func standalone() throws -> PostgresServer { try PostgresServer() }
+    /// A server of its own (for a test that stops and restarts it, a
+    /// benchmark, a fault run), also stopped when the process exits.
+    /// `durable` keeps PostgreSQL's defaults: fsync, synchronous commit and
+    /// full page writes on.
+    public static func standalone(durable: Bool = false) throws -> PostgresServer { try PostgresServer(durable: durable) }
 
     /// Stops the server (fast shutdown: sessions are closed).
     public func stop() throws {
@@ -67,10 +73,12 @@ public final class PostgresServer: Sendable {
     }
 
     private var options: String {
-        "-p \(port) -k \(socketDirectory) -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        "-p \(port) -k \(socketDirectory) -c listen_addresses='' -c max_connections=300"
+            + (durable ? "" : " -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
     }
 
-    private init() throws {
+    private init(durable: Bool = false) throws {
+        self.durable = durable
         bin = try Self.binaries()
         asUser = geteuid() == 0 ? "postgres" : nil
         root = NSTemporaryDirectory() + "lode-pg-" + UUID().uuidString.prefix(8)

@@ -18,8 +18,9 @@ struct LodeFaults: ParsableCommand {
               lode-faults proxy --listen 127.0.0.1:17001 --to 10.232.0.11:7443 --mode-file link.mode
               lode-faults load --seconds 60
               lode-faults load --seconds 60 --api --clients 8   # more load: no process per write
+              lode-faults failover --seconds 60        # two PostgreSQL relays: one killed, PostgreSQL restarted
             """,
-        subcommands: [Schedules.self, Crash.self, DiskFull.self, Revoke.self, Load.self, Proxy.self])
+        subcommands: [Schedules.self, Crash.self, DiskFull.self, Revoke.self, Load.self, Failover.self, Proxy.self])
 
     struct Common: ParsableArguments {
         @Option(help: "The lode binary.") var lode = ".build/release/lode"
@@ -176,6 +177,31 @@ struct LodeFaults: ParsableCommand {
                         + (try runLoad(
                             lode: try common.binary(), root: common.dir + "/load", seconds: seconds, clientsPerNode: clients, throughAPI: api,
                             seed: seed)))
+            } catch {
+                say("FAIL: \(error)")
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Failover: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Sites writing through two PostgreSQL-backed relays: one relay killed with kill -9, then PostgreSQL restarted; nothing acknowledged lost."
+        )
+        @OptionGroup var common: Common
+        @Option(help: "How long to write.") var seconds: Double = 60
+        @Option(help: "Clients per site.") var clients = 2
+        @ArgumentParser.Flag(inversion: .prefixedNo, help: "Also stop PostgreSQL for 3 s three quarters of the way in.") var restartPostgres = true
+        @Option(help: "Seed for the clients' choices.") var seed: UInt64 = 1
+
+        func run() throws {
+            do {
+                say(
+                    "PASS "
+                        + (try runFailover(
+                            lode: try common.binary(), root: common.dir + "/failover", seconds: seconds, clientsPerSite: clients, seed: seed,
+                            restartPostgres: restartPostgres)))
             } catch {
                 say("FAIL: \(error)")
                 throw ExitCode(1)

@@ -207,13 +207,16 @@ final class LocalNode: @unchecked Sendable {
     let lode: Lode
     let dataDir: String
     let peers: [String]
+    /// More `serve` options (`--store`, `--web`).
+    let extra: [String]
     private(set) var pid: pid_t?
     private(set) var address = ""
 
-    init(lode: Lode, dataDir: String, peers: [String] = []) {
+    init(lode: Lode, dataDir: String, peers: [String] = [], extra: [String] = []) {
         self.lode = lode
         self.dataDir = dataDir
         self.peers = peers
+        self.extra = extra
     }
 
     /// Starts the node and waits until it answers on its socket.
@@ -226,6 +229,7 @@ final class LocalNode: @unchecked Sendable {
     func launch(listen: String? = nil) throws {
         var args = ["serve", "--data-dir", dataDir, "--listen", listen ?? (address.isEmpty ? "127.0.0.1:0" : address)]
         for peer in peers { args += ["--peer", peer] }
+        args += extra
         let log = open(dataDir + ".log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
         defer {
