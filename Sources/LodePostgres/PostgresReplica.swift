@@ -80,8 +80,9 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     /// lock, on a fresh state if another process wrote since; keeps the
     /// state only if the transaction commits, then tells observers.
     /// `limit` bounds how long the transaction may wait on PostgreSQL (a
-    /// batch from a peer, a site's record); a local bulk write (an import)
-    /// has none.
+    /// batch from a peer, a site's record, an annotation); a bulk write (an
+    /// import, rows written, a cut that replays the log) passes nil. Work
+    /// cut off by the limit may still commit: the next write reads it back.
     func write<T: Sendable>(limit: Duration? = PostgresReplica.operationLimit, _ body: @escaping (PGTx) async throws -> T) async throws -> T {
         let started = ContinuousClock.now
         do {
@@ -209,7 +210,8 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
                         return UncheckedSendable((next, others))
                     }
                 }
-                guard var (next, others) = read?.value else { return false }
+                guard let (fresh, others) = read?.value else { return false }
+                var next = fresh
                 recent.withLock { r in
                     if let others { for c in others { r.append(c) } } else { r.removeAll() }
                 }
@@ -335,7 +337,7 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     /// emptied, and the remaining commits are applied again in their order,
     /// each verified as a peer's would be, all in one transaction.
     public func cut(_ cutoffs: [SiteID: UInt64]) async throws -> Int {
-        try await write { tx in
+        try await write(limit: nil) { tx in
             let s = tx.s
             tx.rewritesLog = true
             for (author, seq) in cutoffs where seq < (tx.state.cutoffs[author] ?? .max) {
@@ -623,7 +625,7 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
             throw StoreError(.forbidden, "site \(local.name) is a \(local.role.rawValue): only an editor may change rows")
         }
         for case .put(let table, _, _, _) in edits where Identifier.isReserved(table) { throw StoreError.managedTable(table) }
-        return try await write { tx in
+        return try await write(limit: nil) { tx in
             var batch = PGLocalEdits(tx)
             for e in edits { try await batch.apply(e, onlyChanges: false) }
             try await batch.finish()
@@ -633,7 +635,7 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
 
     public func importCSV(table: String, path: String, progress: (@Sendable (ImportProgress) -> Void)?) async throws -> ImportReport {
         try CSVImport.check(table: table, by: local)
-        return try await write { tx in
+        return try await write(limit: nil) { tx in
             guard let schema = tx.state.schemas[table] else {
                 throw DatasetRules.noTable(table, in: self.dataset, tables: Array(tx.state.schemas.keys))
             }

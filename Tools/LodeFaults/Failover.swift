@@ -61,15 +61,8 @@ func runFailover(lode: Lode, root: String, seconds: Double, clientsPerSite: Int,
     at(1)
     stop.set()
     group.wait()
-    let converge = try waitForConvergence(lode, dirs: sites.map(\.dataDir), dataset: "faults", timeout: 120)
-    var problems = try verifyWorkload(lode, dirs: sites.map(\.dataDir), clients: clients, scratch: root)
-    let ops = clients.flatMap(\.ops)
-    let failed = ops.filter { !$0.acked }.count
-    if failed > 0 {
-        var errors: [String: Int] = [:]
-        for c in clients { errors.merge(c.errors, uniquingKeysWith: +) }
-        problems.append("\(failed) writes failed: \(errors)")
-    }
+    let checked = try checkLoad(lode, dirs: sites.map(\.dataDir), clients: clients, scratch: root)
+    var problems = checked.problems
     // The database the relays share holds every row the sites hold.
     let expectedRows = try lode.scalar(sites[0].dataDir, "faults", "SELECT count(*) FROM items")
     var stored = ""
@@ -83,7 +76,7 @@ func runFailover(lode: Lode, root: String, seconds: Double, clientsPerSite: Int,
     let summary = String(
         format:
             "failover: %d writes by %d clients in %.0f s, %d failed; r1 killed and restarted%@; converged %.1f s after; %@ rows at every site and in PostgreSQL",
-        ops.count, clients.count, seconds, failed, restartPostgres ? ", PostgreSQL restarted" : "", converge, expectedRows)
+        checked.writes, clients.count, seconds, checked.failed, restartPostgres ? ", PostgreSQL restarted" : "", checked.converge, expectedRows)
     if !problems.isEmpty { throw Failure(summary + "\n" + problems.prefix(20).map { "  " + $0 }.joined(separator: "\n")) }
     try? FileManager.default.removeItem(atPath: root)
     return summary

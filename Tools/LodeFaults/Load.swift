@@ -40,15 +40,8 @@ func runLoad(lode: Lode, root: String, seconds: Double, clientsPerNode: Int, thr
     }
     stop.set()
     group.wait()
-    let converge = try waitForConvergence(lode, dirs: nodes.map(\.dataDir), dataset: "faults", timeout: 120)
-    var problems = try verifyWorkload(lode, dirs: nodes.map(\.dataDir), clients: clients, scratch: root)
-    let ops = clients.flatMap(\.ops)
-    let failed = ops.filter { !$0.acked }.count
-    if failed > 0 {
-        var errors: [String: Int] = [:]
-        for c in clients { errors.merge(c.errors, uniquingKeysWith: +) }
-        problems.append("\(failed) writes failed: \(errors)")
-    }
+    let checked = try checkLoad(lode, dirs: nodes.map(\.dataDir), clients: clients, scratch: root)
+    var problems = checked.problems
     // Flat: the median of the last quarter of samples within 1.5× (or 32 MiB
     // of) the median of the second quarter, after start-up.
     var memory: [String] = []
@@ -63,7 +56,8 @@ func runLoad(lode: Lode, root: String, seconds: Double, clientsPerNode: Int, thr
     }
     let summary = String(
         format: "load: %d writes by %d clients (through %@) in %.0f s (%.0f/s), %d failed; converged %.1f s after; memory %@",
-        ops.count, clients.count, throughAPI ? "the API" : "lode exec", seconds, Double(ops.count) / seconds, failed, converge,
+        checked.writes, clients.count, throughAPI ? "the API" : "lode exec", seconds, Double(checked.writes) / seconds, checked.failed,
+        checked.converge,
         memory.joined(separator: ", "))
     if !problems.isEmpty { throw Failure(summary + "\n" + problems.prefix(20).map { "  " + $0 }.joined(separator: "\n")) }
     try? FileManager.default.removeItem(atPath: root)

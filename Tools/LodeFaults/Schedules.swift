@@ -357,6 +357,27 @@ func setUpWorkload(_ lode: Lode, at dataDir: String, clients: [Client], scratch:
     try lode.must(dataDir, ["exec", "faults", "INSERT INTO shared (k, v) VALUES ('s0', 'init'), ('s1', 'init'), ('s2', 'init'), ('s3', 'init')"])
 }
 
+/// Once the clients have stopped: waits for `dirs` to converge, checks the
+/// workload (`verifyWorkload`) and that every write succeeded. Returns
+/// the seconds convergence took, the writes made and failed, and every
+/// problem found.
+func checkLoad(
+    _ lode: Lode, dirs: [String], clients: [Client], scratch: String
+) throws -> (
+    converge: Double, writes: Int, failed: Int, problems: [String]
+) {
+    let converge = try waitForConvergence(lode, dirs: dirs, dataset: "faults", timeout: 120)
+    var problems = try verifyWorkload(lode, dirs: dirs, clients: clients, scratch: scratch)
+    let ops = clients.flatMap(\.ops)
+    let failed = ops.filter { !$0.acked }.count
+    if failed > 0 {
+        var errors: [String: Int] = [:]
+        for c in clients { errors.merge(c.errors, uniquingKeysWith: +) }
+        problems.append("\(failed) writes failed: \(errors)")
+    }
+    return (converge, ops.count, failed, problems)
+}
+
 /// After convergence: every replica dumps byte-identical, no node refused a
 /// commit, and the final state agrees with every client's record.
 func verifyWorkload(_ lode: Lode, dirs: [String], clients: [Client], scratch: String) throws -> [String] {
