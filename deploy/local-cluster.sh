@@ -30,19 +30,7 @@ for i in $(seq 1 "$SITES"); do
     "$LODE" serve --data-dir "$d" --listen "127.0.0.1:$((BASE_PORT + i))" --peer "127.0.0.1:$BASE_PORT" 2>"$d.log" &
     pids+=($!)
 done
-sleep 1
 # The first site loads the bundled dataset once; it reaches the others through the relay.
-if ! "$LODE" dataset list --data-dir "$DIR/site-1" 2>/dev/null | grep -q rare-earths; then
-    tmp=$(mktemp -d)
-    "$LODE" serve --data-dir "$tmp/seed" --listen 127.0.0.1:0 2>/dev/null & seeder=$!
-    for _ in $(seq 1 100); do [ -S "$tmp/seed/lode.sock" ] && break; sleep 0.1; done
-    "$LODE" schema rare-earths --data-dir "$tmp/seed" > "$tmp/schema.sql"
-    "$LODE" dataset create rare-earths --schema "$tmp/schema.sql" --data-dir "$DIR/site-1" >/dev/null
-    for t in elements country_production facilities trade_policies dependencies; do
-        "$LODE" export rare-earths "$t" --format csv --data-dir "$tmp/seed" > "$tmp/$t.csv"
-        "$LODE" import rare-earths "$t" "$tmp/$t.csv" --data-dir "$DIR/site-1" >/dev/null
-    done
-    kill -TERM $seeder; wait $seeder 2>/dev/null || true; rm -rf "$tmp"
-fi
+"$(dirname "$0")/seed-bundled.sh" "$LODE" "$DIR/site-1"
 echo "relay on 127.0.0.1:$BASE_PORT; sites site-1..site-$SITES in $DIR (logs beside them). Ctrl-C stops the cluster."
 wait

@@ -59,19 +59,7 @@ for i in $(seq 1 "$SITES"); do
     "$LODE" serve --data-dir "$d" --listen "127.0.0.1:$((BASE_PORT + 100 + i))" "${relay_peers[@]}" --web off 2>"$d.log" &
     pids+=($!)
 done
-for _ in $(seq 1 100); do [ -S "$DIR/site-1/lode.sock" ] && break; sleep 0.1; done
-if ! "$LODE" dataset list --data-dir "$DIR/site-1" 2>/dev/null | grep -q rare-earths; then
-    tmp=$(mktemp -d)
-    "$LODE" serve --data-dir "$tmp/seed" --listen 127.0.0.1:0 --web off 2>/dev/null & seeder=$!
-    for _ in $(seq 1 100); do [ -S "$tmp/seed/lode.sock" ] && break; sleep 0.1; done
-    "$LODE" schema rare-earths --data-dir "$tmp/seed" > "$tmp/schema.sql"
-    "$LODE" dataset create rare-earths --schema "$tmp/schema.sql" --data-dir "$DIR/site-1" >/dev/null
-    for t in elements country_production facilities trade_policies dependencies; do
-        "$LODE" export rare-earths "$t" --format csv --data-dir "$tmp/seed" > "$tmp/$t.csv"
-        "$LODE" import rare-earths "$t" "$tmp/$t.csv" --data-dir "$DIR/site-1" >/dev/null
-    done
-    kill -TERM "$seeder"; wait "$seeder" 2>/dev/null || true
-    rm -rf "$tmp"
-fi
+# The first site loads the bundled dataset once; it reaches the others through the relays.
+"$(dirname "$0")/seed-bundled.sh" "$LODE" "$DIR/site-1"
 echo "server tier in $DIR: PostgreSQL on $DIR/pg/sock (database lode), $RELAYS relays (ports $((BASE_PORT + 1))..), $SITES sites; Ctrl-C stops all"
 wait

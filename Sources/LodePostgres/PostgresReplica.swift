@@ -166,11 +166,16 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     }
 
     /// Runs `body` on a connection in a read-only transaction that sees one
-    /// snapshot.
-    func read<T: Sendable>(_ body: @escaping (PostgresConnection) async throws -> T) async throws -> T {
+    /// snapshot, giving up after `limit` (nil for a result streamed to a
+    /// client, which may be long: an export, a query).
+    func read<T: Sendable>(
+        limit: Duration? = PostgresReplica.operationLimit, _ body: @escaping (PostgresConnection) async throws -> T
+    )
+        async throws -> T
+    {
         let unchecked = UncheckedSendable(body)
         return try await PGErrors.mapped {
-            try await bounded(PostgresReplica.operationLimit) {
+            try await bounded(limit) {
                 try await self.client.withConnection { conn in
                     try await conn.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: self.logger)
                     do {
@@ -415,7 +420,7 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
             throw DatasetRules.noTable(table, in: dataset, tables: tables.map(\.name))
         }
         let cols = t.orderedColumns
-        try await read { conn in
+        try await read(limit: nil) { conn in
             var kept: [String: [String: Value]] = [:]
             if misfits {
                 var b = Binds()
@@ -543,7 +548,7 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     /// `queryTimeLimit`. Anything that would write is refused.
     public func query(_ sql: String, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
         let ms = Int64(max(1, queryTimeLimit * 1000))
-        try await read { conn in
+        try await read(limit: nil) { conn in
             var b = Binds()
             try await conn.run(
                 "SELECT set_config('search_path', \(b.add(self.dataset)) || ', pg_catalog', true), set_config('statement_timeout', \(b.add(String(ms))), true)",

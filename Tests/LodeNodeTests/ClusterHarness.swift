@@ -20,9 +20,8 @@ func freePort() throws -> Int { TestPorts.fresh() }
 final class TestNode: @unchecked Sendable {
     let name: String
     let dir: String
-    private(set) var port: Int
+    let port: Int
     private var launched: LaunchedNode?
-    private var started = false
     var running: RunningNode? { launched?.running }
     /// A session closes after this long without hearing anything.
     var silenceTimeout: Duration = .seconds(45)
@@ -42,25 +41,6 @@ final class TestNode: @unchecked Sendable {
 
     /// Starts the node (again); waits until it serves.
     func start() async throws {
-        // The port was free when it was found, but something else (an
-        // outgoing connection's local port) may hold it for a moment: a
-        // first start takes another port, a restart waits for its own.
-        for attempt in 0..<10 {
-            do {
-                try await launch()
-                started = true
-                return
-            } catch  where "\(error)".contains("Address already in use") && attempt < 9 {
-                if started {
-                    try await Task.sleep(for: .milliseconds(500))
-                } else {
-                    port = try freePort()
-                }
-            }
-        }
-    }
-
-    private func launch() async throws {
         var options = ServeOptions(dataDir: dir, listen: address)
         // No workspace: these nodes are driven through their API, and the
         // default port 7480 is contended by the CLI tests' nodes.

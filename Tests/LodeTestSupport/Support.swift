@@ -86,12 +86,9 @@ public func fullDump(_ r: any ReplicaStore) async throws -> [String] {
 }
 
 /// Free TCP ports on loopback for the tests of this process, each handed
-/// out once, and taken from below the kernel's ephemeral range. A port from
-/// that range (what binding port 0 gives) can become the local port of an
-/// outgoing connection: a node that redials a stopped peer on this machine
-/// connected to itself through the peer's port (TCP's self-connect), and
-/// the peer could not listen there again (EADDRINUSE, seen in
-/// HostilePeerTests). No outgoing connection uses a port below the range.
+/// out once, and taken from below the kernel's ephemeral range, so that no
+/// outgoing connection's local port (always from that range) can hold a
+/// port a test node listens on, or listens on again after a restart.
 public enum TestPorts {
     private static let given = Mutex<Set<Int>>([])
 
