@@ -61,7 +61,7 @@ func runFailover(lode: Lode, root: String, seconds: Double, clientsPerSite: Int,
     at(1)
     stop.set()
     group.wait()
-    let checked = try checkLoad(lode, dirs: sites.map(\.dataDir), clients: clients, scratch: root)
+    let checked = try checkLoad(lode, dirs: sites.map(\.dataDir), clients: clients, scratch: root, running: sites + relays)
     var problems = checked.problems
     // The database the relays share holds every row the sites hold.
     let expectedRows = try lode.scalar(sites[0].dataDir, "faults", "SELECT count(*) FROM items")

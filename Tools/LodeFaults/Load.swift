@@ -40,7 +40,7 @@ func runLoad(lode: Lode, root: String, seconds: Double, clientsPerNode: Int, thr
     }
     stop.set()
     group.wait()
-    let checked = try checkLoad(lode, dirs: nodes.map(\.dataDir), clients: clients, scratch: root)
+    let checked = try checkLoad(lode, dirs: nodes.map(\.dataDir), clients: clients, scratch: root, running: nodes)
     var problems = checked.problems
     // Flat: the median of the last quarter of samples within 1.5× (or 32 MiB
     // of) the median of the second quarter, after start-up.

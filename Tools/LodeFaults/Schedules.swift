@@ -361,12 +361,20 @@ func setUpWorkload(_ lode: Lode, at dataDir: String, clients: [Client], scratch:
 /// workload (`verifyWorkload`) and that every write succeeded. Returns
 /// the seconds convergence took, the writes made and failed, and every
 /// problem found.
+///
+/// When the replicas do not converge, every node in `running` (the sites and
+/// any relays) dumps its threads' stacks beside its log before the error is
+/// thrown, for the diagnosis.
 func checkLoad(
-    _ lode: Lode, dirs: [String], clients: [Client], scratch: String
+    _ lode: Lode, dirs: [String], clients: [Client], scratch: String, running: [LocalNode]
 ) throws -> (
     converge: Double, writes: Int, failed: Int, problems: [String]
 ) {
-    let converge = try waitForConvergence(lode, dirs: dirs, dataset: "faults", timeout: 120)
+    let converge: Double
+    do { converge = try waitForConvergence(lode, dirs: dirs, dataset: "faults", timeout: 120) } catch {
+        for n in running { n.dumpStacks() }
+        throw error
+    }
     var problems = try verifyWorkload(lode, dirs: dirs, clients: clients, scratch: scratch)
     let ops = clients.flatMap(\.ops)
     let failed = ops.filter { !$0.acked }.count

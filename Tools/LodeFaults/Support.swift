@@ -275,6 +275,30 @@ final class LocalNode: @unchecked Sendable {
         self.pid = nil
     }
 
+    /// Every thread's backtrace and CPU time, into `<dataDir>.stacks`, for
+    /// the diagnosis of a node that stopped answering (needs gdb; without
+    /// it, the file says so).
+    func dumpStacks() {
+        guard let pid else { return }
+        let path = dataDir + ".stacks"
+        var text = "pid \(pid)\n"
+        // utime and stime (fields 14 and 15, in clock ticks) of each thread.
+        if let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") {
+            for t in tasks.sorted() {
+                guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(t)/stat", encoding: .utf8),
+                    let close = stat.lastIndex(of: ")")
+                else { continue }
+                let name = stat[stat.index(after: stat.firstIndex(of: "(")!)..<close]
+                let f = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+                text += "thread \(t) \(name) state \(f[0]) utime \(f[11]) stime \(f[12])\n"
+            }
+        }
+        let r = run("/usr/bin/gdb", ["-p", "\(pid)", "-batch", "-ex", "thread apply all bt"], timeout: 120)
+        text += r.ok ? r.stdout : "gdb: \(r)\n"
+        try? text.write(toFile: path, atomically: true, encoding: .utf8)
+        log("\((dataDir as NSString).lastPathComponent): stacks in \(path)")
+    }
+
     /// Resident memory now and at its peak, in KiB, from /proc.
     func memory() -> (rss: Int, peak: Int)? {
         guard let pid, let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
