@@ -10,25 +10,18 @@ import LodeTestSupport
 /// and the relays' database holding the same rows.
 func runFailover(lode: Lode, root: String, seconds: Double, clientsPerSite: Int, seed: UInt64, restartPostgres: Bool) throws -> String {
     try? FileManager.default.removeItem(atPath: root)
-    let postgres = try PostgresServer.standalone(durable: true)
-    defer { try? postgres.stop() }
-    let url = try postgres.newDatabase("failover")
-    let database = URL(string: url)?.lastPathComponent ?? ""
     let relayNames = ["r1", "r2"], siteNames = ["s1", "s2", "s3"]
     try makeSites(lode, dir: root, sites: relayNames.map { ($0, "relay") } + siteNames.map { ($0, "editor") })
-    var relays: [LocalNode] = []
-    for n in relayNames {
-        let relay = LocalNode(lode: lode, dataDir: root + "/" + n, extra: ["--store", url, "--web", "off"])
-        try relay.start()
-        relays.append(relay)
-    }
+    let tier = try RelayTier(lode: lode, root: root, names: relayNames)
+    defer { tier.stop() }
+    let relays = tier.relays
     var sites: [LocalNode] = []
     for n in siteNames {
         let site = LocalNode(lode: lode, dataDir: root + "/" + n, peers: relays.map(\.address), extra: ["--web", "off"])
         try site.start()
         sites.append(site)
     }
-    defer { for n in sites + relays { n.stop() } }
+    defer { for n in sites { n.stop() } }
     var clients: [Client] = []
     for (i, site) in sites.enumerated() {
         for c in 0..<clientsPerSite {
@@ -53,9 +46,9 @@ func runFailover(lode: Lode, root: String, seconds: Double, clientsPerSite: Int,
     if restartPostgres {
         at(0.75)
         log("failover: PostgreSQL stops for 3 s")
-        try postgres.stop()
+        try tier.postgres.stop()
         usleep(3_000_000)
-        try postgres.start()
+        try tier.postgres.start()
         log("failover: PostgreSQL is back")
     }
     at(1)
@@ -64,15 +57,8 @@ func runFailover(lode: Lode, root: String, seconds: Double, clientsPerSite: Int,
     let checked = try checkLoad(lode, dirs: sites.map(\.dataDir), clients: clients, scratch: root, running: sites + relays)
     var problems = checked.problems
     // The database the relays share holds every row the sites hold.
-    let expectedRows = try lode.scalar(sites[0].dataDir, "faults", "SELECT count(*) FROM items")
-    var stored = ""
-    let deadline = Date().addingTimeInterval(60)
-    repeat {
-        stored = ((try? postgres.psql(database, "SELECT count(*) FROM faults.items")) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        if stored == expectedRows { break }
-        usleep(500_000)
-    } while Date() < deadline
-    if stored != expectedRows { problems.append("the relays' database holds \(stored) rows of items, the sites \(expectedRows)") }
+    let (expectedRows, missing) = try tier.checkRows(lode, like: sites[0].dataDir)
+    if let missing { problems.append(missing) }
     let summary = String(
         format:
             "failover: %d writes by %d clients in %.0f s, %d failed; r1 killed and restarted%@; converged %.1f s after; %@ rows at every site and in PostgreSQL",

@@ -18,6 +18,7 @@ struct LodeFaults: ParsableCommand {
               lode-faults proxy --listen 127.0.0.1:17001 --to 10.232.0.11:7443 --mode-file link.mode
               lode-faults load --seconds 60
               lode-faults load --seconds 60 --api --clients 8   # more load: no process per write
+              lode-faults load --seconds 60 --api --postgres-relays   # the same through the server tier
               lode-faults failover --seconds 60        # two PostgreSQL relays: one killed, PostgreSQL restarted
             """,
         subcommands: [Schedules.self, Crash.self, DiskFull.self, Revoke.self, Load.self, Failover.self, Proxy.self])
@@ -168,6 +169,8 @@ struct LodeFaults: ParsableCommand {
         @Option(help: "How long to write.") var seconds: Double = 60
         @Option(help: "Clients per node.") var clients = 3
         @ArgumentParser.Flag(help: "Write through the node's HTTP API on its socket instead of a `lode exec` per write.") var api = false
+        @ArgumentParser.Flag(help: "The nodes sync through two relays sharing one PostgreSQL database instead of with each other.")
+        var postgresRelays = false
         @Option(help: "Seed for the clients' choices.") var seed: UInt64 = 1
 
         func run() throws {
@@ -176,7 +179,7 @@ struct LodeFaults: ParsableCommand {
                     "PASS "
                         + (try runLoad(
                             lode: try common.binary(), root: common.dir + "/load", seconds: seconds, clientsPerNode: clients, throughAPI: api,
-                            seed: seed)))
+                            postgresRelays: postgresRelays, seed: seed)))
             } catch {
                 say("FAIL: \(error)")
                 throw ExitCode(1)
