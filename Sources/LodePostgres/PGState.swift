@@ -81,7 +81,15 @@ struct PGState: Sendable {
         for r in try await conn.rows("SELECT site, seq FROM \(s)._lode_cutoffs", logger: logger) {
             _ = state.cutoffs.merge([try SiteID(bytes: try r.bytes(0)): PGValue.uint64(try r.int64(1))])
         }
-        for r in try await conn.rows("SELECT coalesce(max(id), 0), coalesce(max(hlc), 0) FROM \(s)._lode_log", logger: logger) {
+        // Both by index: the log's last id, and the newest stamp among the
+        // feeds' heads (each site's clock only moves forward, so a head is
+        // its feed's newest). `max(hlc)` over the log read all of it, and
+        // this runs whenever another process wrote.
+        let heads = """
+            SELECT (SELECT coalesce(max(id), 0) FROM \(s)._lode_log),
+                   (SELECT coalesce(max(l.hlc), 0) FROM \(s)._lode_feeds f JOIN \(s)._lode_log l ON l.site = f.site AND l.seq = f.seq)
+            """
+        for r in try await conn.rows(heads, logger: logger) {
             state.nextLog = try r.int64(0) + 1
             state.clock.observe(HLC(rawValue: PGValue.uint64(try r.int64(1))))
         }

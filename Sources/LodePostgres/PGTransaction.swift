@@ -98,14 +98,57 @@ final class PGTx {
 
     // MARK: Commits
 
+    /// The hashes of held commits, by feed and seq, read ahead for a batch
+    /// (`prefetch`); a seq read with nothing held maps to nil.
+    private var heldHashes: [SiteNumber: [UInt64: [UInt8]?]] = [:]
+
+    /// Reads what applying `commits` will ask the database, in a few
+    /// statements instead of one or two per commit: the hashes of commits
+    /// already held (each compared with the one offered, to catch a fork)
+    /// and the row states of the rows the others write. Over a busy
+    /// database each round trip costs milliseconds; a relay applies
+    /// batches of hundreds.
+    func prefetch(_ commits: [Commit]) async throws {
+        var held: [(SiteNumber, UInt64)] = []
+        var keys: [String: [String]] = [:]
+        for c in commits {
+            if c.seq <= state.head(of: c.author).seq {
+                if let n = state.numbers[c.author], heldHashes[n]?[c.seq] == nil { held.append((n, c.seq)) }
+                continue
+            }
+            for op in c.ops {
+                switch op {
+                case .put(let put): keys[put.table, default: []] += put.keys
+                case .delete(let del): keys[del.table, default: []] += del.keys
+                case .defineTable: break
+                }
+            }
+        }
+        for chunk in stride(from: 0, to: held.count, by: 10_000) {
+            let part = held[chunk..<min(held.count, chunk + 10_000)]
+            for (n, seq) in part { heldHashes[n, default: [:]][seq] = .some(nil) }
+            var b = Binds()
+            let sql = """
+                SELECT l.site, l.seq, l.hash FROM unnest(\(b.add(part.map(\.0))), \(b.add(part.map { PGValue.int64($0.1) }))) AS u(site, seq)
+                JOIN \(s)._lode_log l ON l.site = u.site AND l.seq = u.seq
+                """
+            for r in try await rows(sql, b.bindings) { heldHashes[try r.int64(0), default: [:]][PGValue.uint64(try r.int64(1))] = try r.bytes(2) }
+        }
+        for (table, keys) in keys { try await load(table, keys) }
+    }
+
     /// Verifies and applies one commit from elsewhere (`CommitVerifier`).
     func applyOne(_ commit: Commit) async throws -> CommitVerifier.Verdict {
         let head = state.head(of: commit.author)
         var heldHash: [UInt8]?
         if commit.seq <= head.seq, let n = state.numbers[commit.author] {
-            var b = Binds()
-            let sql = "SELECT hash FROM \(s)._lode_log WHERE site = \(b.add(n)) AND seq = \(b.add(PGValue.int64(commit.seq)))"
-            heldHash = try await rows(sql, b.bindings).first.map { try $0.bytes(0) }
+            if let read = heldHashes[n]?[commit.seq] {
+                heldHash = read
+            } else {
+                var b = Binds()
+                let sql = "SELECT hash FROM \(s)._lode_log WHERE site = \(b.add(n)) AND seq = \(b.add(PGValue.int64(commit.seq)))"
+                heldHash = try await rows(sql, b.bindings).first.map { try $0.bytes(0) }
+            }
         }
         let verdict = CommitVerifier.verify(
             commit, dataset: replica.dataset, head: head, held: state.vector, author: state.records[commit.author],
@@ -186,17 +229,35 @@ final class PGTx {
     }
 
     /// Keeps a refusal aside as `RejectionLog` says: bytes only of a fork,
-    /// the newest `maxKept` of the others.
+    /// the newest `maxKept` of the others. Written at `flush`, with the
+    /// batch's other refusals.
     func reject(_ commit: Commit, _ kind: RejectionKind, _ reason: String) async throws {
-        var b = Binds()
-        let sql = """
-            INSERT INTO \(s)._lode_rejected(received, site, seq, hash, kind, reason, bytes)
-            VALUES (\(b.add(Int64(clamping: replica.wallClock()))), \(b.add(PGValue.bytes(commit.author.bytes))),
-                    \(b.add(PGValue.int64(commit.seq))), \(b.add(PGValue.bytes(commit.hash))), \(b.add(kind.rawValue)),
-                    \(b.add(RejectionLog.reason(reason))), \(b.add(PGValue.bytes(RejectionLog.keepsBytes(kind) ? commit.bytes : []))))
-            ON CONFLICT (hash) DO NOTHING RETURNING id
-            """
-        guard let id = try await rows(sql, b.bindings).first.map({ try $0.int64(0) }), id % 256 == 0 else { return }
+        refusals.append((Int64(clamping: replica.wallClock()), commit, kind, RejectionLog.reason(reason)))
+    }
+
+    private var refusals: [(received: Int64, commit: Commit, kind: RejectionKind, reason: String)] = []
+
+    /// Writes the refusals kept aside in one statement per few thousand,
+    /// then, whenever the ids passed a multiple of 256, drops all but the
+    /// newest `maxKept` that are not forks.
+    private func flushRefusals() async throws {
+        var prune = false
+        for chunk in stride(from: 0, to: refusals.count, by: 2_000) {
+            let part = refusals[chunk..<min(refusals.count, chunk + 2_000)]
+            var b = Binds()
+            let sql = """
+                INSERT INTO \(s)._lode_rejected(received, site, seq, hash, kind, reason, bytes)
+                SELECT * FROM unnest(\(b.add(part.map(\.received))), \(b.add(part.map { PGValue.bytes($0.commit.author.bytes) })),
+                    \(b.add(part.map { PGValue.int64($0.commit.seq) })), \(b.add(part.map { PGValue.bytes($0.commit.hash) })),
+                    \(b.add(part.map(\.kind.rawValue))), \(b.add(part.map(\.reason))),
+                    \(b.add(part.map { PGValue.bytes(RejectionLog.keepsBytes($0.kind) ? $0.commit.bytes : []) })))
+                ON CONFLICT (hash) DO NOTHING RETURNING id
+                """
+            let ids = try await rows(sql, b.bindings).map { try $0.int64(0) }
+            if let low = ids.min(), let high = ids.max(), high / 256 > (low - 1) / 256 { prune = true }
+        }
+        refusals = []
+        guard prune else { return }
         var p = Binds()
         try await run(
             """
@@ -495,6 +556,7 @@ final class PGTx {
     /// Writes everything pending: the log and feeds, each table's row
     /// states, history and images, a few statements per table.
     func flush() async throws {
+        try await flushRefusals()
         try await flushLog()
         for (table, rows) in dirty { try await flushMetas(table, rows) }
         dirty = [:]

@@ -246,7 +246,10 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     public func apply(_ commits: [Commit]) async throws -> ApplyOutcome {
         // Signatures are checked on every core before the one writer applies.
         let commits = await Commit.checkingSignatures(commits)
-        return try await write { tx in try await ApplyOutcome.collecting(commits) { try await tx.applyOne($0) } }
+        return try await write { tx in
+            try await tx.prefetch(commits)
+            return try await ApplyOutcome.collecting(commits) { try await tx.applyOne($0) }
+        }
     }
 
     public func missingCommits(after vector: VersionVector, maxBytes: Int, maxCount: Int) async throws -> [StoredCommit] {

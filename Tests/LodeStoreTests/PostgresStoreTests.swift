@@ -172,6 +172,37 @@ import Testing
         #expect(heard.withLock { $0 } == [first.vector])
     }
 
+    /// A process's clock takes in the stamps of what another process
+    /// stored (read from the feeds' heads when it re-reads the dataset): a
+    /// write after a commit stamped a minute ahead of now is stamped after it.
+    @Test func aWriteAfterAnotherProcessesCommitIsStampedAfterIt() async throws {
+        let url = try PostgresServer.shared().newDatabase()
+        let one = try await PostgresCatalog.open(try PostgresLocation(url), local: site(1, "one", role: .relay), connections: 2)
+        let two = try await PostgresCatalog.open(try PostgresLocation(url), local: site(2, "two"), connections: 2)
+        defer {
+            one.close()
+            two.close()
+        }
+        let ahead = ReferenceStore(
+            dataset: "d", local: site(3, "ahead"), wallClock: { UInt64(Date().timeIntervalSince1970 * 1000) + 60_000 })
+        _ = try await ahead.alter(conformanceSchema)
+        let first = try await one.openOrCreateStore("d").replica
+        try await introduce([ahead, first])
+        _ = try await first.apply(try await ahead.commits(missingFrom: VersionVector(), limit: 1000))
+        try await two.refresh()
+        let second = try #require(two.replica("d"))
+        _ = try await ahead.write([.put(table: "mines", pk: "mp", columns: ["name"], values: [.text("Mountain Pass")])])
+        let late = try await ahead.commits(missingFrom: first.vector, limit: 1000)
+        #expect(try await first.apply(late).applied.count == 1)
+
+        let before = second.vector
+        _ = try await second.write([.put(table: "mines", pk: "bo", columns: ["name"], values: [.text("Bayan Obo")])])
+        let own = try await second.missingCommits(after: first.vector, maxBytes: 1 << 20, maxCount: 10)
+        #expect(own.count == 1 && before != second.vector)
+        let stamped = try Commit(decoding: try #require(own.first).bytes)
+        #expect(stamped.hlc > (try #require(late.last)).hlc)
+    }
+
     /// An operation PostgreSQL never answers (a query on a connection the
     /// server closed under it, during a restart while relays wrote, waited
     /// for ever and held every sync session behind it) ends with
