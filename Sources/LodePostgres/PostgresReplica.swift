@@ -36,6 +36,8 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     /// How long a query may run before PostgreSQL stops it.
     public let queryTimeLimit: TimeInterval
     private let gate = AsyncGate()
+    /// Batches from several sessions applied in one transaction.
+    private let groups = GroupCommit()
     private let state: Mutex<PGState>
     /// The dataset's size in the database, and when it was last read.
     private let size = Mutex<(bytes: UInt64, read: ContinuousClock.Instant?)>((0, nil))
@@ -245,10 +247,13 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
 
     public func apply(_ commits: [Commit]) async throws -> ApplyOutcome {
         // Signatures are checked on every core before the one writer applies.
-        let commits = await Commit.checkingSignatures(commits)
-        return try await write { tx in
-            try await tx.prefetch(commits)
-            return try await ApplyOutcome.collecting(commits) { try await tx.applyOne($0) }
+        try await groups.submit(await Commit.checkingSignatures(commits)) { batches in
+            try await self.write { tx in
+                try await tx.prefetch(batches.flatMap { $0 })
+                var outcomes: [ApplyOutcome] = []
+                for commits in batches { outcomes.append(try await ApplyOutcome.collecting(commits) { try await tx.applyOne($0) }) }
+                return outcomes
+            }
         }
     }
 
