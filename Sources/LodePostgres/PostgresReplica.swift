@@ -247,7 +247,7 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
 
     public func apply(_ commits: [Commit]) async throws -> ApplyOutcome {
         // Signatures are checked on every core before the one writer applies.
-        try await groups.submit(await Commit.checkingSignatures(commits)) { batches in
+        try await groups.submit(await Commit.checkingSignatures(commits, except: vector)) { batches in
             try await self.write { tx in
                 try await tx.prefetch(batches.flatMap { $0 })
                 var outcomes: [ApplyOutcome] = []

@@ -27,9 +27,11 @@ extension SQLiteReplica {
     /// (`ApplyOutcome.collecting`).
     public func apply(_ commits: [Commit]) async throws -> ApplyOutcome {
         // Signatures are checked on every core before the one writer applies.
-        let commits = await Commit.checkingSignatures(commits)
-        return try await write { [self] tx in UncheckedBox(try ApplyOutcome.collecting(commits) { try applyOne(tx, $0) })
-        }.value
+        try await groups.submit(await Commit.checkingSignatures(commits, except: vector)) { [self] batches in
+            try await write { [self] tx in
+                UncheckedBox(try batches.map { commits in try ApplyOutcome.collecting(commits) { try applyOne(tx, $0) } })
+            }.value
+        }
     }
 
     func applyOne(_ tx: WriteTransaction, _ commit: Commit) throws -> CommitVerifier.Verdict {

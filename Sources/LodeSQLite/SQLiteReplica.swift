@@ -47,6 +47,8 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
     /// themselves are never held in memory for them (an import may add
     /// hundreds of megabytes).
     private let observers = Mutex<[UUID: @Sendable (VersionVector) -> Void]>([:])
+    /// Batches from several sessions applied in one write (one fsync).
+    let groups = GroupCommit()
 
     /// The milliseconds since 1970 now.
     public static let systemWallClock: @Sendable () -> UInt64 = {

@@ -4,9 +4,7 @@ import LodeTestSupport
 import Synchronization
 import Testing
 
-@testable import LodePostgres
-
-/// Group commit in the PostgreSQL store: batches that wait while a
+/// Group commit in the stores: batches that wait while a
 /// transaction runs are applied together in the next one, each with its
 /// own outcome; a group that fails is retried batch by batch, unless the
 /// database is unavailable.

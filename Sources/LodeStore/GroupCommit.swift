@@ -1,19 +1,20 @@
 import LodeCore
-import LodeStore
 import Synchronization
 
 /// Batches of commits from several peers applied in one transaction (group
-/// commit). Each batch waits in a queue; one drain task at a time takes
-/// everything waiting (about `maxBytes`) and applies it together, so a
-/// relay with many sessions pays the transaction's fixed cost (lock,
-/// re-read, writing out each table, the commit's fsync) once per group
-/// instead of once per session. Each batch still gets its own outcome.
+/// commit), by the SQLite and the PostgreSQL store alike. Each batch waits
+/// in a queue; one drain task at a time takes everything waiting (about
+/// `maxBytes`) and applies it together, so a relay with many sessions pays
+/// a transaction's fixed cost (the fsync of its commit; on PostgreSQL also
+/// the lock, the re-read and the round trips writing out each table) once
+/// per group instead of once per session. Each batch still gets its own
+/// outcome.
 ///
 /// When a group fails for any reason but PostgreSQL being unavailable, its
 /// batches are applied again one by one, so a batch that cannot be stored
 /// fails alone and does not hold the others back.
-final class GroupCommit: Sendable {
-    typealias Apply = @Sendable ([[Commit]]) async throws -> [ApplyOutcome]
+public final class GroupCommit: Sendable {
+    public typealias Apply = @Sendable ([[Commit]]) async throws -> [ApplyOutcome]
 
     private struct Request {
         let commits: [Commit]
@@ -23,12 +24,12 @@ final class GroupCommit: Sendable {
     private let maxBytes: Int
     private let state = Mutex<(draining: Bool, queue: [Request])>((false, []))
 
-    init(maxBytes: Int = 8 << 20) { self.maxBytes = maxBytes }
+    public init(maxBytes: Int = 8 << 20) { self.maxBytes = maxBytes }
 
     /// Applies `commits`, in a transaction shared with the batches waiting
     /// beside it; `apply` applies a group of batches in one transaction
     /// and returns their outcomes in order (the same function on every call).
-    func submit(_ commits: [Commit], apply: @escaping Apply) async throws -> ApplyOutcome {
+    public func submit(_ commits: [Commit], apply: @escaping Apply) async throws -> ApplyOutcome {
         try await withCheckedThrowingContinuation { (done: CheckedContinuation<ApplyOutcome, any Error>) in
             let start = state.withLock { s -> Bool in
                 s.queue.append(Request(commits: commits, done: done))
@@ -41,7 +42,7 @@ final class GroupCommit: Sendable {
     }
 
     /// How many batches wait for the next group.
-    var waiting: Int { state.withLock { $0.queue.count } }
+    public var waiting: Int { state.withLock { $0.queue.count } }
 
     /// Applies groups until nothing waits.
     private func drain(_ apply: Apply) async {
