@@ -12,6 +12,12 @@ import Synchronization
 /// process wrote the dataset since (`generation` in `_lode_meta`).
 struct PGState: Sendable {
     var generation: Int64 = 0
+    /// Bumped (`_lode_meta` key `catalog`) by a write that changed more
+    /// than the log and feeds: the sites, schemas, cut-offs or misfit
+    /// tables. While it stands, a re-read after another process's write
+    /// reads only the feeds. Nil: not recorded (a database from before it
+    /// was), so every re-read is whole.
+    var catalog: Int64?
     var numbers: [SiteID: SiteNumber] = [:]
     var keys: [SiteNumber: SiteID] = [:]
     var records: [SiteID: SiteRecord] = [:]
@@ -33,10 +39,30 @@ struct PGState: Sendable {
         schemas.values.filter { !Identifier.isReserved($0.name) }.sorted { $0.name < $1.name }
     }
 
-    static func load(_ conn: PostgresConnection, schema s: String, logger: Logger) async throws -> PGState {
+    /// True when `other` has the same sites, schemas, cut-offs and misfit
+    /// tables (what `catalog` stands for).
+    func sameCatalog(as other: PGState) -> Bool {
+        numbers == other.numbers && records == other.records && schemas == other.schemas && slots == other.slots
+            && cutoffs == other.cutoffs && misfitTables == other.misfitTables
+    }
+
+    /// Reads the dataset's state. With `cached` (what this process held
+    /// before another wrote), only the feeds, clock and log position are
+    /// read again when the catalog is unchanged since.
+    static func load(_ conn: PostgresConnection, schema s: String, logger: Logger, reusing cached: PGState? = nil) async throws -> PGState {
         var state = PGState()
-        for r in try await conn.rows("SELECT value FROM \(s)._lode_meta WHERE key = 'generation'", logger: logger) {
-            state.generation = Int64(try r.string(0)) ?? 0
+        let meta = "SELECT (SELECT value FROM \(s)._lode_meta WHERE key = 'generation'), (SELECT value FROM \(s)._lode_meta WHERE key = 'catalog')"
+        for r in try await conn.rows(meta, logger: logger) {
+            state.generation = Int64(try r.optionalString(0) ?? "") ?? 0
+            state.catalog = try r.optionalString(1).flatMap { Int64($0) }
+        }
+        if let cached, let catalog = state.catalog, cached.catalog == catalog {
+            var next = cached
+            next.generation = state.generation
+            next.heads = [:]
+            next.vector = VersionVector()
+            try await loadFeeds(conn, schema: s, logger: logger, into: &next)
+            return next
         }
         for r in try await conn.rows("SELECT id, key, name, role, cert, valid_from, valid_until FROM \(s)._lode_sites", logger: logger) {
             let n = try r.int64(0)
@@ -47,12 +73,6 @@ struct PGState: Sendable {
                 site: key, name: try r.optionalString(2), role: try r.optionalString(3).flatMap(Role.init(rawValue:)),
                 certificate: try r.optionalBytes(4), validFrom: try r.optionalInt64(5).map { UInt64(max(0, $0)) },
                 validUntil: try r.optionalInt64(6).map { UInt64(max(0, $0)) })
-        }
-        for r in try await conn.rows("SELECT site, seq, hash, vector FROM \(s)._lode_feeds", logger: logger) {
-            guard let key = state.keys[try r.int64(0)] else { continue }
-            let head = FeedHead(seq: PGValue.uint64(try r.int64(1)), hash: try r.bytes(2), vector: try VersionVector(decoding: try r.bytes(3)))
-            state.heads[key] = head
-            state.vector[key] = head.seq
         }
         var tables: [String: TableSchema] = [:]
         for r in try await conn.rows("SELECT name, pk, hlc, site FROM \(s)._lode_tables", logger: logger) {
@@ -81,6 +101,22 @@ struct PGState: Sendable {
         for r in try await conn.rows("SELECT site, seq FROM \(s)._lode_cutoffs", logger: logger) {
             _ = state.cutoffs.merge([try SiteID(bytes: try r.bytes(0)): PGValue.uint64(try r.int64(1))])
         }
+        for r in try await conn.rows("SELECT DISTINCT tbl FROM \(s)._lode_misfits", logger: logger) {
+            state.misfitTables.insert(try r.string(0))
+        }
+        try await loadFeeds(conn, schema: s, logger: logger, into: &state)
+        return state
+    }
+
+    /// The feeds' heads and the vector, the log's next id, and the clock
+    /// past every head's stamp.
+    private static func loadFeeds(_ conn: PostgresConnection, schema s: String, logger: Logger, into state: inout PGState) async throws {
+        for r in try await conn.rows("SELECT site, seq, hash, vector FROM \(s)._lode_feeds", logger: logger) {
+            guard let key = state.keys[try r.int64(0)] else { continue }
+            let head = FeedHead(seq: PGValue.uint64(try r.int64(1)), hash: try r.bytes(2), vector: try VersionVector(decoding: try r.bytes(3)))
+            state.heads[key] = head
+            state.vector[key] = head.seq
+        }
         // Both by index: the log's last id, and the newest stamp among the
         // feeds' heads (each site's clock only moves forward, so a head is
         // its feed's newest). `max(hlc)` over the log read all of it, and
@@ -93,10 +129,6 @@ struct PGState: Sendable {
             state.nextLog = try r.int64(0) + 1
             state.clock.observe(HLC(rawValue: PGValue.uint64(try r.int64(1))))
         }
-        for r in try await conn.rows("SELECT DISTINCT tbl FROM \(s)._lode_misfits", logger: logger) {
-            state.misfitTables.insert(try r.string(0))
-        }
-        return state
     }
 }
 

@@ -146,7 +146,7 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
             // commits (nil when there is too much of it to keep).
             var others: [StoredCommit]? = []
             if generation != cached.generation {
-                start = try await PGState.load(conn, schema: self.schema, logger: self.logger)
+                start = try await PGState.load(conn, schema: self.schema, logger: self.logger, reusing: cached)
                 start.clock.observe(cached.clock.last)
                 others = try await self.newer(conn, than: cached.vector, state: start)
             }
@@ -155,9 +155,15 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
             try await tx.flush()
             tx.state.generation = generation + 1
             var b = Binds()
+            var rows = ["('generation', \(b.add(String(generation + 1))))"]
+            // Other processes re-read all of the state only after this.
+            if tx.rewritesLog || start.catalog == nil || !tx.state.sameCatalog(as: start) {
+                tx.state.catalog = generation + 1
+                rows.append("('catalog', \(b.add(String(generation + 1))))")
+            }
             try await conn.run(
-                "UPDATE \(self.schema)._lode_meta SET value = \(b.add(String(generation + 1))) WHERE key = 'generation'", b.bindings,
-                logger: self.logger)
+                "INSERT INTO \(self.schema)._lode_meta(key, value) VALUES \(rows.joined(separator: ", ")) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                b.bindings, logger: self.logger)
             if tx.added {
                 // Other processes sharing the database re-read the dataset (`PostgresCatalog.follow`).
                 var n = Binds()
@@ -211,7 +217,7 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
                             .first.map { Int64(try $0.string(0)) ?? 0 } ?? 0
                         guard generation != cached.generation else { return nil }
                         try await conn.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: self.logger)
-                        let next = try await PGState.load(conn, schema: self.schema, logger: self.logger)
+                        let next = try await PGState.load(conn, schema: self.schema, logger: self.logger, reusing: cached)
                         let others = try await self.newer(conn, than: cached.vector, state: next)
                         try await conn.run("COMMIT", logger: self.logger)
                         return UncheckedSendable((next, others))

@@ -172,6 +172,45 @@ import Testing
         #expect(heard.withLock { $0 } == [first.vector])
     }
 
+    /// After another process's write, a re-read takes in only the feeds
+    /// when nothing else changed, and everything when the sites or the
+    /// schema did (`catalog` in `_lode_meta`): a column and an author
+    /// another process added are seen, and so is every commit.
+    @Test func aReReadTakesInTheColumnsAndSitesAnotherProcessAdded() async throws {
+        let url = try PostgresServer.shared().newDatabase()
+        let one = try await PostgresCatalog.open(try PostgresLocation(url), local: site(1, "one", role: .relay), connections: 2)
+        let two = try await PostgresCatalog.open(try PostgresLocation(url), local: site(2, "two", role: .relay), connections: 2)
+        defer {
+            one.close()
+            two.close()
+        }
+        let author = ReferenceStore(dataset: "d", local: site(3, "author"))
+        _ = try await author.alter(conformanceSchema)
+        let first = try await one.openOrCreateStore("d").replica
+        try await introduce([author, first])
+        _ = try await first.apply(try await author.commits(missingFrom: VersionVector(), limit: 1000))
+        try await two.refresh()
+        let second = try #require(two.replica("d"))
+        // Rows only: the feeds are read again.
+        _ = try await author.write([.put(table: "mines", pk: "mp", columns: ["name"], values: [.text("Mountain Pass")])])
+        _ = try await first.apply(try await author.commits(missingFrom: first.vector, limit: 1000))
+        #expect(try await second.refresh() && second.vector == first.vector)
+        // A new column, and a new author: everything is read again.
+        _ = try await author.alter(
+            try SchemaParser.parse(
+                "CREATE TABLE mines (id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '', output INTEGER, grade REAL, note TEXT, raw BLOB, country TEXT)"
+            ))
+        let other = ReferenceStore(dataset: "d", local: site(4, "other"))
+        try await introduce([author, other, first])
+        _ = try await other.apply(try await author.commits(missingFrom: VersionVector(), limit: 1000))
+        _ = try await other.write([.put(table: "mines", pk: "bo", columns: ["country"], values: [.text("CN")])])
+        _ = try await first.apply(try await other.commits(missingFrom: first.vector, limit: 1000))
+        #expect(try await second.refresh() && second.vector == first.vector)
+        #expect(try await second.schema().first { $0.name == "mines" }?.columns["country"] != nil)
+        #expect(try await second.knowsSite(site(4, "other").site))
+        #expect(try await tables(second) == tables(first))
+    }
+
     /// A process's clock takes in the stamps of what another process
     /// stored (read from the feeds' heads when it re-reads the dataset): a
     /// write after a commit stamped a minute ahead of now is stamped after it.
