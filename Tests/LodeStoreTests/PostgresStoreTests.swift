@@ -138,6 +138,23 @@ import Testing
         #expect(open == [0, 1, 2], "\(open)")
     }
 
+    /// Two processes sharing one database (two relays; the second an
+    /// editor with `secondRole`): `author`'s schema applied through the
+    /// first, which the second has read. Close both catalogs after.
+    func twoProcesses(
+        author: ReferenceStore, secondRole: Role = .relay
+    ) async throws -> (one: PostgresCatalog, two: PostgresCatalog, first: any SQLReplicaStore, second: PostgresReplica) {
+        let url = try PostgresServer.shared().newDatabase()
+        let one = try await PostgresCatalog.open(try PostgresLocation(url), local: site(1, "one", role: .relay), connections: 2)
+        let two = try await PostgresCatalog.open(try PostgresLocation(url), local: site(2, "two", role: secondRole), connections: 2)
+        _ = try await author.alter(conformanceSchema)
+        let first = try await one.openOrCreateStore("d").replica
+        try await introduce([author, first])
+        _ = try await first.apply(try await author.commits(missingFrom: VersionVector(), limit: 1000))
+        try await two.refresh()
+        return (one, two, first, try #require(two.replica("d")))
+    }
+
     /// Two processes share a database (two relays). When one writes
     /// something that adds no commit (a site's record) and finds, under
     /// the lock, that the other stored commits meanwhile, its observers
@@ -145,21 +162,12 @@ import Testing
     /// would. Before, they never did, and a relay's peers never received
     /// a dataset another relay had stored.
     @Test func aWriteThatFindsAnotherProcessesCommitsTellsObservers() async throws {
-        let url = try PostgresServer.shared().newDatabase()
-        let one = try await PostgresCatalog.open(try PostgresLocation(url), local: site(1, "one", role: .relay), connections: 2)
-        let two = try await PostgresCatalog.open(try PostgresLocation(url), local: site(2, "two", role: .relay), connections: 2)
+        let author = ReferenceStore(dataset: "d", local: site(3, "author"))
+        let (one, two, first, second) = try await twoProcesses(author: author)
         defer {
             one.close()
             two.close()
         }
-        let author = ReferenceStore(dataset: "d", local: site(3, "author"))
-        _ = try await author.alter(conformanceSchema)
-        let schema = try await author.commits(missingFrom: VersionVector(), limit: 1000)
-        let first = try await one.openOrCreateStore("d").replica
-        try await introduce([author, first])
-        _ = try await first.apply(schema)
-        try await two.refresh()
-        let second = try #require(two.replica("d"))
         #expect(second.vector == first.vector)
         let heard = Mutex<[VersionVector]>([])
         second.addObserver { v in heard.withLock { $0.append(v) } }
@@ -177,20 +185,12 @@ import Testing
     /// schema did (`catalog` in `_lode_meta`): a column and an author
     /// another process added are seen, and so is every commit.
     @Test func aReReadTakesInTheColumnsAndSitesAnotherProcessAdded() async throws {
-        let url = try PostgresServer.shared().newDatabase()
-        let one = try await PostgresCatalog.open(try PostgresLocation(url), local: site(1, "one", role: .relay), connections: 2)
-        let two = try await PostgresCatalog.open(try PostgresLocation(url), local: site(2, "two", role: .relay), connections: 2)
+        let author = ReferenceStore(dataset: "d", local: site(3, "author"))
+        let (one, two, first, second) = try await twoProcesses(author: author)
         defer {
             one.close()
             two.close()
         }
-        let author = ReferenceStore(dataset: "d", local: site(3, "author"))
-        _ = try await author.alter(conformanceSchema)
-        let first = try await one.openOrCreateStore("d").replica
-        try await introduce([author, first])
-        _ = try await first.apply(try await author.commits(missingFrom: VersionVector(), limit: 1000))
-        try await two.refresh()
-        let second = try #require(two.replica("d"))
         // Rows only: the feeds are read again.
         _ = try await author.write([.put(table: "mines", pk: "mp", columns: ["name"], values: [.text("Mountain Pass")])])
         _ = try await first.apply(try await author.commits(missingFrom: first.vector, limit: 1000))
@@ -215,21 +215,13 @@ import Testing
     /// stored (read from the feeds' heads when it re-reads the dataset): a
     /// write after a commit stamped a minute ahead of now is stamped after it.
     @Test func aWriteAfterAnotherProcessesCommitIsStampedAfterIt() async throws {
-        let url = try PostgresServer.shared().newDatabase()
-        let one = try await PostgresCatalog.open(try PostgresLocation(url), local: site(1, "one", role: .relay), connections: 2)
-        let two = try await PostgresCatalog.open(try PostgresLocation(url), local: site(2, "two"), connections: 2)
+        let ahead = ReferenceStore(
+            dataset: "d", local: site(3, "ahead"), wallClock: { UInt64(Date().timeIntervalSince1970 * 1000) + 60_000 })
+        let (one, two, first, second) = try await twoProcesses(author: ahead, secondRole: .editor)
         defer {
             one.close()
             two.close()
         }
-        let ahead = ReferenceStore(
-            dataset: "d", local: site(3, "ahead"), wallClock: { UInt64(Date().timeIntervalSince1970 * 1000) + 60_000 })
-        _ = try await ahead.alter(conformanceSchema)
-        let first = try await one.openOrCreateStore("d").replica
-        try await introduce([ahead, first])
-        _ = try await first.apply(try await ahead.commits(missingFrom: VersionVector(), limit: 1000))
-        try await two.refresh()
-        let second = try #require(two.replica("d"))
         _ = try await ahead.write([.put(table: "mines", pk: "mp", columns: ["name"], values: [.text("Mountain Pass")])])
         let late = try await ahead.commits(missingFrom: first.vector, limit: 1000)
         #expect(try await first.apply(late).applied.count == 1)
