@@ -45,8 +45,7 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     /// The newest commits in log order, for peers nearly caught up: a relay
     /// answers each session after each new commit from here, not with a
     /// query per session.
-    private let recent = Mutex(RecentCommits(limitBytes: PostgresReplica.recentBytes))
-    static let recentBytes = 8 << 20
+    private let recent = Mutex(RecentCommits(limitBytes: RecentCommits.defaultLimitBytes))
 
     init(
         dataset: String, local: LocalSite, pool: PGPool, logger: Logger, state: PGState, wallClock: @escaping @Sendable () -> UInt64,
@@ -313,7 +312,7 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
     /// read in the same transaction, holds), for the recent commits; nil
     /// when they are more than those keep.
     private func newer(_ conn: PostgresConnection, than vector: VersionVector, state: PGState) async throws -> [StoredCommit]? {
-        let found = try await logCommits(conn, after: vector, state: state, maxBytes: PostgresReplica.recentBytes, maxCount: .max)
+        let found = try await logCommits(conn, after: vector, state: state, maxBytes: RecentCommits.defaultLimitBytes, maxCount: .max)
         var reached = vector
         for c in found { reached[c.site] = max(reached[c.site], c.seq) }
         return reached == state.vector ? found : nil

@@ -129,6 +129,7 @@ final class LocalBatch {
             db, author: h.author, number: context.author, seq: h.seq, hlc: h.hlc, hash: commit.signed.hash, person: h.person,
             past: commit.past)
         pendingLog = (row, Deflating(commit.signed.bytes))
+        tx.noteStored(StoredCommit(site: h.author, seq: h.seq, bytes: commit.signed.bytes))
         commitCount += 1
         if startNext {
             let start = tx.nextLocalStart()

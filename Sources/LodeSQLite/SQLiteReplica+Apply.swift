@@ -58,6 +58,7 @@ extension SQLiteReplica {
                     bytes: commit.bytes,
                     past: past)
                 try db.execute(sql: "RELEASE lode_commit")
+                tx.noteStored(StoredCommit(site: commit.author, seq: commit.seq, bytes: commit.bytes))
                 return verdict
             } catch let violation as SchemaViolation {
                 try db.execute(sql: "ROLLBACK TO lode_commit")
@@ -144,7 +145,11 @@ extension SQLiteReplica {
     /// the first missing commit of any feed, found by index, so its cost
     /// follows what is missing, not the size of the log.
     public func missingCommits(after vector: VersionVector, maxBytes: Int, maxCount: Int) async throws -> [StoredCommit] {
-        try await read { db in
+        let held = self.vector
+        if let answer = recent.withLock({ $0.missing(after: vector, held: held, maxBytes: maxBytes, maxCount: maxCount) }) {
+            return answer
+        }
+        return try await read { db in
             var keys: [Int64: SiteID] = [:]
             var start: Int64?
             for row in try Row.fetchAll(db, sql: "SELECT id, key FROM _lode_sites") {

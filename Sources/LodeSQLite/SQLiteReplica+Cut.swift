@@ -34,6 +34,7 @@ extension SQLiteReplica {
                 let commit = try Commit(decoding: try LogBytes.commit(row["bytes"]))
                 try reject(db, commit, .notAuthorized, tx.state.feeds.cutoffs.reason(commit))
             }
+            tx.rewritesLog = true
             try db.execute(sql: "CREATE TEMP TABLE _lode_replay(id INTEGER PRIMARY KEY, bytes BLOB NOT NULL)")
             try db.execute(
                 sql: "INSERT INTO temp._lode_replay(id, bytes) SELECT id, bytes FROM _lode_log WHERE NOT \(dropped) ORDER BY id",

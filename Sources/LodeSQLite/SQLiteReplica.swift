@@ -49,6 +49,10 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
     private let observers = Mutex<[UUID: @Sendable (VersionVector) -> Void]>([:])
     /// Batches from several sessions applied in one write (one fsync).
     let groups = GroupCommit()
+    /// The newest commits in log order, for peers nearly caught up: a relay
+    /// answers each of its sessions after each new commit from here, not by
+    /// reading (and inflating) the log once per session.
+    let recent = Mutex(RecentCommits(limitBytes: RecentCommits.defaultLimitBytes))
 
     /// The milliseconds since 1970 now.
     public static let systemWallClock: @Sendable () -> UInt64 = {
@@ -155,6 +159,11 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
                     }
                     tx.state.feeds.added = 0
                     writerState = tx.state
+                    // Still on the writer, so in log order.
+                    recent.withLock { r in
+                        if tx.rewritesLog { r.removeAll() }
+                        for c in tx.stored { r.append(c) }
+                    }
                 } catch {
                     writerState = nil
                     throw error
@@ -225,6 +234,29 @@ final class WriteTransaction {
         self.replica = replica
         self.db = db
         self.state = state
+    }
+
+    /// The commits this transaction stored, in log order (the newest
+    /// `RecentCommits.defaultLimitBytes` or so of them), for the replica's
+    /// recent commits once it commits.
+    private(set) var stored: [StoredCommit] = []
+    private var storedBytes = 0
+    /// True when the log was rewritten, not only added to (a cut).
+    var rewritesLog = false
+
+    /// Notes a commit stored in the log.
+    func noteStored(_ c: StoredCommit) {
+        stored.append(c)
+        storedBytes += c.bytes.count
+        // An import stores far more than is kept: keep only the newest.
+        let limit = RecentCommits.defaultLimitBytes
+        guard storedBytes > 2 * limit else { return }
+        var drop = 0
+        while storedBytes > limit {
+            storedBytes -= stored[drop].bytes.count
+            drop += 1
+        }
+        stored.removeFirst(drop)
     }
 
     /// Reloads the state from the file (after a rolled-back savepoint).

@@ -19,6 +19,8 @@ import LodeCore
 /// ```
 public struct RecentCommits: Sendable {
     public let limitBytes: Int
+    /// What a store keeps: 8 MiB, some tens of thousands of small commits.
+    public static let defaultLimitBytes = 8 << 20
     private var entries: [StoredCommit] = []
     /// Entries before this index are gone (removed in bulk now and then).
     private var head = 0
@@ -75,8 +77,9 @@ public struct RecentCommits: Sendable {
         head = 0
     }
 
-    /// The commits a peer holding `after` lacks, in log order, about
-    /// `maxBytes` at most (at least one), when every one of them is here
+    /// The commits a peer holding `after` lacks, in log order, up to the one
+    /// that reaches `maxBytes` or `maxCount` (as the stores read their
+    /// logs: at least one), when every one of them is here
     /// and the replica holds `held`; nil when the log must be read.
     public func missing(after: VersionVector, held: VersionVector, maxBytes: Int, maxCount: Int) -> [StoredCommit]? {
         var behind = false
@@ -88,9 +91,9 @@ public struct RecentCommits: Sendable {
         var out: [StoredCommit] = []
         var total = 0
         for c in entries[head...] where c.seq > after[c.site] && c.seq <= held[c.site] {
-            if !out.isEmpty && (total + c.bytes.count > maxBytes || out.count >= maxCount) { break }
             out.append(c)
             total += c.bytes.count
+            if total >= maxBytes || out.count >= maxCount { break }
         }
         return out
     }

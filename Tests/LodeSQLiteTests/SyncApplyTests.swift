@@ -39,6 +39,51 @@ func exchange(from: SQLiteReplica, to: SQLiteReplica, _ rng: inout SeededGenerat
         return all
     }
 
+    /// What a peer lacks, answered from the recent commits a replica keeps
+    /// in memory (its own writes, commits applied from others, and what a
+    /// cut replayed), is what reading its log answers: the same replica
+    /// reopened, with nothing in memory, for many peers' vectors.
+    @Test func recentCommitsAnswerAsTheLogDoes() async throws {
+        let rs = try await cluster(3)
+        var rng = SeededGenerator(seed: 5)
+        for round in 0..<40 {
+            let r = rs[Int.random(in: 0..<3, using: &rng)]
+            let key = "k\(Int.random(in: 0..<20, using: &rng))"
+            _ = try await r.write([.put(table: "t", pk: key, columns: ["a"], values: [.integer(Int64(round))])])
+            if round % 5 == 4 { for (a, b) in [(0, 1), (1, 2), (2, 0)] { try await exchange(from: rs[a], to: rs[b], &rng) } }
+        }
+        let target = rs[1]
+        for r in [rs[0], rs[2]] { try await exchange(from: r, to: target, &rng) }
+        let cutAt = max(1, target.vector[rs[2].local.site] - 3)
+        _ = try await target.cut([rs[2].local.site: cutAt])
+        _ = try await target.write([.put(table: "t", pk: "after-cut", columns: ["a"], values: [.integer(1)])])
+        #expect(target.recent.withLock { $0.count } > 0)
+        var asks = [VersionVector()] + rs.map(\.vector)
+        for _ in 0..<30 {
+            var v = VersionVector()
+            for (site, seq) in target.vector.entries { v[site] = UInt64.random(in: 0...seq, using: &rng) }
+            asks.append(v)
+        }
+        func answers(_ r: SQLiteReplica) async throws -> [[StoredCommit]] {
+            var out: [[StoredCommit]] = []
+            for a in asks {
+                for (bytes, count) in [(1 << 20, 1000), (600, 1000), (1 << 20, 3)] {
+                    out.append(try await r.missingCommits(after: a, maxBytes: bytes, maxCount: count))
+                }
+            }
+            return out
+        }
+        let fromMemory = try await answers(target)
+        try target.close()
+        let reopened = try SQLiteReplica.open(at: dir.file("r1.db"), dataset: "d", local: site(2, "s1"))
+        #expect(reopened.recent.withLock { $0.count } == 0)
+        let fromLog = try await answers(reopened)
+        func shown(_ a: [StoredCommit]) -> String { a.map { "\($0.site.short):\($0.seq)" }.joined(separator: " ") }
+        for (i, (m, l)) in zip(fromMemory, fromLog).enumerated() where m != l {
+            Issue.record("ask \(i / 3) (\(i % 3)): from memory \(shown(m)); from the log \(shown(l))")
+        }
+    }
+
     /// Random SQL edits at 3 replicas, exchanged in random orders with
     /// duplicates, converge to byte-identical tables that match the
     /// reference model fed the same commits.

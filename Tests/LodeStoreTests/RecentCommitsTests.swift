@@ -10,16 +10,16 @@ import Testing
 @Suite struct RecentCommitsTests {
     let feeds = (1...4).map { site(UInt8($0), "s\($0)").site }
 
-    /// What the log gives a peer holding `after`: commits past it, in log
-    /// order, stopping before `maxBytes` would be passed (at least one) or
-    /// at `maxCount`.
+    /// What the stores' logs give a peer holding `after`: commits past it,
+    /// in log order, up to the one that reaches `maxBytes` (so at least
+    /// one) or `maxCount`.
     func fromLog(_ log: [StoredCommit], after: VersionVector, maxBytes: Int, maxCount: Int) -> [StoredCommit] {
         var out: [StoredCommit] = []
         var total = 0
         for c in log where c.seq > after[c.site] {
-            if !out.isEmpty && (total + c.bytes.count > maxBytes || out.count >= maxCount) { break }
             out.append(c)
             total += c.bytes.count
+            if total >= maxBytes || out.count >= maxCount { break }
         }
         return out
     }
