@@ -10,9 +10,10 @@ import Synchronization
 /// per group instead of once per session. Each batch still gets its own
 /// outcome.
 ///
-/// When a group fails for any reason but PostgreSQL being unavailable, its
-/// batches are applied again one by one, so a batch that cannot be stored
-/// fails alone and does not hold the others back.
+/// When a group of several fails for any reason but the store being
+/// unavailable (PostgreSQL down), its batches are applied again one by one,
+/// so a batch that cannot be stored fails alone and does not hold the
+/// others back.
 public final class GroupCommit: Sendable {
     public typealias Apply = @Sendable ([[Commit]]) async throws -> [ApplyOutcome]
 
@@ -63,9 +64,11 @@ public final class GroupCommit: Sendable {
             do {
                 let outcomes = try await apply(group.map(\.commits))
                 for (r, o) in zip(group, outcomes) { r.done.resume(returning: o) }
-            } catch let e as StoreError where e.code == .unavailable || group.count == 1 {
-                for r in group { r.done.resume(throwing: e) }
             } catch {
+                guard group.count > 1, (error as? StoreError)?.code != .unavailable else {
+                    for r in group { r.done.resume(throwing: error) }
+                    continue
+                }
                 for r in group {
                     do { r.done.resume(returning: try await apply([r.commits])[0]) } catch { r.done.resume(throwing: error) }
                 }
