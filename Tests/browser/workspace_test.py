@@ -26,6 +26,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.common.exceptions import StaleElementReferenceException
 
 LODE = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else ".build/debug/lode")
 SHOTS = os.path.abspath(sys.argv[2] if len(sys.argv) > 2 else ".build/browser-screenshots")
@@ -88,8 +89,10 @@ def shot(driver, name):
 
 
 def wait(driver, condition, what, seconds=20):
+    # A page that navigates (a sign-in redirect, a form post) between finding
+    # an element and reading it leaves a stale reference: look again.
     try:
-        return WebDriverWait(driver, seconds).until(condition)
+        return WebDriverWait(driver, seconds, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
     except Exception as e:
         shot(driver, "failed-" + what.replace(" ", "-"))
         raise AssertionError(f"waited for {what}: {e}; page: {driver.current_url}\n{driver.page_source[:2000]}")
