@@ -124,17 +124,20 @@ final class PGTx {
                 }
             }
         }
-        for chunk in stride(from: 0, to: held.count, by: 10_000) {
-            let part = held[chunk..<min(held.count, chunk + 10_000)]
-            for (n, seq) in part { heldHashes[n, default: [:]][seq] = .some(nil) }
-            var b = Binds()
-            let sql = """
-                SELECT l.site, l.seq, l.hash FROM unnest(\(b.add(part.map(\.0))), \(b.add(part.map { PGValue.int64($0.1) }))) AS u(site, seq)
-                JOIN \(s)._lode_log l ON l.site = u.site AND l.seq = u.seq
-                """
-            for r in try await rows(sql, b.bindings) { heldHashes[try r.int64(0), default: [:]][PGValue.uint64(try r.int64(1))] = try r.bytes(2) }
-        }
+        for chunk in stride(from: 0, to: held.count, by: 10_000) { try await readHeldHashes(held[chunk..<min(held.count, chunk + 10_000)]) }
         for (table, keys) in keys { try await load(table, keys) }
+    }
+
+    /// Reads the hashes of the held commits at `pairs` (feed, seq) into
+    /// `heldHashes`, nil where nothing is held.
+    private func readHeldHashes(_ pairs: ArraySlice<(SiteNumber, UInt64)>) async throws {
+        for (n, seq) in pairs { heldHashes[n, default: [:]][seq] = .some(nil) }
+        var b = Binds()
+        let sql = """
+            SELECT l.site, l.seq, l.hash FROM unnest(\(b.add(pairs.map(\.0))), \(b.add(pairs.map { PGValue.int64($0.1) }))) AS u(site, seq)
+            JOIN \(s)._lode_log l ON l.site = u.site AND l.seq = u.seq
+            """
+        for r in try await rows(sql, b.bindings) { heldHashes[try r.int64(0), default: [:]][PGValue.uint64(try r.int64(1))] = try r.bytes(2) }
     }
 
     /// Verifies and applies one commit from elsewhere (`CommitVerifier`).
@@ -142,13 +145,9 @@ final class PGTx {
         let head = state.head(of: commit.author)
         var heldHash: [UInt8]?
         if commit.seq <= head.seq, let n = state.numbers[commit.author] {
-            if let read = heldHashes[n]?[commit.seq] {
-                heldHash = read
-            } else {
-                var b = Binds()
-                let sql = "SELECT hash FROM \(s)._lode_log WHERE site = \(b.add(n)) AND seq = \(b.add(PGValue.int64(commit.seq)))"
-                heldHash = try await rows(sql, b.bindings).first.map { try $0.bytes(0) }
-            }
+            // Read ahead for the batch, unless an earlier commit of it moved the head.
+            if heldHashes[n]?[commit.seq] == nil { try await readHeldHashes([(n, commit.seq)]) }
+            heldHash = heldHashes[n]?[commit.seq] ?? nil
         }
         let verdict = CommitVerifier.verify(
             commit, dataset: replica.dataset, head: head, held: state.vector, author: state.records[commit.author],
@@ -157,11 +156,11 @@ final class PGTx {
         case .duplicate, .wait, .clockAhead:
             return verdict
         case .reject(let kind, let reason):
-            try await reject(commit, kind, reason)
+            reject(commit, kind, reason)
             return verdict
         case .apply(let past):
             if let violation = check(commit) {
-                try await reject(commit, .invalid, violation)
+                reject(commit, .invalid, violation)
                 return .reject(.invalid, violation)
             }
             try await store(commit, past: past)
@@ -231,7 +230,7 @@ final class PGTx {
     /// Keeps a refusal aside as `RejectionLog` says: bytes only of a fork,
     /// the newest `maxKept` of the others. Written at `flush`, with the
     /// batch's other refusals.
-    func reject(_ commit: Commit, _ kind: RejectionKind, _ reason: String) async throws {
+    func reject(_ commit: Commit, _ kind: RejectionKind, _ reason: String) {
         refusals.append((Int64(clamping: replica.wallClock()), commit, kind, RejectionLog.reason(reason)))
     }
 

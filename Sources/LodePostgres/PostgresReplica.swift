@@ -378,7 +378,7 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
             let dropped = "(" + past.joined(separator: " OR ") + ")"
             for r in try await tx.rows("SELECT bytes FROM \(s)._lode_log WHERE \(dropped) ORDER BY id", b.bindings) {
                 let commit = try Commit(decoding: try r.bytes(0))
-                try await tx.reject(commit, .notAuthorized, tx.state.cutoffs.reason(commit))
+                tx.reject(commit, .notAuthorized, tx.state.cutoffs.reason(commit))
             }
             try await tx.run("CREATE TEMP TABLE _lode_replay ON COMMIT DROP AS SELECT id, bytes FROM \(s)._lode_log WHERE NOT \(dropped)", b.bindings)
             try await tx.conn.script(PGLayout.clearApplied(s, tables: Array(tx.state.schemas.keys)), logger: tx.logger)

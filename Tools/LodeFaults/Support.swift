@@ -286,10 +286,11 @@ final class LocalNode: @unchecked Sendable {
         if let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") {
             for t in tasks.sorted() {
                 guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(t)/stat", encoding: .utf8),
-                    let close = stat.lastIndex(of: ")")
+                    let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")"), open < close
                 else { continue }
-                let name = stat[stat.index(after: stat.firstIndex(of: "(")!)..<close]
-                let f = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+                let name = stat[stat.index(after: open)..<close]
+                let f = stat[stat.index(after: close)...].split(separator: " ")
+                guard f.count > 12 else { continue }
                 text += "thread \(t) \(name) state \(f[0]) utime \(f[11]) stime \(f[12])\n"
             }
         }
