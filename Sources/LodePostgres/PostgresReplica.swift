@@ -556,6 +556,16 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
 
     // MARK: Queries
 
+    /// Not yet on this store: its history keeps which commits wrote a row,
+    /// not the values (DESIGN §12).
+    public func query(_ sql: String, asOf point: HistoryPoint, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
+        throw StoreError(.badInput, "as-of queries are not available on the PostgreSQL store yet; run them on an SQLite replica")
+    }
+
+    public func diff(from: HistoryPoint, to: HistoryPoint?, table: String?, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
+        throw StoreError(.badInput, "diff is not available on the PostgreSQL store yet; run it on an SQLite replica")
+    }
+
     /// Runs one read-only statement on the dataset's schema (its tables
     /// need no schema name), in PostgreSQL's dialect, stopped after
     /// `queryTimeLimit`. Anything that would write is refused.

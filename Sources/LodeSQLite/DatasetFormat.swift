@@ -9,7 +9,12 @@ enum DatasetFormat {
     /// (`LogBytes`); a format 1 file is read as is and marked 2 when it opens.
     /// 3: `_lode_log.person`, the person a commit names (NULL for none),
     /// added to older files when they open (their commits name no one).
-    static let version = 3
+    /// 4: `_lode_history` keeps what each commit wrote to each row written
+    /// more than once, values included (`RowWrite`, `FirstWrite`), and
+    /// `_lode_rows` the time of each row's last write (`last`) and whether
+    /// its first write is in the history (`kept`); a format 3 file gains
+    /// them, rebuilt from its log, when it opens.
+    static let version = 4
 
     static let bootstrap = """
         CREATE TABLE _lode_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -31,10 +36,8 @@ enum DatasetFormat {
             PRIMARY KEY(tbl, slot), UNIQUE(tbl, name));
         CREATE TABLE _lode_rows(
             tbl INTEGER NOT NULL, pk TEXT NOT NULL, cl INTEGER NOT NULL, clocks BLOB NOT NULL,
-            first_log INTEGER NOT NULL, PRIMARY KEY(tbl, pk)) WITHOUT ROWID;
-        CREATE TABLE _lode_history(
-            tbl INTEGER NOT NULL, pk TEXT NOT NULL, log INTEGER NOT NULL,
-            PRIMARY KEY(tbl, pk, log)) WITHOUT ROWID;
+            first_log INTEGER NOT NULL, last INTEGER NOT NULL DEFAULT 0, kept INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY(tbl, pk)) WITHOUT ROWID;
         CREATE TABLE _lode_conflicts(
             id INTEGER PRIMARY KEY, tbl TEXT NOT NULL, pk TEXT NOT NULL, col TEXT NOT NULL,
             winner_value, winner_site INTEGER NOT NULL, winner_seq INTEGER NOT NULL, winner_hlc INTEGER NOT NULL,
@@ -44,7 +47,14 @@ enum DatasetFormat {
         CREATE TABLE _lode_rejected(
             id INTEGER PRIMARY KEY, received INTEGER NOT NULL, site BLOB NOT NULL, seq INTEGER NOT NULL,
             hash BLOB NOT NULL UNIQUE, kind TEXT NOT NULL, reason TEXT NOT NULL, bytes BLOB NOT NULL);
-        """ + cutoffs
+        """ + history + cutoffs
+
+    /// The history table (format 4), for files made before it.
+    static let history = """
+        CREATE TABLE _lode_history(
+            tbl INTEGER NOT NULL, pk TEXT NOT NULL, hlc INTEGER NOT NULL, site INTEGER NOT NULL, seq INTEGER NOT NULL,
+            cl INTEGER NOT NULL, cells BLOB NOT NULL, PRIMARY KEY(tbl, pk, hlc, site)) WITHOUT ROWID;
+        """
 
     /// The feeds cut off (DESIGN §9): site (a `_lode_sites` id) and the last
     /// seq that counts. Added to files made before it when they open.
@@ -98,8 +108,10 @@ enum DatasetFormat {
         try layOutSystemTables(db)
     }
 
-    /// Checks that an existing file holds `dataset` in this format.
-    static func check(_ db: Database, path: String, dataset: String) throws {
+    /// Checks that an existing file holds `dataset` in this format. Returns
+    /// true when the file's history must be rebuilt from its log (a format 3
+    /// file, whose history held no values).
+    static func check(_ db: Database, path: String, dataset: String) throws -> Bool {
         let stored = try String.fetchOne(db, sql: "SELECT value FROM _lode_meta WHERE key = 'dataset'")
         guard stored == dataset else {
             throw StoreError(.storage, "\(path) holds dataset \(stored ?? "?"), not \(dataset)")
@@ -108,11 +120,24 @@ enum DatasetFormat {
         if format == 1 || format == 2 {
             try db.execute(sql: "ALTER TABLE _lode_log ADD COLUMN person TEXT")
             try db.execute(sql: "UPDATE _lode_meta SET value = ? WHERE key = 'format'", arguments: [version])
+            format = 3
+        }
+        var rebuild = false
+        if format == 3 {
+            try db.execute(sql: "DROP TABLE _lode_history")
+            try db.execute(sql: history)
+            let columns = try Set(Row.fetchAll(db, sql: "PRAGMA table_info(_lode_rows)").map { $0["name"] as String })
+            for c in ["last", "kept"] where !columns.contains(c) {
+                try db.execute(sql: "ALTER TABLE _lode_rows ADD COLUMN \(c) INTEGER NOT NULL DEFAULT 0")
+            }
+            try db.execute(sql: "UPDATE _lode_meta SET value = ? WHERE key = 'format'", arguments: [version])
             format = version
+            rebuild = true
         }
         guard format == version else {
             throw StoreError(.storage, "\(path) has format \(format); this build reads format \(version)")
         }
         try db.execute(sql: cutoffs)
+        return rebuild
     }
 }

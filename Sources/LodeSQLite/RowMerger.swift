@@ -22,12 +22,35 @@ struct RowMeta {
     var exists = false
     var length: UInt64 = 0
     var clocks = RowClocks()
+    /// The largest stamp of any write to the row (`_lode_rows.last`).
+    var last: UInt64 = 0
+    /// True once the history holds the row's first write (`kept`): a row
+    /// written once is its table row alone (`FirstWrite`).
+    var kept = false
+    /// The log row of the row's first write.
+    var firstLog: Int64 = 0
+
+    init() {}
+
+    /// Reads a row of `select`, bound to a table and key.
+    init(_ s: RawStatement) throws {
+        self.init()
+        exists = true
+        length = UInt64(bitPattern: s.int64(0))
+        clocks = try RowClocks(decoding: s.blob(1))
+        last = UInt64(bitPattern: s.int64(2))
+        kept = s.int64(3) != 0
+        firstLog = s.int64(4)
+    }
+
+    static let select = "SELECT cl, clocks, last, kept, first_log FROM _lode_rows WHERE tbl = ? AND pk = ?"
 }
 
 /// Merges row writes into a dataset file by the CRDT's rules (`Merge`):
 /// each row's causal length and per-cell stamps in `_lode_rows`, the
 /// materialised row in its user table, conflicts between concurrent writes
-/// in `_lode_conflicts`, and which commits touched a row in `_lode_history`.
+/// in `_lode_conflicts`, and in `_lode_history` what each commit wrote to a
+/// row written more than once (`FirstWrite`).
 /// The hot paths (apply, import) bind and step prepared C statements.
 final class RowMerger {
     private let sites: SiteRegistry
@@ -35,7 +58,7 @@ final class RowMerger {
 
     private var selectRow: RawStatement?
     private var upsertRow: RawStatement?
-    private var insertHistory: RawStatement?
+    private var historyStatement: RawStatement?
     private var insertRowIfAbsent: RawStatement?
     private var updateRow: RawStatement?
     /// Whether the last row `insertOrRead` met was already stored: rows
@@ -61,49 +84,109 @@ final class RowMerger {
         if let cached = selectRow {
             s = cached
         } else {
-            s = try RawStatement(db, "SELECT cl, clocks FROM _lode_rows WHERE tbl = ? AND pk = ?")
+            s = try RawStatement(db, RowMeta.select)
             selectRow = s
         }
         defer { s.reset() }
         s.bind(1, t.id)
         s.bind(2, pk)
         guard try s.step(db) else { return RowMeta() }
-        return RowMeta(exists: true, length: UInt64(bitPattern: s.int64(0)), clocks: try RowClocks(decoding: s.blob(1)))
+        return try RowMeta(s)
     }
 
-    private func writeRow(_ db: Database, _ t: TableState, _ pk: String, _ meta: RowMeta, logID: Int64, existed: Bool) throws {
+    private func writeRow(_ db: Database, _ t: TableState, _ pk: String, _ meta: RowMeta, _ ctx: CommitContext, existed: Bool) throws {
+        let last = Int64(bitPattern: max(meta.last, ctx.hlc.rawValue))
         if existed {
-            if updateRow == nil { updateRow = try RawStatement(db, "UPDATE _lode_rows SET cl = ?, clocks = ? WHERE tbl = ? AND pk = ?") }
+            if updateRow == nil {
+                updateRow = try RawStatement(db, "UPDATE _lode_rows SET cl = ?, clocks = ?, last = ?, kept = ? WHERE tbl = ? AND pk = ?")
+            }
             let u = updateRow!
             u.bind(1, Int64(meta.length))
             u.bind(2, blob: meta.clocks.encoded)
-            u.bind(3, t.id)
-            u.bind(4, pk)
+            u.bind(3, last)
+            u.bind(4, meta.kept ? 1 : 0)
+            u.bind(5, t.id)
+            u.bind(6, pk)
             try u.run(db)
+            return
         }
         if upsertRow == nil {
             upsertRow = try RawStatement(
                 db,
                 """
-                INSERT INTO _lode_rows(tbl, pk, cl, clocks, first_log) VALUES (?1, ?2, ?3, ?4, ?5)
-                ON CONFLICT(tbl, pk) DO UPDATE SET cl = ?3, clocks = ?4
+                INSERT INTO _lode_rows(tbl, pk, cl, clocks, first_log, last, kept) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
+                ON CONFLICT(tbl, pk) DO UPDATE SET cl = ?3, clocks = ?4, last = ?6
                 """)
-            insertHistory = try RawStatement(db, "INSERT OR IGNORE INTO _lode_history(tbl, pk, log) VALUES (?, ?, ?)")
         }
-        if !existed {
-            let u = upsertRow!
-            u.bind(1, t.id)
-            u.bind(2, pk)
-            u.bind(3, Int64(meta.length))
-            u.bind(4, blob: meta.clocks.encoded)
-            u.bind(5, logID)
-            try u.run(db)
-        } else {
-            let h = insertHistory!
-            h.bind(1, t.id)
-            h.bind(2, pk)
-            h.bind(3, logID)
-            try h.run(db)
+        let u = upsertRow!
+        u.bind(1, t.id)
+        u.bind(2, pk)
+        u.bind(3, Int64(meta.length))
+        u.bind(4, blob: meta.clocks.encoded)
+        u.bind(5, ctx.logID)
+        u.bind(6, last)
+        try u.run(db)
+    }
+
+    /// Before a row written once is written again: its first write goes
+    /// into the history (read back from its table row, `FirstWrite`), so
+    /// that the history holds every write of a row written more than once.
+    private func keepFirstWrite(_ db: Database, _ t: TableState, _ pk: String, _ meta: inout RowMeta, _ ctx: CommitContext) throws {
+        guard meta.exists && !meta.kept else { return }
+        // A commit writing the row twice: its first write is this commit's.
+        let author = meta.firstLog == ctx.logID ? (ctx.author, ctx.seq) : nil
+        let w = try FirstWrite.read(db, t, pk: pk, meta: meta, sites: sites, author: author)
+        try insertHistory(db, t, pk, w.hlc, site: try sites.number(db, w.site), seq: w.seq, length: w.length, cells: w.cells)
+        meta.kept = true
+    }
+
+    /// Keeps what a commit wrote to a row in `_lode_history` (`RowWrite`):
+    /// the causal length it gave the row and the cells with their values,
+    /// one entry per (row, commit). A commit that writes a row twice
+    /// (rare) folds the second write into the first entry.
+    private func recordWrite(_ db: Database, _ t: TableState, _ pk: String, length: UInt64, cells: [HistoryCell], _ ctx: CommitContext) throws {
+        guard try insertHistory(db, t, pk, ctx.hlc, site: ctx.author, seq: ctx.seq, length: length, cells: cells) else { return }
+        let key: [any DatabaseValueConvertible] = [t.id, pk, Int64(bitPattern: ctx.hlc.rawValue), ctx.author]
+        guard
+            let row = try Row.fetchOne(
+                db, sql: "SELECT cl, cells FROM _lode_history WHERE tbl = ? AND pk = ? AND hlc = ? AND site = ?", arguments: StatementArguments(key))
+        else { return }
+        var w = RowWrite(
+            hlc: ctx.hlc, site: sites.key(ctx.author)!, seq: ctx.seq, length: UInt64(row["cl"] as Int64),
+            cells: try RowWrite.decodeCells([UInt8](row["cells"] as Data)))
+        w.absorb(length: length, cells: cells)
+        try db.execute(
+            sql: "UPDATE _lode_history SET cl = ?, cells = ? WHERE tbl = ? AND pk = ? AND hlc = ? AND site = ?",
+            arguments: StatementArguments([Int64(w.length), Data(RowWrite.encode(w.cells))] + key))
+    }
+
+    /// Inserts a history entry; true when the row already has one for this
+    /// commit (nothing was inserted).
+    @discardableResult
+    private func insertHistory(
+        _ db: Database, _ t: TableState, _ pk: String, _ hlc: HLC, site: SiteNumber, seq: UInt64, length: UInt64, cells: [HistoryCell]
+    ) throws -> Bool {
+        if historyStatement == nil {
+            historyStatement = try RawStatement(
+                db, "INSERT OR IGNORE INTO _lode_history(tbl, pk, hlc, site, seq, cl, cells) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        }
+        let h = historyStatement!
+        h.bind(1, t.id)
+        h.bind(2, pk)
+        h.bind(3, Int64(bitPattern: hlc.rawValue))
+        h.bind(4, site)
+        h.bind(5, Int64(seq))
+        h.bind(6, Int64(length))
+        h.bind(7, blob: RowWrite.encode(cells))
+        try h.run(db)
+        return sqlite3_changes(db.sqliteConnection) == 0
+    }
+
+    /// The history cells of a put of one row: each written slot with the
+    /// value the table shows for it.
+    private func historyCells(_ t: TableState, length: UInt64, slots: [Int], values: ArraySlice<Value>) -> [HistoryCell] {
+        slots.enumerated().map { j, slot in
+            HistoryCell(slot: slot, length: length, value: t.bySlot[slot]!.materialized(values[values.startIndex + j]))
         }
     }
 
@@ -124,7 +207,7 @@ final class RowMerger {
         }
         if insertRowIfAbsent == nil {
             insertRowIfAbsent = try RawStatement(
-                db, "INSERT INTO _lode_rows(tbl, pk, cl, clocks, first_log) VALUES (?, ?, ?, ?, ?) ON CONFLICT(tbl, pk) DO NOTHING")
+                db, "INSERT INTO _lode_rows(tbl, pk, cl, clocks, first_log, last, kept) VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT(tbl, pk) DO NOTHING")
         }
         let m = insertRowIfAbsent!
         m.bind(1, t.id)
@@ -132,6 +215,7 @@ final class RowMerger {
         m.bind(3, Int64(length))
         m.bind(4, blob: newRowClocks!.blob)
         m.bind(5, ctx.logID)
+        m.bind(6, Int64(bitPattern: ctx.hlc.rawValue))
         try m.run(db)
         guard sqlite3_changes(db.sqliteConnection) > 0 else { return false }
         let s = try t.insert(db)
@@ -170,6 +254,7 @@ final class RowMerger {
     ) throws {
         var meta = try readMeta ?? readRow(db, t, pk)
         let existed = meta.exists
+        try keepFirstWrite(db, t, pk, &meta, ctx)
         let oldLength = meta.length
         let newLength = Merge.rowLength(oldLength, length)
         let incoming = LocalStamp(length: length, hlc: ctx.hlc.rawValue, site: ctx.author, seq: ctx.seq)
@@ -221,13 +306,15 @@ final class RowMerger {
             s.bind(Int32(winners.count + 1), pk)
             try s.run(db)
         }
-        try writeRow(db, t, pk, meta, logID: ctx.logID, existed: existed)
+        try writeRow(db, t, pk, meta, ctx, existed: existed)
+        if existed { try recordWrite(db, t, pk, length: length, cells: historyCells(t, length: length, slots: slots, values: values), ctx) }
     }
 
     /// Applies one row of a delete.
     func delete(_ db: Database, _ t: TableState, pk: String, length: UInt64, meta readMeta: RowMeta? = nil, _ ctx: CommitContext) throws {
         var meta = try readMeta ?? readRow(db, t, pk)
         let existed = meta.exists
+        try keepFirstWrite(db, t, pk, &meta, ctx)
         let oldLength = meta.length
         let newLength = Merge.rowLength(oldLength, length)
         if newLength > oldLength && Merge.isPresent(oldLength) {
@@ -237,7 +324,8 @@ final class RowMerger {
         }
         meta.length = newLength
         meta.exists = true
-        try writeRow(db, t, pk, meta, logID: ctx.logID, existed: existed)
+        try writeRow(db, t, pk, meta, ctx, existed: existed)
+        if existed { try recordWrite(db, t, pk, length: length, cells: [], ctx) }
     }
 
     private func currentValue(_ db: Database, _ t: TableState, _ pk: String, slot: Int) throws -> Value {

@@ -34,26 +34,35 @@ extension SQLiteReplica {
                 let commit = try Commit(decoding: try LogBytes.commit(row["bytes"]))
                 try reject(db, commit, .notAuthorized, tx.state.feeds.cutoffs.reason(commit))
             }
-            tx.rewritesLog = true
-            try db.execute(sql: "CREATE TEMP TABLE _lode_replay(id INTEGER PRIMARY KEY, bytes BLOB NOT NULL)")
-            try db.execute(
-                sql: "INSERT INTO temp._lode_replay(id, bytes) SELECT id, bytes FROM _lode_log WHERE NOT \(dropped) ORDER BY id",
-                arguments: StatementArguments(arguments))
-            try DatasetFormat.clearApplied(db, tables: Array(tx.state.schema.tables.keys))
-            try tx.reload()
-            var last: Int64 = 0
-            var kept = 0
-            while true {
-                let rows = try Row.fetchAll(db, sql: "SELECT id, bytes FROM temp._lode_replay WHERE id > ? ORDER BY id LIMIT 256", arguments: [last])
-                guard let end = rows.last else { break }
-                last = end["id"]
-                for row in rows {
-                    let commit = try Commit(decoding: try LogBytes.commit(row["bytes"]))
-                    if case .apply = try applyOne(tx, commit) { kept += 1 }
-                }
-            }
-            try db.execute(sql: "DROP TABLE temp._lode_replay")
+            let kept = try replayLog(tx, keeping: "NOT \(dropped)", StatementArguments(arguments))
             return before - kept
         }
+    }
+
+    /// Empties everything applying built and applies the commits of the log
+    /// that `keeping` (an SQL condition on `_lode_log`) selects again, in
+    /// their order, each verified as a peer's would be. Returns how many
+    /// applied. Runs inside the caller's transaction.
+    func replayLog(_ tx: WriteTransaction, keeping condition: String = "1", _ arguments: StatementArguments = []) throws -> Int {
+        let db = tx.db
+        tx.rewritesLog = true
+        try db.execute(sql: "CREATE TEMP TABLE _lode_replay(id INTEGER PRIMARY KEY, bytes BLOB NOT NULL)")
+        try db.execute(
+            sql: "INSERT INTO temp._lode_replay(id, bytes) SELECT id, bytes FROM _lode_log WHERE \(condition) ORDER BY id", arguments: arguments)
+        try DatasetFormat.clearApplied(db, tables: Array(tx.state.schema.tables.keys))
+        try tx.reload()
+        var last: Int64 = 0
+        var kept = 0
+        while true {
+            let rows = try Row.fetchAll(db, sql: "SELECT id, bytes FROM temp._lode_replay WHERE id > ? ORDER BY id LIMIT 256", arguments: [last])
+            guard let end = rows.last else { break }
+            last = end["id"]
+            for row in rows {
+                let commit = try Commit(decoding: try LogBytes.commit(row["bytes"]))
+                if case .apply = try applyOne(tx, commit) { kept += 1 }
+            }
+        }
+        try db.execute(sql: "DROP TABLE temp._lode_replay")
+        return kept
     }
 }

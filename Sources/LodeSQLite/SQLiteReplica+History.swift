@@ -23,7 +23,9 @@ extension SQLiteReplica {
             let names = try SiteRegistry.records(db).reduce(into: [SiteID: String]()) { $0[$1.site] = $1.name }
             let clocks = try RowClocks(decoding: [UInt8](row["clocks"] as Data))
             var logs: [Int64] = [row["first_log"]]
-            logs += try Int64.fetchAll(db, sql: "SELECT log FROM _lode_history WHERE tbl = ? AND pk = ? ORDER BY log", arguments: [t.id, pk])
+            logs += try Int64.fetchAll(
+                db, sql: "SELECT l.id FROM _lode_history h JOIN _lode_log l ON l.site = h.site AND l.seq = h.seq WHERE h.tbl = ? AND h.pk = ?",
+                arguments: [t.id, pk])
             var commits: [Commit] = []
             for id in Set(logs).sorted() {
                 guard let bytes = try Data.fetchOne(db, sql: "SELECT bytes FROM _lode_log WHERE id = ?", arguments: [id]) else { continue }

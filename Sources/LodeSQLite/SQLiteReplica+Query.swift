@@ -44,8 +44,20 @@ extension SQLiteReplica {
     /// try await replica.query("SELECT symbol, name FROM elements") { event in print(event) }
     /// ```
     public func query(_ sql: String, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
+        try await query(sql, at: nil, each)
+    }
+
+    /// Runs one read-only statement as `query` does, on the dataset as it
+    /// stood at `point` (`AsOfViews`).
+    public func query(_ sql: String, asOf point: HistoryPoint, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
+        try await query(sql, at: point, each)
+    }
+
+    private func query(_ sql: String, at point: HistoryPoint?, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
         try SQLiteReplica.checkReadOnly(sql)
         try await read { db in
+            let views = try point.map { try AsOfViews(db, at: try self.stamp(of: $0, db)) }
+            defer { views?.drop() }
             let connection = db.sqliteConnection
             // While the query runs, no string or blob beyond a row's largest
             // (a reader could otherwise ask for randomblob(1e9) at will).
@@ -71,13 +83,19 @@ extension SQLiteReplica {
     ) throws {
         let handle = statement.sqliteStatement
         let n = sqlite3_column_count(handle)
-        try each(.columns((0..<n).map { String(cString: sqlite3_column_name(handle, $0)) }))
         let deadline = StepDeadline(limit: limit, total: total)
         defer { sqlite3_reset(handle) }
         try deadline.enforce(on: db) {
+            // The column names go out after the first step, so that an
+            // error there is an error of the whole answer, not a cut stream.
+            var named = false
             while true {
                 deadline.restart()
                 let rc = sqlite3_step(handle)
+                if !named && (rc == SQLITE_DONE || rc == SQLITE_ROW) {
+                    try each(.columns((0..<n).map { String(cString: sqlite3_column_name(handle, $0)) }))
+                    named = true
+                }
                 if rc == SQLITE_DONE { break }
                 if rc == SQLITE_INTERRUPT {
                     throw StoreError.badInput(

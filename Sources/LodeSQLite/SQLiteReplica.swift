@@ -113,13 +113,21 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
             dataset: dataset, path: path, local: local, pool: pool, wallClock: wallClock, maxClockDrift: maxClockDrift, stepTimeLimit: stepTimeLimit)
         do {
             try pool.write { db in
+                var rebuild = false
                 if try db.tableExists("_lode_meta") {
-                    try DatasetFormat.check(db, path: path, dataset: dataset)
+                    rebuild = try DatasetFormat.check(db, path: path, dataset: dataset)
                 } else {
                     try DatasetFormat.create(db, dataset: dataset)
                 }
-                let state = try WriterState.load(db)
+                var state = try WriterState.load(db)
                 try state.sites.registerLocal(db, local)
+                if rebuild {
+                    // An older file's history: rebuilt by applying its log
+                    // again, in this transaction.
+                    let tx = WriteTransaction(replica: replica, db: db, state: state)
+                    _ = try replica.replayLog(tx)
+                    state = tx.state
+                }
                 replica.writerState = state
                 replica.published.withLock { $0 = state.feeds.vector }
                 replica.publishedCutoffs.withLock { $0 = state.feeds.cutoffs }

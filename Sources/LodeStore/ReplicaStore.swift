@@ -111,6 +111,13 @@ public protocol SQLReplicaStore: ReplicaStore {
     /// Runs one read-only statement, calling `each` with the column names
     /// and then each row. Anything that would write is refused.
     func query(_ sql: String, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws
+    /// Runs one read-only statement on the dataset as it stood at `point`
+    /// (the commits stamped at or before it), read from the history.
+    func query(_ sql: String, asOf point: HistoryPoint, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws
+    /// What changed between two points (`to` nil: now), in `table` or in
+    /// every table: one row per changed cell with its old and new value and
+    /// the write that made it.
+    func diff(from: HistoryPoint, to: HistoryPoint?, table: String?, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws
     /// Runs `INSERT`, `UPDATE` and `DELETE` statements as local edits.
     func exec(_ sql: String) async throws -> WriteReport
     /// Runs the statements of a file as `exec` does, in one transaction,

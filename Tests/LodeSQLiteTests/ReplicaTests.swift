@@ -392,7 +392,7 @@ import Testing
 
     /// The log keeps a large commit deflated (format 2) and hands back the
     /// signed bytes; a format 1 file, whose log holds commits as they are,
-    /// opens, reads and is marked format 3 (gaining `_lode_log.person`); a damaged deflated commit is a
+    /// opens, reads and is brought to the current format (gaining `_lode_log.person`, and a history rebuilt from its log); a damaged deflated commit is a
     /// storage error, not a crash or a wrong commit.
     @Test func theLogKeepsCommitsDeflatedAndReadsFilesThatDoNot() async throws {
         let r = try await make()
@@ -419,7 +419,7 @@ import Testing
         try r.close()
         let old = try SQLiteReplica.open(at: path, dataset: "d", local: site(1, "alpha"))
         #expect(try await old.missingCommits(after: VersionVector(), maxBytes: .max).map(\.bytes) == commits.map(\.bytes))
-        #expect(try await old.read { db in try Int.fetchOne(db, sql: "SELECT value FROM _lode_meta WHERE key = 'format'") } == 3)
+        #expect(try await old.read { db in try Int.fetchOne(db, sql: "SELECT value FROM _lode_meta WHERE key = 'format'") } == DatasetFormat.version)
         // Format 3 keeps the person a commit names; the old commits name no one.
         #expect(try await old.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM _lode_log WHERE person IS NULL") } == 2)
         // Damage: a deflated commit that does not inflate.

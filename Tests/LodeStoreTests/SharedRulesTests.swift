@@ -199,3 +199,73 @@ import Testing
         #expect(buffer.bytes(from: honest) == mine.bytes.count && buffer.count(dataset: "d") == 6)
     }
 }
+
+/// What the history keeps of a commit's writes to a row, and the row as
+/// of a time merged from it (`RowWrite`, `RowAsOf`).
+@Suite struct RowHistoryTests {
+    let a = try! SiteID(bytes: [UInt8](repeating: 1, count: 32))
+    let b = try! SiteID(bytes: [UInt8](repeating: 2, count: 32))
+
+    @Test func cellsRoundTripAndBadBytesAreRefused() throws {
+        let cells = [
+            HistoryCell(slot: 0, length: 1, value: .text("Nd")), HistoryCell(slot: 7, length: 3, value: .real(-0.5)),
+            HistoryCell(slot: 2, length: 1, value: .null), HistoryCell(slot: 3, length: 1, value: .blob([0, 255])),
+        ]
+        #expect(try RowWrite.decodeCells(RowWrite.encode(cells)) == cells)
+        #expect(try RowWrite.decodeCells(RowWrite.encode([])) == [])
+        for bad: [UInt8] in [[], [1], [1, 0, 1], [1, 0, 1, 9], RowWrite.encode(cells) + [0], [255, 255, 255, 255, 15]] {
+            #expect(throws: BinaryDecodingError.self) { try RowWrite.decodeCells(bad) }
+        }
+    }
+
+    @Test func aRowMergesToTheSameStateInAnyOrder() {
+        var rng = SeededGenerator(seed: 3)
+        for _ in 0..<300 {
+            var writes: [RowWrite] = []
+            for i in 0..<Int.random(in: 1..<8, using: &rng) {
+                let length = UInt64.random(in: 1...4, using: &rng)
+                let cells = (0..<3).filter { _ in Bool.random(using: &rng) && length % 2 == 1 }.map {
+                    HistoryCell(slot: $0, length: length, value: .integer(Int64(i)))
+                }
+                writes.append(
+                    RowWrite(hlc: HLC(millis: UInt64(i / 2), counter: 0), site: i % 2 == 0 ? a : b, seq: UInt64(i + 1), length: length, cells: cells))
+            }
+            let one = RowAsOf(writes)
+            let other = RowAsOf(writes.shuffled(using: &rng))
+            #expect(one.length == other.length && one.lengthWrite == other.lengthWrite)
+            for slot in 0..<3 {
+                #expect(one.visible(slot)?.value == other.visible(slot)?.value)
+                #expect(one.visible(slot)?.stamp == other.visible(slot)?.stamp)
+            }
+            #expect(one.length == writes.map(\.length).max())
+        }
+    }
+
+    @Test func aDeleteHidesCellsAndAReinsertStartsClean() {
+        let insert = RowWrite(
+            hlc: HLC(millis: 1, counter: 0), site: a, seq: 1, length: 1, cells: [HistoryCell(slot: 0, length: 1, value: .text("x"))])
+        let delete = RowWrite(hlc: HLC(millis: 2, counter: 0), site: b, seq: 1, length: 2, cells: [])
+        // Concurrent with the delete: written in the life the delete ended.
+        let update = RowWrite(
+            hlc: HLC(millis: 3, counter: 0), site: a, seq: 2, length: 1, cells: [HistoryCell(slot: 1, length: 1, value: .text("y"))])
+        let reinsert = RowWrite(
+            hlc: HLC(millis: 4, counter: 0), site: a, seq: 3, length: 3, cells: [HistoryCell(slot: 1, length: 3, value: .text("z"))])
+        var row = RowAsOf([insert, delete, update])
+        #expect(!row.isPresent && row.lengthWrite == delete && row.visible(0) == nil && row.visible(1) == nil)
+        row.merge(reinsert)
+        #expect(row.isPresent && row.visible(0) == nil && row.visible(1)?.value == .text("z") && row.lengthWrite == reinsert)
+    }
+
+    @Test func aSecondWriteInOneCommitFoldsIntoTheFirst() {
+        var w = RowWrite(hlc: HLC(millis: 1, counter: 0), site: a, seq: 1, length: 1, cells: [HistoryCell(slot: 0, length: 1, value: .integer(1))])
+        w.absorb(length: 1, cells: [HistoryCell(slot: 0, length: 1, value: .integer(2)), HistoryCell(slot: 1, length: 1, value: .integer(3))])
+        #expect(w.cells == [HistoryCell(slot: 0, length: 1, value: .integer(2)), HistoryCell(slot: 1, length: 1, value: .integer(3))])
+        // A delete and a re-insert in one commit: the new life's cells win.
+        w.absorb(length: 2, cells: [])
+        w.absorb(length: 3, cells: [HistoryCell(slot: 1, length: 3, value: .integer(4))])
+        #expect(w.length == 3 && RowAsOf([w]).visible(1)?.value == .integer(4) && RowAsOf([w]).visible(0) == nil)
+        // An earlier life's write after a later one does not replace it.
+        w.absorb(length: 1, cells: [HistoryCell(slot: 1, length: 1, value: .integer(5))])
+        #expect(RowAsOf([w]).visible(1)?.value == .integer(4))
+    }
+}
