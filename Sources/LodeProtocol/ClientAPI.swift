@@ -176,7 +176,13 @@ public enum API {
     /// `POST /v1/datasets/{ds}/query` and `/exec`.
     public struct SQLRequest: Codable, Sendable {
         public var sql: String
-        public init(sql: String) { self.sql = sql }
+        /// Query: run on the dataset as it stood at this point, an ISO 8601
+        /// time or a commit `SITE:SEQ` (`HistoryPoint`). Not for exec.
+        public var asOf: String?
+        public init(sql: String, asOf: String? = nil) {
+            self.sql = sql
+            self.asOf = asOf
+        }
     }
 
     /// The answer to an exec.

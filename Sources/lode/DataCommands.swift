@@ -131,16 +131,64 @@ struct QueryCommand: AsyncParsableCommand {
             """)
     @Argument(help: "The dataset name.") var name: String
     @Argument(help: "One SELECT, WITH, VALUES, EXPLAIN or read-only PRAGMA statement.") var sql: String
+    @Option(
+        name: .customLong("as-of"),
+        help: ArgumentHelp(
+            "Run on the dataset as it stood at this time (ISO 8601: 2026-03-01, 2026-03-01T12:00:00Z) or commit (SITE:SEQ).",
+            valueName: "TIME"))
+    var asOf: String?
     @OptionGroup var node: NodeOptions
     @OptionGroup var format: FormatOption
 
+    func validate() throws {
+        if let asOf, HistoryPoint.parse(asOf) == nil {
+            throw ValidationError("--as-of takes an ISO 8601 time (2026-03-01, 2026-03-01T12:00:00Z) or a commit SITE:SEQ, not \(asOf)")
+        }
+    }
+
     func run() async throws {
         let client = try node.client()
-        let body = try JSONEncoder().encode(API.SQLRequest(sql: sql))
+        let body = try JSONEncoder().encode(API.SQLRequest(sql: sql, asOf: asOf))
         try await printResult(client, format.resolved) { wire in
             try await client.request(
                 .POST, "/datasets/\(percentEncode(name))/query", query: ["format": wire.rawValue],
                 body: .bytes(ByteBuffer(bytes: body)))
+        }
+    }
+}
+
+struct DiffCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diff", abstract: "Rows added, deleted and cells changed between two times, with who changed each.",
+        discussion: """
+            One line per changed cell (an added or deleted row gives one per column): table, key, change, column, old and new
+            value, and the time, site and person of the write that made it. Times are ISO 8601 (2026-03-01,
+            2026-03-01T12:00:00Z) or a commit SITE:SEQ; without --to, up to now.
+            Example: lode diff rare-earths --from 2026-03-01 --table export_controls
+            """)
+    @Argument(help: "The dataset name.") var name: String
+    @Option(help: ArgumentHelp("From this time or commit (changes after it).", valueName: "TIME")) var from: String
+    @Option(help: ArgumentHelp("Up to this time or commit (default: now).", valueName: "TIME")) var to: String?
+    @Option(help: ArgumentHelp("Only this table.", valueName: "T")) var table: String?
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var format: FormatOption
+
+    func validate() throws {
+        for (flag, value) in [("--from", from), ("--to", to)] {
+            if let value, HistoryPoint.parse(value) == nil {
+                throw ValidationError("\(flag) takes an ISO 8601 time (2026-03-01, 2026-03-01T12:00:00Z) or a commit SITE:SEQ, not \(value)")
+            }
+        }
+    }
+
+    func run() async throws {
+        let client = try node.client()
+        var query = ["from": from]
+        if let to { query["to"] = to }
+        if let table { query["table"] = table }
+        try await printResult(client, format.resolved) { wire in
+            query["format"] = wire.rawValue
+            return try await client.request(.GET, "/datasets/\(percentEncode(name))/diff", query: query)
         }
     }
 }

@@ -167,6 +167,60 @@ import Testing
         #expect(r.stdout.contains("10.0.0.2:7443"), "\(r)")
     }
 
+    /// `query --as-of` answers with the tables as they stood at a time or a
+    /// commit; `diff` lists what changed since, with who changed it.
+    @Test func asOfQueriesAndDiffsFromTheCommandLine() throws {
+        let (server, d) = try node("porto")
+        defer { server.stop() }
+        _ = try lode(["dataset", "create", "mines", "--schema", scratch.write("s.sql", Self.schema)] + d)
+        let csv = scratch.write("m.csv", "id,name,output_t\nmp,Mountain Pass,45455\nbo,Bayan Obo,\nmw,Mount Weld,12000\n")
+        var r = try lode(["import", "mines", "mines", csv] + d)
+        #expect(r.status == 0, "\(r)")
+        Thread.sleep(forTimeInterval: 0.01)
+        let iso = ISO8601DateFormatter()
+        iso.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let before = iso.string(from: Date())
+        Thread.sleep(forTimeInterval: 0.01)
+        r = try lode(["exec", "mines", "UPDATE mines SET output_t = 50000 WHERE id = 'mp'; DELETE FROM mines WHERE id = 'mw'"] + d)
+        #expect(r.status == 0 && r.stdout == "2\n", "\(r)")
+        r = try lode(["import", "mines", "mines", scratch.write("n.csv", "id,name\nmk,Mount Kiki\n")] + d)
+        let sql = "SELECT id, output_t FROM mines ORDER BY id"
+        r = try lode(["query", "mines", sql, "--as-of", before, "--format", "csv"] + d)
+        #expect(r.status == 0 && r.lines == ["id,output_t", "bo,", "mp,45455", "mw,12000"], "\(r)")
+        // The same by commit: porto's seq 2 is the first import.
+        r = try lode(["query", "mines", sql, "--as-of", "porto:2", "--format", "csv"] + d)
+        #expect(r.status == 0 && r.lines == ["id,output_t", "bo,", "mp,45455", "mw,12000"], "\(r)")
+        r = try lode(["query", "mines", sql, "--as-of", "porto:3", "--format", "csv"] + d)
+        #expect(r.lines == ["id,output_t", "bo,", "mp,50000"], "\(r)")
+        r = try lode(["query", "mines", sql, "--format", "csv"] + d)
+        #expect(r.lines == ["id,output_t", "bo,", "mk,", "mp,50000"], "\(r)")
+        r = try lode(["diff", "mines", "--from", before, "--format", "csv"] + d)
+        #expect(r.status == 0 && r.lines.first == "table,key,change,column,old,new,time,site,person", "\(r)")
+        let changes = r.lines.dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).prefix(6).joined(separator: ",") }
+        #expect(
+            changes == [
+                "mines,mk,added,name,,Mount Kiki", "mines,mk,added,country,,", "mines,mk,added,output_t,,", "mines,mk,added,grade,,",
+                "mines,mp,changed,output_t,45455,50000",
+                "mines,mw,deleted,name,Mount Weld,", "mines,mw,deleted,country,,", "mines,mw,deleted,output_t,12000,", "mines,mw,deleted,grade,,",
+            ], "\(r)")
+        #expect(r.lines.dropFirst().allSatisfy { $0.hasSuffix(",porto,tess") }, "\(r)")
+        r = try lode(["diff", "mines", "--from", before, "--to", "porto:3", "--table", "mines", "--format", "json"] + d)
+        #expect(r.status == 0 && r.stdout.contains("\"change\":\"changed\"") && !r.stdout.contains("Mount Kiki"), "\(r)")
+        // Mistakes say what is accepted.
+        for (args, fragment, status) in [
+            (["query", "mines", sql, "--as-of", "yesterday"], "ISO 8601", Int32(2)),
+            (["diff", "mines", "--from", "2026-13-01"], "ISO 8601", 2),
+            (["query", "mines", sql, "--as-of", "lisbon:1"], "no site lisbon", 1),
+            (["query", "mines", sql, "--as-of", "porto:99"], "no commit 99 of site porto", 1),
+            (["query", "mines", sql, "--as-of", "1999-01-01"], "no such table as of 1999-01-01", 1),
+            (["diff", "mines", "--from", "porto:3", "--to", "porto:2"], "must not be later", 1),
+            (["diff", "mines", "--from", before, "--table", "quarries"], "no table quarries", 1),
+        ] {
+            r = try lode(args + d)
+            #expect(r.status == status && r.stderr.contains(fragment), "\(args): \(r)")
+        }
+    }
+
     /// Every bad input gets a clear error and leaves the data exactly as it was.
     @Test func errorPathsLeaveTheDataUntouched() throws {
         let (server, d) = try node("lyon")

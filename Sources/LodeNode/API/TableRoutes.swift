@@ -16,7 +16,20 @@ struct TableRoutes: Sendable {
             let body = try await req.decodeJSON(as: API.SQLRequest.self)
             let format = try req.resultFormat()
             let r = try ctx.dataset
+            if let text = body.asOf {
+                let point = try historyPoint(text, "asOf")
+                return try await stream(format) { each in try await r.query(body.sql, asOf: point, each) }
+            }
             return try await stream(format) { each in try await r.query(body.sql, each) }
+        }
+        group.on(.get, "diff", needs: .read) { req, ctx in
+            guard let from = req.query("from") else { throw NodeError(.badInput, "diff needs ?from=TIME (ISO 8601, or a commit SITE:SEQ)") }
+            let start = try historyPoint(from, "from")
+            let end = try req.query("to").map { try historyPoint($0, "to") }
+            let table = req.query("table")
+            let format = try req.resultFormat()
+            let r = try ctx.dataset
+            return try await stream(format) { each in try await r.diff(from: start, to: end, table: table, each) }
         }
         group.on(.post, "exec", needs: .edit) { req, ctx in
             // A script as the body (`application/sql`) streams to a file and
@@ -28,6 +41,7 @@ struct TableRoutes: Sendable {
                 return try json(try await r.exec(file: spool))
             }
             let body = try await req.decodeJSON(as: API.SQLRequest.self)
+            guard body.asOf == nil else { throw NodeError(.badInput, "exec writes now; asOf is for query only") }
             let report = try await ctx.dataset.exec(body.sql)
             return try json(report)
         }
@@ -47,6 +61,16 @@ struct TableRoutes: Sendable {
             guard let sql = req.query("sql") else { throw NodeError(.badInput, "watch needs ?sql=QUERY") }
             return try await watch(try ctx.dataset, sql: sql)
         }
+    }
+
+    /// A point in history a request names, or a bad-input error saying
+    /// what is accepted.
+    func historyPoint(_ text: String, _ field: String) throws -> HistoryPoint {
+        guard let p = HistoryPoint.parse(text) else {
+            throw NodeError(
+                .badInput, "\(field) must be an ISO 8601 time (2026-03-01, 2026-03-01T12:00:00Z) or a commit SITE:SEQ, not \(text)")
+        }
+        return p
     }
 
     /// Spools the uploaded CSV to a temporary file (so the import, which is
