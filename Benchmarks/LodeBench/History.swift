@@ -1,0 +1,175 @@
+import Foundation
+import LodeCore
+import LodeNode
+import LodeSQLite
+import LodeStore
+
+/// W13 and W14: history (DESIGN §12). W13 asks "as of" and "what changed"
+/// of W1's table after churn; W14 measures what history costs on disk.
+extension Suite {
+    /// Counts the rows of a query's answer.
+    final class Counter: @unchecked Sendable {
+        var rows = 0
+        func add(_ e: QueryEvent) { if case .row = e { rows += 1 } }
+    }
+
+    static func nowMillis() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
+
+    /// Runs `sql` now or as of `point`: seconds and rows.
+    static func timed(_ r: any SQLReplicaStore, _ sql: String, asOf point: HistoryPoint?) async throws -> (Double, Int) {
+        let counter = Counter()
+        let start = ContinuousClock.now
+        if let point {
+            try await r.query(sql, asOf: point) { counter.add($0) }
+        } else {
+            try await r.query(sql) { counter.add($0) }
+        }
+        return (seconds(since: start), counter.rows)
+    }
+
+    // MARK: W13 as-of and diff
+
+    /// On a copy of W1's table: the time `before` is taken, then two
+    /// imports each change most cells of a tenth of the rows (rows spread
+    /// over the table, random keys), then the time `recent` is taken and
+    /// 10,000 more rows change. As of `before`, a fifth of the rows must be
+    /// merged from their history. Point lookups of random keys (half of them
+    /// among the changed rows) and a full scan run as of `before` and now;
+    /// `diff --from recent` lists the 10,000 rows' changes.
+    func w13() async throws -> [Result] {
+        guard let source else { throw BenchError("W13 needs W1") }
+        let dir = ws.path("w13")
+        try FileManager.default.copyItem(atPath: source, toPath: dir)
+        let node = try Node.open(dataDir: dir)
+        defer { node.close() }
+        let replica = try node.replica("bench")
+        let step = max(1, rows / min(rows, 100_000))
+        let rounds = [(0, 5001), (step / 2, 5002)]
+        try await Task.sleep(for: .milliseconds(5))
+        let before = Self.nowMillis()
+        try await Task.sleep(for: .milliseconds(5))
+        var changed: [Int] = []
+        for (offset, seed) in rounds {
+            let file = ws.path("w13-\(seed).csv")
+            let which = Array(stride(from: offset, to: rows, by: step))
+            changed += which
+            try Rows.write(rows: which, seed: UInt64(seed), to: file)
+            _ = try await replica.importCSV(table: "sites", path: file)
+        }
+        try await Task.sleep(for: .milliseconds(5))
+        let recent = Self.nowMillis()
+        try await Task.sleep(for: .milliseconds(5))
+        let diffRows = min(10_000, rows / 10)
+        let diffStep = rows / diffRows
+        let diffWhich = Array(stride(from: 3, to: diffRows * diffStep, by: diffStep))
+        let diffFile = ws.path("w13-diff.csv")
+        try Rows.write(rows: diffWhich, seed: 5003, to: diffFile)
+        _ = try await replica.importCSV(table: "sites", path: diffFile)
+
+        // Point lookups: random keys, half among the rows changed since `before`.
+        var rng = SeededGenerator(seed: 13)
+        var asOfTimes: [Double] = [], nowTimes: [Double] = []
+        for i in 0..<400 {
+            let row = i % 2 == 0 ? changed[Int.random(in: 0..<changed.count, using: &rng)] : Int.random(in: 0..<rows, using: &rng)
+            let sql = "SELECT * FROM sites WHERE id = '\(Rows.key(row))'"
+            let (a, n) = try await Self.timed(replica, sql, asOf: .time(millis: before))
+            let (b, m) = try await Self.timed(replica, sql, asOf: nil)
+            guard n == 1 && m == 1 else { throw BenchError("point lookup of row \(row) found \(n) rows as of, \(m) now") }
+            asOfTimes.append(a * 1000)
+            nowTimes.append(b * 1000)
+        }
+        let lookup = median(asOfTimes)
+        let p99 = asOfTimes.sorted()[asOfTimes.count * 99 / 100]
+        // Full scans, streamed to a counter, alternating.
+        var scanAsOf: [Double] = [], scanNow: [Double] = []
+        resetPeakMemory()
+        for _ in 0..<runs {
+            let (a, n) = try await Self.timed(replica, "SELECT * FROM sites", asOf: .time(millis: before))
+            let (b, m) = try await Self.timed(replica, "SELECT * FROM sites", asOf: nil)
+            guard n == rows && m == rows else { throw BenchError("a full scan read \(n) rows as of, \(m) now") }
+            scanAsOf.append(a)
+            scanNow.append(b)
+        }
+        let scanMem = peakMemoryMB()
+        // The diff of the last 10,000 rows' changes, beside reading those rows now.
+        var diffTimes: [Double] = [], readTimes: [Double] = []
+        var lines = 0
+        let keys = diffWhich.map { "'\(Rows.key($0))'" }.joined(separator: ",")
+        for _ in 0..<runs {
+            let counter = Counter()
+            let start = ContinuousClock.now
+            try await replica.diff(from: .time(millis: recent), to: nil, table: "sites") { counter.add($0) }
+            diffTimes.append(seconds(since: start))
+            lines = counter.rows
+            let (b, m) = try await Self.timed(replica, "SELECT * FROM sites WHERE id IN (\(keys))", asOf: nil)
+            guard m == diffRows else { throw BenchError("read \(m) of the \(diffRows) changed rows") }
+            readTimes.append(b)
+        }
+        guard lines >= diffRows else { throw BenchError("the diff listed \(lines) changes for \(diffRows) changed rows") }
+        let changedShare = Double(Set(changed).count + diffWhich.count) / Double(rows) * 100
+        return [
+            Result(
+                workload: "W13", what: "as-of point lookup by key on the \(rows)-row table, 400 keys (half changed since)", value: lookup, unit: "ms",
+                baseline: median(nowTimes), baselineUnit: "ms (the same lookup now)", ratio: lookup / median(nowTimes), target: "< 10 ms",
+                met: lookup < 10, peakMemoryMB: peakMemoryMB(), runs: 400,
+                notes: String(format: "p99 %.2f ms; %.0f%% of rows written since the time asked", p99, changedShare)),
+            Result(
+                workload: "W13", what: "as-of full scan (SELECT *) of the \(rows)-row table", value: median(scanAsOf), unit: "s",
+                baseline: median(scanNow), baselineUnit: "s (the same scan now)", ratio: median(scanAsOf) / median(scanNow),
+                target: "≤ 3× the scan now",
+                met: median(scanAsOf) <= 3 * median(scanNow), peakMemoryMB: scanMem, runs: runs,
+                notes: String(format: "%.0f%% of rows merged from their history", Double(Set(changed).count + diffWhich.count) / Double(rows) * 100)),
+            Result(
+                workload: "W13", what: "diff of \(diffRows) changed rows (\(lines) changed cells)", value: median(diffTimes), unit: "s",
+                baseline: median(readTimes), baselineUnit: "s (reading those rows now by key)", ratio: median(diffTimes) / median(readTimes),
+                target: "< 2 s", met: median(diffTimes) < 2, peakMemoryMB: peakMemoryMB(), runs: runs, notes: "streamed to a counter"),
+        ]
+    }
+
+    // MARK: W14 history on disk
+
+    /// A 100,000-row table (at most `rows`) imported, then every row
+    /// updated in each of 10 rounds (most cells change): the dataset file's
+    /// bytes per row after the import and after the rounds, beside a plain
+    /// SQLite table holding the same final rows.
+    func w14() async throws -> [Result] {
+        let n = min(rows, 100_000)
+        let dir = try ws.makeNode("w14")
+        let node = try Node.open(dataDir: dir)
+        let replica = try await node.createDataset("churn", schema: Rows.schema)
+        let first = ws.path("w14-0.csv")
+        try Rows.write(count: n, seed: 14, to: first)
+        _ = try await replica.importCSV(table: "sites", path: first)
+        let path = dir + "/datasets/churn.db"
+        node.close()
+        let afterImport = try Raw.fileBytes(path)
+        let rawImport = ws.path("w14-raw0.db")
+        _ = try Raw.load(csv: first, into: rawImport, upsert: false)
+        let plainImport = try Raw.fileBytes(rawImport)
+        let again = try Node.open(dataDir: dir)
+        let churned = try again.replica("churn")
+        var last = first
+        for round in 1...10 {
+            last = ws.path("w14-\(round).csv")
+            try Rows.write(count: n, seed: UInt64(14 + round), to: last)
+            _ = try await churned.importCSV(table: "sites", path: last)
+        }
+        again.close()
+        let afterChurn = try Raw.fileBytes(path)
+        let parts = try Raw.structureBytes(path).prefix(5).map { String(format: "%@ %.0f", $0.name, Double($0.bytes) / Double(n)) }
+        let rawChurn = ws.path("w14-raw.db")
+        _ = try Raw.load(csv: last, into: rawChurn, upsert: false)
+        let plain = try Raw.fileBytes(rawChurn)
+        return [
+            Result(
+                workload: "W14", what: "bytes on disk per row after importing \(n) rows", value: Double(afterImport) / Double(n), unit: "B/row",
+                baseline: Double(plainImport) / Double(n), baselineUnit: "B/row (plain table)", ratio: Double(afterImport) / Double(plainImport),
+                target: "", met: nil, peakMemoryMB: peakMemoryMB(), runs: 1, notes: "a row written once keeps no history"),
+            Result(
+                workload: "W14", what: "bytes on disk per row after 10 rounds updating every row", value: Double(afterChurn) / Double(n),
+                unit: "B/row", baseline: Double(plain) / Double(n), baselineUnit: "B/row (plain table, final rows)",
+                ratio: Double(afterChurn) / Double(plain), target: "(before compaction)", met: nil, peakMemoryMB: peakMemoryMB(), runs: 1,
+                notes: "per row: " + parts.joined(separator: ", ")),
+        ]
+    }
+}
