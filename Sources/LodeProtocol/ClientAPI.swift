@@ -185,6 +185,30 @@ public enum API {
         }
     }
 
+    /// `POST /v1/restore`: what a restore did.
+    public struct RestoreReport: Codable, Sendable, Equatable {
+        /// The dataset the backup holds.
+        public var dataset: String
+        /// Commits in the backup's log.
+        public var commits = 0
+        /// Commits applied here.
+        public var applied = 0
+        /// Commits this node already held.
+        public var alreadyHeld = 0
+        /// Commits refused (forged, altered, unauthorized, past a cut-off…).
+        public var refused = 0
+        /// Commits that could not be applied: what they follow is missing
+        /// from the backup and from this node.
+        public var unapplied = 0
+        /// Site certificates the backup carried that this node did not know,
+        /// verified against the cluster CA and kept.
+        public var certificatesAdded = 0
+        /// Why commits or certificates were refused (the first few).
+        public var reasons: [String] = []
+
+        public init(dataset: String) { self.dataset = dataset }
+    }
+
     /// The answer to an exec.
     public typealias ExecResult = WriteReport
 

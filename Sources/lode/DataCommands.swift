@@ -193,6 +193,93 @@ struct DiffCommand: AsyncParsableCommand {
     }
 }
 
+struct BackupCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "backup", abstract: "Write a consistent copy of a dataset to a file, while the node keeps serving and syncing.",
+        discussion: """
+            The copy is an SQLite file holding the dataset's tables, history and signed log; lode restore brings it back
+            on any node of the cluster, verifying every commit. FILE must not exist.
+            Example: lode backup rare-earths rare-earths-2026-12-01.lodebackup
+            """)
+    @Argument(help: "The dataset name.") var name: String
+    @Argument(help: "The file to write.") var file: String
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        let path = DataDir.absolute(file)
+        guard !FileManager.default.fileExists(atPath: path) else { throw CLIError.failed("\(file) exists; name a new file") }
+        let client = try node.client()
+        let response = try await client.request(.GET, "/datasets/\(percentEncode(name))/backup")
+        try await client.checkStreaming(response)
+        // Written beside the target and renamed once whole, so that an
+        // interrupted backup never looks like a finished one.
+        let partial = path + ".partial"
+        guard FileManager.default.createFile(atPath: partial, contents: nil, attributes: [.posixPermissions: 0o600]),
+            let out = FileHandle(forWritingAtPath: partial)
+        else { throw CLIError.failed("cannot write \(file)") }
+        let progress = ProgressLine()
+        var written: UInt64 = 0
+        do {
+            for try await buffer in response.body {
+                try out.write(contentsOf: buffer.readableBytesView)
+                written += UInt64(buffer.readableBytes)
+                progress.show("receiving \(name): \(formatBytes(written))")
+            }
+            try out.synchronize()
+            try out.close()
+            if let expected = response.headers.first(name: "Content-Length").flatMap(UInt64.init), expected != written {
+                throw CLIError.failed("the node stopped after \(formatBytes(written)) of \(formatBytes(expected)); no backup was written")
+            }
+            try FileManager.default.moveItem(atPath: partial, toPath: path)
+        } catch {
+            progress.clear()
+            try? out.close()
+            try? FileManager.default.removeItem(atPath: partial)
+            throw error
+        }
+        progress.clear()
+        if stderrIsTerminal { note("backed up \(name) to \(file) (\(formatBytes(written)))") }
+    }
+}
+
+struct RestoreCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore", abstract: "Bring a dataset back from a backup file; every commit in it is verified like a peer's.",
+        discussion: """
+            The backup's site certificates are checked against the cluster CA and its commits applied as sync applies a
+            peer's: a dataset the node lacks comes into being, one it holds gains what it lacks. Prints what was applied.
+            Example: lode restore rare-earths-2026-12-01.lodebackup
+            """)
+    @Argument(help: "The backup file (lode backup).") var file: String
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var format: FormatOption
+
+    func run() async throws {
+        let path = DataDir.absolute(file)
+        guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? UInt64,
+            FileManager.default.isReadableFile(atPath: path)
+        else { throw CLIError.failed("cannot read \(file)") }
+        let progress = ProgressLine()
+        let chunks = FileChunks(path: path) { sent in
+            progress.show("uploading \(file): \(Int(Double(sent) / Double(max(size, 1)) * 100))% of \(formatBytes(size))")
+        }
+        let report = try await node.client().call(
+            .POST, "/restore", body: .stream(chunks, length: .known(Int64(size))), contentType: "application/vnd.sqlite3",
+            as: API.RestoreReport.self)
+        progress.clear()
+        if format.resolved == .json { return try printJSON(report) }
+        RecordPrinter(format: format.resolved).print(
+            columns: ["dataset", "commits", "applied", "already_held", "refused", "unapplied", "certificates_added"],
+            rows: [
+                [
+                    .text(report.dataset), .integer(Int64(report.commits)), .integer(Int64(report.applied)), .integer(Int64(report.alreadyHeld)),
+                    .integer(Int64(report.refused)), .integer(Int64(report.unapplied)), .integer(Int64(report.certificatesAdded)),
+                ]
+            ])
+        for reason in report.reasons { note(reason) }
+    }
+}
+
 struct ExportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export", abstract: "Print a whole table, ordered by primary key.",

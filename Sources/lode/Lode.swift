@@ -18,7 +18,7 @@ struct Lode: AsyncParsableCommand {
         version: Node.version,
         subcommands: [
             CAGroup.self, InitCommand.self, ServeCommand.self, DatasetGroup.self, SchemaCommand.self,
-            ImportCommand.self, ExportCommand.self, QueryCommand.self, DiffCommand.self, ExecCommand.self,
+            ImportCommand.self, ExportCommand.self, QueryCommand.self, DiffCommand.self, ExecCommand.self, BackupCommand.self, RestoreCommand.self,
             AnnotateCommand.self, AnnotationsCommand.self, HistoryCommand.self, ConflictsCommand.self,
             StatusCommand.self, PeersGroup.self, SyncCommand.self, WatchCommand.self, RevokeCommand.self, DemoCommand.self,
             UserGroup.self, UICommand.self,

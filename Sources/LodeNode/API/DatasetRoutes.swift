@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import LodeCore
 import LodeProtocol
@@ -16,11 +17,29 @@ struct DatasetRoutes: Sendable {
             let replica = try await node.createDataset(body.name, schema: body.schema)
             return try json(try await info(replica), status: .created)
         }
+        group.on(.post, "restore", needs: .operate) { req, _ in
+            let spool = try await node.spool(req.body, as: "backup", empty: "the request needs a backup file as its body (lode backup)")
+            defer { try? FileManager.default.removeItem(atPath: spool) }
+            return try json(try await node.restore(from: spool))
+        }
     }
 
     func add(toDataset group: RouterGroup<DatasetRequestContext>) {
         group.on(.get, "", needs: .read) { _, ctx in try json(try await info(try ctx.dataset)) }
         group.on(.get, "schema", needs: .read) { _, ctx in text(try await ctx.dataset.schemaSQL(), contentType: "application/sql") }
+        group.on(.get, "backup", needs: .read) { _, ctx in
+            // A consistent copy in the node's temporary folder, streamed
+            // and then removed.
+            try FileManager.default.createDirectory(atPath: node.paths.tmp, withIntermediateDirectories: true)
+            let path = node.paths.tmp + "/backup-\(UUID().uuidString).db"
+            do {
+                try await node.backup(try ctx.dataset, to: path)
+                return try fileResponse(path, contentType: "application/vnd.sqlite3", removeAfter: true)
+            } catch {
+                try? FileManager.default.removeItem(atPath: path)
+                throw error
+            }
+        }
         group.on(.post, "alter", needs: .edit) { req, ctx in
             let body = try await req.decodeJSON(as: API.AlterDataset.self)
             return try json(API.AlterResult(try await ctx.dataset.alter(try SchemaParser.parse(body.schema))))

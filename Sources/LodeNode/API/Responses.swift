@@ -110,3 +110,54 @@ final class EncoderBox: @unchecked Sendable {
     func row(_ r: [Value]) -> [UInt8]? { encoder.row(r) }
     func finish() -> [UInt8] { encoder.finish() }
 }
+
+extension Node {
+    /// Writes a request body to a new file (0600) in the node's temporary
+    /// folder as it arrives, so that no upload is held in memory; returns
+    /// its path. An empty body is refused with `empty`.
+    func spool(_ body: RequestBody, as ext: String, empty: String) async throws -> String {
+        try FileManager.default.createDirectory(atPath: paths.tmp, withIntermediateDirectories: true)
+        let spool = paths.tmp + "/upload-\(UUID().uuidString).\(ext)"
+        guard FileManager.default.createFile(atPath: spool, contents: nil, attributes: [.posixPermissions: 0o600]),
+            let handle = FileHandle(forWritingAtPath: spool)
+        else {
+            throw NodeError(.storage, "cannot create a file in \(paths.tmp) for the upload")
+        }
+        do {
+            var bytes = 0
+            for try await buffer in body {
+                try handle.write(contentsOf: buffer.readableBytesView)
+                bytes += buffer.readableBytes
+            }
+            try handle.close()
+            guard bytes > 0 else { throw NodeError(.badInput, empty) }
+        } catch {
+            try? handle.close()
+            try? FileManager.default.removeItem(atPath: spool)
+            throw error
+        }
+        return spool
+    }
+}
+
+/// A file as the response body, read a megabyte at a time; with
+/// `removeAfter`, the file is removed once sent (or the client went).
+func fileResponse(_ path: String, contentType: String, removeAfter: Bool = false) throws -> Response {
+    guard let handle = FileHandle(forReadingAtPath: path) else { throw NodeError(.storage, "cannot read \(path)") }
+    let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? nil
+    var headers = HTTPFields()
+    headers[.contentType] = contentType
+    if let size { headers[.contentLength] = String(size) }
+    return Response(
+        status: .ok, headers: headers,
+        body: ResponseBody { writer in
+            defer {
+                try? handle.close()
+                if removeAfter { try? FileManager.default.removeItem(atPath: path) }
+            }
+            while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+                try await writer.write(ByteBuffer(bytes: chunk))
+            }
+            try await writer.finish(nil)
+        })
+}

@@ -36,7 +36,7 @@ struct TableRoutes: Sendable {
             // runs from there in bounded memory; JSON carries up to 2 MiB.
             if let type = req.headers[.contentType], type.lowercased().hasPrefix("application/sql") {
                 let r = try ctx.dataset
-                let spool = try await spool(req.body, as: "sql", empty: "the request needs a body of SQL statements")
+                let spool = try await node.spool(req.body, as: "sql", empty: "the request needs a body of SQL statements")
                 defer { try? FileManager.default.removeItem(atPath: spool) }
                 return try json(try await r.exec(file: spool))
             }
@@ -77,7 +77,7 @@ struct TableRoutes: Sendable {
     /// one transaction, never waits on the network), then imports it,
     /// answering with NDJSON progress lines and a final result line.
     func importCSV(_ r: any SQLReplicaStore, table: String, body: RequestBody) async throws -> Response {
-        let spool = try await spool(body, as: "csv", empty: "the request needs a CSV body: a header naming the columns, then rows")
+        let spool = try await node.spool(body, as: "csv", empty: "the request needs a CSV body: a header naming the columns, then rows")
         // A file whose table or header does not fit is refused with a status
         // of its own, before the answer starts; later errors (a bad line)
         // come as the stream's last line.
@@ -118,33 +118,6 @@ struct TableRoutes: Sendable {
                 _ = await task.result
                 try await writer.finish(nil)
             })
-    }
-
-    /// Writes a request body to a new file (0600) in the node's temporary
-    /// folder as it arrives, so that no upload is held in memory; returns
-    /// its path. An empty body is refused with `empty`.
-    func spool(_ body: RequestBody, as ext: String, empty: String) async throws -> String {
-        try FileManager.default.createDirectory(atPath: node.paths.tmp, withIntermediateDirectories: true)
-        let spool = node.paths.tmp + "/upload-\(UUID().uuidString).\(ext)"
-        guard FileManager.default.createFile(atPath: spool, contents: nil, attributes: [.posixPermissions: 0o600]),
-            let handle = FileHandle(forWritingAtPath: spool)
-        else {
-            throw NodeError(.storage, "cannot create a file in \(node.paths.tmp) for the upload")
-        }
-        do {
-            var bytes = 0
-            for try await buffer in body {
-                try handle.write(contentsOf: buffer.readableBytesView)
-                bytes += buffer.readableBytes
-            }
-            try handle.close()
-            guard bytes > 0 else { throw NodeError(.badInput, empty) }
-        } catch {
-            try? handle.close()
-            try? FileManager.default.removeItem(atPath: spool)
-            throw error
-        }
-        return spool
     }
 
     /// The most rows one `watch` result may have.
