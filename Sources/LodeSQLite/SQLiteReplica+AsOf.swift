@@ -61,7 +61,7 @@ extension SQLiteReplica {
                 }
                 tables = [t]
             }
-            let reader = try HistoryReader(db)
+            let reader = try HistoryReader(db, naming: true)
             let names = try SiteRegistry.names(db)
             var people: [String: String?] = [:]
             let person = try db.makeStatement(sql: "SELECT person FROM _lode_log WHERE site = ? AND seq = ?")
@@ -150,8 +150,12 @@ final class HistoryReader: @unchecked Sendable {
         let site: SiteID
     }
 
-    init(_ db: Database) throws {
+    /// Whether `write(_:)` is wanted (the diff names each change's writer).
+    private let naming: Bool
+
+    init(_ db: Database, naming: Bool = false) throws {
         self.db = db
+        self.naming = naming
         sites = try SiteRegistry.load(db)
         entries = try RawStatement(db, "SELECT hlc, site, seq, cl, cells FROM _lode_history WHERE tbl = ? AND pk = ? AND hlc <= ?")
         metas = try RawStatement(db, RowMeta.select)
@@ -168,10 +172,16 @@ final class HistoryReader: @unchecked Sendable {
             guard try metas.step(db) else { return [] }
             meta = try RowMeta(metas)
         }
+        return try writes(t, pk: pk, meta: meta, upTo: upTo)
+    }
+
+    /// The same, for a row whose `_lode_rows` state the caller read.
+    func writes(_ t: TableState, pk: String, meta: RowMeta, upTo: HLC) throws -> [RowWrite] {
+        last.removeAll(keepingCapacity: true)
         if !meta.kept {
             guard meta.last <= upTo.rawValue else { return [] }
             let w = try FirstWrite.read(db, t, pk: pk, meta: meta, sites: sites)
-            last[CellStampKey(hlc: w.hlc, site: w.site)] = w
+            if naming { last[CellStampKey(hlc: w.hlc, site: w.site)] = w }
             return [w]
         }
         defer { entries.reset() }
@@ -187,7 +197,7 @@ final class HistoryReader: @unchecked Sendable {
                 hlc: HLC(rawValue: UInt64(bitPattern: entries.int64(0))), site: site, seq: UInt64(bitPattern: entries.int64(2)),
                 length: UInt64(bitPattern: entries.int64(3)), cells: try RowWrite.decodeCells(entries.blob(4)))
             out.append(w)
-            last[CellStampKey(hlc: w.hlc, site: w.site)] = w
+            if naming { last[CellStampKey(hlc: w.hlc, site: w.site)] = w }
         }
         return out
     }
@@ -207,23 +217,19 @@ final class AsOfViews: @unchecked Sendable {
     private let db: Database
     private let names: [String]
     private let functions: [DatabaseFunction]
+    private let rows: AsOfRows
 
-    init(_ db: Database, at stamp: HLC) throws {
+    init(_ db: Database, at stamp: HLC, scanAfter: Int = AsOfRows.scanAfter) throws {
         self.db = db
         let schema = try SchemaCatalog.load(db)
-        let rows = AsOfRows(reader: try HistoryReader(db), tables: schema.tables.values, stamp: stamp)
+        rows = try AsOfRows(db, reader: try HistoryReader(db), tables: schema.tables.values, stamp: stamp, scanAfter: scanAfter)
+        rows.register(on: db.sqliteConnection)
         let at = Int64(bitPattern: stamp.rawValue)
-        let asOf = DatabaseFunction("lode_as_of", argumentCount: 3, pure: false) { args in
-            guard let table = Int64.fromDatabaseValue(args[0]), let pk = String.fromDatabaseValue(args[1]),
-                let slot = Int.fromDatabaseValue(args[2])
-            else { return nil }
-            return try rows.value(table: table, pk: pk, slot: slot)
-        }
         let label = stamp.iso8601
         let absent = DatabaseFunction("lode_as_of_absent", argumentCount: 1, pure: false) { args in
             throw DatabaseError(resultCode: .SQLITE_ERROR, message: "no such table as of \(label): \(String.fromDatabaseValue(args[0]) ?? "?")")
         }
-        functions = [asOf, absent]
+        functions = [absent]
         for f in functions { db.add(function: f) }
         var made: [String] = []
         do {
@@ -234,14 +240,18 @@ final class AsOfViews: @unchecked Sendable {
                 let sql: String
                 if defined {
                     let merged = columns.map { "lode_as_of(\(t.id), c.pk, \(t.slots[$0.name]!))" }
+                    // Branch one: rows not written since, as the table
+                    // holds them (`lode_as_of_current`). Branch two: the others, merged from their
+                    // history; `lode_as_of_row` reads the row's state from
+                    // the scan (no second lookup) and says whether it existed.
                     sql = """
                         CREATE TEMP VIEW \(quote(t.name))(\(names)) AS
                         SELECT \(names) FROM main.\(quote(t.name)) AS r
-                         WHERE (SELECT m.last FROM main._lode_rows m WHERE m.tbl = \(t.id) AND m.pk = r.\(quote(t.primaryKey))) <= \(at)
+                         WHERE lode_as_of_current(\(t.id), r.\(quote(t.primaryKey)))
                         UNION ALL
                         SELECT \((["c.pk"] + merged).joined(separator: ", "))
-                          FROM (SELECT pk FROM main._lode_rows WHERE tbl = \(t.id) AND last > \(at)) AS c
-                         WHERE lode_as_of(\(t.id), c.pk, -1)
+                          FROM (SELECT pk, cl, clocks, last, kept, first_log FROM main._lode_rows WHERE tbl = \(t.id) AND last > \(at)) AS c
+                         WHERE lode_as_of_row(\(t.id), c.pk, c.cl, c.clocks, c.last, c.kept, c.first_log)
                         """
                 } else {
                     // Every column, so that any query of it compiles and
@@ -268,34 +278,217 @@ final class AsOfViews: @unchecked Sendable {
     func drop() {
         for n in names { try? db.execute(sql: "DROP VIEW IF EXISTS temp.\(quote(n))") }
         for f in functions { db.remove(function: f) }
+        rows.unregister(from: db.sqliteConnection)
     }
 }
 
-/// The rows an as-of view merges from history, for its `lode_as_of`
-/// function: the last row merged is kept, since the function is called for
-/// its presence and then for each column, one row after another.
+/// The rows an as-of view merges from history, for its SQL functions
+/// (SQLite's C API: they run for every column of every such row):
+/// `lode_as_of_row(table, pk, cl, clocks, last, kept, first_log)` merges a
+/// row from its history, keeps it, and says whether it existed;
+/// `lode_as_of(table, pk, slot)` then gives the value it showed in a slot.
 final class AsOfRows: @unchecked Sendable {
     private let reader: HistoryReader
     private let tables: [Int64: TableState]
     private let stamp: HLC
-    private var cached: (table: Int64, pk: String, row: RowAsOf)?
+    private struct Merged {
+        let table: Int64
+        let pk: [UInt8]
+        let row: RowAsOf
+    }
+    private var cached: Merged?
+    private let db: Database
+    private let lastWrite: RawStatement
+    private let written: RawStatement
+    /// Per table: rows asked about one by one so far, and once that passes
+    /// `scanAfter`, the keys of every row written since the stamp.
+    private var asked: [Int64: Int] = [:]
+    private var writtenSince: [Int64: SortedKeys] = [:]
+    /// After this many rows of a table asked about one by one, the query is
+    /// taken for a scan: the rows written since are read once, in one pass.
+    static let scanAfter = 2000
 
-    init<S: Sequence>(reader: HistoryReader, tables: S, stamp: HLC) where S.Element == TableState {
+    private let scanAfter: Int
+
+    init<S: Sequence>(_ db: Database, reader: HistoryReader, tables: S, stamp: HLC, scanAfter: Int) throws where S.Element == TableState {
+        self.db = db
+        self.scanAfter = scanAfter
+        lastWrite = try RawStatement(db, "SELECT last FROM _lode_rows WHERE tbl = ? AND pk = ?")
+        written = try RawStatement(db, "SELECT pk FROM _lode_rows WHERE tbl = ? AND last > ?")
         self.reader = reader
         self.tables = Dictionary(uniqueKeysWithValues: tables.map { ($0.id, $0) })
         self.stamp = stamp
     }
 
-    /// Slot -1: whether the row exists; else the value the row shows in the slot.
-    func value(table: Int64, pk: String, slot: Int) throws -> DatabaseValue? {
-        guard let t = tables[table] else { return nil }
-        if cached == nil || cached!.table != table || cached!.pk != pk {
-            cached = (table, pk, RowAsOf(try reader.writes(t, pk: pk, upTo: stamp)))
+    /// True when row `pk` of `table` was not written after the stamp, so
+    /// the table holds it as it was. A point lookup asks about a row or
+    /// two: each is looked up. A scan asks about every row: after a few
+    /// thousand, the rows written since are read in one pass, and the rest
+    /// answered from memory.
+    func isCurrent(table: Int64, pk: UnsafeBufferPointer<UInt8>) throws -> Bool {
+        if let keys = writtenSince[table] { return !keys.contains(pk) }
+        let n = asked[table, default: 0] + 1
+        asked[table] = n
+        if n > scanAfter {
+            var keys: [[UInt8]] = []
+            defer { written.reset() }
+            written.bind(1, table)
+            written.bind(2, Int64(bitPattern: stamp.rawValue))
+            while try written.step(db) { keys.append(written.blob(0)) }
+            let sorted = SortedKeys(keys)
+            writtenSince[table] = sorted
+            return !sorted.contains(pk)
         }
-        let row = cached!.row
-        if slot < 0 { return row.isPresent.databaseValue }
-        guard slot < t.bySlot.count, let def = t.bySlot[slot] else { return nil }
-        return SQLiteAffinity.stored(row.visible(slot)?.value ?? def.defaultValue, in: def.type).databaseValue
+        defer { lastWrite.reset() }
+        lastWrite.bind(1, table)
+        lastWrite.bind(2, String(decoding: pk, as: UTF8.self))
+        guard try lastWrite.step(db) else { return false }
+        return UInt64(bitPattern: lastWrite.int64(0)) <= stamp.rawValue
+    }
+
+    /// Merges row `pk` of `table` from its history up to the stamp.
+    func merge(table: Int64, pk: [UInt8], meta: RowMeta) throws -> Bool {
+        guard let t = tables[table] else { return false }
+        let row = RowAsOf(try reader.writes(t, pk: String(decoding: pk, as: UTF8.self), meta: meta, upTo: stamp))
+        cached = Merged(table: table, pk: pk, row: row)
+        return row.isPresent
+    }
+
+    /// The value row `pk` of `table` showed in `slot`, as the table would
+    /// hold it: from the last row merged, which is this row when SQLite
+    /// evaluates the view's columns right after its condition, as it does;
+    /// merged afresh otherwise.
+    func value(table: Int64, pk: UnsafeBufferPointer<UInt8>, slot: Int) throws -> Value {
+        guard let t = tables[table], slot >= 0, slot < t.bySlot.count, let def = t.bySlot[slot] else { return .null }
+        if cached == nil || cached!.table != table || !cached!.pk.elementsEqual(pk) {
+            let key = String(decoding: pk, as: UTF8.self)
+            cached = Merged(table: table, pk: Array(pk), row: RowAsOf(try reader.writes(t, pk: key, upTo: stamp)))
+        }
+        return SQLiteAffinity.stored(cached!.row.visible(slot)?.value ?? def.defaultValue, in: def.type)
+    }
+
+    func register(on db: OpaquePointer?) {
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        sqlite3_create_function_v2(db, "lode_as_of_row", 7, SQLITE_UTF8, me, asOfRowFunction, nil, nil, nil)
+        sqlite3_create_function_v2(db, "lode_as_of", 3, SQLITE_UTF8, me, asOfValueFunction, nil, nil, nil)
+        sqlite3_create_function_v2(db, "lode_as_of_current", 2, SQLITE_UTF8, me, asOfCurrentFunction, nil, nil, nil)
+    }
+
+    func unregister(from db: OpaquePointer?) {
+        sqlite3_create_function_v2(db, "lode_as_of_row", 7, SQLITE_UTF8, nil, nil, nil, nil, nil)
+        sqlite3_create_function_v2(db, "lode_as_of", 3, SQLITE_UTF8, nil, nil, nil, nil, nil)
+        sqlite3_create_function_v2(db, "lode_as_of_current", 2, SQLITE_UTF8, nil, nil, nil, nil, nil)
+    }
+}
+
+/// Keys in SQLite's BINARY order (as a scan of `_lode_rows` by key reads
+/// them), asked about by a scan that mostly moves forward: each answer
+/// starts where the last one ended; a first question, or a step back, is a
+/// binary search.
+final class SortedKeys {
+    private let keys: [[UInt8]]
+    private var at = -1
+
+    init(_ sorted: [[UInt8]]) { keys = sorted }
+
+    func contains(_ key: UnsafeBufferPointer<UInt8>) -> Bool {
+        if at < 0 || (at > 0 && Self.compare(keys[at - 1], key) > 0) {
+            // The first key not below `key`.
+            var lo = 0
+            var hi = keys.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if Self.compare(keys[mid], key) < 0 { lo = mid + 1 } else { hi = mid }
+            }
+            at = lo
+        }
+        while at < keys.count {
+            let c = Self.compare(keys[at], key)
+            if c == 0 { return true }
+            if c > 0 { return false }
+            at += 1
+        }
+        return false
+    }
+
+    /// memcmp order, shorter first on a tie: SQLite's BINARY collation.
+    static func compare(_ a: [UInt8], _ b: UnsafeBufferPointer<UInt8>) -> Int {
+        a.withUnsafeBufferPointer { a in
+            let n = min(a.count, b.count)
+            if n > 0, let pa = a.baseAddress, let pb = b.baseAddress {
+                let c = memcmp(pa, pb, n)
+                if c != 0 { return Int(c) }
+            }
+            return a.count - b.count
+        }
+    }
+}
+
+/// The bytes of an SQL text argument.
+private func textArgument(_ v: OpaquePointer?) -> UnsafeBufferPointer<UInt8> {
+    let n = Int(sqlite3_value_bytes(v))
+    guard n > 0, let p = sqlite3_value_text(v) else { return UnsafeBufferPointer(start: nil, count: 0) }
+    return UnsafeBufferPointer(start: p, count: n)
+}
+
+private func blobArgument(_ v: OpaquePointer?) -> [UInt8] {
+    let n = Int(sqlite3_value_bytes(v))
+    guard n > 0, let p = sqlite3_value_blob(v) else { return [] }
+    return [UInt8](UnsafeRawBufferPointer(start: p, count: n))
+}
+
+private let asOfRowFunction: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePointer<OpaquePointer?>?) -> Void = { ctx, _, argv in
+    guard let argv, let rows = sqlite3_user_data(ctx).map({ Unmanaged<AsOfRows>.fromOpaque($0).takeUnretainedValue() }) else { return }
+    do {
+        var meta = RowMeta()
+        meta.exists = true
+        meta.length = UInt64(bitPattern: sqlite3_value_int64(argv[2]))
+        meta.clocks = try RowClocks(decoding: blobArgument(argv[3]))
+        meta.last = UInt64(bitPattern: sqlite3_value_int64(argv[4]))
+        meta.kept = sqlite3_value_int64(argv[5]) != 0
+        meta.firstLog = sqlite3_value_int64(argv[6])
+        let present = try rows.merge(table: sqlite3_value_int64(argv[0]), pk: Array(textArgument(argv[1])), meta: meta)
+        sqlite3_result_int64(ctx, present ? 1 : 0)
+    } catch {
+        sqlite3_result_error(ctx, "\(StoreError.converting(error))", -1)
+    }
+}
+
+private let asOfCurrentFunction: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePointer<OpaquePointer?>?) -> Void = { ctx, _, argv in
+    guard let argv, let rows = sqlite3_user_data(ctx).map({ Unmanaged<AsOfRows>.fromOpaque($0).takeUnretainedValue() }) else { return }
+    do {
+        sqlite3_result_int64(ctx, try rows.isCurrent(table: sqlite3_value_int64(argv[0]), pk: textArgument(argv[1])) ? 1 : 0)
+    } catch {
+        sqlite3_result_error(ctx, "\(StoreError.converting(error))", -1)
+    }
+}
+
+private let asOfValueFunction: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePointer<OpaquePointer?>?) -> Void = { ctx, _, argv in
+    guard let argv, let rows = sqlite3_user_data(ctx).map({ Unmanaged<AsOfRows>.fromOpaque($0).takeUnretainedValue() }) else { return }
+    let value: Value
+    do {
+        value = try rows.value(table: sqlite3_value_int64(argv[0]), pk: textArgument(argv[1]), slot: Int(sqlite3_value_int64(argv[2])))
+    } catch {
+        sqlite3_result_error(ctx, "\(StoreError.converting(error))", -1)
+        return
+    }
+    switch value {
+    case .null: sqlite3_result_null(ctx)
+    case .integer(let i): sqlite3_result_int64(ctx, i)
+    case .real(let d): sqlite3_result_double(ctx, d)
+    case .text(let t):
+        var t = t
+        t.withUTF8 { p in
+            p.withMemoryRebound(to: CChar.self) { c in
+                if let base = c.baseAddress {
+                    sqlite3_result_text(ctx, base, Int32(c.count), SQLITE_TRANSIENT)
+                } else {
+                    sqlite3_result_text(ctx, "", 0, nil)
+                }
+            }
+        }
+    case .blob(let b):
+        b.withUnsafeBytes { p in sqlite3_result_blob(ctx, p.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(p.count), SQLITE_TRANSIENT) }
     }
 }
 

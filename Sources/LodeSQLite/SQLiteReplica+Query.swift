@@ -56,7 +56,8 @@ extension SQLiteReplica {
     private func query(_ sql: String, at point: HistoryPoint?, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
         try SQLiteReplica.checkReadOnly(sql)
         try await read { db in
-            let views = try point.map { try AsOfViews(db, at: try self.stamp(of: $0, db)) }
+            let scanAfter = self.asOfScanAfter.withLock { $0 }
+            let views = try point.map { try AsOfViews(db, at: try self.stamp(of: $0, db), scanAfter: scanAfter) }
             defer { views?.drop() }
             let connection = db.sqliteConnection
             // While the query runs, no string or blob beyond a row's largest

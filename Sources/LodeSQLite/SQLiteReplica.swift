@@ -36,6 +36,9 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
     public var queryTimeLimit: TimeInterval { stepTimeLimit * 5 }
     /// How long one `exec` may hold the dataset's single writer: a step limit.
     public var execTimeLimit: TimeInterval { stepTimeLimit }
+    /// After how many rows of a table an as-of query is taken for a scan
+    /// (`AsOfRows.isCurrent`); tests lower it to take that path on small tables.
+    let asOfScanAfter = Mutex(AsOfRows.scanAfter)
     /// The writer's state; touched only inside `pool.write`.
     private var writerState: WriterState?
     /// The version vector after the last committed write, for readers.

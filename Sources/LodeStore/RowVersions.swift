@@ -88,8 +88,15 @@ public struct RowWrite: Hashable, Sendable {
 public struct RowAsOf: Sendable {
     /// The row's causal length (0: never written).
     public private(set) var length: UInt64 = 0
-    /// For each slot written, the winning write's stamp and value.
-    public private(set) var cells: [Int: (stamp: CellStamp, value: Value)] = [:]
+    /// A cell's winning write.
+    public struct Cell: Sendable {
+        public var stamp: CellStamp
+        public var value: Value
+    }
+
+    /// For each slot written (by slot), the winning write. (Concrete types
+    /// throughout: as-of scans merge hundreds of thousands of rows.)
+    private var cells: [Cell?] = []
     /// The write that gave the row its causal length first (the insert of
     /// its current life, or the delete that ended it).
     public private(set) var lengthWrite: RowWrite?
@@ -97,7 +104,7 @@ public struct RowAsOf: Sendable {
     public init() {}
 
     /// Merges the given writes (in any order: the result is the same).
-    public init<S: Sequence>(_ writes: S) where S.Element == RowWrite {
+    public init(_ writes: [RowWrite]) {
         for w in writes { merge(w) }
     }
 
@@ -108,8 +115,9 @@ public struct RowAsOf: Sendable {
         }
         for c in w.cells {
             let s = w.stamp(c)
+            while c.slot >= cells.count { cells.append(nil) }
             if let e = cells[c.slot], !Merge.replaces(s, e.stamp) { continue }
-            cells[c.slot] = (s, c.value)
+            cells[c.slot] = Cell(stamp: s, value: c.value)
         }
     }
 
@@ -120,8 +128,8 @@ public struct RowAsOf: Sendable {
 
     /// What the row shows in `slot`: the winning write's value when it was
     /// made in the current life, else nil (the column's default shows).
-    public func visible(_ slot: Int) -> (stamp: CellStamp, value: Value)? {
-        guard let c = cells[slot], Merge.isVisible(cell: c.stamp.length, row: length) else { return nil }
+    public func visible(_ slot: Int) -> Cell? {
+        guard slot >= 0, slot < cells.count, let c = cells[slot], Merge.isVisible(cell: c.stamp.length, row: length) else { return nil }
         return c
     }
 }

@@ -38,6 +38,7 @@ public enum Assets {
         .error { position: fixed; bottom: 1rem; left: 1rem; right: 1rem; background: #fee4e2; color: #7a271a; padding: .6rem 1rem; border: 1px solid #fda29b; }
         .notice { background: #fff3c4; padding: .6rem; }
         .pager a { margin-left: 1rem; }
+        .asof { background: #fff4d6; border-left: 3px solid #c98a00; padding: 0.4rem 0.6rem; }
         .peer { padding: .4rem 0; border-bottom: 1px solid var(--line); }
         progress { width: 20rem; }
         """

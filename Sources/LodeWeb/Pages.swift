@@ -132,10 +132,15 @@ public enum Pages {
         /// The query string of the first page, when this is not it.
         public var first: String?
         public var total: Int?
+        /// The time or commit the table is shown as of (as the reader gave
+        /// it), or nil for now.
+        public var asOf: String?
         public init(
             dataset: String, table: String, primaryKey: String, columns: [String], rows: [[Value]], marks: [String: Set<String>], sort: String,
-            descending: Bool, filters: [(column: String, value: String)], search: String, next: String?, first: String?, total: Int?
+            descending: Bool, filters: [(column: String, value: String)], search: String, next: String?, first: String?, total: Int?,
+            asOf: String? = nil
         ) {
+            self.asOf = asOf
             self.dataset = dataset
             self.table = table
             self.primaryKey = primaryKey
@@ -157,6 +162,7 @@ public enum Pages {
         func sortLink(_ c: String) -> HTML {
             var q = t.filters.map { "f.\(HTML.component($0.column))=\(HTML.component($0.value))" }
             if !t.search.isEmpty { q.append("q=\(HTML.component(t.search))") }
+            if let asOf = t.asOf { q.append("asof=\(HTML.component(asOf))") }
             q.append("sort=\(HTML.component(c))")
             if c == t.sort && !t.descending { q.append("desc=1") }
             let arrow = c == t.sort ? (t.descending ? " ▼" : " ▲") : ""
@@ -190,17 +196,23 @@ public enum Pages {
             \(t.first.map { Markup("<a href=\"\(HTML(raw: HTML.attr(base + "?" + $0)))\">first page</a>").html } ?? HTML(raw: ""))
             \(t.next.map { Markup("<a rel=\"next\" href=\"\(HTML(raw: HTML.attr(base + "?" + $0)))\">next 100 →</a>").html } ?? HTML(raw: ""))</p>
             """
+        let banner: HTML =
+            t.asOf.map {
+                Markup("<p class=\"asof\">As it stood at <strong>\($0)</strong>, read from the history. <a href=\"\(base)\">Back to now</a></p>").html
+            } ?? HTML(raw: "")
         let page: Markup = """
             <h1>\(t.table)</h1>
+            \(banner)
             <form class="filters" method="get" action="\(base)">
             <input type="hidden" name="sort" value="\(t.sort)">\(t.descending ? HTML(raw: "<input type=\"hidden\" name=\"desc\" value=\"1\">") : HTML(raw: ""))
             <label>Search <input name="q" value="\(t.search)" placeholder="any text column"></label>
+            <label>As of <input name="asof" value="\(t.asOf ?? "")" placeholder="2026-03-01 or site:seq" size="16"></label>
             <details\(t.filters.isEmpty ? HTML(raw: "") : HTML(raw: " open"))><summary>Filter by column</summary>\(filterInputs)</details>
             <button>Apply</button> <a href="\(base)">clear</a></form>
             \(pager.html)
             <table class="rows"><thead><tr>\(head)</tr></thead><tbody>\(body)</tbody></table>
             \(pager.html)
-            \(viewer.role.canEdit ? importForm(dataset: t.dataset, table: t.table) : HTML(raw: ""))
+            \(viewer.role.canEdit && t.asOf == nil ? importForm(dataset: t.dataset, table: t.table) : HTML(raw: ""))
             """
         return layout(
             title: t.table, viewer: viewer,

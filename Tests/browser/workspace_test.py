@@ -13,6 +13,7 @@ refuses one anyway; a conflict made at both nodes is resolved in the page
 link is refused. Keeps screenshots of the main pages in SCREENSHOT_DIR.
 Needs Debian's chromium, chromium-driver and python3-selenium.
 """
+import datetime
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -257,6 +259,8 @@ def main():
         csv = os.path.join(WORK, "more-elements.csv")
         with open(csv, "w") as f:
             f.write("symbol,name,atomic_number\n" + "".join(f"x{i},Made-up element {i},{200 + i}\n" for i in range(3000)))
+        before_import = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        time.sleep(0.05)
         d.get(f"http://127.0.0.1:{berlin_web}/d/rare-earths/t/elements")
         ready(d)
         d.find_element(By.CSS_SELECTOR, "details.import summary").click()
@@ -269,6 +273,24 @@ def main():
         assert got.splitlines()[-1] == "3000", got
         history = json.loads(lode("history", "rare-earths", "elements", "x7", "--format", "json", "--data-dir", berlin))
         assert history and all(h.get("person") == "ana" for h in history), history
+        # The table as it stood before the import, from the history: the
+        # form's "as of" field, kept while paging; back to now after.
+        d.get(f"http://127.0.0.1:{berlin_web}/d/rare-earths/t/elements?q=x7")
+        ready(d)
+        assert d.find_elements(By.CSS_SELECTOR, 'tr[data-pk="x7"]'), "x7 is in the table now"
+        form = d.find_element(By.CSS_SELECTOR, "form.filters")
+        form.find_element(By.NAME, "asof").send_keys(before_import)
+        form.find_element(By.TAG_NAME, "button").click()
+        text_present(d, "As it stood at", "the as-of banner")
+        ready(d)
+        assert before_import in d.find_element(By.CSS_SELECTOR, "p.asof").text
+        assert not d.find_elements(By.CSS_SELECTOR, 'tr[data-pk="x7"]'), "x7 was not there before the import"
+        assert not d.find_elements(By.CSS_SELECTOR, "details.import"), "no import into the past"
+        d.get(f"http://127.0.0.1:{berlin_web}/d/rare-earths/t/elements?asof={urllib.parse.quote(before_import)}")
+        ready(d)
+        rows = d.find_elements(By.CSS_SELECTOR, "table.rows tbody tr")
+        assert rows and not any(r.get_attribute("data-pk").startswith("x") for r in rows), "only the elements before the import"
+        shot(d, "9-as-of")
         print(f"PASS workspace in a browser (screenshots in {SHOTS})")
     finally:
         d.quit()

@@ -2,7 +2,8 @@
 
 Two keep the test on this machine and bounded: a peer the node is told to
 dial is always on loopback, and a sync that waits waits one second at most.
-SQL scripts (`application/sql` bodies of exec) are sent as UTF-8 text.
+SQL scripts (`application/sql` bodies of exec) are sent as UTF-8 text, and
+backup files (restore's `application/vnd.sqlite3`) as bytes.
 Both change only requests the document calls valid (a request that is not
 stays as generated, to be refused). One check holds the remote API to the
 roles: with LODE_CONTRACT_ROLE set, every operation the role may not do is
@@ -23,6 +24,14 @@ ADDRESS = re.compile(
 @schemathesis.serializer("application/sql")
 def sql_serializer(ctx, value):
     """An SQL script body: text as UTF-8, bytes as they are."""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8")
+
+
+@schemathesis.serializer("application/vnd.sqlite3")
+def sqlite_serializer(ctx, value):
+    """A backup file body (restore): bytes as they are, text as UTF-8."""
     if isinstance(value, bytes):
         return value
     return str(value).encode("utf-8")
@@ -64,6 +73,7 @@ NEEDS = {
     ("DELETE", "/v1/peers/{address}"): "operate",
     ("POST", "/v1/sync"): "operate",
     ("POST", "/v1/revocations"): "operate",
+    ("POST", "/v1/restore"): "operate",
     ("POST", "/v1/datasets/{ds}/annotations/{id}/status"): "annotate",
     ("POST", "/v1/datasets/{ds}/conflicts/resolve"): "edit",
     ("GET", "/v1/people"): "operate",

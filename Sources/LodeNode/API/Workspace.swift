@@ -198,6 +198,13 @@ struct Workspace: Sendable {
         let filters = all.compactMap { c in req.form("f.\(c)").flatMap { $0.isEmpty ? nil : (column: c, value: $0) } }
         let after = req.form("after")
         let offset = max(0, Int(req.form("offset") ?? "") ?? 0)
+        let asOf = req.form("asof").flatMap { $0.isEmpty ? nil : $0 }
+        let point = try asOf.map { text in
+            guard let p = HistoryPoint.parse(text) else {
+                throw NodeError(.badInput, "as of takes a time (2026-03-01, 2026-03-01T12:00:00Z) or a commit site:seq, not \(text)")
+            }
+            return p
+        }
         var conditions = filters.map { "\(SchemaSQL.quote($0.column)) = \(sqlText($0.value))" }
         if !search.isEmpty {
             let texts = [pk] + columns.filter { $0.type == .text }.map(\.name)
@@ -206,19 +213,31 @@ struct Workspace: Sendable {
         if sort == pk, let after { conditions.append("\(SchemaSQL.quote(pk)) \(desc ? "<" : ">") \(sqlText(after))") }
         let order =
             sort == pk ? "\(SchemaSQL.quote(pk)) \(desc ? "DESC" : "")" : "\(SchemaSQL.quote(sort)) \(desc ? "DESC" : ""), \(SchemaSQL.quote(pk))"
+        // As of a time, the columns added since are not there: `*`, and
+        // the names the answer gives.
         let sql = """
-            SELECT \(all.map(SchemaSQL.quote).joined(separator: ", ")) FROM \(SchemaSQL.quote(name))
+            SELECT \(point == nil ? all.map(SchemaSQL.quote).joined(separator: ", ") : "*") FROM \(SchemaSQL.quote(name))
             \(conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")) ORDER BY \(order) LIMIT 101 \(sort == pk ? "" : "OFFSET \(offset)")
             """
         let rows = Collected()
-        try await r.query(sql) { e in if case .row(let v) = e { rows.add(v) } }
+        let shown = Collected()
+        if let point {
+            try await r.query(sql, asOf: point) { e in
+                switch e {
+                case .columns(let c): shown.add(c.map(Value.text))
+                case .row(let v): rows.add(v)
+                }
+            }
+        } else {
+            try await r.query(sql) { e in if case .row(let v) = e { rows.add(v) } }
+        }
         var page = rows.all
         let more = page.count > 100
         if more { page.removeLast() }
         // Open annotations on these rows, to mark them.
         var marks: [String: Set<String>] = [:]
         let keys = page.compactMap { if case .text(let k)? = $0.first { k } else { nil } }
-        if !keys.isEmpty {
+        if !keys.isEmpty && point == nil {
             let found = Collected()
             try await r.query(
                 """
@@ -230,6 +249,7 @@ struct Workspace: Sendable {
         }
         var query = filters.map { "f.\(HTML.component($0.column))=\(HTML.component($0.value))" }
         if !search.isEmpty { query.append("q=\(HTML.component(search))") }
+        if let asOf { query.append("asof=\(HTML.component(asOf))") }
         query.append("sort=\(HTML.component(sort))")
         if desc { query.append("desc=1") }
         let next: String? =
@@ -239,10 +259,11 @@ struct Workspace: Sendable {
                 ? (keys.last.map { (query + ["after=\(HTML.component($0))"]).joined(separator: "&") })
                 : (query + ["offset=\(offset + 100)"]).joined(separator: "&")
         let isFirst = after == nil && offset == 0
-        let total = filters.isEmpty && search.isEmpty ? try await counts.all(r).first { $0.table == name }?.rows : nil
+        let total = filters.isEmpty && search.isEmpty && point == nil ? try await counts.all(r).first { $0.table == name }?.rows : nil
+        let names = shown.all.first.map { $0.dropFirst().compactMap { if case .text(let c) = $0 { c } else { nil } } } ?? columns.map(\.name)
         return Pages.TableView(
-            dataset: ds, table: name, primaryKey: pk, columns: columns.map(\.name), rows: page, marks: marks, sort: sort, descending: desc,
-            filters: filters, search: search, next: next, first: isFirst ? nil : query.joined(separator: "&"), total: total)
+            dataset: ds, table: name, primaryKey: pk, columns: names, rows: page, marks: marks, sort: sort, descending: desc,
+            filters: filters, search: search, next: next, first: isFirst ? nil : query.joined(separator: "&"), total: total, asOf: asOf)
     }
 
     func row(_ ctx: APIRequestContext) async throws -> Pages.RowView {
