@@ -18,6 +18,9 @@ public enum HistoryPoint: Hashable, Sendable {
         return .commit(site: site, seq: seq)
     }
 
+    /// What `parse` reads, for messages that refuse anything else.
+    public static let forms = "an ISO 8601 time (2026-03-01, 2026-03-01T12:00:00Z) or a commit SITE:SEQ"
+
     /// The largest stamp a time includes: every counter of its millisecond.
     public static func stamp(millis: UInt64) -> HLC { HLC(millis: min(millis, 0xFFFF_FFFF_FFFF), counter: .max) }
 }

@@ -142,7 +142,7 @@ struct QueryCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let asOf, HistoryPoint.parse(asOf) == nil {
-            throw ValidationError("--as-of takes an ISO 8601 time (2026-03-01, 2026-03-01T12:00:00Z) or a commit SITE:SEQ, not \(asOf)")
+            throw ValidationError("--as-of takes \(HistoryPoint.forms), not \(asOf)")
         }
     }
 
@@ -176,7 +176,7 @@ struct DiffCommand: AsyncParsableCommand {
     func validate() throws {
         for (flag, value) in [("--from", from), ("--to", to)] {
             if let value, HistoryPoint.parse(value) == nil {
-                throw ValidationError("\(flag) takes an ISO 8601 time (2026-03-01, 2026-03-01T12:00:00Z) or a commit SITE:SEQ, not \(value)")
+                throw ValidationError("\(flag) takes \(HistoryPoint.forms), not \(value)")
             }
         }
     }

@@ -68,7 +68,7 @@ struct TableRoutes: Sendable {
     func historyPoint(_ text: String, _ field: String) throws -> HistoryPoint {
         guard let p = HistoryPoint.parse(text) else {
             throw NodeError(
-                .badInput, "\(field) must be an ISO 8601 time (2026-03-01, 2026-03-01T12:00:00Z) or a commit SITE:SEQ, not \(text)")
+                .badInput, "\(field) must be \(HistoryPoint.forms), not \(text)")
         }
         return p
     }

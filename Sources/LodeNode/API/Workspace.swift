@@ -201,7 +201,7 @@ struct Workspace: Sendable {
         let asOf = req.form("asof").flatMap { $0.isEmpty ? nil : $0 }
         let point = try asOf.map { text in
             guard let p = HistoryPoint.parse(text) else {
-                throw NodeError(.badInput, "as of takes a time (2026-03-01, 2026-03-01T12:00:00Z) or a commit site:seq, not \(text)")
+                throw NodeError(.badInput, "as of takes \(HistoryPoint.forms), not \(text)")
             }
             return p
         }
