@@ -26,7 +26,9 @@ public enum HistoryPoint: Hashable, Sendable {
 }
 
 /// Parses an ISO 8601 date or UTC/offset date-time into milliseconds since
-/// 1970; nil when the text is not one or lies before 1970.
+/// 1970; nil when the text is not one or its year is before 1970. (A time
+/// of 1970-01-01 that an offset puts before the epoch is 0: before every
+/// commit either way.)
 public func parseISO8601(_ text: String) -> UInt64? {
     let b = Array(text.utf8)
     var i = 0
@@ -96,5 +98,5 @@ public func parseISO8601(_ text: String) -> UInt64? {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
     let days = era * 146_097 + doe - 719_468
     let millis = ((days * 24 + h) * 60 + mi - offset) * 60_000 + s * 1000 + ms
-    return millis < 0 ? nil : UInt64(millis)
+    return UInt64(max(0, millis))
 }

@@ -44,15 +44,17 @@ extension SQLiteReplica {
 
     /// What changed in the dataset's tables (or in `table` alone) between
     /// `from` and `to` (nil: now): rows added and deleted and cells changed,
-    /// each with the value before and after and the write that made it
-    /// (time, site, person). Streams as query results: the column names,
-    /// then one row per changed cell (an added or deleted row gives one per
-    /// column), ordered by table, key and column.
+    /// each with the value at `from` and at `to` and the write that made the
+    /// value at `to` (time, site, person; none when the row did not exist
+    /// then). A `to` earlier than `from` gives the changes back. Streams as
+    /// query results: the column names, then one row per changed cell (an
+    /// added or deleted row gives one per column), ordered by table, key and
+    /// column.
     public func diff(from: HistoryPoint, to: HistoryPoint?, table: String?, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
         try await read { db in
             let start = try self.stamp(of: from, db)
             let end = try to.map { try self.stamp(of: $0, db) } ?? HLC(rawValue: UInt64(Int64.max))
-            guard start <= end else { throw StoreError.badInput("diff --from must not be later than --to") }
+            let (earlier, later) = (min(start, end), max(start, end))
             let schema = try SchemaCatalog.load(db)
             var tables = schema.tables.values.filter { !Identifier.isReserved($0.name) || Role.annotationTables.contains($0.name) }
             if let table {
@@ -65,7 +67,8 @@ extension SQLiteReplica {
             let names = try SiteRegistry.names(db)
             var people: [String: String?] = [:]
             let person = try db.makeStatement(sql: "SELECT person FROM _lode_log WHERE site = ? AND seq = ?")
-            func who(_ w: RowWrite) throws -> [Value] {
+            func who(_ write: RowWrite?) throws -> [Value] {
+                guard let w = write else { return [.null, .null, .null] }
                 let number = reader.sites.numbers[w.site] ?? 0
                 let key = "\(number)/\(w.seq)"
                 if people[key] == nil { people[key] = try String.fetchOne(person, arguments: [number, Int64(w.seq)]) }
@@ -76,7 +79,8 @@ extension SQLiteReplica {
             let deadline = StepDeadline(limit: self.stepTimeLimit, total: self.queryTimeLimit)
             for t in tables.sorted(by: { $0.name < $1.name }) {
                 let keys = try String.fetchAll(
-                    db, sql: "SELECT pk FROM _lode_rows WHERE tbl = ? AND last > ? ORDER BY pk", arguments: [t.id, Int64(bitPattern: start.rawValue)])
+                    db, sql: "SELECT pk FROM _lode_rows WHERE tbl = ? AND last > ? ORDER BY pk",
+                    arguments: [t.id, Int64(bitPattern: earlier.rawValue)])
                 func columnsAt(_ stamp: HLC) -> [ColumnDef] {
                     t.physical.filter { c in (t.schema.columns[c.name]?.firstStamp.hlc ?? .zero) <= stamp }
                 }
@@ -88,9 +92,9 @@ extension SQLiteReplica {
                     }
                     var before = RowAsOf()
                     var after = RowAsOf()
-                    for w in try reader.writes(t, pk: pk, upTo: end) {
+                    for w in try reader.writes(t, pk: pk, upTo: later) {
                         if w.hlc <= start { before.merge(w) }
-                        after.merge(w)
+                        if w.hlc <= end { after.merge(w) }
                     }
                     let head: [Value] = [.text(t.name), .text(pk)]
                     switch (before.isPresent, after.isPresent) {
@@ -99,7 +103,7 @@ extension SQLiteReplica {
                         for c in shown {
                             let cell = c.flatMap { t.slots[$0.name] }.flatMap { after.visible($0) }
                             let value = c.map { def in SQLiteAffinity.stored(cell?.value ?? def.defaultValue, in: def.type) }
-                            let by = cell.flatMap { s in reader.write(s.stamp) } ?? after.lengthWrite!
+                            let by = cell.flatMap { s in reader.write(s.stamp) } ?? after.lengthWrite
                             try each(.row(head + [.text("added"), c.map { .text($0.name) } ?? .null, .null, value ?? .null] + who(by)))
                         }
                     case (true, false):
@@ -110,7 +114,7 @@ extension SQLiteReplica {
                                 SQLiteAffinity.stored(t.slots[def.name].flatMap { before.visible($0)?.value } ?? def.defaultValue, in: def.type)
                             }
                             try each(
-                                .row(head + [.text("deleted"), c.map { .text($0.name) } ?? .null, value ?? .null, .null] + who(after.lengthWrite!)))
+                                .row(head + [.text("deleted"), c.map { .text($0.name) } ?? .null, value ?? .null, .null] + who(after.lengthWrite)))
                         }
                     case (true, true):
                         for def in columns {
@@ -120,7 +124,7 @@ extension SQLiteReplica {
                             let cell = after.visible(slot)
                             let new = SQLiteAffinity.stored(cell?.value ?? def.defaultValue, in: def.type)
                             guard old != new else { continue }
-                            let by = cell.flatMap { reader.write($0.stamp) } ?? after.lengthWrite!
+                            let by = cell.flatMap { reader.write($0.stamp) } ?? after.lengthWrite
                             try each(.row(head + [.text("changed"), .text(def.name), old, new] + who(by)))
                         }
                     case (false, false):

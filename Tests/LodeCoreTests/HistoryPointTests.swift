@@ -18,6 +18,7 @@ import Testing
         #expect(parseISO8601("2026-03-01 00:00:00.5Z") == 1_772_323_200_500)
         #expect(parseISO8601("2026-03-01T00:00:00.123456Z") == 1_772_323_200_123)
         #expect(parseISO8601("2024-02-29T23:59:59.999Z") == 1_709_251_199_999)
+        #expect(parseISO8601("1970-01-01T00:30+01:00") == 0)
     }
 
     @Test func anythingElseIsNoTime() {

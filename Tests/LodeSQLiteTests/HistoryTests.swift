@@ -160,6 +160,10 @@ func rows(_ r: SQLiteReplica, _ sql: String, asOf: HistoryPoint? = nil) async th
                 let got = Set(out.result.rows.map { Array($0[1...5]) })
                 for row in got { changes.insert("\(row[1])") }
                 #expect(got.count == out.result.rows.count && got == expected, "diff \(points[i - 1].0) → \(points[i].0) on \(r.local.name)")
+                // Backwards: the same changes undone.
+                let back = ResultBox()
+                try await r.diff(from: points[i].0, to: points[i - 1].0, table: "t") { e in back.add(e) }
+                #expect(Set(back.result.rows.map { Array($0[1...5]) }) == Self.difference(after, before), "diff back on \(r.local.name)")
             }
         }
         #expect(changes.count == 3, "every kind of change: \(changes)")
