@@ -182,14 +182,6 @@ final class RowMerger {
         return sqlite3_changes(db.sqliteConnection) == 0
     }
 
-    /// The history cells of a put of one row: each written slot with the
-    /// value the table shows for it.
-    private func historyCells(_ t: TableState, length: UInt64, slots: [Int], values: ArraySlice<Value>) -> [HistoryCell] {
-        slots.enumerated().map { j, slot in
-            HistoryCell(slot: slot, length: length, value: t.bySlot[slot]!.materialized(values[values.startIndex + j]))
-        }
-    }
-
     /// The fast path for a row never seen here, the common case of imports
     /// and initial syncs: one insert of its clocks (which fails if the row
     /// exists) and one of the row, instead of a read and two writes. Returns
@@ -263,8 +255,12 @@ final class RowMerger {
         let stamps = meta.clocks.groups.map(cellStamp)
         var group = -1
         var winners: [Int] = []  // indexes into slots/values
+        // What the history keeps of this write (a row written before only).
+        var written: [HistoryCell] = []
+        if existed { written.reserveCapacity(slots.count) }
         for (j, slot) in slots.enumerated() {
             let value = t.bySlot[slot]!.materialized(values[values.startIndex + j])
+            if existed { written.append(HistoryCell(slot: slot, length: length, value: value)) }
             let existing = meta.clocks.groupIndex(slot).map { stamps[$0] }
             let m = Merge.cell(incoming: incomingStamp, past: ctx.past, existing: existing, rowLength: newLength)
             if m.isConflict, let existing {
@@ -307,7 +303,7 @@ final class RowMerger {
             try s.run(db)
         }
         try writeRow(db, t, pk, meta, ctx, existed: existed)
-        if existed { try recordWrite(db, t, pk, length: length, cells: historyCells(t, length: length, slots: slots, values: values), ctx) }
+        if existed { try recordWrite(db, t, pk, length: length, cells: written, ctx) }
     }
 
     /// Applies one row of a delete.

@@ -167,7 +167,6 @@ final class HistoryReader: @unchecked Sendable {
 
     /// The writes to row `pk` of table `t` stamped at or before `upTo`.
     func writes(_ t: TableState, pk: String, upTo: HLC) throws -> [RowWrite] {
-        last.removeAll(keepingCapacity: true)
         metas.bind(1, t.id)
         metas.bind(2, pk)
         let meta: RowMeta

@@ -24,7 +24,9 @@ import Testing
                 ])
             }
         }
-        try await Task.sleep(for: .milliseconds(150))
+        // Once a tenth of the writes are in: the backup is taken while the
+        // writer still has most of its commits to make.
+        while r.vector[r.local.site] < 30 { try await Task.sleep(for: .milliseconds(2)) }
         let copy = dir.file("copy.db")
         try await r.backup(to: copy)
         try await writer.value
