@@ -70,6 +70,7 @@ public enum AnnotationRows {
             throw StoreError.badInput("the annotation text is empty")
         }
         guard !Identifier.isReserved(a.table) else { throw StoreError.badInput("annotate rows of user tables, not \(a.table)") }
+        guard !a.pk.isEmpty else { throw StoreError.badInput("the annotated row's key is empty") }
         return Array(Set(a.tags.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })).sorted()
     }
 

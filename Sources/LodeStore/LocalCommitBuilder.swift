@@ -102,6 +102,10 @@ public struct LocalCommitBuilder {
     /// value or a row too large for every peer to accept; the builder is
     /// then spoilt, like the transaction it belongs to, and must be dropped.
     public mutating func put(table: String, columns: [String], pk: String, length: UInt64, values: [Value]) throws {
+        // Import and exec refuse an empty key before they get here; a write
+        // by key (a conflict kept through the API) would otherwise make a
+        // row no command can name.
+        guard !pk.isEmpty else { throw StoreError.badInput("table \(table): the primary key may not be empty") }
         guard pk.utf8.count <= Op.maxKeyBytes else {
             // Peers refuse such a commit as malformed, on every reconnect.
             throw StoreError.badInput(

@@ -671,6 +671,7 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
             NewAnnotation(table: "mines", pk: "nope", text: "x"), NewAnnotation(table: "mines", pk: "mw", text: "x", replyTo: "nope"),
             NewAnnotation(table: "mines", pk: "mw", column: "colour", text: "x"), NewAnnotation(table: "mines", pk: "mw", text: "  "),
             NewAnnotation(table: "minerals", pk: "mw", text: "x"), NewAnnotation(table: "_annotations", pk: a, text: "x"),
+            NewAnnotation(table: "mines", pk: "", text: "x"),
         ] {
             await #expect(throws: StoreError.self, "\(bad)") { try await rs[0].annotate(bad) }
         }
@@ -709,6 +710,17 @@ func randomEdit(_ rng: inout SeededGenerator, columns: [String]) -> RowEdit {
             ])
         }
         await #expect(throws: StoreError.self) { try await r.write([.put(table: "_annotations", pk: "x", columns: ["body"], values: [.text("y")])]) }
+        // An empty key: no command could name the row (the contract run made
+        // one through a conflict kept by key, then annotated it).
+        do {
+            _ = try await r.write([
+                .put(table: "mines", pk: "k1", columns: ["name"], values: [.text("one")]),
+                .put(table: "mines", pk: "", columns: ["name"], values: [.text("none")]),
+            ])
+            Issue.record("\(kind): a write with an empty key succeeded")
+        } catch let e as StoreError {
+            #expect(e.code == .badInput && e.message.contains("may not be empty"), "\(e)")
+        }
         #expect(try await tables(r) == before)
         #expect(r.vector == vector)
         // A large write is cut into commits of about a megabyte, all kept.
