@@ -239,7 +239,13 @@ public final class PostgresCatalog: DatasetCatalog, @unchecked Sendable {
                     guard m["format"] == String(PGLayout.version) else {
                         throw StoreError(.storage, "dataset \(name) has format \(m["format"] ?? "?"); this build reads format \(PGLayout.version)")
                     }
-                    return (try await PGState.load(conn, schema: s, logger: self.logger), false)
+                    let state = try await PGState.load(conn, schema: s, logger: self.logger)
+                    guard state.schemas[CheckpointRows.table] == nil else { return (state, false) }
+                    // A dataset laid out before checkpoints: its system tables gain theirs.
+                    let tx = PGTx(conn: conn, replica: self.makeReplica(name, state), state: state)
+                    try await tx.define(CheckpointRows.definition, stamp: SchemaStamp(hlc: .zero, site: AnnotationRows.genesisSite))
+                    try await tx.flush()
+                    return (tx.state, false)
                 }
                 guard create else { throw StoreError.notFound("no dataset \(name)") }
                 try await conn.run("CREATE SCHEMA \(s)", logger: self.logger)

@@ -566,6 +566,14 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
         throw StoreError(.badInput, "diff is not available on the PostgreSQL store yet; run it on an SQLite replica")
     }
 
+    public func checkpointDigest(at vector: VersionVector) async throws -> (digest: [UInt8], rows: Int) {
+        throw StoreError(.badInput, "checkpoints are not available on the PostgreSQL store yet; sign them on an SQLite replica")
+    }
+
+    public func sign(checkpointAt vector: VersionVector, digest: [UInt8], rows: Int) async throws {
+        throw StoreError(.badInput, "checkpoints are not available on the PostgreSQL store yet; sign them on an SQLite replica")
+    }
+
     /// Runs one read-only statement on the dataset's schema (its tables
     /// need no schema name), in PostgreSQL's dialect, stopped after
     /// `queryTimeLimit`. Anything that would write is refused.

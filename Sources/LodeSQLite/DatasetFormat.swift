@@ -13,8 +13,10 @@ enum DatasetFormat {
     /// more than once, values included (`RowWrite`, `FirstWrite`), and
     /// `_lode_rows` the time of each row's last write (`last`) and whether
     /// its first write is in the history (`kept`); a format 3 file gains
-    /// them, rebuilt from its log, when it opens.
-    static let version = 4
+    /// them, rebuilt from its log, when it opens. 5: the system table
+    /// `_checkpoints` (`CheckpointRows`), defined in older files when they
+    /// open.
+    static let version = 5
 
     static let bootstrap = """
         CREATE TABLE _lode_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -131,8 +133,16 @@ enum DatasetFormat {
                 try db.execute(sql: "ALTER TABLE _lode_rows ADD COLUMN \(c) INTEGER NOT NULL DEFAULT 0")
             }
             try db.execute(sql: "UPDATE _lode_meta SET value = ? WHERE key = 'format'", arguments: [version])
-            format = version
+            format = 4
             rebuild = true
+        }
+        if format == 4 {
+            let schema = try SchemaCatalog.load(db)
+            if schema[CheckpointRows.table] == nil {
+                try schema.define(db, CheckpointRows.definition, stamp: SchemaStamp(hlc: .zero, site: AnnotationRows.genesisSite))
+            }
+            try db.execute(sql: "UPDATE _lode_meta SET value = ? WHERE key = 'format'", arguments: [version])
+            format = version
         }
         guard format == version else {
             throw StoreError(.storage, "\(path) has format \(format); this build reads format \(version)")

@@ -203,6 +203,7 @@ public enum AnnotationRows {
                 ColumnDef(name: "annotation_id", type: .text),
                 ColumnDef(name: "tag", type: .text),
             ]),
+        CheckpointRows.definition,
     ]
 
     /// The author of the system tables' definitions.

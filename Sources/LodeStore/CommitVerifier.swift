@@ -93,7 +93,9 @@ public enum CommitVerifier {
         if let op = commit.ops.first(where: { !role.permits($0) }) {
             return .reject(.notAuthorized, "author \(commit.author.short) is a \(role.rawValue) and may not write table \(op.table)")
         }
-        if let violation = AnnotationRows.violation(in: commit, authorName: author.name ?? "") {
+        if let violation = AnnotationRows.violation(in: commit, authorName: author.name ?? "")
+            ?? CheckpointRows.violation(in: commit, authorName: author.name ?? "")
+        {
             return .reject(violation.kind, violation.reason)
         }
         return .apply(past: past)

@@ -123,6 +123,12 @@ public protocol SQLReplicaStore: ReplicaStore {
     /// Runs the statements of a file as `exec` does, in one transaction,
     /// reading the file a piece at a time.
     func exec(file path: String) async throws -> WriteReport
+    /// The canonical digest of the dataset at `vector`, which the replica
+    /// holds, and the rows it covers (`CheckpointDigest`, DESIGN §12).
+    func checkpointDigest(at vector: VersionVector) async throws -> (digest: [UInt8], rows: Int)
+    /// Writes this site's signature of the checkpoint (V, D), as a local
+    /// commit (`CheckpointRows`).
+    func sign(checkpointAt vector: VersionVector, digest: [UInt8], rows: Int) async throws
 }
 
 extension ReplicaStore {

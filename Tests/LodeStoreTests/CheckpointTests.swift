@@ -1,0 +1,158 @@
+import Foundation
+import LodeCore
+import LodeSQLite
+import LodeStore
+import LodeTestSupport
+import Testing
+
+/// Checkpoints (DESIGN §12): the digest of a dataset at a vector, signed
+/// and co-signed by sync.
+@Suite struct CheckpointTests {
+    let dir = TempDir("lode-checkpoint")
+
+    func cluster(_ n: Int) async throws -> [any SQLReplicaStore] {
+        var all: [any SQLReplicaStore] = []
+        for i in 0..<n { all.append(try await StoreKind.sqlite.make(dir, site: site(UInt8(i + 1), "s\(i)")) as! any SQLReplicaStore) }
+        try await introduce(all)
+        _ = try await all[0].alter(conformanceSchema)
+        var rng = SeededGenerator(seed: 0)
+        for r in all.dropFirst() { try await exchange(from: all[0], to: r, &rng) }
+        return all
+    }
+
+    /// The reference model given exactly the commits of `vector`, in one
+    /// causal order, with the system tables every store lays out.
+    func reference(_ from: any ReplicaStore, at vector: VersionVector) async throws -> ReferenceReplica {
+        var model = ReferenceReplica(dataset: "d")
+        for def in AnnotationRows.systemTables { model.define(def, stamp: SchemaStamp(hlc: .zero, site: AnnotationRows.genesisSite)) }
+        for c in try await from.commits(missingFrom: VersionVector(), limit: 100_000) where c.seq <= vector[c.author] { try model.apply(c) }
+        #expect(model.vector == vector)
+        return model
+    }
+
+    /// Random schedules: a vector V taken from one replica at a random step;
+    /// after more edits (deletes, re-inserts, a column added, annotations)
+    /// and exchanges, every replica that holds V computes the digest at V
+    /// that the reference model given exactly the commits of V computes,
+    /// whatever else it holds; and a replica's digest at its own vector
+    /// changes when a row does.
+    @Test(arguments: 0..<5)
+    func everyReplicaHoldingAVectorComputesTheSameDigestThere(seed: UInt64) async throws {
+        var rng = SeededGenerator(seed: seed)
+        let rs = try await cluster(3)
+        var taken: [(VersionVector, [UInt8])] = []
+        for step in 0..<70 {
+            let r = rs.randomElement(using: &rng)!
+            if step == 35 {
+                _ = try await r.alter(
+                    conformanceSchema.map { t in
+                        t.name == "mines"
+                            ? TableDef(name: t.name, primaryKey: t.primaryKey, columns: t.columns + [ColumnDef(name: "status", type: .text)]) : t
+                    })
+                continue
+            }
+            if step % 9 == 4 {
+                // A vector taken here, its digest from the model.
+                let v = r.vector
+                taken.append((v, try await reference(r, at: v).checkpointDigest().digest))
+                #expect(try await r.checkpointDigest(at: v).digest == taken.last!.1, "seed \(seed) step \(step): at its own vector")
+            }
+            let columns = try await r.schema().first { $0.name == "mines" }!.orderedColumns.map(\.name)
+            if step % 11 == 7, let row = try await tables(r)["mines"]?.keys.sorted().first {
+                _ = try await r.annotate(NewAnnotation(table: "mines", pk: row, text: "check \(step)", tags: ["t\(step % 3)"]))
+            } else {
+                _ = try await r.write((0..<Int.random(in: 1...3, using: &rng)).map { _ in randomEdit(&rng, columns: columns) })
+            }
+            if Int.random(in: 0..<3, using: &rng) == 0 {
+                let a = rs.randomElement(using: &rng)!, b = rs.randomElement(using: &rng)!
+                if a !== b { try await exchange(from: a, to: b, &rng) }
+            }
+        }
+        for _ in 0..<2 { for a in rs { for b in rs where a !== b { try await exchange(from: a, to: b, &rng) } } }
+        #expect(taken.count >= 6)
+        for (v, expected) in taken {
+            for r in rs {
+                #expect(try await r.checkpointDigest(at: v).digest == expected, "seed \(seed): \(r.local.name) at \(v)")
+            }
+        }
+        // Any change moves the digest at the replica's own vector.
+        let before = try await rs[0].checkpointDigest(at: rs[0].vector)
+        _ = try await rs[0].write([.put(table: "plants", pk: "p-new", columns: ["tonnes"], values: [.integer(1)])])
+        let after = try await rs[0].checkpointDigest(at: rs[0].vector)
+        #expect(after.digest != before.digest && after.rows == before.rows + 1)
+        #expect(try await rs[0].checkpointDigest(at: rs[1].vector).digest == before.digest)
+    }
+
+    /// One site signs; the others co-sign once they hold V (by sync); a
+    /// site that does not hold V waits.
+    @Test func aCheckpointIsSignedAndCoSignedBySync() async throws {
+        var rng = SeededGenerator(seed: 7)
+        let rs = try await cluster(3)
+        for _ in 0..<20 { _ = try await rs[0].write([randomEdit(&rng, columns: ["name", "output", "note"])]) }
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        let c = try await rs[0].signCheckpoint()
+        #expect(c.signatures.map(\.name) == ["s0"] && c.vector == rs[1].vector && c.rows > 0)
+        // Its signature is a commit of its own, which V does not cover.
+        #expect(rs[0].vector[rs[0].local.site] == c.vector[rs[0].local.site] + 1)
+        #expect(try await rs[0].checkpointDigest(at: c.vector).digest == c.digest)
+        // s1 holds V: it checks and signs once the signature reaches it.
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        #expect(try await rs[1].cosignCheckpoints() == [.signed(id: c.id)])
+        #expect(try await rs[1].cosignCheckpoints().isEmpty)
+        try await exchange(from: rs[1], to: rs[0], &rng)
+        #expect(try await rs[0].checkpoints().first?.signatures.map(\.name) == ["s0", "s1"])
+        // s2 signs only once it holds V, even with writes of its own since.
+        _ = try await rs[2].write([.put(table: "plants", pk: "p2", columns: ["tonnes"], values: [.integer(2)])])
+        #expect(try await rs[2].cosignCheckpoints().isEmpty)
+        try await exchange(from: rs[1], to: rs[2], &rng)
+        #expect(try await rs[2].cosignCheckpoints() == [.signed(id: c.id)])
+        try await exchange(from: rs[2], to: rs[0], &rng)
+        #expect(try await rs[0].checkpoints().first?.signatures.map(\.name) == ["s0", "s1", "s2"])
+    }
+
+    /// What a peer may not write to the checkpoint table is refused: a
+    /// signature under another site's key, under an id its vector and
+    /// digest do not give, naming another signer, or a delete.
+    @Test func forgedSignaturesAreRefused() async throws {
+        let rs = try await cluster(2)
+        let c = try await rs[0].signCheckpoint()
+        var rng = SeededGenerator(seed: 1)
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        let v = c.vector
+        let d = c.digest
+        let me = site(1, "s0")
+        let other = site(2, "s1")
+        let id = CheckpointRows.id(vector: v, digest: d)
+        func row(_ key: String, _ cid: String, _ digest: String, _ signer: String) -> Op {
+            var put = PutRows(table: CheckpointRows.table, columns: ["checkpoint", "vector", "digest", "rows", "signer"])
+            put.append(key: key, length: 1, values: [.text(cid), .blob(v.encoded), .text(digest), .integer(1), .text(signer)])
+            return .put(put)
+        }
+        let wrongID = (id.first == "0" ? "1" : "0") + id.dropFirst()
+        var delete = DeleteRows(table: CheckpointRows.table)
+        delete.append(key: CheckpointRows.key(id: id, site: me.site), length: 2)
+        let bad: [Op] = [
+            row(CheckpointRows.key(id: id, site: other.site), id, d.hexString, "s0"),
+            row(CheckpointRows.key(id: wrongID, site: me.site), wrongID, d.hexString, "s0"),
+            row(CheckpointRows.key(id: id, site: me.site), id, d.hexString, "s1"),
+            row(CheckpointRows.key(id: id, site: me.site), id, d.hexString.uppercased(), "s0"),
+            .delete(delete),
+        ]
+        // Each as s0's next commit, as s1 holds its feed.
+        let last = try await rs[1].commits(missingFrom: VersionVector(), limit: 1000).last { $0.author == me.site }!
+        let head = FeedHead(seq: last.seq, hash: last.hash, vector: rs[1].vector)
+        let before = try await rs[1].checkpoints()
+        for op in bad {
+            let commit = try me.writer.commit(
+                dataset: "d", ops: [op], hlc: HLC(millis: last.hlc.millis + 1, counter: 0), head: head, held: rs[1].vector)
+            let outcome = try await rs[1].apply([commit])
+            #expect(outcome.rejected.count == 1 && outcome.applied.isEmpty, "\(op)")
+        }
+        #expect(try await rs[1].checkpoints() == before)
+        // The same commit with a well-made row applies: what was refused was the row.
+        let good = try me.writer.commit(
+            dataset: "d", ops: [row(CheckpointRows.key(id: id, site: me.site), id, d.hexString, "s0")],
+            hlc: HLC(millis: last.hlc.millis + 1, counter: 0), head: head, held: rs[1].vector)
+        #expect(try await rs[1].apply([good]).applied.count == 1)
+    }
+}
