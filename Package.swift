@@ -137,7 +137,11 @@ let package = Package(
             dependencies: ["LodeCore", "LodeStore", "LodeSQLite", .product(name: "Crypto", package: "swift-crypto")],
             path: "Tests/LodeTestSupport"
         ),
-        .testTarget(name: "LodeStoreTests", dependencies: ["LodeStore", "LodeSQLite", "LodePostgres", "LodeCore", "LodeTestSupport"]),
+        .testTarget(
+            name: "LodeStoreTests",
+            dependencies: [
+                "LodeStore", "LodeSQLite", "LodePostgres", "LodeCore", "LodeTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+            ]),
         .testTarget(
             name: "LodeSQLiteTests",
             dependencies: [

@@ -17,9 +17,12 @@ public struct ConfigFile: Sendable, Equatable {
     public var opsListen: String?
     /// `text` or `json` (`serve --log-format`).
     public var logFormat: String?
+    /// Signatures a checkpoint needs (`serve --checkpoint-quorum`).
+    public var checkpointQuorum: Int?
 
     static let keys: Set<String> = [
         "data_dir", "listen", "peers", "log_level", "api_listen", "max_clock_drift", "store", "ops_listen", "log_format",
+        "checkpoint_quorum",
     ]
 
     /// Reads a config file.
@@ -53,6 +56,11 @@ public struct ConfigFile: Sendable, Equatable {
             case "store": c.store = try string(value, name, n + 1)
             case "ops_listen": c.opsListen = try string(value, name, n + 1)
             case "log_format": c.logFormat = try string(value, name, n + 1)
+            case "checkpoint_quorum":
+                guard let q = Int(value), (1...Node.maxCheckpointQuorum).contains(q) else {
+                    throw NodeError(.badInput, "\(name):\(n + 1): expected a whole number of signatures from 1 to \(Node.maxCheckpointQuorum)")
+                }
+                c.checkpointQuorum = q
             default: c.logLevel = try string(value, name, n + 1)
             }
         }

@@ -45,6 +45,11 @@ public struct ServeOptions: Sendable {
     /// (`postgresql://USER@HOST:PORT/DB`), or nil for SQLite files in the
     /// data directory.
     public var store: String?
+    /// Signatures a checkpoint needs to be complete here (nil: as stored,
+    /// default 2).
+    public var checkpointQuorum: Int?
+    /// How often the node looks for checkpoints to co-sign.
+    public var checkpointInterval: Duration = .seconds(2)
     /// Adjusts the sync sessions' timing (tests shorten it).
     public var syncTuning: @Sendable (inout SyncStateMachine.Config) -> Void = { _ in }
 
@@ -96,6 +101,7 @@ public enum NodeServer {
             // Commits past a cut-off are still refused; what was applied stays until the next start.
             logger.error("could not drop what lies past the cut-offs", metadata: ["error": "\(error)"])
         }
+        if let q = options.checkpointQuorum { try node.setSetting(Node.checkpointQuorumSetting, String(q)) }
         let listen = try address(options.listen)
         let apiAddress = try options.apiListen.map { try address($0) }
         do {
@@ -140,7 +146,7 @@ public enum NodeServer {
                 ready(running)
             },
             logger: logger)
-        var services: [any Service] = [engine, app]
+        var services: [any Service] = [engine, app, CheckpointService(node: node, interval: options.checkpointInterval, logger: logger)]
         var releaseClaim: Int?
         defer { if let p = releaseClaim { _ = claimedWebPorts.withLock { $0.remove(p) } } }
         if options.web != "off" {

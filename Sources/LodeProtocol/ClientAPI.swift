@@ -185,6 +185,38 @@ public enum API {
         }
     }
 
+    /// `/v1/datasets/{ds}/checkpoints`: "at vector V the dataset's digest
+    /// is D", and the editor sites that signed it (DESIGN §12).
+    public struct Checkpoint: Codable, Sendable, Equatable {
+        /// Names (V, D).
+        public var id: String
+        /// V: the commits it covers, per site.
+        public var vector: [VectorEntry]
+        /// How many commits V covers.
+        public var commits: UInt64
+        /// D: the SHA-256 digest of the dataset at V, hex.
+        public var digest: String
+        /// Rows the digest covers (every table, annotations included).
+        public var rows: Int
+        /// The sites that signed, by name.
+        public var signers: [String]
+        /// Signatures this node wants before a checkpoint is complete.
+        public var quorum: Int
+        /// True once `signers` reaches `quorum`.
+        public var complete: Bool
+
+        public init(id: String, vector: [VectorEntry], commits: UInt64, digest: String, rows: Int, signers: [String], quorum: Int) {
+            self.id = id
+            self.vector = vector
+            self.commits = commits
+            self.digest = digest
+            self.rows = rows
+            self.signers = signers
+            self.quorum = quorum
+            complete = signers.count >= quorum
+        }
+    }
+
     /// `POST /v1/restore`: what a restore did.
     public struct RestoreReport: Codable, Sendable, Equatable {
         /// The dataset the backup holds.

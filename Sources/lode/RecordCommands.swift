@@ -285,3 +285,38 @@ struct UICommand: AsyncParsableCommand {
         out(link.url + "\n")
     }
 }
+
+struct CheckpointCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "checkpoint",
+        abstract: "Sign a checkpoint of the dataset as this node holds it now, or list the checkpoints and who signed them.",
+        discussion: """
+            A checkpoint says "at version vector V the dataset's digest is D", signed by an editor site. Other editor \
+            sites co-sign it by themselves once sync has brought them V and they find the same digest; it is complete \
+            once it has the signatures `serve --checkpoint-quorum` asks for (default 2).
+
+            Examples:
+              lode checkpoint rare-earths
+              lode checkpoint rare-earths --list --format json
+            """)
+    @Argument(help: "The dataset name.") var name: String
+    @Flag(help: "List the checkpoints instead of signing one.") var list = false
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var format: FormatOption
+
+    func run() async throws {
+        let path = "/datasets/\(percentEncode(name))/checkpoints"
+        let client = try node.client()
+        let shown =
+            list ? try await client.call(.GET, path, as: [API.Checkpoint].self) : [try await client.call(.POST, path, as: API.Checkpoint.self)]
+        if format.resolved == .json { return list ? try printJSON(shown) : try printJSON(shown[0]) }
+        RecordPrinter(format: format.resolved).print(
+            columns: ["checkpoint", "commits", "rows", "digest", "signers", "complete"],
+            rows: shown.map { c in
+                [
+                    .text(c.id), .integer(Int64(clamping: c.commits)), .integer(Int64(c.rows)), .text(c.digest),
+                    .text(c.signers.joined(separator: " ")), .text(c.complete ? "yes" : "no (\(c.signers.count) of \(c.quorum))"),
+                ]
+            })
+    }
+}

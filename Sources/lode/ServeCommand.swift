@@ -43,6 +43,12 @@ struct ServeCommand: AsyncParsableCommand {
         name: .customLong("ops-listen"),
         help: ArgumentHelp("Serve /metrics (Prometheus), /healthz and /readyz over plain HTTP here, for operators.", valueName: "HOST:PORT"))
     var opsListen: String?
+    @Option(
+        name: .customLong("checkpoint-quorum"),
+        help: ArgumentHelp(
+            "How many editor sites must sign a checkpoint before this node counts it complete (default 2; kept for later starts).",
+            valueName: "N"))
+    var checkpointQuorum: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String?
     @Option(help: ArgumentHelp("Log lines as text (default) or as JSON objects, one per line, for log shippers.", valueName: "text|json"))
     var logFormat: String?
@@ -70,6 +76,12 @@ struct ServeCommand: AsyncParsableCommand {
         options.web = web
         options.store = store ?? file?.store
         options.opsListen = opsListen ?? file?.opsListen
+        if let q = checkpointQuorum ?? file?.checkpointQuorum {
+            guard (1...Node.maxCheckpointQuorum).contains(q) else {
+                throw ValidationError("--checkpoint-quorum is a number of signatures from 1 to \(Node.maxCheckpointQuorum)")
+            }
+            options.checkpointQuorum = q
+        }
         if let drift = maxClockDrift ?? file?.maxClockDrift {
             guard drift <= ConfigFile.maxClockDriftSeconds else {
                 throw ValidationError("--max-clock-drift must be at most \(ConfigFile.maxClockDriftSeconds) seconds (a week)")

@@ -68,6 +68,44 @@ func freePort() -> Int { TestPorts.fresh() }
         #expect(try lode(["conflicts", "mines", "--format", "csv"] + a.flags).lines.count == 2)
     }
 
+    /// One editor signs a checkpoint; the other co-signs it by itself once
+    /// sync brings it the commits, and both then list it complete. A reader
+    /// site may not sign.
+    @Test func aCheckpointIsCoSignedBySyncAlone() throws {
+        let a = try site("cp-a", role: "editor")
+        let b = try site("cp-b", role: "editor")
+        let r = try site("cp-r", role: "reader")
+        let pa = try serve(a)
+        let pb = try serve(b, peers: [a])
+        let pr = try serve(r, peers: [a])
+        defer {
+            pa.stop()
+            pb.stop()
+            pr.stop()
+        }
+        let schema = scratch.write("cp.sql", "CREATE TABLE mines (id TEXT PRIMARY KEY, name TEXT, output_t INTEGER);")
+        #expect(try lode(["dataset", "create", "mines", "--schema", schema] + a.flags).status == 0)
+        _ = try lode(["import", "mines", "mines", scratch.write("cp.csv", "id,name,output_t\nmp,Mountain Pass,45455\nmw,Mount Weld,\n")] + a.flags)
+        _ = try lode(["exec", "mines", "UPDATE mines SET output_t = 1 WHERE id = 'mw'"] + a.flags)
+        var out = try lode(["checkpoint", "mines", "--format", "csv"] + a.flags)
+        #expect(out.status == 0 && out.lines.count == 2 && out.lines[1].hasSuffix(",cp-a,no (1 of 2)"), "\(out)")
+        let id = out.lines[1].split(separator: ",")[0]
+        #expect(out.lines[1].split(separator: ",")[2] == "2", "the digest covers the two mines; \(out)")
+        let deadline = Date().addingTimeInterval(60)
+        repeat {
+            _ = try lode(["sync", "--wait", "--timeout", "10"] + a.flags)
+            out = try lode(["checkpoint", "mines", "--list", "--format", "csv"] + a.flags)
+            if out.lines.contains(where: { $0.hasPrefix(id) && $0.hasSuffix(",cp-a cp-b,yes") }) { break }
+            Thread.sleep(forTimeInterval: 0.5)
+        } while Date() < deadline
+        #expect(out.lines.contains { $0.hasPrefix(id) && $0.hasSuffix(",cp-a cp-b,yes") }, "\(out) \(pb.logText.suffix(2000))")
+        _ = try lode(["sync", "--wait", "--timeout", "10"] + r.flags)
+        out = try lode(["checkpoint", "mines", "--list", "--format", "json"] + r.flags)
+        #expect(out.stdout.contains("\"complete\" : true"), "\(out)")
+        out = try lode(["checkpoint", "mines"] + r.flags)
+        #expect(out.status == 1 && out.stderr.contains("reader"), "\(out)")
+    }
+
     @Test func aClientWithoutACertificateCannotCompleteASession() throws {
         let s = try site("solo", role: "editor")
         let p = try serve(s)

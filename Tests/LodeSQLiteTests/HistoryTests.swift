@@ -206,8 +206,9 @@ extension HistoryTests {
         let now = try await rows(r, "SELECT * FROM t ORDER BY id")
         let then = try await rows(r, "SELECT * FROM t ORDER BY id", asOf: point)
         #expect(then != now)
+        let digest = try await r.checkpointDigest(at: r.vector)
         try r.close()
-        // Back to format 3: its history named commits, not values.
+        // Back to format 3: its history named commits, not values, and it had no checkpoints.
         let queue = try DatabaseQueue(path: dir.file("h0.db"))
         try await queue.write { db in
             try db.execute(
@@ -216,6 +217,9 @@ extension HistoryTests {
                     CREATE TABLE _lode_history(tbl INTEGER NOT NULL, pk TEXT NOT NULL, log INTEGER NOT NULL, PRIMARY KEY(tbl, pk, log)) WITHOUT ROWID;
                     ALTER TABLE _lode_rows DROP COLUMN last;
                     ALTER TABLE _lode_rows DROP COLUMN kept;
+                    DROP TABLE _checkpoints;
+                    DELETE FROM _lode_columns WHERE tbl = (SELECT id FROM _lode_tables WHERE name = '_checkpoints');
+                    DELETE FROM _lode_tables WHERE name = '_checkpoints';
                     UPDATE _lode_meta SET value = 3 WHERE key = 'format';
                     """)
         }
@@ -225,5 +229,7 @@ extension HistoryTests {
         #expect(try await rows(reopened, "SELECT * FROM t ORDER BY id", asOf: point) == then)
         #expect(try await reopened.history(table: "t", pk: "k3").count == 4)
         #expect(try await reopened.commitCount() == 22)
+        #expect(try await reopened.checkpointDigest(at: reopened.vector) == digest)
+        #expect(try await reopened.signCheckpoint().signatures.map(\.name) == ["s0"])
     }
 }

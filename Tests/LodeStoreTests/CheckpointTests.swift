@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import LodeCore
 import LodeSQLite
 import LodeStore
@@ -108,6 +109,43 @@ import Testing
         #expect(try await rs[2].cosignCheckpoints() == [.signed(id: c.id)])
         try await exchange(from: rs[2], to: rs[0], &rng)
         #expect(try await rs[0].checkpoints().first?.signatures.map(\.name) == ["s0", "s1", "s2"])
+    }
+
+    /// The PostgreSQL store carries signatures like any row and lists them,
+    /// but cannot compute a digest yet, so neither signs nor co-signs.
+    @Test func thePostgresStoreCarriesCheckpointsButDoesNotSign() async throws {
+        var rng = SeededGenerator(seed: 4)
+        let rs = try await cluster(1)
+        let pg = try await StoreKind.postgres.make(dir, site: site(8, "pg")) as! any SQLReplicaStore
+        try await introduce([rs[0], pg])
+        _ = try await rs[0].write([.put(table: "mines", pk: "mp", columns: ["name"], values: [.text("Mountain Pass")])])
+        let c = try await rs[0].signCheckpoint()
+        try await exchange(from: rs[0], to: pg, &rng)
+        #expect(try await pg.checkpoints() == [c])
+        await #expect(throws: StoreError.self) { try await pg.signCheckpoint() }
+        await #expect(throws: StoreError.self) { try await pg.cosignCheckpoints() }
+    }
+
+    /// A replica whose rows differ at V (here a file changed behind the
+    /// store's back) does not sign, and says so.
+    @Test func aReplicaThatDiffersDoesNotSign() async throws {
+        var rng = SeededGenerator(seed: 3)
+        let rs = try await cluster(2)
+        _ = try await rs[0].write([.put(table: "mines", pk: "mp", columns: ["name"], values: [.text("Mountain Pass")])])
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        let c = try await rs[0].signCheckpoint()
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        let queue = try DatabaseQueue(path: (rs[1] as! SQLiteReplica).path)
+        try await queue.write { try $0.execute(sql: "UPDATE mines SET name = 'Mountain Pass (altered)' WHERE id = 'mp'") }
+        try queue.close()
+        let checks = try await rs[1].cosignCheckpoints()
+        guard case .differs(let id, let ours, let theirs)? = checks.first, checks.count == 1 else {
+            Issue.record("\(checks)")
+            return
+        }
+        #expect(id == c.id && theirs == c.digest && ours != c.digest)
+        #expect(try await rs[1].checkpoints().first?.signatures.map(\.name) == ["s0"])
+        #expect(try await rs[1].cosignCheckpoints(skipping: [c.id]).isEmpty)
     }
 
     /// What a peer may not write to the checkpoint table is refused: a

@@ -27,6 +27,10 @@ struct DatasetRoutes: Sendable {
     func add(toDataset group: RouterGroup<DatasetRequestContext>) {
         group.on(.get, "", needs: .read) { _, ctx in try json(try await info(try ctx.dataset)) }
         group.on(.get, "schema", needs: .read) { _, ctx in text(try await ctx.dataset.schemaSQL(), contentType: "application/sql") }
+        group.on(.get, "checkpoints", needs: .read) { _, ctx in try json(try await node.checkpoints(try ctx.dataset)) }
+        group.on(.post, "checkpoints", needs: .edit) { _, ctx in
+            try json(try await node.signCheckpoint(try ctx.dataset), status: .created)
+        }
         group.on(.get, "backup", needs: .read) { _, ctx in
             // A consistent copy in the node's temporary folder, streamed
             // and then removed.
