@@ -67,8 +67,8 @@ public final class BackupFile: Sendable {
     }
 
     /// Hands the log's commits to `each` in batches of about `maxBytes`,
-    /// in the order the backed-up replica applied them. A commit that does
-    /// not decode is a bad backup.
+    /// in the order the backed-up replica applied them, leaving out those it
+    /// compacted away. A commit that does not decode is a bad backup.
     public func commits(maxBytes: Int = 8 << 20, _ each: ([Commit]) async throws -> Void) async throws {
         var after: Int64 = .min
         while true {
@@ -87,6 +87,9 @@ public final class BackupFile: Sendable {
             after = last.0
             var batch: [Commit] = []
             for (id, bytes) in rows {
+                // A commit the backed-up replica compacted away (`compact`):
+                // the node restoring must already hold it, or start from a snapshot.
+                if bytes.isEmpty { continue }
                 do {
                     batch.append(try Commit(decoding: try LogBytes.commit(bytes)))
                 } catch {

@@ -135,8 +135,9 @@ final class RowMerger {
         guard meta.exists && !meta.kept else { return }
         // A commit writing the row twice: its first write is this commit's.
         let author = meta.firstLog == ctx.logID ? (ctx.author, ctx.seq) : nil
-        let w = try FirstWrite.read(db, t, pk: pk, meta: meta, sites: sites, author: author)
-        try insertHistory(db, t, pk, w.hlc, site: try sites.number(db, w.site), seq: w.seq, length: w.length, cells: w.cells)
+        for w in try FirstWrite.read(db, t, pk: pk, meta: meta, sites: sites, author: author) {
+            try insertHistory(db, t, pk, w.hlc, site: try sites.number(db, w.site), seq: w.seq, length: w.length, cells: w.cells)
+        }
         meta.kept = true
     }
 

@@ -172,7 +172,9 @@ extension SQLiteReplica {
                 guard let key = keys[row["site"]] else { continue }
                 let seq = UInt64(row["seq"] as Int64)
                 guard seq > vector[key] else { continue }
-                guard let data = try Data.fetchOne(body, arguments: [row["id"] as Int64]) else { continue }
+                // A commit compacted away (`compact`) cannot be sent: the peer
+                // must start from a snapshot instead.
+                guard let data = try Data.fetchOne(body, arguments: [row["id"] as Int64]), !data.isEmpty else { continue }
                 let bytes = try LogBytes.commit(data)
                 out.append(StoredCommit(site: key, seq: seq, bytes: bytes))
                 total += bytes.count

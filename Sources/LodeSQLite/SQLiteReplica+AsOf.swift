@@ -13,8 +13,15 @@ import LodeStore
 
 extension SQLiteReplica {
     /// The largest stamp `point` includes: every counter of a time's
-    /// millisecond, or the stamp of a commit this replica holds.
+    /// millisecond, or the stamp of a commit this replica holds. A point
+    /// before the history's horizon (`compact`) is refused.
     func stamp(of point: HistoryPoint, _ db: Database) throws -> HLC {
+        let stamp = try stampIgnoringHorizon(of: point, db)
+        try checkNotBeforeHorizon(stamp, db)
+        return stamp
+    }
+
+    private func stampIgnoringHorizon(of point: HistoryPoint, _ db: Database) throws -> HLC {
         switch point {
         case .time(let millis):
             return HistoryPoint.stamp(millis: millis)
@@ -183,9 +190,9 @@ final class HistoryReader: @unchecked Sendable {
         last.removeAll(keepingCapacity: true)
         if !meta.kept {
             guard meta.last <= upTo.rawValue else { return [] }
-            let w = try FirstWrite.read(db, t, pk: pk, meta: meta, sites: sites)
-            if naming { last[CellStampKey(hlc: w.hlc, site: w.site)] = w }
-            return [w]
+            let ws = try FirstWrite.read(db, t, pk: pk, meta: meta, sites: sites)
+            if naming { for w in ws { last[CellStampKey(hlc: w.hlc, site: w.site)] = w } }
+            return ws
         }
         defer { entries.reset() }
         entries.bind(1, t.id)

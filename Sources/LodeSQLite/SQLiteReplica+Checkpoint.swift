@@ -10,7 +10,11 @@ extension SQLiteReplica {
     /// of its site's last commit in V, since a site's commits are stamped
     /// in the order of their seqs.
     public func checkpointDigest(at vector: VersionVector) async throws -> (digest: [UInt8], rows: Int) {
-        try await read { [dataset] db in
+        try await read { [self] db in
+            if let compacted = try self.compaction(db), !vector.dominates(compacted.vector) {
+                throw StoreError.notFound(
+                    "this replica's history was compacted past that vector (lode compact): it can no longer tell the dataset there")
+            }
             let sites = try SiteRegistry.load(db)
             var bound: [SiteID: HLC] = [:]
             let clock = try db.makeStatement(sql: "SELECT hlc FROM _lode_log WHERE site = ? AND seq = ?")

@@ -46,6 +46,12 @@ extension SQLiteReplica {
     func replayLog(_ tx: WriteTransaction, keeping condition: String = "1", _ arguments: StatementArguments = []) throws -> Int {
         let db = tx.db
         tx.rewritesLog = true
+        if try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM _lode_log WHERE (\(condition)) AND length(bytes) = 0)", arguments: arguments)
+            == true
+        {
+            throw StoreError.badInput(
+                "the log was compacted (lode compact): the commits to apply again are gone, so this replica cannot be rebuilt from it")
+        }
         try db.execute(sql: "CREATE TEMP TABLE _lode_replay(id INTEGER PRIMARY KEY, bytes BLOB NOT NULL)")
         try db.execute(
             sql: "INSERT INTO temp._lode_replay(id, bytes) SELECT id, bytes FROM _lode_log WHERE \(condition) ORDER BY id", arguments: arguments)

@@ -7,7 +7,7 @@ extension SQLiteReplica {
     /// Every write to one row, oldest first: time, site, column, value, and
     /// whether it is what the row shows now (`HistoryRules`). The commits
     /// that touched the row are found by index (`_lode_history`), not by
-    /// scanning the log.
+    /// scanning the log; what compaction folded away is not shown.
     public func history(table: String, pk: String) async throws -> [HistoryEntry] {
         try await read { db in
             let schema = try SchemaCatalog.load(db)
@@ -19,25 +19,40 @@ extension SQLiteReplica {
             else {
                 throw StoreError.notFound("no row \(pk) in table \(table): nothing was ever written to it")
             }
-            let sites = try SiteRegistry.load(db)
             let names = try SiteRegistry.records(db).reduce(into: [SiteID: String]()) { $0[$1.site] = $1.name }
             let clocks = try RowClocks(decoding: [UInt8](row["clocks"] as Data))
-            var logs: [Int64] = [row["first_log"]]
-            logs += try Int64.fetchAll(
-                db, sql: "SELECT l.id FROM _lode_history h JOIN _lode_log l ON l.site = h.site AND l.seq = h.seq WHERE h.tbl = ? AND h.pk = ?",
-                arguments: [t.id, pk])
-            var commits: [Commit] = []
-            for id in Set(logs).sorted() {
-                guard let bytes = try Data.fetchOne(db, sql: "SELECT bytes FROM _lode_log WHERE id = ?", arguments: [id]) else { continue }
-                commits.append(try Commit(decoding: try LogBytes.commit(bytes)))
+            let length = UInt64(row["cl"] as Int64)
+            let reader = try HistoryReader(db)
+            let sites = reader.sites
+            func stamp(_ column: String) -> CellStamp? {
+                guard let slot = t.slots[column], let s = clocks.stamp(slot), let site = sites.key(s.site) else { return nil }
+                return CellStamp(length: s.length, hlc: HLC(rawValue: s.hlc), site: site, seq: s.seq)
             }
-            return HistoryRules.entries(
-                table: table, pk: pk, commits: commits, length: UInt64(row["cl"] as Int64),
-                stamp: { column in
-                    guard let slot = t.slots[column], let s = clocks.stamp(slot), let site = sites.key(s.site) else { return nil }
-                    return CellStamp(length: s.length, hlc: HLC(rawValue: s.hlc), site: site, seq: s.seq)
-                },
-                name: { names[$0].flatMap { $0 } ?? $0.short })
+            func name(_ site: SiteID) -> String { names[site].flatMap { $0 } ?? site.short }
+            // The commits that wrote the row, in the order they were applied.
+            // One compacted away (`compact`) is told from its history entry.
+            var writes: [String: RowWrite] = [:]
+            var logs: [Int64] = [row["first_log"]]
+            let logID = try db.makeStatement(sql: "SELECT id FROM _lode_log WHERE site = ? AND seq = ?")
+            for w in try reader.writes(t, pk: pk, upTo: HLC(rawValue: UInt64(Int64.max))) {
+                guard let number = sites.numbers[w.site], let id = try Int64.fetchOne(logID, arguments: [number, Int64(w.seq)]) else { continue }
+                writes["\(id)"] = w
+                logs.append(id)
+            }
+            let columns = Dictionary(uniqueKeysWithValues: t.slots.map { ($1, $0) })
+            var out: [HistoryEntry] = []
+            for id in Set(logs).sorted() {
+                guard let log = try Row.fetchOne(db, sql: "SELECT bytes, person FROM _lode_log WHERE id = ?", arguments: [id]) else { continue }
+                let bytes: Data = log["bytes"]
+                if !bytes.isEmpty {
+                    let commit = try Commit(decoding: try LogBytes.commit(bytes))
+                    out += HistoryRules.entries(table: table, pk: pk, commits: [commit], length: length, stamp: stamp, name: name)
+                } else if let w = writes["\(id)"] {
+                    out += HistoryRules.entries(
+                        table: table, pk: pk, write: w, person: log["person"], length: length, columns: columns, stamp: stamp, name: name)
+                }
+            }
+            return out
         }
     }
 

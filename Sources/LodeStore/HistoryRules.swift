@@ -49,4 +49,22 @@ public enum HistoryRules {
         }
         return out
     }
+
+    /// The entries for one write of row `pk` kept in the history alone (its
+    /// commit compacted away): its cells with the values the row showed,
+    /// or a delete. `columns` names the table's slots.
+    public static func entries(
+        table: String, pk: String, write w: RowWrite, person: String?, length: UInt64, columns: [Int: String],
+        stamp: (String) -> CellStamp?, name: (SiteID) -> String
+    ) -> [HistoryEntry] {
+        let site = name(w.site)
+        if w.cells.isEmpty && !Merge.isPresent(w.length) {
+            return [HistoryEntry(time: w.hlc.iso8601, siteName: site, person: person, seq: w.seq, column: nil, value: nil, won: w.length == length)]
+        }
+        return w.cells.compactMap { cell in
+            guard let column = columns[cell.slot] else { return nil }
+            let won = cell.length == length && stamp(column) == w.stamp(cell)
+            return HistoryEntry(time: w.hlc.iso8601, siteName: site, person: person, seq: w.seq, column: column, value: cell.value, won: won)
+        }
+    }
 }
