@@ -26,6 +26,32 @@ extension Node {
         }
     }
 
+    /// The history kept when a compaction names no span: 30 days.
+    public static let defaultKeepHistory: UInt64 = 30 * 86_400
+
+    /// Compacts dataset `r` to the newest checkpoint it holds that has the
+    /// signatures `checkpointQuorum` asks for, keeping `keepHistory` seconds
+    /// of history (DESIGN §12).
+    func compact(_ r: any SQLReplicaStore, keepHistory: UInt64) async throws -> API.CompactionReport {
+        let quorum = checkpointQuorum
+        let held = r.vector
+        let all = try await r.checkpoints()
+        guard let c = all.first(where: { $0.signatures.count >= quorum && held.dominates($0.vector) }) else {
+            let best = all.map(\.signatures.count).max() ?? 0
+            throw NodeError(
+                .badInput,
+                all.isEmpty
+                    ? "dataset \(r.dataset) has no checkpoint: sign one with lode checkpoint \(r.dataset) on an editor site; others co-sign as they sync"
+                    : "no checkpoint of dataset \(r.dataset) has the \(quorum) signatures this node wants yet (the most is \(best)); editor sites co-sign as they sync"
+            )
+        }
+        let (millis, overflow) = keepHistory.multipliedReportingOverflow(by: 1000)
+        let report = try await r.compact(to: c, keepHistory: overflow ? .max : millis, vacuum: true)
+        return API.CompactionReport(
+            checkpoint: report.checkpoint, commitsDropped: report.commitsDropped, historyEntriesDropped: report.historyEntriesDropped,
+            rowsFolded: report.rowsFolded, horizon: report.horizon, bytesBefore: report.bytesBefore, bytesAfter: report.bytesAfter)
+    }
+
     /// Signs a checkpoint of dataset `r` at what this node holds now.
     func signCheckpoint(_ r: any SQLReplicaStore) async throws -> API.Checkpoint {
         let c = try await r.signCheckpoint()

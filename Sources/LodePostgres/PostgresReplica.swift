@@ -574,6 +574,10 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
         throw StoreError(.badInput, "checkpoints are not available on the PostgreSQL store yet; sign them on an SQLite replica")
     }
 
+    public func compact(to c: Checkpoint, keepHistory: UInt64, vacuum: Bool) async throws -> CompactionReport {
+        throw StoreError(.badInput, "compaction is not available on the PostgreSQL store yet")
+    }
+
     /// Runs one read-only statement on the dataset's schema (its tables
     /// need no schema name), in PostgreSQL's dialect, stopped after
     /// `queryTimeLimit`. Anything that would write is refused.

@@ -217,6 +217,41 @@ public enum API {
         }
     }
 
+    /// `POST /v1/datasets/{ds}/compact`: how much history to keep.
+    public struct CompactRequest: Codable, Sendable, Equatable {
+        /// Seconds of history to keep before now (nil: 30 days).
+        public var keepHistory: UInt64?
+        public init(keepHistory: UInt64? = nil) { self.keepHistory = keepHistory }
+        /// The most history a compaction may be asked to keep: 100 years.
+        public static let maxKeepHistory: UInt64 = 3_153_600_000
+    }
+
+    /// What a compaction did.
+    public struct CompactionReport: Codable, Sendable, Equatable {
+        /// The complete checkpoint compacted to.
+        public var checkpoint: String
+        public var commitsDropped: Int
+        public var historyEntriesDropped: Int
+        public var rowsFolded: Int
+        /// As-of queries and diffs reach back to here.
+        public var horizon: String
+        public var bytesBefore: UInt64
+        public var bytesAfter: UInt64
+
+        public init(
+            checkpoint: String, commitsDropped: Int, historyEntriesDropped: Int, rowsFolded: Int, horizon: String, bytesBefore: UInt64,
+            bytesAfter: UInt64
+        ) {
+            self.checkpoint = checkpoint
+            self.commitsDropped = commitsDropped
+            self.historyEntriesDropped = historyEntriesDropped
+            self.rowsFolded = rowsFolded
+            self.horizon = horizon
+            self.bytesBefore = bytesBefore
+            self.bytesAfter = bytesAfter
+        }
+    }
+
     /// `POST /v1/restore`: what a restore did.
     public struct RestoreReport: Codable, Sendable, Equatable {
         /// The dataset the backup holds.

@@ -3,29 +3,6 @@ import GRDB
 import LodeCore
 import LodeStore
 
-/// What compacting a dataset did (`SQLiteReplica.compact`).
-public struct CompactionReport: Sendable, Codable, Equatable {
-    /// The checkpoint compacted to.
-    public var checkpoint: String
-    /// Commits whose bytes were dropped from the log (their stamps, hashes
-    /// and authors stay).
-    public var commitsDropped = 0
-    /// History entries dropped or emptied of cells no time after the
-    /// horizon can show.
-    public var historyEntriesDropped = 0
-    /// Rows whose whole history now lies in their table row and clocks.
-    public var rowsFolded = 0
-    /// As-of queries and diffs reach back to here, no further.
-    public var horizon: String
-    public var bytesBefore: UInt64 = 0
-    public var bytesAfter: UInt64 = 0
-
-    public init(checkpoint: String, horizon: String) {
-        self.checkpoint = checkpoint
-        self.horizon = horizon
-    }
-}
-
 extension SQLiteReplica {
     /// The vector the log was last compacted to, and the history's horizon
     /// (no as-of time before it can be answered), if ever compacted.

@@ -39,6 +39,29 @@ public struct Checkpoint: Sendable, Hashable {
     public var commits: UInt64 { vector.sorted.reduce(0) { $0 + $1.seq } }
 }
 
+/// What compacting a dataset did (`SQLReplicaStore.compact`).
+public struct CompactionReport: Sendable, Codable, Equatable {
+    /// The checkpoint compacted to.
+    public var checkpoint: String
+    /// Commits whose bytes were dropped from the log (their stamps, hashes
+    /// and authors stay).
+    public var commitsDropped = 0
+    /// History entries dropped or emptied of cells no time after the
+    /// horizon can show.
+    public var historyEntriesDropped = 0
+    /// Rows whose whole history now lies in their table row and clocks.
+    public var rowsFolded = 0
+    /// As-of queries and diffs reach back to here, no further.
+    public var horizon: String
+    public var bytesBefore: UInt64 = 0
+    public var bytesAfter: UInt64 = 0
+
+    public init(checkpoint: String, horizon: String) {
+        self.checkpoint = checkpoint
+        self.horizon = horizon
+    }
+}
+
 /// What a replica found when it checked a checkpoint another site signed.
 public enum CheckpointCheck: Sendable, Hashable {
     /// Its own digest at V is the same: it signed too.

@@ -129,6 +129,9 @@ public protocol SQLReplicaStore: ReplicaStore {
     /// Writes this site's signature of the checkpoint (V, D), as a local
     /// commit (`CheckpointRows`).
     func sign(checkpointAt vector: VersionVector, digest: [UInt8], rows: Int) async throws
+    /// Compacts the dataset to checkpoint `c`, which the caller found
+    /// complete, keeping `keepHistory` milliseconds of history (DESIGN §12).
+    func compact(to c: Checkpoint, keepHistory: UInt64, vacuum: Bool) async throws -> CompactionReport
 }
 
 extension ReplicaStore {

@@ -19,7 +19,7 @@ struct Lode: AsyncParsableCommand {
         subcommands: [
             CAGroup.self, InitCommand.self, ServeCommand.self, DatasetGroup.self, SchemaCommand.self,
             ImportCommand.self, ExportCommand.self, QueryCommand.self, DiffCommand.self, ExecCommand.self, BackupCommand.self, RestoreCommand.self,
-            AnnotateCommand.self, AnnotationsCommand.self, HistoryCommand.self, ConflictsCommand.self, CheckpointCommand.self,
+            AnnotateCommand.self, AnnotationsCommand.self, HistoryCommand.self, ConflictsCommand.self, CheckpointCommand.self, CompactCommand.self,
             StatusCommand.self, PeersGroup.self, SyncCommand.self, WatchCommand.self, RevokeCommand.self, DemoCommand.self,
             UserGroup.self, UICommand.self,
         ])

@@ -320,3 +320,55 @@ struct CheckpointCommand: AsyncParsableCommand {
             })
     }
 }
+
+struct CompactCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compact",
+        abstract: "Drop the log and the history a complete checkpoint covers, keeping a span of history for as-of queries.",
+        discussion: """
+            Needs a checkpoint of the dataset with the signatures `serve --checkpoint-quorum` asks for (lode checkpoint). \
+            The log keeps every commit's stamp, hash and author but drops the commits' bytes; the history keeps what \
+            times after the horizon can show. Peers that lack the covered commits can no longer get them from this node.
+
+            Examples:
+              lode compact rare-earths
+              lode compact rare-earths --keep-history 0
+            """)
+    @Argument(help: "The dataset name.") var name: String
+    @Option(
+        name: .customLong("keep-history"),
+        help: ArgumentHelp("How much history to keep for as-of queries and diffs: seconds, or with s, m, h or d (default 30d).", valueName: "SPAN"))
+    var keepHistory: String?
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var format: FormatOption
+
+    /// Seconds in a span such as `90`, `90s`, `15m`, `12h` or `30d`.
+    static func seconds(_ text: String) -> UInt64? {
+        let units: [Character: UInt64] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
+        let unit = text.last.flatMap { units[$0] }
+        guard let n = UInt64(unit == nil ? text : String(text.dropLast())) else { return nil }
+        let (s, overflow) = n.multipliedReportingOverflow(by: unit ?? 1)
+        return overflow ? nil : s
+    }
+
+    func run() async throws {
+        var keep: UInt64?
+        if let keepHistory {
+            guard let s = Self.seconds(keepHistory), s <= API.CompactRequest.maxKeepHistory else {
+                throw ValidationError("--keep-history is a span such as 0, 90s, 15m, 12h or 30d, at most 100 years")
+            }
+            keep = s
+        }
+        let r = try await node.client().call(
+            .POST, "/datasets/\(percentEncode(name))/compact", json: API.CompactRequest(keepHistory: keep), as: API.CompactionReport.self)
+        if format.resolved == .json { return try printJSON(r) }
+        RecordPrinter(format: format.resolved).print(
+            columns: ["checkpoint", "commits_dropped", "history_entries_dropped", "rows_folded", "horizon", "bytes_before", "bytes_after"],
+            rows: [
+                [
+                    .text(r.checkpoint), .integer(Int64(r.commitsDropped)), .integer(Int64(r.historyEntriesDropped)), .integer(Int64(r.rowsFolded)),
+                    .text(r.horizon), .integer(Int64(clamping: r.bytesBefore)), .integer(Int64(clamping: r.bytesAfter)),
+                ]
+            ])
+    }
+}

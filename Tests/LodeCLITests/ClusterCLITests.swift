@@ -69,15 +69,17 @@ func freePort() -> Int { TestPorts.fresh() }
     }
 
     /// One editor signs a checkpoint; the other co-signs it by itself once
-    /// sync brings it the commits, and both then list it complete. A reader
-    /// site may not sign.
+    /// sync brings it the commits, and both then list it complete; then one
+    /// compacts to it and edits still travel both ways. A reader site may
+    /// not sign, and its node, wanting three signatures, may not compact.
     @Test func aCheckpointIsCoSignedBySyncAlone() throws {
         let a = try site("cp-a", role: "editor")
         let b = try site("cp-b", role: "editor")
         let r = try site("cp-r", role: "reader")
         let pa = try serve(a)
         let pb = try serve(b, peers: [a])
-        let pr = try serve(r, peers: [a])
+        // The reader wants three signatures: only two editors can sign.
+        let pr = try ServeProcess(dataDir: r.dir, extra: ["--peer", a.address, "--checkpoint-quorum", "3"], listen: r.address)
         defer {
             pa.stop()
             pb.stop()
@@ -101,9 +103,30 @@ func freePort() -> Int { TestPorts.fresh() }
         #expect(out.lines.contains { $0.hasPrefix(id) && $0.hasSuffix(",cp-a cp-b,yes") }, "\(out) \(pb.logText.suffix(2000))")
         _ = try lode(["sync", "--wait", "--timeout", "10"] + r.flags)
         out = try lode(["checkpoint", "mines", "--list", "--format", "json"] + r.flags)
-        #expect(out.stdout.contains("\"complete\" : true"), "\(out)")
+        #expect(out.stdout.contains("\"complete\" : false") && out.stdout.contains("\"quorum\" : 3"), "\(out)")
+        out = try lode(["compact", "mines"] + r.flags)
+        #expect(out.status == 1 && out.stderr.contains("has the 3 signatures"), "not complete there: \(out)")
         out = try lode(["checkpoint", "mines"] + r.flags)
         #expect(out.status == 1 && out.stderr.contains("reader"), "\(out)")
+        // Complete: a compacts to it, keeping no history; what it shows and serves stays.
+        let before = try lode(["export", "mines", "mines", "--format", "csv"] + a.flags).stdout
+        let then = Date().addingTimeInterval(-1).ISO8601Format()
+        out = try lode(["compact", "mines", "--keep-history", "0", "--format", "json"] + a.flags)
+        #expect(out.status == 0 && out.stdout.contains("\"checkpoint\" : \"\(id)\""), "\(out)")
+        #expect(!out.stdout.contains("\"commitsDropped\" : 0,"), "\(out)")
+        #expect(try lode(["export", "mines", "mines", "--format", "csv"] + a.flags).stdout == before)
+        out = try lode(["query", "mines", "SELECT count(*) FROM mines", "--as-of", then] + a.flags)
+        #expect(out.status == 1 && out.stderr.contains("compacted"), "\(out)")
+        out = try lode(["history", "mines", "mines", "mw", "--format", "csv"] + a.flags)
+        #expect(out.status == 0 && out.stdout.contains("output_t,1,"), "\(out)")
+        #expect(try lode(["compact", "mines", "--keep-history", "soon"] + a.flags).status == 2)
+        // Writes go on and travel both ways.
+        _ = try lode(["exec", "mines", "UPDATE mines SET output_t = 2 WHERE id = 'mw'"] + a.flags)
+        _ = try lode(["exec", "mines", "INSERT INTO mines(id, name) VALUES ('bo', 'Bayan Obo')"] + b.flags)
+        for s in [a, b, a] { _ = try lode(["sync", "--wait", "--timeout", "10"] + s.flags) }
+        let after = try lode(["export", "mines", "mines", "--format", "csv"] + a.flags).stdout
+        #expect(after.contains("mw,Mount Weld,2") && after.contains("bo,Bayan Obo"), "\(after)")
+        #expect(try lode(["export", "mines", "mines", "--format", "csv"] + b.flags).stdout == after)
     }
 
     @Test func aClientWithoutACertificateCannotCompleteASession() throws {

@@ -77,6 +77,7 @@ NEEDS = {
     ("POST", "/v1/datasets/{ds}/annotations/{id}/status"): "annotate",
     ("POST", "/v1/datasets/{ds}/conflicts/resolve"): "edit",
     ("POST", "/v1/datasets/{ds}/checkpoints"): "edit",
+    ("POST", "/v1/datasets/{ds}/compact"): "operate",
     ("GET", "/v1/people"): "operate",
     ("POST", "/v1/people"): "operate",
     ("DELETE", "/v1/people/{name}"): "operate",

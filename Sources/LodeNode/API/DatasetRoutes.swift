@@ -31,6 +31,13 @@ struct DatasetRoutes: Sendable {
         group.on(.post, "checkpoints", needs: .edit) { _, ctx in
             try json(try await node.signCheckpoint(try ctx.dataset), status: .created)
         }
+        group.on(.post, "compact", needs: .operate) { req, ctx in
+            let body = try await req.decodeJSON(as: API.CompactRequest.self)
+            if let keep = body.keepHistory, keep > API.CompactRequest.maxKeepHistory {
+                throw NodeError(.badInput, "keepHistory is at most \(API.CompactRequest.maxKeepHistory) seconds (100 years)")
+            }
+            return try json(try await node.compact(try ctx.dataset, keepHistory: body.keepHistory ?? Node.defaultKeepHistory))
+        }
         group.on(.get, "backup", needs: .read) { _, ctx in
             // A consistent copy in the node's temporary folder, streamed
             // and then removed.
