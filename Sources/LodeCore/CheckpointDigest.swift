@@ -5,7 +5,8 @@ import Crypto
 /// commits of V computes the same D, whatever else it holds, from the state
 /// those commits produce:
 ///
-/// - the dataset's name and V (canonically encoded);
+/// - the dataset's name, V (canonically encoded), and the hash of each
+///   site's last commit in V (the feed heads a snapshot starts from);
 /// - each table defined at V, in the byte order of its name: its name, its
 ///   primary key column, and its columns defined at V (name and type), in
 ///   name order;
@@ -15,11 +16,10 @@ import Crypto
 ///   value, and the stamp of the write (causal length, clock, site).
 ///
 /// Cells of earlier lives and rows' deletion times beyond their causal
-/// length are left out: no later merge can show them. Feed heads are not
-/// part of it; a snapshot carries the commits that end V, which name them.
+/// length are left out: no later merge can show them.
 ///
 /// ```swift
-/// var d = CheckpointDigest(dataset: "rare-earths", vector: v)
+/// var d = CheckpointDigest(dataset: "rare-earths", vector: v, heads: hashes)
 /// d.table("elements", primaryKey: "symbol", columns: [("name", .text)])
 /// d.row("Nd", length: 1, cells: [("name", .text("Neodymium"), stamp)])
 /// let (digest, rows) = d.finish()
@@ -32,11 +32,13 @@ public struct CheckpointDigest: Sendable {
     private var lastTable: [UInt8]?
     private var lastKey: [UInt8]?
 
-    /// Starts the digest of `dataset` at `vector`.
-    public init(dataset: String, vector: VersionVector) {
+    /// Starts the digest of `dataset` at `vector`, whose last commit from
+    /// each site has the hash `heads` gives.
+    public init(dataset: String, vector: VersionVector, heads: [SiteID: [UInt8]]) {
         buffer.writeString("lode-checkpoint-1")
         buffer.writeString(dataset)
         vector.encode(into: &buffer)
+        for e in vector.sorted { buffer.writeLengthPrefixed(heads[e.site] ?? []) }
     }
 
     /// Starts a table; its rows follow. Tables come in the byte order of
@@ -99,7 +101,7 @@ extension ReferenceReplica {
     /// vector: the reference the stores' digests at a vector are tested
     /// against (a replica given exactly the commits of V).
     public func checkpointDigest() -> (digest: [UInt8], rows: Int) {
-        var d = CheckpointDigest(dataset: dataset, vector: vector)
+        var d = CheckpointDigest(dataset: dataset, vector: vector, heads: heads.mapValues(\.hash))
         for name in schemas.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
             let schema = schemas[name]!
             d.table(name, primaryKey: schema.primaryKey, columns: schema.columns.values.map { ($0.def.name, $0.def.type) })

@@ -40,6 +40,12 @@ extension Node {
             }
         }
         var replica = try heldReplica(file.dataset)
+        if replica?.vector.sorted.isEmpty ?? true, try file.compactedCommits() > 0 {
+            // Its commits up to a checkpoint are gone: start from its rows there.
+            let (checkpoint, r) = try await startFromSnapshot(file)
+            replica = r
+            report.snapshot = checkpoint
+        }
         var waiting: [Commit] = []
         func apply(_ commits: [Commit], to r: any SQLReplicaStore) async throws {
             let outcome = try await r.apply(commits)
@@ -71,5 +77,65 @@ extension Node {
         report.unapplied = waiting.count
         if report.unapplied > 0 { note("\(report.unapplied) commits follow commits neither the backup nor this node holds") }
         return report
+    }
+
+    /// Starts dataset `file.dataset`, which this node does not hold yet,
+    /// from a compacted backup (DESIGN §12): among the checkpoints whose
+    /// signatures the backup's commits carry, each commit verified here
+    /// (its signature, and its author an editor this node knows by a
+    /// certificate from the cluster CA, valid then and not revoked), the
+    /// newest with this node's quorum of signatures; the backup's rows at
+    /// it are checked against the signed digest, computed here, before they
+    /// are installed. Returns the checkpoint and the replica.
+    func startFromSnapshot(_ file: BackupFile) async throws -> (String, any SQLReplicaStore) {
+        guard postgres == nil else {
+            throw NodeError(.badInput, "a compacted backup starts an SQLite dataset; this node keeps its datasets in PostgreSQL")
+        }
+        var certificates: [SiteID: SiteCertificate] = [:]
+        for der in try knownCertificates() {
+            if let c = try? SiteCertificate(der: der) { certificates[c.site] = c }
+        }
+        var found: [String: (vector: VersionVector, digest: [UInt8], signers: Set<SiteID>)] = [:]
+        try await file.commits { batch in
+            for c in batch where c.dataset == file.dataset && c.ops.contains(where: { $0.table == CheckpointRows.table }) {
+                guard let cert = certificates[c.author], cert.role == .editor, !self.isRevoked(c.author), c.hasValidSignature else { continue }
+                let record = cert.record
+                let slack = CommitVerifier.validitySlackMillis
+                let millis = c.hlc.millis
+                guard record.validFrom.map({ millis + slack >= $0 }) ?? true, record.validUntil.map({ millis <= $0 + slack }) ?? true,
+                    CheckpointRows.violation(in: c, authorName: cert.name) == nil
+                else { continue }
+                for case .put(let put) in c.ops where put.table == CheckpointRows.table {
+                    guard let v = put.columns.firstIndex(of: "vector"), let d = put.columns.firstIndex(of: "digest") else { continue }
+                    for i in 0..<put.rowCount {
+                        let row = put.row(i)
+                        guard case .blob(let bytes) = row[row.startIndex + v], let vector = try? VersionVector(decoding: bytes),
+                            case .text(let hex) = row[row.startIndex + d], let digest = [UInt8](hex: hex)
+                        else { continue }
+                        let id = CheckpointRows.id(vector: vector, digest: digest)
+                        found[id, default: (vector, digest, [])].signers.insert(c.author)
+                    }
+                }
+            }
+        }
+        let quorum = checkpointQuorum
+        let complete = found.filter { $0.value.signers.count >= quorum }.sorted {
+            ($0.value.vector.sorted.reduce(0) { $0 + $1.seq }, $0.key) > ($1.value.vector.sorted.reduce(0) { $0 + $1.seq }, $1.key)
+        }
+        guard let (id, c) = complete.first else {
+            throw NodeError(
+                .rejected,
+                "the backup's log was compacted, and it carries no checkpoint with the \(quorum) signatures this node wants (the most is \(found.values.map(\.signers.count).max() ?? 0)): this node cannot start dataset \(file.dataset) from it"
+            )
+        }
+        let computed = try file.digest(at: c.vector)
+        guard computed.digest == c.digest else {
+            throw NodeError(.rejected, "the backup's rows at checkpoint \(id) do not have the digest its signers signed: the file was altered or is damaged")
+        }
+        let r = try await openOrCreate(file.dataset)
+        guard let sqlite = r as? SQLiteReplica else { throw NodeError(.badInput, "a snapshot starts an SQLite dataset") }
+        _ = try await sqlite.installSnapshot(from: file, at: c.vector, digest: c.digest)
+        notifyChange()
+        return (id, r)
     }
 }

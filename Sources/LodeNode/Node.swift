@@ -364,6 +364,9 @@ public final class Node: Sendable {
     /// dataset no notice fixed a cut-off for.
     func noteRevokedKey(_ key: SiteID) { _ = revoked.withLock { $0.keys.insert(key) } }
 
+    /// True when `key`'s certificate was revoked here.
+    func isRevoked(_ key: SiteID) -> Bool { revoked.withLock { $0.keys.contains(key) } }
+
     /// The cut-offs kept for a revoked site's feeds.
     public func revocationCutoffs(of r: Revocation) -> [NodeFile.Cutoff] {
         ((try? file.cutoffs()) ?? []).filter { $0.site == r.site }

@@ -270,6 +270,9 @@ public enum API {
         /// Site certificates the backup carried that this node did not know,
         /// verified against the cluster CA and kept.
         public var certificatesAdded = 0
+        /// The checkpoint a compacted backup's rows were installed at (a new
+        /// dataset started from a snapshot), if any.
+        public var snapshot: String?
         /// Why commits or certificates were refused (the first few).
         public var reasons: [String] = []
 

@@ -29,7 +29,7 @@ public final class BackupFile: Sendable {
     public let certificates: [[UInt8]]
     /// The commits in the log.
     public let commitCount: Int
-    private let queue: DatabaseQueue
+    let queue: DatabaseQueue
 
     public init(path: String) throws {
         var config = Configuration()

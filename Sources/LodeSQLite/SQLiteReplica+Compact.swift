@@ -6,7 +6,7 @@ import LodeStore
 extension SQLiteReplica {
     /// The vector the log was last compacted to, and the history's horizon
     /// (no as-of time before it can be answered), if ever compacted.
-    func compaction(_ db: Database) throws -> (vector: VersionVector, horizon: HLC)? {
+    static func compaction(_ db: Database) throws -> (vector: VersionVector, horizon: HLC)? {
         guard let bytes = try Data.fetchOne(db, sql: "SELECT value FROM _lode_meta WHERE key = 'compacted_vector'"),
             let horizon = try Int64.fetchOne(db, sql: "SELECT value FROM _lode_meta WHERE key = 'history_horizon'")
         else { return nil }
@@ -15,7 +15,7 @@ extension SQLiteReplica {
 
     /// Refuses an as-of time before the history's horizon.
     func checkNotBeforeHorizon(_ stamp: HLC, _ db: Database) throws {
-        guard let c = try compaction(db), stamp < c.horizon else { return }
+        guard let c = try SQLiteReplica.compaction(db), stamp < c.horizon else { return }
         throw StoreError.badInput(
             "this replica's history before \(c.horizon.iso8601) was compacted (lode compact): ask for a time at or after it")
     }
@@ -41,7 +41,7 @@ extension SQLiteReplica {
         let bytesBefore = bytesOnDisk
         var report = try await write { [self] tx in
             let db = tx.db
-            let previous = try compaction(db)
+            let previous = try SQLiteReplica.compaction(db)
             if let previous, !c.vector.dominates(previous.vector) {
                 throw StoreError.badInput("checkpoint \(c.id) is older than the one this replica was compacted to")
             }

@@ -269,11 +269,12 @@ struct RestoreCommand: AsyncParsableCommand {
         progress.clear()
         if format.resolved == .json { return try printJSON(report) }
         RecordPrinter(format: format.resolved).print(
-            columns: ["dataset", "commits", "applied", "already_held", "refused", "unapplied", "certificates_added"],
+            columns: ["dataset", "commits", "applied", "already_held", "refused", "unapplied", "certificates_added", "snapshot"],
             rows: [
                 [
                     .text(report.dataset), .integer(Int64(report.commits)), .integer(Int64(report.applied)), .integer(Int64(report.alreadyHeld)),
                     .integer(Int64(report.refused)), .integer(Int64(report.unapplied)), .integer(Int64(report.certificatesAdded)),
+                    report.snapshot.map(Value.text) ?? .null,
                 ]
             ])
         for reason in report.reasons { note(reason) }

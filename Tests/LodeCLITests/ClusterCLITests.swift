@@ -127,6 +127,28 @@ func freePort() -> Int { TestPorts.fresh() }
         let after = try lode(["export", "mines", "mines", "--format", "csv"] + a.flags).stdout
         #expect(after.contains("mw,Mount Weld,2") && after.contains("bo,Bayan Obo"), "\(after)")
         #expect(try lode(["export", "mines", "mines", "--format", "csv"] + b.flags).stdout == after)
+        // A new node starts from a's compacted backup (a snapshot at the
+        // checkpoint, its digest checked), then syncs what follows.
+        let file = scratch.file("cp-mines.lodebackup")
+        #expect(try lode(["backup", "mines", file] + a.flags).status == 0)
+        _ = try lode(["exec", "mines", "UPDATE mines SET name = 'Mountain Pass Mine' WHERE id = 'mp'"] + a.flags)
+        let c = try site("cp-c", role: "editor")
+        let pc = try serve(c)
+        defer { pc.stop() }
+        out = try lode(["restore", file, "--format", "csv"] + c.flags)
+        #expect(out.status == 0 && out.lines.count == 2 && out.lines[1].hasSuffix(",\(id)"), "\(out)")
+        #expect(try lode(["export", "mines", "mines", "--format", "csv"] + c.flags).stdout == after)
+        #expect(try lode(["peers", "add", a.address] + c.flags).status == 0)
+        _ = try lode(["sync", "--wait", "--timeout", "10"] + c.flags)
+        let latest = try lode(["export", "mines", "mines", "--format", "csv"] + a.flags).stdout
+        let atC = try lode(["export", "mines", "mines", "--format", "csv"] + c.flags).stdout
+        #expect(latest.contains("Mountain Pass Mine") && atC == latest, "\(atC)")
+        // A node that wants more signatures than the backup carries will not start from it.
+        let d = try site("cp-d", role: "editor")
+        let pd = try ServeProcess(dataDir: d.dir, extra: ["--checkpoint-quorum", "3"], listen: d.address)
+        defer { pd.stop() }
+        out = try lode(["restore", file] + d.flags)
+        #expect(out.status == 1 && out.stderr.contains("no checkpoint with the 3 signatures"), "\(out)")
     }
 
     @Test func aClientWithoutACertificateCannotCompleteASession() throws {

@@ -288,4 +288,59 @@ import Testing
             #expect(checks.contains(.signed(id: late.id)) && checks.count == (r === offline ? 3 : 1), "seed \(seed) \(r.local.name) \(checks)")
         }
     }
+
+    /// A compacted backup is a snapshot: its rows at a checkpoint have the
+    /// digest the checkpoint's signers signed, a fresh replica started from
+    /// them holds the same tables and digest and takes later commits as any
+    /// replica; a backup altered after the fact has another digest, and
+    /// installing it anyway is refused, leaving the replica empty.
+    @Test func aCompactedBackupStartsAReplicaFromItsCheckpoint() async throws {
+        var rng = SeededGenerator(seed: 21)
+        let rs = try await cluster(2)
+        for _ in 0..<40 { _ = try await rs[0].write([randomEdit(&rng, columns: ["name", "output", "grade", "note"])]) }
+        _ = try await rs[0].annotate(NewAnnotation(table: "mines", pk: try await tables(rs[0])["mines"]!.keys.sorted().first!, text: "check"))
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        let c = try await rs[0].signCheckpoint()
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        _ = try await rs[1].cosignCheckpoints()
+        try await exchange(from: rs[1], to: rs[0], &rng)
+        _ = try await rs[0].write([.put(table: "plants", pk: "after", columns: ["tonnes"], values: [.integer(9)])])
+        let a = rs[0] as! SQLiteReplica
+        _ = try await a.compact(to: try await a.checkpoints().first { $0.id == c.id }!, keepHistory: 0)
+        let file = dir.file("snap-\(UUID().uuidString.prefix(6)).db")
+        try await a.backup(to: file)
+        let backup = try BackupFile(path: file)
+        #expect(try backup.compactedCommits() > 0)
+        #expect(try backup.digest(at: c.vector).digest == c.digest)
+        // A fresh replica from the snapshot, then the commits after it.
+        let fresh = try await StoreKind.sqlite.make(dir, site: site(7, "new")) as! SQLiteReplica
+        try await introduce([rs[0], rs[1], fresh])
+        let rows = try await fresh.installSnapshot(from: backup, at: c.vector, digest: c.digest)
+        #expect(rows > 0 && fresh.vector == c.vector)
+        #expect(try await fresh.checkpointDigest(at: c.vector).digest == c.digest)
+        try await exchange(from: rs[0], to: fresh, &rng)
+        #expect(fresh.vector == rs[0].vector)
+        #expect(try await tables(fresh) == tables(rs[0]))
+        #expect(try await fresh.annotations().map(\.text) == ["check"])
+        _ = try await fresh.write([.put(table: "plants", pk: "after", columns: ["tonnes"], values: [.integer(10)])])
+        try await exchange(from: fresh, to: rs[0], &rng)
+        #expect(try await tables(rs[0])["plants"]?["after"]?["tonnes"] == .integer(10))
+        // Altered after the fact: another digest, and no install.
+        let altered = dir.file("altered-\(UUID().uuidString.prefix(6)).db")
+        try FileManager.default.copyItem(atPath: file, toPath: altered)
+        let queue = try DatabaseQueue(path: altered)
+        // Every place the rows are read from: the table (rows whose history
+        // is their table row) and the history (the others).
+        try await queue.write { db in
+            try db.execute(sql: "UPDATE mines SET note = 'forged'; UPDATE _lode_history SET cells = x'00' WHERE tbl = (SELECT id FROM _lode_tables WHERE name = 'mines')")
+        }
+        try queue.close()
+        let forged = try BackupFile(path: altered)
+        #expect(try forged.digest(at: c.vector).digest != c.digest)
+        let victim = try await StoreKind.sqlite.make(dir, site: site(8, "victim")) as! SQLiteReplica
+        try await introduce([rs[0], victim])
+        await #expect(throws: StoreError.self) { try await victim.installSnapshot(from: forged, at: c.vector, digest: c.digest) }
+        let left = try await tables(victim)
+        #expect(victim.vector.sorted.isEmpty && (left["mines"] ?? [:]).isEmpty)
+    }
 }
