@@ -6,7 +6,7 @@ import LodeStore
 
 /// The benchmark suite (release build):
 ///
-///   swift run -c release lode-bench [all | W1 … W14]... [--rows N] [--runs K] [--keys random|sequential] [--sites N] [--json FILE]
+///   swift run -c release lode-bench [all | W1 … W15]... [--rows N] [--runs K] [--keys random|sequential] [--sites N] [--json FILE]
 ///   swift run -c release lode-bench rows N [SEED] [--keys …] > rows.csv
 ///   swift run -c release lode-bench import-only FILE.csv...     (for profiling)
 ///
@@ -54,7 +54,7 @@ enum LodeBench {
         }
         var wanted = Set(args.map { $0.uppercased() })
         if wanted.isEmpty || wanted.contains("ALL") {
-            wanted = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W11", "W12", "W13", "W14"]
+            wanted = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W11", "W12", "W13", "W14", "W15"]
         }
         let ws = try Workspace()
         defer { ws.remove() }
@@ -74,8 +74,8 @@ enum LodeBench {
         )
         print(header)
         // W1 builds the dataset the others use.
-        // (W11, W12 and W14 have their own data.)
-        if !wanted.subtracting(["W11", "W12", "W14"]).isEmpty {
+        // (W11, W12, W14 and W15 have their own data.)
+        if !wanted.subtracting(["W11", "W12", "W14", "W15"]).isEmpty {
             let w1 = try await suite.w1()
             if wanted.contains("W1") { report(w1) }
         }
@@ -104,6 +104,7 @@ enum LodeBench {
         if wanted.contains("W12") { report(try await suite.w12()) }
         if wanted.contains("W13") { for r in try await suite.w13() { report(r) } }
         if wanted.contains("W14") { for r in try await suite.w14() { report(r) } }
+        if wanted.contains("W15") { for r in try await suite.w15() { report(r) } }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(results).write(to: URL(fileURLWithPath: json))

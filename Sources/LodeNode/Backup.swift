@@ -130,7 +130,8 @@ extension Node {
         }
         let computed = try file.digest(at: c.vector)
         guard computed.digest == c.digest else {
-            throw NodeError(.rejected, "the backup's rows at checkpoint \(id) do not have the digest its signers signed: the file was altered or is damaged")
+            throw NodeError(
+                .rejected, "the backup's rows at checkpoint \(id) do not have the digest its signers signed: the file was altered or is damaged")
         }
         let r = try await openOrCreate(file.dataset)
         guard let sqlite = r as? SQLiteReplica else { throw NodeError(.badInput, "a snapshot starts an SQLite dataset") }

@@ -78,17 +78,22 @@ struct CheckpointService: Service {
             return
         }
         try await cancelWhenGracefulShutdown {
-            var differing: [String: Set<String>] = [:]
+            var checked: [String: Set<String>] = [:]
             while !Task.isCancelled {
                 for name in node.datasetNames() {
                     guard let r = try? node.replica(name) else { continue }
                     do {
-                        for check in try await r.cosignCheckpoints(skipping: differing[name] ?? []) {
+                        for check in try await r.cosignCheckpoints(skipping: checked[name] ?? []) {
                             switch check {
                             case .signed(let id):
                                 logger.info("co-signed a checkpoint", metadata: ["dataset": "\(name)", "checkpoint": "\(id)"])
+                            case .unavailable(let id, let reason):
+                                checked[name, default: []].insert(id)
+                                logger.info(
+                                    "a checkpoint cannot be checked here",
+                                    metadata: ["dataset": "\(name)", "checkpoint": "\(id)", "reason": "\(reason)"])
                             case .differs(let id, let ours, let theirs):
-                                differing[name, default: []].insert(id)
+                                checked[name, default: []].insert(id)
                                 logger.error(
                                     "a checkpoint's digest differs from this replica's at the same commits: not signed; compare the replicas",
                                     metadata: [

@@ -73,8 +73,9 @@ extension SQLiteReplica {
                         // Stamped so that V covers the definition here as it did there.
                         let stamp =
                             ends.covers(t.schema.stamp)
-                            ? t.schema.stamp : ordered.compactMap { t.schema.columns[$0.name]?.firstStamp }.filter(ends.covers).min { $0.hlc < $1.hlc }
-                            ?? t.schema.stamp
+                            ? t.schema.stamp
+                            : ordered.compactMap { t.schema.columns[$0.name]?.firstStamp }.filter(ends.covers).min { $0.hlc < $1.hlc }
+                                ?? t.schema.stamp
                         try tx.state.schema.define(db, TableDef(name: t.name, primaryKey: t.primaryKey, columns: ordered), stamp: stamp)
                         guard let here = tx.state.schema[t.name] else { throw StoreError(.storage, "table \(t.name) was not defined") }
                         target = here
@@ -84,7 +85,8 @@ extension SQLiteReplica {
                         }
                         let names = ([here.primaryKey] + shown.map(\.def.name)).map(quote)
                         insert = try db.makeStatement(
-                            sql: "INSERT INTO \(quote(t.name))(\(names.joined(separator: ", "))) VALUES (\(names.map { _ in "?" }.joined(separator: ", ")))"
+                            sql:
+                                "INSERT INTO \(quote(t.name))(\(names.joined(separator: ", "))) VALUES (\(names.map { _ in "?" }.joined(separator: ", ")))"
                         )
                     },
                     row: { _, pk, state in

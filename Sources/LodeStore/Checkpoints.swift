@@ -69,6 +69,9 @@ public enum CheckpointCheck: Sendable, Hashable {
     /// Its digest at V differs: it did not sign. The replicas disagree about
     /// the same commits, which the CRDT rules out; an operator must look.
     case differs(id: String, ours: [UInt8], theirs: [UInt8])
+    /// It can no longer tell the dataset at V (its history was compacted
+    /// past it): it neither signs nor disputes.
+    case unavailable(id: String, reason: String)
 }
 
 /// How checkpoints are kept: rows of a system table, one per (checkpoint,
@@ -207,13 +210,20 @@ extension SQLReplicaStore {
     /// Checks the checkpoints other sites signed and this one has not, once
     /// it holds their commits: where its own digest at V is the same, it
     /// signs too (co-signing, DESIGN §12). Nothing for a site that may not
-    /// sign. `skipping` names checkpoints already found to differ.
+    /// sign. `skipping` names checkpoints already checked (found to differ,
+    /// or past this replica's history).
     public func cosignCheckpoints(skipping: Set<String> = []) async throws -> [CheckpointCheck] {
         guard local.role.canEdit else { return [] }
         var out: [CheckpointCheck] = []
         for c in try await checkpoints()
         where !skipping.contains(c.id) && !c.signatures.contains(where: { $0.site == local.site }) && vector.dominates(c.vector) {
-            let ours = try await checkpointDigest(at: c.vector)
+            let ours: (digest: [UInt8], rows: Int)
+            do {
+                ours = try await checkpointDigest(at: c.vector)
+            } catch let e as StoreError where e.code == .notFound {
+                out.append(.unavailable(id: c.id, reason: e.message))
+                continue
+            }
             if ours.digest == c.digest {
                 try await sign(checkpointAt: c.vector, digest: ours.digest, rows: ours.rows)
                 out.append(.signed(id: c.id))

@@ -73,7 +73,8 @@ public struct RowWrite: Hashable, Sendable {
             out.reserveCapacity(n)
             for _ in 0..<n {
                 let slot = try r.readVarint()
-                guard slot <= UInt64(Int32.max) else { throw BinaryDecodingError(.invalidValue, at: r.offset, "slot \(slot) out of range") }
+                // No table has more columns than a commit may define.
+                guard slot <= UInt64(Limits.maxColumns) else { throw BinaryDecodingError(.invalidValue, at: r.offset, "slot \(slot) out of range") }
                 out.append(HistoryCell(slot: Int(slot), length: try r.readVarint(), value: try Value.decode(from: &r)))
             }
             return out

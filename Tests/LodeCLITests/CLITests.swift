@@ -244,7 +244,8 @@ import Testing
         defer { faro.stop() }
         r = try lode(["restore", file, "--format", "csv"] + f)
         #expect(
-            r.status == 0 && r.lines == ["dataset,commits,applied,already_held,refused,unapplied,certificates_added,snapshot", "mines,3,3,0,0,0,1,"], "\(r)")
+            r.status == 0 && r.lines == ["dataset,commits,applied,already_held,refused,unapplied,certificates_added,snapshot", "mines,3,3,0,0,0,1,"],
+            "\(r)")
         let export = ["export", "mines", "mines", "--format", "csv"]
         #expect(try lode(export + f).stdout == lode(export + p).stdout)
         let history = ["history", "mines", "mines", "mp", "--format", "csv"]

@@ -332,7 +332,10 @@ import Testing
         // Every place the rows are read from: the table (rows whose history
         // is their table row) and the history (the others).
         try await queue.write { db in
-            try db.execute(sql: "UPDATE mines SET note = 'forged'; UPDATE _lode_history SET cells = x'00' WHERE tbl = (SELECT id FROM _lode_tables WHERE name = 'mines')")
+            try db.execute(
+                sql:
+                    "UPDATE mines SET note = 'forged'; UPDATE _lode_history SET cells = x'00' WHERE tbl = (SELECT id FROM _lode_tables WHERE name = 'mines')"
+            )
         }
         try queue.close()
         let forged = try BackupFile(path: altered)
@@ -342,5 +345,30 @@ import Testing
         await #expect(throws: StoreError.self) { try await victim.installSnapshot(from: forged, at: c.vector, digest: c.digest) }
         let left = try await tables(victim)
         #expect(victim.vector.sorted.isEmpty && (left["mines"] ?? [:]).isEmpty)
+    }
+
+    /// A checkpoint older than what a replica compacted to cannot be
+    /// checked there: it neither signs nor reports a difference.
+    @Test func aCheckpointBeforeTheCompactionIsNotChecked() async throws {
+        var rng = SeededGenerator(seed: 31)
+        let rs = try await cluster(3)
+        for _ in 0..<10 { _ = try await rs[0].write([randomEdit(&rng, columns: ["name", "output"])]) }
+        for r in rs.dropFirst() { try await exchange(from: rs[0], to: r, &rng) }
+        let old = try await rs[2].signCheckpoint()
+        for _ in 0..<10 { _ = try await rs[0].write([randomEdit(&rng, columns: ["name", "output"])]) }
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        let c = try await rs[0].signCheckpoint()
+        try await exchange(from: rs[0], to: rs[1], &rng)
+        #expect(try await rs[1].cosignCheckpoints() == [.signed(id: c.id)])
+        try await exchange(from: rs[1], to: rs[0], &rng)
+        _ = try await rs[0].compact(to: try await rs[0].checkpoints().first { $0.id == c.id }!, keepHistory: 0, vacuum: false)
+        try await exchange(from: rs[2], to: rs[0], &rng)
+        let checks = try await rs[0].cosignCheckpoints()
+        guard case .unavailable(let id, let reason)? = checks.first, checks.count == 1 else {
+            Issue.record("\(checks)")
+            return
+        }
+        #expect(id == old.id && reason.contains("compacted"))
+        #expect(try await rs[0].cosignCheckpoints(skipping: [old.id]).isEmpty)
     }
 }
