@@ -91,6 +91,7 @@ extension Node {
         guard postgres == nil else {
             throw NodeError(.badInput, "a compacted backup starts an SQLite dataset; this node keeps its datasets in PostgreSQL")
         }
+        try file.checkShapes()
         var certificates: [SiteID: SiteCertificate] = [:]
         for der in try knownCertificates() {
             if let c = try? SiteCertificate(der: der) { certificates[c.site] = c }

@@ -4,6 +4,56 @@ import LodeCore
 import LodeStore
 
 extension BackupFile {
+    /// What every row of the internal tables a snapshot reads must be:
+    /// the types and ranges this build writes. A crafted file could
+    /// otherwise hold a NULL or a text where a number is read.
+    static let shapes: [(table: String, condition: String)] = [
+        ("_lode_sites", "typeof(id) = 'integer' AND typeof(key) = 'blob' AND length(key) = 32"),
+        (
+            "_lode_log",
+            "typeof(id) = 'integer' AND typeof(site) = 'integer' AND typeof(seq) = 'integer' AND seq >= 0 AND typeof(hlc) = 'integer' AND typeof(hash) = 'blob' AND typeof(bytes) = 'blob' AND (person IS NULL OR typeof(person) = 'text')"
+        ),
+        (
+            "_lode_tables",
+            "typeof(id) = 'integer' AND typeof(name) = 'text' AND typeof(pk) = 'text' AND typeof(hlc) = 'integer' AND typeof(site) = 'blob' AND length(site) = 32"
+        ),
+        (
+            "_lode_columns",
+            "typeof(tbl) = 'integer' AND typeof(slot) = 'integer' AND slot BETWEEN 0 AND \(Limits.maxColumns) AND typeof(name) = 'text' AND typeof(type) = 'integer' AND type BETWEEN 1 AND 4 AND typeof(not_null) = 'integer' AND typeof(dflt) = 'blob' AND typeof(hlc) = 'integer' AND typeof(site) = 'blob' AND length(site) = 32 AND typeof(first_hlc) = 'integer' AND typeof(first_site) = 'blob' AND length(first_site) = 32 AND typeof(first_ordinal) = 'integer' AND first_ordinal BETWEEN 0 AND \(Limits.maxColumns)"
+        ),
+        (
+            "_lode_rows",
+            "typeof(tbl) = 'integer' AND typeof(pk) = 'text' AND typeof(cl) = 'integer' AND cl >= 0 AND typeof(clocks) = 'blob' AND typeof(first_log) = 'integer' AND typeof(last) = 'integer' AND typeof(kept) = 'integer'"
+        ),
+        (
+            "_lode_history",
+            "typeof(tbl) = 'integer' AND typeof(pk) = 'text' AND typeof(hlc) = 'integer' AND typeof(site) = 'integer' AND typeof(seq) = 'integer' AND seq >= 0 AND typeof(cl) = 'integer' AND cl >= 0 AND typeof(cells) = 'blob'"
+        ),
+        (
+            "_lode_meta",
+            "(key != 'compacted_vector' OR typeof(value) = 'blob') AND (key != 'history_horizon' OR typeof(value) = 'integer')"
+        ),
+    ]
+
+    /// Checks that the internal tables a snapshot reads hold what this build
+    /// writes there (`shapes`), before any of it is read as a snapshot.
+    public func checkShapes() throws {
+        try queue.read { db in
+            for s in Self.shapes {
+                let bad: Int?
+                do {
+                    bad = try Int.fetchOne(db, sql: "SELECT count(*) FROM \(s.table) WHERE NOT (\(s.condition))")
+                } catch {
+                    throw StoreError.badInput("the backup's \(s.table) is not a Lodestone table: \((error as? DatabaseError)?.message ?? "\(error)")")
+                }
+                guard bad == 0 else {
+                    throw StoreError.badInput(
+                        "the backup's \(s.table) holds \(bad ?? 0) rows this build never writes: the file was altered or is damaged")
+                }
+            }
+        }
+    }
+
     /// How many of the backup's commits were compacted away (`compact`):
     /// a node lacking them can only start from a snapshot.
     public func compactedCommits() throws -> Int {
@@ -30,7 +80,8 @@ extension SQLiteReplica {
     /// the transaction commits, so a snapshot is installed whole and right
     /// or not at all. Commits after V then apply as any peer's.
     public func installSnapshot(from backup: BackupFile, at vector: VersionVector, digest expected: [UInt8]) async throws -> Int {
-        try await write { [self] tx in
+        try backup.checkShapes()
+        return try await write { [self] tx in
             let db = tx.db
             guard tx.state.feeds.vector.sorted.isEmpty else {
                 throw StoreError(.alreadyExists, "dataset \(dataset) already holds commits: a snapshot starts only an empty replica")

@@ -39,14 +39,21 @@ public struct RowClocks: Equatable, Sendable {
             let ng = try r.readCount(limit: 1 << 16, "stamp groups")
             groups.reserveCapacity(ng)
             for _ in 0..<ng {
-                groups.append(
-                    LocalStamp(
-                        length: try r.readVarint(), hlc: try r.readVarint(),
-                        site: Int64(try r.readVarint()), seq: try r.readVarint()))
+                let (length, hlc, site, seq) = (try r.readVarint(), try r.readVarint(), try r.readVarint(), try r.readVarint())
+                // Read from files a node may not have written (a backup
+                // restored as a snapshot): out-of-range numbers are refused, not trapped on.
+                guard site <= UInt64(Int64.max) else { throw BinaryDecodingError(.invalidValue, at: r.offset, "site number \(site) out of range") }
+                groups.append(LocalStamp(length: length, hlc: hlc, site: Int64(site), seq: seq))
             }
             let ns = try r.readCount(limit: Limits.maxColumns, "slots")
             slots.reserveCapacity(ns)
-            for _ in 0..<ns { slots.append(UInt32(try r.readVarint())) }
+            for _ in 0..<ns {
+                let s = try r.readVarint()
+                guard s >> 1 <= UInt64(ng) else {
+                    throw BinaryDecodingError(.invalidValue, at: r.offset, "a slot names stamp group \(s >> 1) of \(ng)")
+                }
+                slots.append(UInt32(s))
+            }
         }
     }
 

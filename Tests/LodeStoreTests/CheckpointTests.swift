@@ -345,6 +345,26 @@ import Testing
         await #expect(throws: StoreError.self) { try await victim.installSnapshot(from: forged, at: c.vector, digest: c.digest) }
         let left = try await tables(victim)
         #expect(victim.vector.sorted.isEmpty && (left["mines"] ?? [:]).isEmpty)
+        // Crafted internal rows are refused with an error, never trapped on:
+        // a text where a clock is read, clocks naming a stamp group they lack.
+        for sql in [
+            "UPDATE _lode_log SET hlc = 'soon' WHERE id = 1",
+            "UPDATE _lode_rows SET clocks = x'0101010101' || x'01' || x'08'",
+            "UPDATE _lode_rows SET clocks = x'0101ffffffffffffffffff0101'",
+        ] {
+            let crafted = dir.file("crafted-\(UUID().uuidString.prefix(6)).db")
+            try FileManager.default.copyItem(atPath: file, toPath: crafted)
+            let q = try DatabaseQueue(path: crafted)
+            try await q.write { try $0.execute(sql: sql) }
+            try q.close()
+            let bad = try BackupFile(path: crafted)
+            #expect(throws: (any Error).self, "\(sql)") {
+                try bad.checkShapes()
+                _ = try bad.digest(at: c.vector)
+            }
+            await #expect(throws: (any Error).self, "\(sql)") { try await victim.installSnapshot(from: bad, at: c.vector, digest: c.digest) }
+        }
+        #expect(victim.vector.sorted.isEmpty)
     }
 
     /// A checkpoint older than what a replica compacted to cannot be
