@@ -96,15 +96,11 @@ extension Node {
         for der in try knownCertificates() {
             if let c = try? SiteCertificate(der: der) { certificates[c.site] = c }
         }
-        var found: [String: (vector: VersionVector, digest: [UInt8], signers: Set<SiteID>)] = [:]
+        var found: [String: Checkpoint] = [:]
         try await file.commits { batch in
             for c in batch where c.dataset == file.dataset && c.ops.contains(where: { $0.table == CheckpointRows.table }) {
                 guard let cert = certificates[c.author], cert.role == .editor, !self.isRevoked(c.author), c.hasValidSignature else { continue }
-                let record = cert.record
-                let slack = CommitVerifier.validitySlackMillis
-                let millis = c.hlc.millis
-                guard record.validFrom.map({ millis + slack >= $0 }) ?? true, record.validUntil.map({ millis <= $0 + slack }) ?? true,
-                    CheckpointRows.violation(in: c, authorName: cert.name) == nil
+                guard CommitVerifier.outsideValidity(c, cert.record) == nil, CheckpointRows.violation(in: c, authorName: cert.name) == nil
                 else { continue }
                 for case .put(let put) in c.ops where put.table == CheckpointRows.table {
                     guard let v = put.columns.firstIndex(of: "vector"), let d = put.columns.firstIndex(of: "digest") else { continue }
@@ -114,30 +110,32 @@ extension Node {
                             case .text(let hex) = row[row.startIndex + d], let digest = [UInt8](hex: hex)
                         else { continue }
                         let id = CheckpointRows.id(vector: vector, digest: digest)
-                        found[id, default: (vector, digest, [])].signers.insert(c.author)
+                        var checkpoint = found[id] ?? Checkpoint(id: id, vector: vector, digest: digest, rows: 0, signatures: [])
+                        if !checkpoint.signatures.contains(where: { $0.site == c.author }) {
+                            checkpoint.signatures.append(Checkpoint.Signature(site: c.author, name: cert.name))
+                        }
+                        found[id] = checkpoint
                     }
                 }
             }
         }
         let quorum = checkpointQuorum
-        let complete = found.filter { $0.value.signers.count >= quorum }.sorted {
-            ($0.value.vector.sorted.reduce(0) { $0 + $1.seq }, $0.key) > ($1.value.vector.sorted.reduce(0) { $0 + $1.seq }, $1.key)
-        }
-        guard let (id, c) = complete.first else {
+        let complete = found.values.filter { $0.signatures.count >= quorum }.sorted { ($0.commits, $0.id) > ($1.commits, $1.id) }
+        guard let c = complete.first else {
             throw NodeError(
                 .rejected,
-                "the backup's log was compacted, and it carries no checkpoint with the \(quorum) signatures this node wants (the most is \(found.values.map(\.signers.count).max() ?? 0)): this node cannot start dataset \(file.dataset) from it"
+                "the backup's log was compacted, and it carries no checkpoint with the \(quorum) signatures this node wants (the most is \(found.values.map(\.signatures.count).max() ?? 0)): this node cannot start dataset \(file.dataset) from it"
             )
         }
         let computed = try file.digest(at: c.vector)
         guard computed.digest == c.digest else {
             throw NodeError(
-                .rejected, "the backup's rows at checkpoint \(id) do not have the digest its signers signed: the file was altered or is damaged")
+                .rejected, "the backup's rows at checkpoint \(c.id) do not have the digest its signers signed: the file was altered or is damaged")
         }
         let r = try await openOrCreate(file.dataset)
         guard let sqlite = r as? SQLiteReplica else { throw NodeError(.badInput, "a snapshot starts an SQLite dataset") }
         _ = try await sqlite.installSnapshot(from: file, at: c.vector, digest: c.digest)
         notifyChange()
-        return (id, r)
+        return (c.id, r)
     }
 }

@@ -200,16 +200,22 @@ final class HistoryReader: @unchecked Sendable {
         entries.bind(3, Int64(bitPattern: upTo.rawValue))
         var out: [RowWrite] = []
         while try entries.step(db) {
-            guard let site = sites.key(entries.int64(1)) else {
-                throw StoreError(.storage, "the history of \(pk) names site number \(entries.int64(1)), which the file does not know")
-            }
-            let w = RowWrite(
-                hlc: HLC(rawValue: UInt64(bitPattern: entries.int64(0))), site: site, seq: UInt64(bitPattern: entries.int64(2)),
-                length: UInt64(bitPattern: entries.int64(3)), cells: try RowWrite.decodeCells(entries.blob(4)))
+            let w = try HistoryReader.write(entries, pk: pk, sites: sites)
             out.append(w)
             if naming { last[CellStampKey(hlc: w.hlc, site: w.site)] = w }
         }
         return out
+    }
+
+    /// The history entry `s` is on: its columns are `hlc, site, seq, cl,
+    /// cells`, in that order.
+    static func write(_ s: RawStatement, pk: String, sites: SiteRegistry) throws -> RowWrite {
+        guard let site = sites.key(s.int64(1)) else {
+            throw StoreError(.storage, "the history of \(pk) names site number \(s.int64(1)), which the file does not know")
+        }
+        return RowWrite(
+            hlc: HLC(rawValue: UInt64(bitPattern: s.int64(0))), site: site, seq: UInt64(bitPattern: s.int64(2)),
+            length: UInt64(bitPattern: s.int64(3)), cells: try RowWrite.decodeCells(s.blob(4)))
     }
 
     /// The write of the last row read that `stamp` belongs to.

@@ -127,12 +127,7 @@ private final class HistoryFolder {
             defer { entries.reset() }
             while try entries.step(db) {
                 let number = entries.int64(1)
-                guard let site = sites.key(number) else {
-                    throw StoreError(.storage, "the history of \(pk) names site number \(number), which the file does not know")
-                }
-                let w = RowWrite(
-                    hlc: HLC(rawValue: UInt64(bitPattern: entries.int64(0))), site: site, seq: UInt64(bitPattern: entries.int64(2)),
-                    length: UInt64(bitPattern: entries.int64(3)), cells: try RowWrite.decodeCells(entries.blob(4)))
+                let w = try HistoryReader.write(entries, pk: pk, sites: sites)
                 all.append(Entry(write: w, number: number, eligible: w.hlc <= horizon && w.seq <= (covered[number] ?? 0)))
             }
         }

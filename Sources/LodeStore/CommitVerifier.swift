@@ -80,13 +80,7 @@ public enum CommitVerifier {
         guard commit.hasValidSignature else { return .reject(.badSignature, "bad signature") }
         let (limit, overflow) = now.addingReportingOverflow(maxDrift)
         if !overflow && commit.hlc.millis > limit { return .clockAhead }
-        let millis = commit.hlc.millis
-        if let from = author.validFrom, millis + validitySlackMillis < from {
-            return .reject(.notAuthorized, "commit is stamped before its author's certificate was valid")
-        }
-        if let until = author.validUntil, millis > until + validitySlackMillis {
-            return .reject(.notAuthorized, "commit is stamped after its author's certificate expired")
-        }
+        if let outside = Self.outsideValidity(commit, author) { return .reject(.notAuthorized, outside) }
         if case .defineTable(let def)? = commit.ops.first(where: { Identifier.isReserved($0.table) && $0.isDefinition }) {
             return .reject(.invalid, "table name \(def.name) is reserved")
         }
@@ -99,6 +93,19 @@ public enum CommitVerifier {
             return .reject(violation.kind, violation.reason)
         }
         return .apply(past: past)
+    }
+
+    /// Why `commit` is stamped outside its author's certificate validity
+    /// (give or take `validitySlackMillis`), or nil.
+    public static func outsideValidity(_ commit: Commit, _ author: SiteRecord) -> String? {
+        let millis = commit.hlc.millis
+        if let from = author.validFrom, millis + validitySlackMillis < from {
+            return "commit is stamped before its author's certificate was valid"
+        }
+        if let until = author.validUntil, millis > until + validitySlackMillis {
+            return "commit is stamped after its author's certificate expired"
+        }
+        return nil
     }
 }
 
