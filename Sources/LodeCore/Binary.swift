@@ -266,9 +266,30 @@ extension ByteReader {
 
 extension String {
     /// Decodes UTF-8 bytes, returning nil unless they are valid UTF-8.
+    /// ASCII, the common case, is checked eight bytes at a time and then
+    /// decoded as is; anything else goes through the standard validator.
     public init?(validatingUTF8Bytes raw: UnsafeRawBufferPointer) {
-        guard let s = String(validating: raw, as: UTF8.self) else { return nil }
+        let bytes = raw.assumingMemoryBound(to: UInt8.self)
+        if String.isASCII(raw) {
+            self = String(decoding: bytes, as: UTF8.self)
+            return
+        }
+        guard let s = String(validating: bytes, as: UTF8.self) else { return nil }
         self = s
+    }
+
+    private static func isASCII(_ raw: UnsafeRawBufferPointer) -> Bool {
+        var i = 0
+        let n = raw.count
+        while i + 8 <= n {
+            if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { return false }
+            i += 8
+        }
+        while i < n {
+            if raw[i] & 0x80 != 0 { return false }
+            i += 1
+        }
+        return true
     }
 }
 

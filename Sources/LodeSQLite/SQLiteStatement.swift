@@ -69,6 +69,14 @@ struct RawStatement {
 
     @inline(__always) func isNull(_ col: Int32) -> Bool { sqlite3_column_type(handle, col) == SQLITE_NULL }
 
+    /// A blob column's bytes in place: valid only until the statement
+    /// steps, resets or reads the column as another type.
+    func blobInPlace(_ col: Int32) -> UnsafeRawBufferPointer {
+        let n = Int(sqlite3_column_bytes(handle, col))
+        guard n > 0, let p = sqlite3_column_blob(handle, col) else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: p, count: n)
+    }
+
     func blob(_ col: Int32) -> [UInt8] {
         let n = Int(sqlite3_column_bytes(handle, col))
         guard n > 0, let p = sqlite3_column_blob(handle, col) else { return [] }
