@@ -9,6 +9,7 @@ import LodeStore
 ///   swift run -c release lode-bench [all | W1 … W15]... [--rows N] [--runs K] [--keys random|sequential] [--sites N] [--json FILE]
 ///   swift run -c release lode-bench rows N [SEED] [--keys …] > rows.csv
 ///   swift run -c release lode-bench import-only FILE.csv...     (for profiling)
+///   swift run -c release lode-bench scan-only NODE-DIR DATASET MILLIS [SQL] [--runs K]   (for profiling; MILLIS 0: now)
 ///
 /// Every workload is measured beside its baseline in the same run; medians
 /// of `--runs` runs (default 3) are printed as a table and written as JSON.
@@ -29,6 +30,26 @@ enum LodeBench {
         if let k = option("--keys") {
             guard let order = Rows.KeyOrder(rawValue: k) else { throw BenchError("--keys is random or sequential, not \(k)") }
             Rows.keys = order
+        }
+        if args.first == "scan-only", args.count > 3 {
+            // For profiling: one query run again and again on an existing
+            // node's dataset, now or as of a time (milliseconds; 0: now).
+            let node = try Node.open(dataDir: args[1])
+            defer { node.close() }
+            let replica = try node.replica(args[2])
+            let millis = UInt64(args[3]) ?? 0
+            let sql = args.count > 4 ? args[4] : "SELECT * FROM sites"
+            if sql.uppercased().hasPrefix("EXPLAIN") {
+                let point: HistoryPoint? = millis == 0 ? nil : .time(millis: millis)
+                let show: @Sendable (QueryEvent) -> Void = { e in if case .row(let r) = e { print(r.map { "\($0)" }.joined(separator: " | ")) } }
+                if let point { try await replica.query(sql, asOf: point, show) } else { try await replica.query(sql, show) }
+                return
+            }
+            for _ in 0..<runs {
+                let (s, n) = try await Suite.timed(replica, sql, asOf: millis == 0 ? nil : .time(millis: millis))
+                print(String(format: "%d rows in %.3f s", n, s))
+            }
+            return
         }
         if args.first == "import-only", args.count > 1 {
             // For profiling: only the import path, on existing CSV files

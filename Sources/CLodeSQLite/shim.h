@@ -13,4 +13,16 @@ static inline int lode_sqlite_configure(void) {
     if (rc != SQLITE_OK) return rc;
     return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
+
+/// A virtual table and a cursor of one, each carrying the Swift object
+/// behind it (`AsOfTable`: a table's rows as of a time).
+typedef struct lode_vtab {
+    sqlite3_vtab base;
+    void *owner;
+} lode_vtab;
+
+typedef struct lode_vtab_cursor {
+    sqlite3_vtab_cursor base;
+    void *owner;
+} lode_vtab_cursor;
 #endif

@@ -187,7 +187,7 @@ final class HistoryReader: @unchecked Sendable {
 
     /// The same, for a row whose `_lode_rows` state the caller read.
     func writes(_ t: TableState, pk: String, meta: RowMeta, upTo: HLC) throws -> [RowWrite] {
-        last.removeAll(keepingCapacity: true)
+        if naming { last.removeAll(keepingCapacity: true) }
         if !meta.kept {
             guard meta.last <= upTo.rawValue else { return [] }
             let ws = try FirstWrite.read(db, t, pk: pk, meta: meta, sites: sites)
@@ -215,7 +215,7 @@ final class HistoryReader: @unchecked Sendable {
         }
         return RowWrite(
             hlc: HLC(rawValue: UInt64(bitPattern: s.int64(0))), site: site, seq: UInt64(bitPattern: s.int64(2)),
-            length: UInt64(bitPattern: s.int64(3)), cells: try RowWrite.decodeCells(s.blob(4)))
+            length: UInt64(bitPattern: s.int64(3)), cells: try RowWrite.decodeCells(s.blobInPlace(4)))
     }
 
     /// The write of the last row read that `stamp` belongs to.
@@ -225,13 +225,14 @@ final class HistoryReader: @unchecked Sendable {
 /// Temporary views, one per table, that shadow the dataset's tables with
 /// their contents as of a stamp while one query runs on a read connection
 /// (SQLite resolves an unqualified name in `temp` first). Each view reads
-/// the rows with no write after the stamp from the table itself, and merges
-/// the others from their history through the `lode_as_of` function.
-/// Columns added after the stamp are left out; a table defined after it
-/// answers with an error naming it.
+/// the rows with no write after the stamp from the table itself, and the
+/// others from a virtual table that merges each from its history
+/// (`AsOfTable`). Columns added after the stamp are left out; a table
+/// defined after it answers with an error naming it.
 final class AsOfViews: @unchecked Sendable {
     private let db: Database
     private let names: [String]
+    private let tables: [String]
     private let functions: [DatabaseFunction]
     private let rows: AsOfRows
 
@@ -240,7 +241,6 @@ final class AsOfViews: @unchecked Sendable {
         let schema = try SchemaCatalog.load(db)
         rows = try AsOfRows(db, reader: try HistoryReader(db), tables: schema.tables.values, stamp: stamp, scanAfter: scanAfter)
         rows.register(on: db.sqliteConnection)
-        let at = Int64(bitPattern: stamp.rawValue)
         let label = stamp.iso8601
         let absent = DatabaseFunction("lode_as_of_absent", argumentCount: 1, pure: false) { args in
             throw DatabaseError(resultCode: .SQLITE_ERROR, message: "no such table as of \(label): \(String.fromDatabaseValue(args[0]) ?? "?")")
@@ -248,26 +248,27 @@ final class AsOfViews: @unchecked Sendable {
         functions = [absent]
         for f in functions { db.add(function: f) }
         var made: [String] = []
+        var virtual: [String] = []
         do {
             for t in schema.tables.values.sorted(by: { $0.id < $1.id }) {
-                let columns = t.physical.filter { c in (t.schema.columns[c.name]?.firstStamp.hlc ?? .zero) <= stamp }
+                let columns = AsOfRows.columns(of: t, at: stamp)
                 let defined = t.schema.stamp.hlc <= stamp || !columns.isEmpty
                 let names = ([t.primaryKey] + columns.map(\.name)).map(quote).joined(separator: ", ")
                 let sql: String
                 if defined {
-                    let merged = columns.map { "lode_as_of(\(t.id), c.pk, \(t.slots[$0.name]!))" }
                     // Branch one: rows not written since, as the table
-                    // holds them (`lode_as_of_current`). Branch two: the others, merged from their
-                    // history; `lode_as_of_row` reads the row's state from
-                    // the scan (no second lookup) and says whether it existed.
+                    // holds them (`lode_as_of_current`). Branch two: the
+                    // others, merged from their history (`AsOfTable`).
+                    let merged = AsOfTable.name(t)
+                    try db.execute(sql: "DROP TABLE IF EXISTS temp.\(quote(merged))")
+                    try db.execute(sql: "CREATE VIRTUAL TABLE temp.\(quote(merged)) USING \(AsOfTable.module)(\(t.id))")
+                    virtual.append(merged)
                     sql = """
                         CREATE TEMP VIEW \(quote(t.name))(\(names)) AS
                         SELECT \(names) FROM main.\(quote(t.name)) AS r
                          WHERE lode_as_of_current(\(t.id), r.\(quote(t.primaryKey)))
                         UNION ALL
-                        SELECT \((["c.pk"] + merged).joined(separator: ", "))
-                          FROM (SELECT pk, cl, clocks, last, kept, first_log FROM main._lode_rows WHERE tbl = \(t.id) AND last > \(at)) AS c
-                         WHERE lode_as_of_row(\(t.id), c.pk, c.cl, c.clocks, c.last, c.kept, c.first_log)
+                        SELECT \(names) FROM temp.\(quote(merged))
                         """
                 } else {
                     // Every column, so that any query of it compiles and
@@ -284,42 +285,40 @@ final class AsOfViews: @unchecked Sendable {
             }
         } catch {
             names = made
+            tables = virtual
             drop()
             throw error
         }
         names = made
+        tables = virtual
     }
 
-    /// Drops the views and the functions, leaving the connection as it was.
+    /// Drops the views, the virtual tables and the functions, leaving the
+    /// connection as it was.
     func drop() {
         for n in names { try? db.execute(sql: "DROP VIEW IF EXISTS temp.\(quote(n))") }
+        for n in tables { try? db.execute(sql: "DROP TABLE IF EXISTS temp.\(quote(n))") }
         for f in functions { db.remove(function: f) }
         rows.unregister(from: db.sqliteConnection)
     }
 }
 
-/// The rows an as-of view merges from history, for its SQL functions
-/// (SQLite's C API: they run for every column of every such row):
-/// `lode_as_of_row(table, pk, cl, clocks, last, kept, first_log)` merges a
-/// row from its history, keeps it, and says whether it existed;
-/// `lode_as_of(table, pk, slot)` then gives the value it showed in a slot.
+/// What the as-of views of one query share: the stamp, the connection's
+/// history reader, and for `lode_as_of_current(table, pk)` (SQLite's C API:
+/// it runs for every row of every table read) the keys written since.
 final class AsOfRows: @unchecked Sendable {
-    private let reader: HistoryReader
+    let reader: HistoryReader
     private let tables: [Int64: TableState]
-    private let stamp: HLC
-    private struct Merged {
-        let table: Int64
-        let pk: [UInt8]
-        let row: RowAsOf
-    }
-    private var cached: Merged?
-    private let db: Database
+    let stamp: HLC
+    let db: Database
     private let lastWrite: RawStatement
     private let written: RawStatement
     /// Per table: rows asked about one by one so far, and once that passes
     /// `scanAfter`, the keys of every row written since the stamp.
     private var asked: [Int64: Int] = [:]
     private var writtenSince: [Int64: SortedKeys] = [:]
+    /// The table asked about last by `isCurrent`, and its keys written since.
+    private var current: (table: Int64, keys: SortedKeys)?
     /// After this many rows of a table asked about one by one, the query is
     /// taken for a scan: the rows written since are read once, in one pass.
     static let scanAfter = 2000
@@ -330,10 +329,20 @@ final class AsOfRows: @unchecked Sendable {
         self.db = db
         self.scanAfter = scanAfter
         lastWrite = try RawStatement(db, "SELECT last FROM _lode_rows WHERE tbl = ? AND pk = ?")
-        written = try RawStatement(db, "SELECT pk FROM _lode_rows WHERE tbl = ? AND last > ?")
+        written = try RawStatement(db, "SELECT pk, kept FROM _lode_rows WHERE tbl = ? AND last > ?")
         self.reader = reader
         self.tables = Dictionary(uniqueKeysWithValues: tables.map { ($0.id, $0) })
         self.stamp = stamp
+    }
+
+    /// The columns `t` had at `stamp`, in order.
+    static func columns(of t: TableState, at stamp: HLC) -> [ColumnDef] {
+        t.physical.filter { c in (t.schema.columns[c.name]?.firstStamp.hlc ?? .zero) <= stamp }
+    }
+
+    /// Table `id` as of the stamp, for its virtual table.
+    func table(_ id: Int64) -> AsOfTable? {
+        tables[id].map { AsOfTable(rows: self, table: $0, columns: AsOfRows.columns(of: $0, at: stamp)) }
     }
 
     /// True when row `pk` of `table` was not written after the stamp, so
@@ -342,17 +351,16 @@ final class AsOfRows: @unchecked Sendable {
     /// thousand, the rows written since are read in one pass, and the rest
     /// answered from memory.
     func isCurrent(table: Int64, pk: UnsafeBufferPointer<UInt8>) throws -> Bool {
-        if let keys = writtenSince[table] { return !keys.contains(pk) }
+        if let current, current.table == table { return !current.keys.contains(pk) }
+        if let keys = writtenSince[table] {
+            current = (table, keys)
+            return !keys.contains(pk)
+        }
         let n = asked[table, default: 0] + 1
         asked[table] = n
         if n > scanAfter {
-            var keys: [[UInt8]] = []
-            defer { written.reset() }
-            written.bind(1, table)
-            written.bind(2, Int64(bitPattern: stamp.rawValue))
-            while try written.step(db) { keys.append(written.blob(0)) }
-            let sorted = SortedKeys(keys)
-            writtenSince[table] = sorted
+            let sorted = try writtenSince(table)
+            current = (table, sorted)
             return !sorted.contains(pk)
         }
         defer { lastWrite.reset() }
@@ -362,38 +370,33 @@ final class AsOfRows: @unchecked Sendable {
         return UInt64(bitPattern: lastWrite.int64(0)) <= stamp.rawValue
     }
 
-    /// Merges row `pk` of `table` from its history up to the stamp.
-    func merge(table: Int64, pk: [UInt8], meta: RowMeta) throws -> Bool {
-        guard let t = tables[table] else { return false }
-        let row = RowAsOf(try reader.writes(t, pk: String(decoding: pk, as: UTF8.self), meta: meta, upTo: stamp))
-        cached = Merged(table: table, pk: pk, row: row)
-        return row.isPresent
-    }
-
-    /// The value row `pk` of `table` showed in `slot`, as the table would
-    /// hold it: from the last row merged, which is this row when SQLite
-    /// evaluates the view's columns right after its condition, as it does;
-    /// merged afresh otherwise.
-    func value(table: Int64, pk: UnsafeBufferPointer<UInt8>, slot: Int) throws -> Value {
-        guard let t = tables[table], slot >= 0, slot < t.bySlot.count, let def = t.bySlot[slot] else { return .null }
-        if cached == nil || cached!.table != table || !cached!.pk.elementsEqual(pk) {
-            let key = String(decoding: pk, as: UTF8.self)
-            cached = Merged(table: table, pk: Array(pk), row: RowAsOf(try reader.writes(t, pk: key, upTo: stamp)))
+    /// The keys of the rows of `table` written since the stamp, read once
+    /// in one pass (by `isCurrent` and the scans of `AsOfTable`).
+    func writtenSince(_ table: Int64) throws -> SortedKeys {
+        if let keys = writtenSince[table] { return keys }
+        var keys: [[UInt8]] = []
+        var kept: [Bool] = []
+        defer { written.reset() }
+        written.bind(1, table)
+        written.bind(2, Int64(bitPattern: stamp.rawValue))
+        while try written.step(db) {
+            keys.append(written.blob(0))
+            kept.append(written.int64(1) != 0)
         }
-        return SQLiteAffinity.stored(cached!.row.visible(slot)?.value ?? def.defaultValue, in: def.type)
+        let sorted = SortedKeys(keys, kept: kept)
+        writtenSince[table] = sorted
+        return sorted
     }
 
     func register(on db: OpaquePointer?) {
         let me = Unmanaged.passUnretained(self).toOpaque()
-        sqlite3_create_function_v2(db, "lode_as_of_row", 7, SQLITE_UTF8, me, asOfRowFunction, nil, nil, nil)
-        sqlite3_create_function_v2(db, "lode_as_of", 3, SQLITE_UTF8, me, asOfValueFunction, nil, nil, nil)
         sqlite3_create_function_v2(db, "lode_as_of_current", 2, SQLITE_UTF8, me, asOfCurrentFunction, nil, nil, nil)
+        AsOfTable.register(on: db, rows: self)
     }
 
     func unregister(from db: OpaquePointer?) {
-        sqlite3_create_function_v2(db, "lode_as_of_row", 7, SQLITE_UTF8, nil, nil, nil, nil, nil)
-        sqlite3_create_function_v2(db, "lode_as_of", 3, SQLITE_UTF8, nil, nil, nil, nil, nil)
         sqlite3_create_function_v2(db, "lode_as_of_current", 2, SQLITE_UTF8, nil, nil, nil, nil, nil)
+        AsOfTable.unregister(from: db)
     }
 }
 
@@ -402,13 +405,19 @@ final class AsOfRows: @unchecked Sendable {
 /// starts where the last one ended; a first question, or a step back, is a
 /// binary search.
 final class SortedKeys {
-    private let keys: [[UInt8]]
+    let keys: [[UInt8]]
+    /// For each key, whether its row's history holds its first write
+    /// (`_lode_rows.kept`).
+    let kept: [Bool]
     private var at = -1
 
-    init(_ sorted: [[UInt8]]) { keys = sorted }
+    init(_ sorted: [[UInt8]], kept: [Bool]) {
+        keys = sorted
+        self.kept = kept
+    }
 
     func contains(_ key: UnsafeBufferPointer<UInt8>) -> Bool {
-        if at < 0 || (at > 0 && Self.compare(keys[at - 1], key) > 0) {
+        if at < 0 || (at > 0 && Self.compare(keys[at - 1], key) >= 0) {
             // The first key not below `key`.
             var lo = 0
             var hi = keys.count
@@ -447,64 +456,12 @@ private func textArgument(_ v: OpaquePointer?) -> UnsafeBufferPointer<UInt8> {
     return UnsafeBufferPointer(start: p, count: n)
 }
 
-private func blobArgument(_ v: OpaquePointer?) -> [UInt8] {
-    let n = Int(sqlite3_value_bytes(v))
-    guard n > 0, let p = sqlite3_value_blob(v) else { return [] }
-    return [UInt8](UnsafeRawBufferPointer(start: p, count: n))
-}
-
-private let asOfRowFunction: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePointer<OpaquePointer?>?) -> Void = { ctx, _, argv in
-    guard let argv, let rows = sqlite3_user_data(ctx).map({ Unmanaged<AsOfRows>.fromOpaque($0).takeUnretainedValue() }) else { return }
-    do {
-        var meta = RowMeta()
-        meta.exists = true
-        meta.length = UInt64(bitPattern: sqlite3_value_int64(argv[2]))
-        meta.clocks = try RowClocks(decoding: blobArgument(argv[3]))
-        meta.last = UInt64(bitPattern: sqlite3_value_int64(argv[4]))
-        meta.kept = sqlite3_value_int64(argv[5]) != 0
-        meta.firstLog = sqlite3_value_int64(argv[6])
-        let present = try rows.merge(table: sqlite3_value_int64(argv[0]), pk: Array(textArgument(argv[1])), meta: meta)
-        sqlite3_result_int64(ctx, present ? 1 : 0)
-    } catch {
-        sqlite3_result_error(ctx, "\(StoreError.converting(error))", -1)
-    }
-}
-
 private let asOfCurrentFunction: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePointer<OpaquePointer?>?) -> Void = { ctx, _, argv in
     guard let argv, let rows = sqlite3_user_data(ctx).map({ Unmanaged<AsOfRows>.fromOpaque($0).takeUnretainedValue() }) else { return }
     do {
         sqlite3_result_int64(ctx, try rows.isCurrent(table: sqlite3_value_int64(argv[0]), pk: textArgument(argv[1])) ? 1 : 0)
     } catch {
         sqlite3_result_error(ctx, "\(StoreError.converting(error))", -1)
-    }
-}
-
-private let asOfValueFunction: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePointer<OpaquePointer?>?) -> Void = { ctx, _, argv in
-    guard let argv, let rows = sqlite3_user_data(ctx).map({ Unmanaged<AsOfRows>.fromOpaque($0).takeUnretainedValue() }) else { return }
-    let value: Value
-    do {
-        value = try rows.value(table: sqlite3_value_int64(argv[0]), pk: textArgument(argv[1]), slot: Int(sqlite3_value_int64(argv[2])))
-    } catch {
-        sqlite3_result_error(ctx, "\(StoreError.converting(error))", -1)
-        return
-    }
-    switch value {
-    case .null: sqlite3_result_null(ctx)
-    case .integer(let i): sqlite3_result_int64(ctx, i)
-    case .real(let d): sqlite3_result_double(ctx, d)
-    case .text(let t):
-        var t = t
-        t.withUTF8 { p in
-            p.withMemoryRebound(to: CChar.self) { c in
-                if let base = c.baseAddress {
-                    sqlite3_result_text(ctx, base, Int32(c.count), SQLITE_TRANSIENT)
-                } else {
-                    sqlite3_result_text(ctx, "", 0, nil)
-                }
-            }
-        }
-    case .blob(let b):
-        b.withUnsafeBytes { p in sqlite3_result_blob(ctx, p.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(p.count), SQLITE_TRANSIENT) }
     }
 }
 
