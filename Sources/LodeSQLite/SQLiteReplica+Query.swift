@@ -53,8 +53,32 @@ extension SQLiteReplica {
         try await query(sql, at: point, each)
     }
 
+    /// Refuses, in an as-of query, a table named with the schema `main`:
+    /// the views that answer as of a time shadow the tables' plain names
+    /// only, so `main.t` would read today's rows without a word.
+    static func checkAsOfNames(_ sql: String) throws {
+        let t = SQLLexer.tokens(sql)
+        for i in t.indices.dropLast() {
+            guard (t[i].kind == .word || t[i].kind == .quotedName), t[i].text.lowercased() == "main",
+                t[i + 1].kind == .other, t[i + 1].text == "."
+            else { continue }
+            // The name as written (a bare word's token text is uppercased).
+            var name = "…"
+            if i + 2 < t.count {
+                let n = t[i + 2]
+                let word = sql.utf8.dropFirst(n.offset).prefix { c in
+                    c >= 0x80 || c == 0x5F || c == 0x24 || (c >= 0x30 && c <= 0x39) || (c | 0x20 >= 0x61 && c | 0x20 <= 0x7A)
+                }
+                name = n.kind == .word ? String(decoding: word, as: UTF8.self) : n.text
+            }
+            throw StoreError.badInput(
+                "an as-of query names tables without a schema: main.\(name) would read today's rows, not those as of the time asked")
+        }
+    }
+
     private func query(_ sql: String, at point: HistoryPoint?, _ each: @escaping @Sendable (QueryEvent) throws -> Void) async throws {
         try SQLiteReplica.checkReadOnly(sql)
+        if point != nil { try SQLiteReplica.checkAsOfNames(sql) }
         try await read { db in
             let scanAfter = self.asOfScanAfter.withLock { $0 }
             let views = try point.map { try AsOfViews(db, at: try self.stamp(of: $0, db), scanAfter: scanAfter) }

@@ -155,7 +155,20 @@ func rows(_ r: SQLiteReplica, _ sql: String, asOf: HistoryPoint? = nil) async th
                     }
                 }
             }
-            if !upTo.isEmpty { #expect(shapesAgreed >= rs.count * 3, "most shapes answer something") }
+            if !upTo.isEmpty {
+                #expect(shapesAgreed >= rs.count * 3, "most shapes answer something")
+                // `main.t` would read today's rows: refused, saying so. The
+                // same words in a string, or as a column's name, are not.
+                for q in ["SELECT * FROM main.t", "SELECT id FROM \"main\" . t", "SELECT x.id FROM t AS x JOIN MAIN.t AS y ON x.id = y.id"] {
+                    await #expect(throws: StoreError.self, "\(q)") { try await rows(rs[0], q, asOf: point) }
+                }
+                do {
+                    _ = try await rows(rs[0], "SELECT * FROM main.t", asOf: point)
+                } catch let e as StoreError {
+                    #expect(e.code == .badInput && e.message.contains("main.t would read today's rows"), "\(e)")
+                }
+                #expect(try await rows(rs[0], "SELECT 'main.t' AS main", asOf: point).rows == [[.text("main.t")]])
+            }
             try reference.close()
         }
         // The points tell different states apart, so the comparison means something.
