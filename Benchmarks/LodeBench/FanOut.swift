@@ -95,7 +95,7 @@ final class LoadSite: SyncHost, @unchecked Sendable {
         return v.entries.isEmpty ? [:] : [FanOut.dataset: v]
     }
 
-    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [StoredCommit] {
+    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int, for peer: PeerIdentity) async throws -> [StoredCommit] {
         state.withLock { s in
             var out: [StoredCommit] = []
             var bytes = 0

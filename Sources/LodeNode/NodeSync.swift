@@ -5,6 +5,7 @@ import LodeProtocol
 import LodeSQLite
 import LodeStore
 import LodeSync
+import Logging
 import Metrics
 import SwiftASN1
 import Synchronization
@@ -130,8 +131,11 @@ final class NodeSyncHost: SyncHost {
     /// What one peer's waiting commits may hold here (DESIGN §9).
     static let waitingBytesPerPeer = 16 << 20
 
-    init(node: Node) {
+    let logger: Logger
+
+    init(node: Node, logger: Logger = Logger(label: "lode.sync")) {
         self.node = node
+        self.logger = logger
         localSite = node.identity.local.site
         cluster = node.cluster
     }
@@ -142,8 +146,26 @@ final class NodeSyncHost: SyncHost {
         return out
     }
 
-    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [StoredCommit] {
-        try await node.replica(dataset).missingCommits(after: after, maxBytes: maxBytes, maxCount: .max)
+    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int, for peer: PeerIdentity) async throws -> [StoredCommit] {
+        let replica = try node.replica(dataset)
+        let batch = try await replica.missingCommits(after: after, maxBytes: maxBytes, maxCount: .max)
+        // Commits compacted away cannot be sent once their bytes are gone
+        // from memory too: a peer that lacks one is told of in `lode status`
+        // and the log. A batch short of `maxBytes` holds every missing
+        // commit this node can send, so a gap it leaves is one for good.
+        if let compacted = try await replica.compactedVector(), batch.reduce(0, { $0 + $1.bytes.count }) < maxBytes {
+            let sent = Set(batch.map { "\($0.site.hex)/\($0.seq)" })
+            var missing: UInt64 = 0
+            for (site, through) in compacted.entries where through > after[site] && !sent.contains("\(site.hex)/\(after[site] + 1)") {
+                missing += through - after[site]
+            }
+            if node.alerts.asked(dataset: dataset, peer: peer.site, name: peer.name, missing: missing, now: SQLiteReplica.systemWallClock()) {
+                logger.warning(
+                    "a peer cannot catch up from this node",
+                    metadata: ["dataset": "\(dataset)", "peer": "\(peer.name)", "detail": "\(SiteAlerts.behindDetail(missing: missing))"])
+            }
+        }
+        return batch
     }
 
     func apply(dataset: String, commits: [Commit], from peer: SiteID) async throws -> SyncApplyResult {

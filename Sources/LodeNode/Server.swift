@@ -116,7 +116,7 @@ public enum NodeServer {
 
         let tls = try node.tls()
         let engine = SyncEngine(
-            host: NodeSyncHost(node: node), tls: tls, listen: listen,
+            host: NodeSyncHost(node: node, logger: logger), tls: tls, listen: listen,
             peers: { (try? node.peers()) ?? [] }, logger: logger, tuning: options.syncTuning)
         node.onChange { engine.localChanged() }
         // Other processes' commits in a shared database reach this one's

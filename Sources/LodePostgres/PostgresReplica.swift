@@ -578,6 +578,9 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
         throw StoreError(.badInput, "compaction is not available on the PostgreSQL store yet")
     }
 
+    /// Never compacted (the store cannot compact yet).
+    public func compactedVector() async throws -> VersionVector? { nil }
+
     /// Runs one read-only statement on the dataset's schema (its tables
     /// need no schema name), in PostgreSQL's dialect, stopped after
     /// `queryTimeLimit`. Anything that would write is refused.

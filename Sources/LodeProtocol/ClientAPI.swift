@@ -79,13 +79,18 @@ public enum API {
             /// or it misbehaves): its feed is frozen here at `seq`; both
             /// commits are kept as evidence. Ask the CA to revoke it.
             case forked
+            /// It asked for commits this node compacted away: it cannot
+            /// catch up from here and needs a snapshot (`seq` says how many
+            /// such commits it lacks).
+            case needsSnapshot = "needs-snapshot"
         }
         public var kind: Kind
         /// The site name (from its certificate) or key prefix.
         public var site: String
         /// The full site key, hex.
         public var key: String
-        /// The first commit of the feed concerned.
+        /// The first commit of the feed concerned (needs-snapshot: how
+        /// many compacted commits the site lacks).
         public var seq: UInt64
         /// When this node first noticed (ISO 8601).
         public var since: String

@@ -13,6 +13,10 @@ extension SQLiteReplica {
         return (try VersionVector(decoding: [UInt8](bytes)), HLC(rawValue: UInt64(bitPattern: horizon)))
     }
 
+    public func compactedVector() async throws -> VersionVector? {
+        try await read { db in try SQLiteReplica.compaction(db)?.vector }
+    }
+
     /// Refuses an as-of time before the history's horizon.
     func checkNotBeforeHorizon(_ stamp: HLC, _ db: Database) throws {
         guard let c = try SQLiteReplica.compaction(db), stamp < c.horizon else { return }

@@ -132,6 +132,9 @@ public protocol SQLReplicaStore: ReplicaStore {
     /// Compacts the dataset to checkpoint `c`, which the caller found
     /// complete, keeping `keepHistory` milliseconds of history (DESIGN §12).
     func compact(to c: Checkpoint, keepHistory: UInt64, vacuum: Bool) async throws -> CompactionReport
+    /// The vector the log was compacted to (its commits' bytes are gone, so
+    /// they cannot be sent), or nil if it never was.
+    func compactedVector() async throws -> VersionVector?
 }
 
 extension ReplicaStore {

@@ -241,7 +241,7 @@ struct PeerSession {
                 try await write(bytes)
                 sentBytes.increment(by: bytes.count)
             case .sendMissing(let dataset, let after):
-                let batch = try await host.missingCommits(dataset: dataset, after: after, maxBytes: SyncFrame.targetBatchBytes)
+                let batch = try await host.missingCommits(dataset: dataset, after: after, maxBytes: SyncFrame.targetBatchBytes, for: handle.peer)
                 var through = after
                 for c in batch where c.seq > through[c.site] { through[c.site] = c.seq }
                 if !batch.isEmpty {

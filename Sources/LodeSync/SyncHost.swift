@@ -13,8 +13,8 @@ public protocol SyncHost: Sendable {
     func datasetVectors() async throws -> [String: VersionVector]
     /// The commits a replica holding `after` lacks, in a causal order, at
     /// most about `maxBytes` of them (always at least one if any is missing),
-    /// as their original bytes with author and seq.
-    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [StoredCommit]
+    /// as their original bytes with author and seq, for `peer`.
+    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int, for peer: PeerIdentity) async throws -> [StoredCommit]
     /// Verifies and applies commits received from `peer`; returns the
     /// vector after and the commits refused. For a dataset not held here, the dataset comes into
     /// being only through a commit that may create it (DESIGN §9); when

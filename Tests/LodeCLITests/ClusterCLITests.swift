@@ -149,6 +149,25 @@ func freePort() -> Int { TestPorts.fresh() }
         defer { pd.stop() }
         out = try lode(["restore", file] + d.flags)
         #expect(out.status == 1 && out.stderr.contains("no checkpoint with the 3 signatures"), "\(out)")
+        // Synced with a instead, d asks for commits a compacted away: once
+        // a no longer holds them in memory either (a restart), it cannot
+        // send them, and says so in its status (not of c, which started
+        // from the snapshot, nor of b, which holds them all).
+        pa.stop()
+        let pa2 = try serve(a)
+        defer { pa2.stop() }
+        #expect(try lode(["peers", "add", a.address] + d.flags).status == 0)
+        var status = ""
+        for _ in 0..<100 {
+            status = try lode(["status", "--format", "json"] + a.flags).stdout
+            if status.contains("\"kind\" : \"needs-snapshot\"") { break }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(status.contains("\"kind\" : \"needs-snapshot\"") && status.contains("lacks 3 commits this node compacted away"), "\(status)")
+        let parsed = try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any]
+        let alerts = ((parsed?["datasets"] as? [[String: Any]])?.first?["alerts"] as? [[String: Any]]) ?? []
+        #expect(alerts.map { "\($0["kind"] ?? "") \($0["site"] ?? "") \($0["seq"] ?? "")" } == ["needs-snapshot cp-d 3"], "d alone: \(status)")
+        #expect(pa2.logText.contains("a peer cannot catch up from this node"), "\(pa2.logText.suffix(2000))")
     }
 
     @Test func aClientWithoutACertificateCannotCompleteASession() throws {

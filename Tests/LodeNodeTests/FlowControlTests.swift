@@ -30,8 +30,8 @@ final class InstrumentedHost: SyncHost, @unchecked Sendable {
     var localSite: SiteID { inner.localSite }
     var cluster: [UInt8] { inner.cluster }
     func datasetVectors() async throws -> [String: VersionVector] { try await inner.datasetVectors() }
-    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int) async throws -> [StoredCommit] {
-        let batch = try await inner.missingCommits(dataset: dataset, after: after, maxBytes: oneCommitBatches ? 1 : maxBytes)
+    func missingCommits(dataset: String, after: VersionVector, maxBytes: Int, for peer: PeerIdentity) async throws -> [StoredCommit] {
+        let batch = try await inner.missingCommits(dataset: dataset, after: after, maxBytes: oneCommitBatches ? 1 : maxBytes, for: peer)
         handedOut.withLock { $0 += batch.count }
         return batch
     }
