@@ -14,8 +14,15 @@ extension SQLiteReplica {
     }
 
     public func compactedVector() async throws -> VersionVector? {
-        try await read { db in try SQLiteReplica.compaction(db)?.vector }
+        let (generation, known) = compacted.withLock { $0 }
+        if let known { return known }
+        let read = try await read { db in try SQLiteReplica.compaction(db)?.vector }
+        compacted.withLock { c in if c.generation == generation { c.vector = .some(read) } }
+        return read
     }
+
+    /// Forgets the compacted vector read (the log's compaction changed).
+    func forgetCompaction() { compacted.withLock { $0 = ($0.generation + 1, nil) } }
 
     /// Refuses an as-of time before the history's horizon.
     func checkNotBeforeHorizon(_ stamp: HLC, _ db: Database) throws {
@@ -81,6 +88,7 @@ extension SQLiteReplica {
                 arguments: [Data(c.vector.encoded), Int64(bitPattern: effective.rawValue)])
             return report
         }
+        forgetCompaction()
         if vacuum {
             try await StoreError.converting {
                 try await pool.writeWithoutTransaction { db in

@@ -56,6 +56,10 @@ public final class SQLiteReplica: SQLReplicaStore, @unchecked Sendable {
     /// answers each of its sessions after each new commit from here, not by
     /// reading (and inflating) the log once per session.
     let recent = Mutex(RecentCommits(limitBytes: RecentCommits.defaultLimitBytes))
+    /// What the log was compacted to, once read (`compactedVector`; sync
+    /// asks at every batch); cleared by what changes it, which also moves
+    /// the generation on, so that a read begun before is not kept.
+    let compacted = Mutex<(generation: Int, vector: VersionVector??)>((0, nil))
 
     /// The milliseconds since 1970 now.
     public static let systemWallClock: @Sendable () -> UInt64 = {

@@ -81,6 +81,7 @@ extension SQLiteReplica {
     /// or not at all. Commits after V then apply as any peer's.
     public func installSnapshot(from backup: BackupFile, at vector: VersionVector, digest expected: [UInt8]) async throws -> Int {
         try backup.checkShapes()
+        defer { forgetCompaction() }
         return try await write { [self] tx in
             let db = tx.db
             guard tx.state.feeds.vector.sorted.isEmpty else {

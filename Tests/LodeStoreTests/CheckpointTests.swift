@@ -243,8 +243,12 @@ import Testing
                 #expect(complete.signatures.count == 2)
                 for r in [a, b] {
                     let keep: UInt64 = [0, 40, 400].randomElement(using: &rng)!
+                    // What sync asks (`compactedVector`, kept in memory) follows each compaction.
+                    let earlier = try await r.compactedVector()
+                    #expect(earlier == nil || earlier != complete.vector)
                     let report = try await (r as! SQLiteReplica).compact(to: complete, keepHistory: keep)
                     #expect(report.commitsDropped > 0, "\(report)")
+                    #expect(try await r.compactedVector() == complete.vector)
                     dropped += report.historyEntriesDropped
                     folded += report.rowsFolded
                     horizon = max(horizon, clock.now() - keep)
