@@ -9,7 +9,7 @@ import LodeStore
 ///   swift run -c release lode-bench [all | W1 … W15]... [--rows N] [--runs K] [--keys random|sequential] [--sites N] [--json FILE]
 ///   swift run -c release lode-bench rows N [SEED] [--keys …] > rows.csv
 ///   swift run -c release lode-bench import-only FILE.csv...     (for profiling)
-///   swift run -c release lode-bench scan-only NODE-DIR DATASET MILLIS [SQL] [--runs K]   (for profiling; MILLIS 0: now)
+///   swift run -c release lode-bench scan-only NODE-DIR DATASET MILLIS [SQL] [--runs K]   (for profiling; MILLIS 0: now; an EXPLAIN prints its rows)
 ///
 /// Every workload is measured beside its baseline in the same run; medians
 /// of `--runs` runs (default 3) are printed as a table and written as JSON.

@@ -153,10 +153,11 @@ final class NodeSyncHost: SyncHost {
         // from memory too: a peer that lacks one is told of in `lode status`
         // and the log. A batch short of `maxBytes` holds every missing
         // commit this node can send, so a gap it leaves is one for good.
-        if let compacted = try await replica.compactedVector(), batch.reduce(0, { $0 + $1.bytes.count }) < maxBytes {
-            let sent = Set(batch.map { "\($0.site.hex)/\($0.seq)" })
+        if batch.reduce(0, { $0 + $1.bytes.count }) < maxBytes, let compacted = try await replica.compactedVector() {
+            // The feeds whose next commit the peer needs is in the batch.
+            let resumed = Set(batch.lazy.filter { $0.seq == after[$0.site] + 1 }.map(\.site))
             var missing: UInt64 = 0
-            for (site, through) in compacted.entries where through > after[site] && !sent.contains("\(site.hex)/\(after[site] + 1)") {
+            for (site, through) in compacted.entries where through > after[site] && !resumed.contains(site) {
                 missing += through - after[site]
             }
             if node.alerts.asked(dataset: dataset, peer: peer.site, name: peer.name, missing: missing, now: SQLiteReplica.systemWallClock()) {

@@ -155,19 +155,15 @@ private func fail(_ vtab: UnsafeMutablePointer<sqlite3_vtab>?, _ error: Error) -
 
 /// A copy of `s` in memory from `sqlite3_malloc`.
 private func sqliteString(_ s: String) -> UnsafeMutablePointer<CChar>? {
-    let bytes = Array(s.utf8)
-    guard let p = sqlite3_malloc(Int32(bytes.count + 1))?.assumingMemoryBound(to: CChar.self) else { return nil }
-    bytes.withUnsafeBufferPointer { b in
-        for (i, c) in b.enumerated() { p[i] = CChar(bitPattern: c) }
+    s.withCString { c in
+        let n = strlen(c) + 1
+        guard let p = sqlite3_malloc(Int32(n)) else { return nil }
+        memcpy(p, c, n)
+        return p.assumingMemoryBound(to: CChar.self)
     }
-    p[bytes.count] = 0
-    return p
 }
 
-private func cursorOwner(_ c: UnsafeMutablePointer<sqlite3_vtab_cursor>?) -> AsOfCursor {
-    let lc = UnsafeMutableRawPointer(c!).assumingMemoryBound(to: lode_vtab_cursor.self)
-    return owner(lc.pointee.owner)
-}
+private func cursorOwner(_ c: UnsafeMutablePointer<sqlite3_vtab_cursor>?) -> AsOfCursor { owner(lode_vtab_cursor_owner(c)) }
 
 private let connectTable:
     @convention(c) (
@@ -182,18 +178,18 @@ private let connectTable:
         }
         let rc = sqlite3_declare_vtab(db, source.declaration)
         guard rc == SQLITE_OK else { return rc }
-        guard let raw = sqlite3_malloc(Int32(MemoryLayout<lode_vtab>.size)) else { return SQLITE_NOMEM }
-        memset(raw, 0, MemoryLayout<lode_vtab>.size)
-        let vtab = raw.assumingMemoryBound(to: lode_vtab.self)
-        vtab.pointee.owner = Unmanaged.passRetained(source).toOpaque()
-        ppVtab?.pointee = raw.assumingMemoryBound(to: sqlite3_vtab.self)
+        let retained = Unmanaged.passRetained(source)
+        guard let vtab = lode_vtab_new(retained.toOpaque()) else {
+            retained.release()
+            return SQLITE_NOMEM
+        }
+        ppVtab?.pointee = vtab
         return SQLITE_OK
     }
 
 private let disconnectTable: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?) -> Int32 = { vtab in
     guard let vtab else { return SQLITE_OK }
-    let lv = UnsafeMutableRawPointer(vtab).assumingMemoryBound(to: lode_vtab.self)
-    if let o = lv.pointee.owner { Unmanaged<AsOfTable>.fromOpaque(o).release() }
+    Unmanaged<AsOfTable>.fromOpaque(lode_vtab_owner(vtab)).release()
     sqlite3_free(vtab)
     return SQLITE_OK
 }
@@ -222,29 +218,24 @@ private let bestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Unsa
 private let openCursor:
     @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, UnsafeMutablePointer<UnsafeMutablePointer<sqlite3_vtab_cursor>?>?) -> Int32 = {
         vtab, ppCursor in
-        let lv = UnsafeMutableRawPointer(vtab!).assumingMemoryBound(to: lode_vtab.self)
-        let source: AsOfTable = owner(lv.pointee.owner)
-        let cursor: AsOfCursor
+        let source: AsOfTable = owner(lode_vtab_owner(vtab))
+        let retained: Unmanaged<AsOfCursor>
         do {
-            cursor = try AsOfCursor(source)
+            retained = Unmanaged.passRetained(try AsOfCursor(source))
         } catch {
             return fail(vtab, error)
         }
-        guard let raw = sqlite3_malloc(Int32(MemoryLayout<lode_vtab_cursor>.size)) else { return SQLITE_NOMEM }
-        memset(raw, 0, MemoryLayout<lode_vtab_cursor>.size)
-        let lc = raw.assumingMemoryBound(to: lode_vtab_cursor.self)
-        lc.pointee.owner = Unmanaged.passRetained(cursor).toOpaque()
-        ppCursor?.pointee = raw.assumingMemoryBound(to: sqlite3_vtab_cursor.self)
+        guard let cursor = lode_vtab_cursor_new(retained.toOpaque()) else {
+            retained.release()
+            return SQLITE_NOMEM
+        }
+        ppCursor?.pointee = cursor
         return SQLITE_OK
     }
 
 private let closeCursor: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?) -> Int32 = { c in
     guard let c else { return SQLITE_OK }
-    let lc = UnsafeMutableRawPointer(c).assumingMemoryBound(to: lode_vtab_cursor.self)
-    if let o = lc.pointee.owner {
-        let cursor = Unmanaged<AsOfCursor>.fromOpaque(o)
-        cursor.release()
-    }
+    Unmanaged<AsOfCursor>.fromOpaque(lode_vtab_cursor_owner(c)).release()
     sqlite3_free(c)
     return SQLITE_OK
 }

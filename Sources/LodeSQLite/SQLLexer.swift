@@ -22,13 +22,15 @@ struct SQLToken: Equatable {
 
 /// Splits SQL into tokens, skipping white space and comments.
 enum SQLLexer {
+    /// A byte of a bare word (keyword or unquoted name).
+    static func isWordByte(_ c: UInt8) -> Bool {
+        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F || c == 0x24 || c >= 0x80
+    }
+
     static func tokens(_ sql: String) -> [SQLToken] {
         let b = Array(sql.utf8)
         var out: [SQLToken] = []
         var i = 0
-        func isWordByte(_ c: UInt8) -> Bool {
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F || c == 0x24 || c >= 0x80
-        }
         while i < b.count {
             let c = b[i]
             if c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D || c == 0x0C {

@@ -66,10 +66,7 @@ extension SQLiteReplica {
             var name = "…"
             if i + 2 < t.count {
                 let n = t[i + 2]
-                let word = sql.utf8.dropFirst(n.offset).prefix { c in
-                    c >= 0x80 || c == 0x5F || c == 0x24 || (c >= 0x30 && c <= 0x39) || (c | 0x20 >= 0x61 && c | 0x20 <= 0x7A)
-                }
-                name = n.kind == .word ? String(decoding: word, as: UTF8.self) : n.text
+                name = n.kind == .word ? String(decoding: sql.utf8.dropFirst(n.offset).prefix(while: SQLLexer.isWordByte), as: UTF8.self) : n.text
             }
             throw StoreError.badInput(
                 "an as-of query names tables without a schema: main.\(name) would read today's rows, not those as of the time asked")

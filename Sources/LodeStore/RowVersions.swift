@@ -67,21 +67,20 @@ public struct RowWrite: Hashable, Sendable {
 
     /// Reads cells written by `encode`.
     public static func decodeCells(_ bytes: [UInt8]) throws(BinaryDecodingError) -> [HistoryCell] {
-        let result: Result<[HistoryCell], BinaryDecodingError> = bytes.withUnsafeBytes { raw in
-            do throws(BinaryDecodingError) {
-                return .success(try decodeCells(raw))
-            } catch {
-                return .failure(error)
-            }
-        }
-        return try result.get()
+        try ByteReader.decodeAll(bytes, "history cells") { r throws(BinaryDecodingError) in try readCells(&r) }
     }
 
-    /// The same, from bytes in place (a column SQLite holds). (Written out,
-    /// not through the generic `ByteReader.decodeAll`: as-of scans decode
-    /// hundreds of thousands of these.)
+    /// The same, from bytes in place (a column SQLite holds). (Not through
+    /// the generic `ByteReader.decodeAll`: as-of scans decode hundreds of
+    /// thousands of these.)
     public static func decodeCells(_ bytes: UnsafeRawBufferPointer) throws(BinaryDecodingError) -> [HistoryCell] {
         var r = ByteReader(bytes)
+        let out = try readCells(&r)
+        guard r.isAtEnd else { throw BinaryDecodingError(.trailingBytes, at: r.offset, "\(r.remaining) bytes after the history cells") }
+        return out
+    }
+
+    private static func readCells(_ r: inout ByteReader) throws(BinaryDecodingError) -> [HistoryCell] {
         let n = try r.readCount(limit: Limits.maxColumns + 1, "history cells")
         var out: [HistoryCell] = []
         out.reserveCapacity(n)
@@ -91,7 +90,6 @@ public struct RowWrite: Hashable, Sendable {
             guard slot <= UInt64(Limits.maxColumns) else { throw BinaryDecodingError(.invalidValue, at: r.offset, "slot \(slot) out of range") }
             out.append(HistoryCell(slot: Int(slot), length: try r.readVarint(), value: try Value.decode(from: &r)))
         }
-        guard r.isAtEnd else { throw BinaryDecodingError(.trailingBytes, at: r.offset, "\(r.remaining) bytes after the history cells") }
         return out
     }
 }
