@@ -164,6 +164,7 @@ let package = Package(
             name: "LodeNodeTests",
             dependencies: [
                 "LodeNode", "LodeStore", "LodeSQLite", "LodeCore", "LodeProtocol", "LodeSync", "LodeTestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -27,8 +27,12 @@ extension Node {
     /// feed, author's role and certificate, cut-offs). A dataset this node
     /// lacks comes into being only if the backup's commits may create it
     /// (as through sync); one it holds gains the commits it lacks.
-    public func restore(from path: String) async throws -> API.RestoreReport {
+    /// `expecting`: the dataset the file must hold (a snapshot a peer sent).
+    public func restore(from path: String, expecting: String? = nil) async throws -> API.RestoreReport {
         let file = try BackupFile(path: path)
+        if let expecting, file.dataset != expecting {
+            throw NodeError(.rejected, "the snapshot offered as \(expecting) holds dataset \(file.dataset)")
+        }
         var report = API.RestoreReport(dataset: file.dataset)
         report.commits = file.commitCount
         func note(_ reason: String) { if report.reasons.count < 10 { report.reasons.append(reason) } }

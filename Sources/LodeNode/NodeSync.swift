@@ -132,10 +132,13 @@ final class NodeSyncHost: SyncHost {
     static let waitingBytesPerPeer = 16 << 20
 
     let logger: Logger
+    /// Snapshots sent to and received from peers.
+    let snapshots: SnapshotTransfers
 
     init(node: Node, logger: Logger = Logger(label: "lode.sync")) {
         self.node = node
         self.logger = logger
+        snapshots = SnapshotTransfers(node: node)
         localSite = node.identity.local.site
         cluster = node.cluster
     }
@@ -240,6 +243,46 @@ final class NodeSyncHost: SyncHost {
                 reason: "stamped more than \(drift) ahead of this node's clock; held back until it catches up")
         }
         return SyncApplyResult(vector: vector, rejected: rejected, waiting: outcome.waiting.count, aheadOfClock: ahead, evidence: evidence)
+    }
+
+    // MARK: Snapshots (DESIGN §12)
+
+    func snapshotOffer(dataset: String, for peer: PeerIdentity) async throws -> SnapshotOffer? {
+        guard node.postgres == nil, let replica = try node.heldReplica(dataset) as? SQLiteReplica,
+            let compacted = try await replica.compactedVector(), !compacted.entries.isEmpty
+        else { return nil }
+        return SnapshotOffer(vector: compacted, bytes: replica.bytesOnDisk)
+    }
+
+    func openSnapshot(dataset: String, session: UInt64) async throws -> UInt64 {
+        try await snapshots.open(dataset: dataset, session: session)
+    }
+
+    func readSnapshot(dataset: String, session: UInt64, offset: UInt64, count: Int) async throws -> [UInt8] {
+        try snapshots.read(dataset: dataset, session: session, offset: offset, count: count)
+    }
+
+    func beginSnapshot(dataset: String, bytes: UInt64, session: UInt64) async throws {
+        try snapshots.begin(dataset: dataset, total: bytes, session: session)
+    }
+
+    func storeSnapshot(dataset: String, offset: UInt64, total: UInt64, bytes: [UInt8], session: UInt64) async throws {
+        try snapshots.store(dataset: dataset, offset: offset, total: total, bytes: bytes, session: session)
+    }
+
+    func installSnapshot(dataset: String, session: UInt64) async throws -> String {
+        let report = try await snapshots.install(dataset: dataset, session: session)
+        guard let checkpoint = report.snapshot else {
+            // The dataset came into being here while the snapshot travelled:
+            // its commits were applied as a restore's, nothing more.
+            return "the dataset came to be held here meanwhile: \(report.applied) of the snapshot's commits applied"
+        }
+        return "started from checkpoint \(checkpoint), then applied \(report.applied) commits after it"
+            + (report.unapplied > 0 ? " (\(report.unapplied) wait for what they follow)" : "")
+    }
+
+    func releaseSnapshots(session: UInt64, dataset: String?) {
+        snapshots.release(session: session, dataset: dataset)
     }
 
     func knownCertificates() async throws -> [[UInt8]] { try node.knownCertificates() }

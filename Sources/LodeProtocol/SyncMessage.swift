@@ -80,6 +80,19 @@ public enum SyncMessageV1: Hashable, Sendable {
     /// cut-offs a node fixed for it, signed by that node; opaque here, read
     /// by the node (`RevocationNotice`). Passed on by every node it is new to.
     case revocation([UInt8])
+    /// A node offers a peer that holds nothing of `dataset` a snapshot of it
+    /// (DESIGN §12), because it compacted away commits the peer would need:
+    /// a compacted backup (`lode backup`) of `bytes` bytes whose rows are at
+    /// least at `vector`.
+    case snapshotOffer(dataset: String, vector: VersionVector, bytes: UInt64)
+    /// The answer to an offer: send it, or not and why. Also sent, not
+    /// accepted, when a snapshot received could not be installed.
+    case snapshotAnswer(dataset: String, accept: Bool, message: String)
+    /// The bytes of a snapshot from `offset`, of `total`, in order. A
+    /// `total` of 0 withdraws the offer (the sender could not make it).
+    case snapshotChunk(dataset: String, offset: UInt64, total: UInt64, bytes: [UInt8])
+    /// The receiver has stored the first `received` bytes of the snapshot.
+    case snapshotAck(dataset: String, received: UInt64)
 }
 
 /// A message on the wire: versioned from the first frame.
@@ -102,7 +115,13 @@ public enum SyncFrame {
         /// `commits` with its commit list deflated (RFC 1950 zlib).
         case commitsDeflated
         case revocation
+        case snapshotOffer, snapshotAnswer, snapshotChunk, snapshotAck
     }
+
+    /// The most bytes of a snapshot one `snapshotChunk` carries.
+    public static let maxSnapshotChunkBytes = 1 << 20
+    /// The largest snapshot a frame may announce (a receiver sets its own, lower, bound).
+    public static let maxSnapshotBytes: UInt64 = 1 << 50
 
     /// The largest revocation notice a frame carries.
     public static let maxRevocationBytes = 1 << 20
@@ -173,6 +192,26 @@ public enum SyncFrame {
         case .revocation(let notice):
             w.writeByte(Tag.revocation.rawValue)
             w.writeLengthPrefixed(notice)
+        case .snapshotOffer(let dataset, let v, let size):
+            w.writeByte(Tag.snapshotOffer.rawValue)
+            w.writeString(dataset)
+            v.encode(into: &w)
+            w.writeVarint(size)
+        case .snapshotAnswer(let dataset, let accept, let message):
+            w.writeByte(Tag.snapshotAnswer.rawValue)
+            w.writeString(dataset)
+            w.writeByte(accept ? 1 : 0)
+            w.writeString(message)
+        case .snapshotChunk(let dataset, let offset, let total, let bytes):
+            w.writeByte(Tag.snapshotChunk.rawValue)
+            w.writeString(dataset)
+            w.writeVarint(offset)
+            w.writeVarint(total)
+            w.writeLengthPrefixed(bytes)
+        case .snapshotAck(let dataset, let received):
+            w.writeByte(Tag.snapshotAck.rawValue)
+            w.writeString(dataset)
+            w.writeVarint(received)
         }
         var bytes = w.bytes
         let length = UInt32(bytes.count - 4)
@@ -243,6 +282,29 @@ public enum SyncFrame {
             m = .reject(code: code, message: try r.readString(limit: 4096))
         case .revocation:
             m = .revocation(try r.readLengthPrefixed(limit: maxRevocationBytes))
+        case .snapshotOffer:
+            let dataset = try r.readDatasetName()
+            let v = try VersionVector.decode(from: &r)
+            m = .snapshotOffer(dataset: dataset, vector: v, bytes: try readSnapshotSize(&r, "snapshot size"))
+        case .snapshotAnswer:
+            let dataset = try r.readDatasetName()
+            let at = r.offset
+            let flag = try r.readByte()
+            guard flag <= 1 else { throw BinaryDecodingError(.invalidValue, at: at, "a snapshot answer of \(flag), not 0 or 1") }
+            m = .snapshotAnswer(dataset: dataset, accept: flag == 1, message: try r.readString(limit: 4096))
+        case .snapshotChunk:
+            let dataset = try r.readDatasetName()
+            let offset = try readSnapshotSize(&r, "snapshot offset")
+            let total = try readSnapshotSize(&r, "snapshot size")
+            let at = r.offset
+            let bytes = try r.readLengthPrefixed(limit: maxSnapshotChunkBytes)
+            guard total == 0 ? offset == 0 && bytes.isEmpty : !bytes.isEmpty && offset + UInt64(bytes.count) <= total else {
+                throw BinaryDecodingError(.invalidValue, at: at, "a snapshot chunk of \(bytes.count) bytes at \(offset) does not lie within its \(total)")
+            }
+            m = .snapshotChunk(dataset: dataset, offset: offset, total: total, bytes: bytes)
+        case .snapshotAck:
+            let dataset = try r.readDatasetName()
+            m = .snapshotAck(dataset: dataset, received: try readSnapshotSize(&r, "snapshot bytes received"))
         }
         guard r.isAtEnd else { throw BinaryDecodingError(.trailingBytes, at: r.offset, "\(r.remaining) bytes after the message") }
         return .v1(m)
@@ -254,6 +316,13 @@ public enum SyncFrame {
         commits.reserveCapacity(n)
         for _ in 0..<n { commits.append(try r.readLengthPrefixed(limit: Limits.maxCommitBytes)) }
         return commits
+    }
+
+    static func readSnapshotSize(_ r: inout ByteReader, _ what: String) throws(BinaryDecodingError) -> UInt64 {
+        let at = r.offset
+        let n = try r.readVarint()
+        guard n <= maxSnapshotBytes else { throw BinaryDecodingError(.tooLarge, at: at, "\(what) \(n) is over \(maxSnapshotBytes)") }
+        return n
     }
 
     static func readCode(_ r: inout ByteReader) throws(BinaryDecodingError) -> RejectCode {

@@ -43,6 +43,17 @@ final class SessionHandle: Sendable {
     let pendingEvidence = Mutex<[(dataset: String, commits: [[UInt8]])]>([])
     /// Set to end the session (the node is going offline).
     let closeRequested = Mutex(false)
+    /// Snapshots made or installed off the session's loop, for it to act on.
+    let snapshotEvents = Mutex<[SnapshotEvent]>([])
+
+    enum SnapshotEvent: Sendable {
+        /// The snapshot of a dataset the peer asked for is ready, this many bytes.
+        case ready(String, UInt64)
+        /// It could not be made.
+        case unavailable(String, String)
+        /// A snapshot received could not be installed.
+        case failed(String, String)
+    }
     /// Bytes received and not yet processed by every session of this peer's site.
     let inbound: InboundBudget
 
@@ -104,6 +115,11 @@ struct PeerSession {
     var receivedCommits: Counter { counter("lode_sync_commits_received_total") }
     var sentBytes: Counter { counter("lode_sync_bytes_sent_total") }
     var receivedBytes: Counter { counter("lode_sync_commit_bytes_received_total") }
+    /// Snapshots (DESIGN §12): offered to peers, and taken from them by outcome.
+    var snapshotsOffered: Counter { counter("lode_sync_snapshots_offered_total") }
+    func snapshotsTaken(_ outcome: String) -> Counter {
+        Counter(label: "lode_sync_snapshots_taken_total", dimensions: [("site", config.localSite.short), ("outcome", outcome)])
+    }
 
     func run(_ channel: NIOAsyncChannel<SyncMessage, ByteBuffer>) async throws {
         try await channel.executeThenClose { inbound, outbound in
@@ -117,6 +133,7 @@ struct PeerSession {
             let buffered = InboundBudget()
             let site = handle.inbound
             defer { _ = site.add(-buffered.add(0)) }
+            defer { host.releaseSnapshots(session: handle.id, dataset: nil) }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     do {
@@ -213,6 +230,12 @@ struct PeerSession {
                                 a.append(.send(.commits(dataset: e.dataset, commits: e.commits)))
                             }
                         }
+                        for event in handle.snapshotEvents.withLock({ p in
+                            defer { p = [] }
+                            return p
+                        }) {
+                            a += sm.apply(event)
+                        }
                         for (name, v) in try await host.datasetVectors().sorted(by: { $0.key < $1.key }) {
                             a += sm.localChanged(dataset: name, vector: v)
                         }
@@ -241,6 +264,15 @@ struct PeerSession {
                 try await write(bytes)
                 sentBytes.increment(by: bytes.count)
             case .sendMissing(let dataset, let after):
+                // A peer holding nothing of a dataset this node compacted
+                // is offered a snapshot instead of the commits that are left.
+                if sm.mayOfferSnapshot(dataset), let offer = try await host.snapshotOffer(dataset: dataset, for: handle.peer) {
+                    logger.notice(
+                        "offering a snapshot", metadata: ["dataset": "\(dataset)", "peer": "\(handle.peer.name)", "bytes": "\(offer.bytes)"])
+                    snapshotsOffered.increment()
+                    queue += sm.offerSnapshot(dataset: dataset, vector: offer.vector, bytes: offer.bytes)
+                    continue
+                }
                 let batch = try await host.missingCommits(dataset: dataset, after: after, maxBytes: SyncFrame.targetBatchBytes, for: handle.peer)
                 var through = after
                 for c in batch where c.seq > through[c.site] { through[c.site] = c.seq }
@@ -314,6 +346,72 @@ struct PeerSession {
                     // A notice that does not check out changes nothing; the session goes on.
                     logger.warning("refused a revocation notice", metadata: ["from": "\(handle.peer.name)", "reason": "\(error)"])
                 }
+            case .considerSnapshot(let dataset, _, let bytes):
+                do {
+                    try await host.beginSnapshot(dataset: dataset, bytes: bytes, session: handle.id)
+                    logger.notice("taking a snapshot", metadata: ["dataset": "\(dataset)", "from": "\(handle.peer.name)", "bytes": "\(bytes)"])
+                    queue += sm.snapshotAccepted(dataset: dataset)
+                } catch {
+                    logger.warning("declined a snapshot", metadata: ["dataset": "\(dataset)", "from": "\(handle.peer.name)", "reason": "\(error)"])
+                    snapshotsTaken("declined").increment()
+                    queue += [.send(.snapshotAnswer(dataset: dataset, accept: false, message: "\(error)"))]
+                }
+            case .storeSnapshot(let dataset, let offset, let total, let bytes, let complete):
+                do {
+                    try await host.storeSnapshot(dataset: dataset, offset: offset, total: total, bytes: bytes, session: handle.id)
+                } catch {
+                    host.releaseSnapshots(session: handle.id, dataset: dataset)
+                    logger.warning("could not store a snapshot", metadata: ["dataset": "\(dataset)", "reason": "\(error)"])
+                    snapshotsTaken("failed").increment()
+                    queue += sm.snapshotFailed(dataset: dataset, reason: "\(error)")
+                    continue
+                }
+                queue += [.send(.snapshotAck(dataset: dataset, received: offset + UInt64(bytes.count)))]
+                if complete {
+                    // Checking and installing takes as long as reading the
+                    // whole dataset: off the session's loop, which goes on
+                    // answering pings; the new dataset wakes every session.
+                    let (host, handle, logger) = (host, handle, logger)
+                    let (installed, refused) = (snapshotsTaken("installed"), snapshotsTaken("refused"))
+                    Task {
+                        do {
+                            let outcome = try await host.installSnapshot(dataset: dataset, session: handle.id)
+                            installed.increment()
+                            logger.notice(
+                                "started a dataset from a peer's snapshot",
+                                metadata: ["dataset": "\(dataset)", "from": "\(handle.peer.name)", "detail": "\(outcome)"])
+                        } catch {
+                            logger.warning(
+                                "refused a peer's snapshot", metadata: ["dataset": "\(dataset)", "from": "\(handle.peer.name)", "reason": "\(error)"])
+                            refused.increment()
+                            handle.snapshotEvents.withLock { $0.append(.failed(dataset, "\(error)")) }
+                        }
+                        handle.wake.yield()
+                    }
+                }
+            case .abandonSnapshot(let dataset, let reason):
+                host.releaseSnapshots(session: handle.id, dataset: dataset)
+                logger.notice("a snapshot is not coming", metadata: ["dataset": "\(dataset)", "from": "\(handle.peer.name)", "reason": "\(reason)"])
+            case .prepareSnapshot(let dataset):
+                // A backup of the dataset: off the session's loop too.
+                let (host, handle) = (host, handle)
+                Task {
+                    let event: SessionHandle.SnapshotEvent
+                    do {
+                        event = .ready(dataset, try await host.openSnapshot(dataset: dataset, session: handle.id))
+                    } catch {
+                        event = .unavailable(dataset, "\(error)")
+                    }
+                    handle.snapshotEvents.withLock { $0.append(event) }
+                    handle.wake.yield()
+                }
+            case .sendSnapshotChunk(let dataset, let offset, let count, let total):
+                let bytes = try await host.readSnapshot(dataset: dataset, session: handle.id, offset: offset, count: count)
+                let frame = SyncFrame.encode(.v1(.snapshotChunk(dataset: dataset, offset: offset, total: total, bytes: bytes)))
+                try await write(frame)
+                sentBytes.increment(by: frame.count)
+            case .releaseSnapshot(let dataset):
+                host.releaseSnapshots(session: handle.id, dataset: dataset)
             case .log(let message):
                 logger.notice("\(message)", metadata: ["peer": "\(handle.peer.name)"])
             case .close(let code, let message):
@@ -334,12 +432,24 @@ struct PeerSession {
     }
 }
 
+extension SyncStateMachine {
+    /// What a snapshot made or installed off the session's loop leads to.
+    fileprivate mutating func apply(_ event: SessionHandle.SnapshotEvent) -> [Action] {
+        switch event {
+        case .ready(let dataset, let bytes): snapshotReady(dataset: dataset, total: bytes)
+        case .unavailable(let dataset, let reason): snapshotUnavailable(dataset: dataset, reason: reason)
+        case .failed(let dataset, let reason): snapshotFailed(dataset: dataset, reason: reason)
+        }
+    }
+}
+
 extension SyncMessage {
     /// Roughly the memory an inbound message holds while it waits.
     var weight: Int {
         switch self {
         case .v1(.commits(_, let commits)), .v1(.certificates(let commits)): commits.reduce(64) { $0 + $1.count }
         case .v1(.revocation(let notice)): 64 + notice.count
+        case .v1(.snapshotChunk(_, _, _, let bytes)): 64 + bytes.count
         default: 64
         }
     }
@@ -375,6 +485,24 @@ public final class OfflineSession: @unchecked Sendable {
             onEvidence: { _, _ in }, onRevocation: { _ in }, onStateChange: {})
         sm = SyncStateMachine(config: config, peerSite: peer.site)
         self.sent = sent
+    }
+
+    /// As a connection's end would: snapshots half sent or received are let go.
+    deinit { session.host.releaseSnapshots(session: session.handle.id, dataset: nil) }
+
+    /// The snapshot events of work done off the loop (a snapshot made or
+    /// installed), and the change it brought, as a wake-up would.
+    public func wake() async throws {
+        guard !closed else { return }
+        var actions: [SyncStateMachine.Action] = []
+        for event in session.handle.snapshotEvents.withLock({ p in
+            defer { p = [] }
+            return p
+        }) {
+            actions += sm.apply(event)
+        }
+        for (name, v) in try await session.host.datasetVectors() { actions += sm.localChanged(dataset: name, vector: v) }
+        closed = try await session.perform(actions, &sm) { sent($0) }
     }
 
     /// Sends this side's Hello, certificates and revocation notices.

@@ -58,6 +58,23 @@ public struct SyncStateMachine: Sendable {
         case addCertificates([[UInt8]])
         /// Check a revocation notice, take it in, and pass it on if it is new.
         case takeRevocation([UInt8])
+        /// Decide whether to take the snapshot a peer offers (the node's
+        /// bounds, this node's store); then call `snapshotAccepted` or
+        /// send the refusal.
+        case considerSnapshot(dataset: String, vector: VersionVector, bytes: UInt64)
+        /// Store these bytes of the snapshot being received, at `offset`,
+        /// of `total`; `complete` when they are its last: then install it.
+        case storeSnapshot(dataset: String, offset: UInt64, total: UInt64, bytes: [UInt8], complete: Bool)
+        /// The snapshot being received is not coming: drop what was stored.
+        case abandonSnapshot(dataset: String, reason: String)
+        /// Make the snapshot the peer asked for; then call `snapshotReady`
+        /// (or `snapshotUnavailable`).
+        case prepareSnapshot(dataset: String)
+        /// Read `count` bytes of our snapshot at `offset` and send them in a
+        /// `snapshotChunk` of `total`.
+        case sendSnapshotChunk(dataset: String, offset: UInt64, count: Int, total: UInt64)
+        /// Our snapshot has been sent whole: let go of it.
+        case releaseSnapshot(dataset: String)
         /// Something worth logging.
         case log(String)
         /// Close the session, first sending a rejection when `code` is set.
@@ -88,8 +105,45 @@ public struct SyncStateMachine: Sendable {
         var stops: [SiteID: UInt64] { blocked.merging(paused, uniquingKeysWith: min) }
         /// True once the peer has been told our vector (in Hello or since).
         var announced = false
+        /// A snapshot offered to the peer, which holds nothing of the dataset.
+        var snapshot = SnapshotOut.none
     }
 
+    /// Where a snapshot this side offered stands.
+    enum SnapshotOut: Equatable {
+        /// None offered: one may be, while the peer holds nothing.
+        case none
+        /// Offered; the peer has not answered.
+        case offered
+        /// The peer asked for it; it is being made.
+        case preparing
+        /// Being sent: `next` is the first byte not yet sent, `acked` the
+        /// bytes the peer has stored.
+        case serving(total: UInt64, next: UInt64, acked: UInt64)
+        /// Sent whole; the peer is installing it and will announce its vector.
+        case sent
+        /// Nothing more is offered in this session (declined, failed, or done):
+        /// commits are sent as usual.
+        case over
+
+        /// No commits of the dataset go while the peer is starting from a snapshot.
+        var holdsCommits: Bool {
+            switch self {
+            case .offered, .preparing, .serving, .sent: true
+            case .none, .over: false
+            }
+        }
+    }
+
+    /// A snapshot this side is receiving.
+    struct SnapshotIn: Equatable {
+        /// Its exact size, from its first chunk (the offer's is a guess).
+        var total: UInt64?
+        var received: UInt64
+    }
+
+    /// The most snapshot bytes sent and not yet stored by the peer.
+    static let snapshotWindow: UInt64 = 4 << 20
     public let config: Config
     /// The peer's site, from its verified certificate.
     public let peerSite: SiteID
@@ -101,6 +155,11 @@ public struct SyncStateMachine: Sendable {
     /// Nothing is created from an announcement.
     private(set) var unheld: [String: VersionVector] = [:]
     private var unheldEntries = 0
+    /// Snapshots being received, by dataset.
+    private(set) var incoming: [String: SnapshotIn] = [:]
+    /// Datasets whose snapshot this side gave up on in this session: its
+    /// chunks still on their way are dropped, and no other offer is taken.
+    private var abandoned: Set<String> = []
     /// The most vector entries kept for datasets not held: a peer's
     /// announcements cost this session at most a few megabytes.
     static let maxUnheldEntries = 65_536
@@ -226,13 +285,137 @@ public struct SyncStateMachine: Sendable {
         case .reject(let code, let message):
             phase = .closed
             return [.close(nil, "peer refused the session (\(code)): \(message)")]
+        case .snapshotOffer(let dataset, let vector, let bytes):
+            guard incoming[dataset] == nil else { return [] }
+            if datasets[dataset] != nil || abandoned.contains(dataset) {
+                let why =
+                    datasets[dataset] != nil
+                    ? "this node holds dataset \(dataset) already, so it cannot start it from a snapshot"
+                    : "a snapshot of \(dataset) failed here in this session"
+                return [.send(.snapshotAnswer(dataset: dataset, accept: false, message: why))]
+            }
+            return [.considerSnapshot(dataset: dataset, vector: vector, bytes: bytes)]
+        case .snapshotAnswer(let dataset, let accept, let message):
+            guard let d = datasets[dataset] else { return [] }
+            switch d.snapshot {
+            case .offered where accept:
+                datasets[dataset]!.snapshot = .preparing
+                return [.prepareSnapshot(dataset: dataset)]
+            case .offered, .preparing, .serving, .sent:
+                guard !accept else { return close(.malformed, "a second answer to the snapshot of \(dataset)") }
+                let release: [Action] = d.snapshot == .offered ? [] : [.releaseSnapshot(dataset: dataset)]
+                datasets[dataset]!.snapshot = .over
+                return release + [.log("peer did not take the snapshot of \(dataset): \(message)")] + maybeSendAny()
+            case .none, .over:
+                return accept ? close(.malformed, "a snapshot of \(dataset) was asked for but not offered") : []
+            }
+        case .snapshotChunk(let dataset, let offset, let total, let bytes):
+            guard var s = incoming[dataset] else {
+                if abandoned.contains(dataset) { return [] }
+                return close(.malformed, "a snapshot of \(dataset) was sent but not asked for")
+            }
+            guard total != 0 else {
+                incoming[dataset] = nil
+                abandoned.insert(dataset)
+                return [.abandonSnapshot(dataset: dataset, reason: "the peer could not make it")]
+            }
+            guard total == s.total ?? total, offset == s.received else {
+                return close(
+                    .malformed, "a snapshot chunk of \(dataset) at \(offset) of \(total), where \(s.received) of \(s.total ?? total) was next")
+            }
+            s.total = total
+            s.received += UInt64(bytes.count)
+            let complete = s.received == total
+            incoming[dataset] = complete ? nil : s
+            return [.storeSnapshot(dataset: dataset, offset: offset, total: total, bytes: bytes, complete: complete)]
+        case .snapshotAck(let dataset, let received):
+            guard case .serving(let total, let next, let acked) = datasets[dataset]?.snapshot else { return [] }
+            guard received > acked, received <= next else {
+                return close(.malformed, "a snapshot acknowledgement of \(received) bytes of \(dataset), where \(acked)–\(next) were out")
+            }
+            guard received < total else {
+                datasets[dataset]!.snapshot = .sent
+                return [.releaseSnapshot(dataset: dataset)]
+            }
+            datasets[dataset]!.snapshot = .serving(total: total, next: next, acked: received)
+            return sendSnapshotChunks(dataset)
         }
+    }
+
+    // MARK: Snapshots (DESIGN §12)
+
+    /// True when a snapshot may be offered for `dataset`: the peer holds
+    /// nothing of it, and none has been offered in this session.
+    public func mayOfferSnapshot(_ dataset: String) -> Bool {
+        guard let d = datasets[dataset], d.peerKnown, d.snapshot == .none else { return false }
+        return d.peer.entries.isEmpty && d.sent.entries.isEmpty
+    }
+
+    /// A `sendMissing` is answered with an offer of a snapshot instead
+    /// (`mayOfferSnapshot`): no commits of the dataset go until the peer
+    /// declines it or, having installed it, says what it holds.
+    public mutating func offerSnapshot(dataset: String, vector: VersionVector, bytes: UInt64) -> [Action] {
+        guard phase == .established, datasets[dataset] != nil else { return [] }
+        datasets[dataset]!.sending = false
+        datasets[dataset]!.snapshot = .offered
+        return [.send(.snapshotOffer(dataset: dataset, vector: vector, bytes: bytes))] + maybeSendAny(after: dataset)
+    }
+
+    /// Our snapshot of `dataset`, `total` bytes, is ready to send.
+    public mutating func snapshotReady(dataset: String, total: UInt64) -> [Action] {
+        guard phase == .established, datasets[dataset]?.snapshot == .preparing else { return [.releaseSnapshot(dataset: dataset)] }
+        guard total > 0 else { return snapshotUnavailable(dataset: dataset, reason: "it is empty") }
+        datasets[dataset]!.snapshot = .serving(total: total, next: 0, acked: 0)
+        return sendSnapshotChunks(dataset)
+    }
+
+    /// Our snapshot of `dataset` could not be made: the offer is withdrawn.
+    public mutating func snapshotUnavailable(dataset: String, reason: String) -> [Action] {
+        guard phase == .established, datasets[dataset]?.snapshot == .preparing else { return [] }
+        datasets[dataset]!.snapshot = .over
+        return [
+            .send(.snapshotChunk(dataset: dataset, offset: 0, total: 0, bytes: [])),
+            .log("could not make a snapshot of \(dataset) for the peer: \(reason)"),
+        ] + maybeSend(dataset)
+    }
+
+    private mutating func sendSnapshotChunks(_ dataset: String) -> [Action] {
+        guard case .serving(let total, var next, let acked) = datasets[dataset]?.snapshot else { return [] }
+        var out: [Action] = []
+        while next < total, next - acked < Self.snapshotWindow {
+            let count = Int(min(UInt64(SyncFrame.maxSnapshotChunkBytes), total - next))
+            out.append(.sendSnapshotChunk(dataset: dataset, offset: next, count: count, total: total))
+            next += UInt64(count)
+        }
+        datasets[dataset]!.snapshot = .serving(total: total, next: next, acked: acked)
+        return out
+    }
+
+    /// This node will take the snapshot of `dataset` it was offered.
+    public mutating func snapshotAccepted(dataset: String) -> [Action] {
+        guard phase == .established, incoming[dataset] == nil else { return [] }
+        incoming[dataset] = SnapshotIn(total: nil, received: 0)
+        return [.send(.snapshotAnswer(dataset: dataset, accept: true, message: ""))]
+    }
+
+    /// Storing or installing the snapshot of `dataset` failed: the peer is
+    /// told, and sends commits as usual again.
+    public mutating func snapshotFailed(dataset: String, reason: String) -> [Action] {
+        guard phase == .established else { return [] }
+        incoming[dataset] = nil
+        abandoned.insert(dataset)
+        return [.send(.snapshotAnswer(dataset: dataset, accept: false, message: reason))]
     }
 
     /// The peer holds (at least) `v`: raise what we know, and resend from
     /// there if a batch we sent did not arrive whole.
     private mutating func learned(_ dataset: String, _ v: VersionVector) -> [Action] {
         var d = datasets[dataset]!
+        // A peer that started from our snapshot says what it holds now (an
+        // empty vector is the dataset coming into being there, before the
+        // snapshot is installed); one offered a snapshot got the dataset
+        // elsewhere.
+        if d.snapshot == .sent || d.snapshot == .offered, !v.entries.isEmpty { d.snapshot = .over }
         // The peer's whole vector when it sent this, and messages arrive in
         // order: it replaces what was known, also where it is lower (the
         // peer dropped commits of a feed cut off, DESIGN §9).
@@ -393,7 +576,8 @@ public struct SyncStateMachine: Sendable {
     private mutating func maybeSend(_ name: String) -> [Action] {
         // One batch is read at a time, so that the window knows its size
         // before the next starts.
-        guard phase == .established, var d = datasets[name], d.peerKnown, !datasets.values.contains(where: \.sending) else { return [] }
+        guard phase == .established, var d = datasets[name], d.peerKnown, !d.snapshot.holdsCommits, !datasets.values.contains(where: \.sending)
+        else { return [] }
         let out = totalInFlight
         guard out.batches < config.maxInFlight, out.batches == 0 || out.bytes < config.maxInFlightBytes else { return [] }
         var after = d.sent
@@ -425,7 +609,7 @@ public struct SyncStateMachine: Sendable {
     }
 
     /// True while a batch is being sent or awaits its acknowledgement.
-    public var isBusy: Bool { datasets.values.contains { $0.inFlight > 0 || $0.sending } }
+    public var isBusy: Bool { datasets.values.contains { $0.inFlight > 0 || $0.sending || $0.snapshot.holdsCommits } || !incoming.isEmpty }
 
     /// Per dataset: commits the peer lacks (ahead) and commits it has that
     /// this node lacks (behind).

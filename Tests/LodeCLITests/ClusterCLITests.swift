@@ -168,6 +168,38 @@ func freePort() -> Int { TestPorts.fresh() }
         let alerts = ((parsed?["datasets"] as? [[String: Any]])?.first?["alerts"] as? [[String: Any]]) ?? []
         #expect(alerts.map { "\($0["kind"] ?? "") \($0["site"] ?? "") \($0["seq"] ?? "")" } == ["needs-snapshot cp-d 3"], "d alone: \(status)")
         #expect(pa2.logText.contains("a peer cannot catch up from this node"), "\(pa2.logText.suffix(2000))")
+        // d was offered a snapshot first, took it, and refused it itself:
+        // it wants three signatures.
+        #expect(pd.logText.contains("refused a peer's snapshot") && pd.logText.contains("no checkpoint with the 3 signatures"), "\(pd.logText.suffix(3000))")
+        #expect(try lode(["query", "mines", "SELECT count(*) FROM mines"] + d.flags).status != 0, "d holds nothing of it")
+        // A new node that only peers with a starts from a's snapshot, handed
+        // over by sync (its signatures and digest checked here), then syncs
+        // what follows.
+        _ = try lode(["exec", "mines", "UPDATE mines SET output_t = 3 WHERE id = 'mw'"] + a.flags)
+        let e = try site("cp-e", role: "editor")
+        let pe = try serve(e, peers: [a])
+        defer { pe.stop() }
+        let wanted = try lode(["export", "mines", "mines", "--format", "csv"] + a.flags).stdout
+        var atE = ""
+        for _ in 0..<300 {
+            atE = try lode(["export", "mines", "mines", "--format", "csv"] + e.flags).stdout
+            if atE == wanted { break }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        #expect(atE == wanted && wanted.contains("mw,Mount Weld,3"), "\(atE) \(pe.logText.suffix(3000))")
+        #expect(pa2.logText.contains("offering a snapshot") && pe.logText.contains("started a dataset from a peer's snapshot"), "\(pe.logText.suffix(3000))")
+        // The checkpoint came with it (c, an editor, co-signed it too by now).
+        out = try lode(["checkpoint", "mines", "--list", "--format", "csv"] + e.flags)
+        #expect(out.lines.contains { $0.hasPrefix(id) && $0.contains(",cp-a cp-b") && $0.hasSuffix(",yes") }, "\(out)")
+        // Written at e, it travels back to a.
+        _ = try lode(["exec", "mines", "INSERT INTO mines(id, name) VALUES ('ly', 'Lynas Kalgoorlie')"] + e.flags)
+        for s in [e, a] { _ = try lode(["sync", "--wait", "--timeout", "10"] + s.flags) }
+        #expect(try lode(["export", "mines", "mines", "--format", "csv"] + a.flags).stdout.contains("ly,Lynas Kalgoorlie"))
+        // Nothing of the transfers is left in either node's tmp folder.
+        for dir in [a.dir, e.dir] {
+            let left = ((try? FileManager.default.contentsOfDirectory(atPath: dir + "/tmp")) ?? []).filter { $0.hasPrefix("snapshot-in") }
+            #expect(left.isEmpty, "\(dir): \(left)")
+        }
     }
 
     @Test func aClientWithoutACertificateCannotCompleteASession() throws {

@@ -34,6 +34,10 @@ import Testing
         ("reject", .reject(code: .differentCluster, message: "another cluster")),
         // Opaque to the frame layer: a notice's shape is the node's to check.
         ("revocation", .revocation(Array("LRN1".utf8) + [0x02, 0x7B, 0x7D])),
+        ("snapshot-offer", .snapshotOffer(dataset: "rare-earths", vector: vector, bytes: 166_526_976)),
+        ("snapshot-answer", .snapshotAnswer(dataset: "rare-earths", accept: false, message: "this node holds dataset rare-earths already")),
+        ("snapshot-chunk", .snapshotChunk(dataset: "rare-earths", offset: 1 << 20, total: (1 << 20) + 16, bytes: Array("SQLite format 3\u{0}".utf8))),
+        ("snapshot-ack", .snapshotAck(dataset: "rare-earths", received: (1 << 20) + 16)),
     ]
 
     @Test func everyMessageRoundTripsWhateverTheSplit() throws {
@@ -145,6 +149,18 @@ import Testing
             ("not-canonical-vector-unsorted", "vector entries out of site order", framed(unsorted.bytes)),
             ("invalid-value-dataset-name", "a dataset name with a space", framed([1, 5, 3] + Array("a b".utf8) + [0])),
             ("unknown-tag-reject-code-200", "rejection code 200", framed([1, 9, 200, 0])),
+            ("invalid-value-snapshot-answer-2", "a snapshot answer of 2", framed([1, 13, 1, 0x64, 2, 0])),
+            (
+                "invalid-value-snapshot-chunk-past-total", "a snapshot chunk of 4 bytes at 8 of a 10-byte snapshot",
+                framed([1, 14, 1, 0x64, 8, 10, 4, 1, 2, 3, 4])
+            ),
+            ("invalid-value-snapshot-chunk-empty", "an empty snapshot chunk that does not withdraw (total 10)", framed([1, 14, 1, 0x64, 0, 10, 0])),
+            ("too-large-snapshot-size", "a snapshot offer of 2^62 bytes", {
+                var w = ByteWriter()
+                w.writeBytes([1, 12, 1, 0x64, 0])  // snapshot-offer of d, empty vector
+                w.writeVarint(1 << 62)
+                return framed(w.bytes)
+            }()),
             (
                 "invalid-value-deflated-length", "deflated commits announcing 10 bytes more than they inflate to",
                 {

@@ -123,6 +123,10 @@ struct SimNetwork {
             case .addCertificates, .takeRevocation, .log:
                 // The simulation's sites know each other and revoke none.
                 break
+            case .considerSnapshot, .storeSnapshot, .abandonSnapshot, .prepareSnapshot, .sendSnapshotChunk, .releaseSnapshot:
+                // Its sites never compact, so none offers a snapshot
+                // (SyncStateMachineTests drive snapshots).
+                preconditionFailure("a snapshot action in the simulation: \(action)")
             case .close(let code, let message):
                 closed.append((x, y, code, message))
                 if let code { wire.append((x, y, .v1(.reject(code: code, message: message)))) }

@@ -35,10 +35,12 @@ struct TableRoutes: Sendable {
             // A script as the body (`application/sql`) streams to a file and
             // runs from there in bounded memory; JSON carries up to 2 MiB.
             if let type = req.headers[.contentType], type.lowercased().hasPrefix("application/sql") {
-                let r = try ctx.dataset
+                // Read whole before the dataset is looked up: an answer sent
+                // while the client is still uploading reaches it as a broken
+                // upload, not as the answer.
                 let spool = try await node.spool(req.body, as: "sql", empty: "the request needs a body of SQL statements")
                 defer { try? FileManager.default.removeItem(atPath: spool) }
-                return try json(try await r.exec(file: spool))
+                return try json(try await ctx.dataset.exec(file: spool))
             }
             let body = try await req.decodeJSON(as: API.SQLRequest.self)
             guard body.asOf == nil else { throw NodeError(.badInput, "exec writes now; asOf is for query only") }
@@ -51,7 +53,9 @@ struct TableRoutes: Sendable {
             return try await stream(try req.resultFormat()) { each in try await r.export(table: table, each) }
         }
         group.on(.post, "tables/:table/import", needs: .edit) { req, ctx in
-            try await importCSV(try ctx.dataset, table: try ctx.parameters.decoded("table"), body: req.body)
+            // Spooled before the dataset is looked up (as exec's script is).
+            let spool = try await node.spool(req.body, as: "csv", empty: "the request needs a CSV body: a header naming the columns, then rows")
+            return try await importCSV(spool: spool, into: { try ctx.dataset }, table: try ctx.parameters.decoded("table"))
         }
         group.on(.get, "tables/:table/history", needs: .read) { req, ctx in
             guard let pk = req.query("pk") else { throw NodeError(.badInput, "history needs ?pk=KEY") }
@@ -73,15 +77,17 @@ struct TableRoutes: Sendable {
         return p
     }
 
-    /// Spools the uploaded CSV to a temporary file (so the import, which is
-    /// one transaction, never waits on the network), then imports it,
-    /// answering with NDJSON progress lines and a final result line.
-    func importCSV(_ r: any SQLReplicaStore, table: String, body: RequestBody) async throws -> Response {
-        let spool = try await node.spool(body, as: "csv", empty: "the request needs a CSV body: a header naming the columns, then rows")
-        // A file whose table or header does not fit is refused with a status
-        // of its own, before the answer starts; later errors (a bad line)
-        // come as the stream's last line.
+    /// Imports the uploaded CSV, spooled to a temporary file (so the import,
+    /// which is one transaction, never waits on the network), into the
+    /// dataset `dataset` names, answering with NDJSON progress lines and a
+    /// final result line. The file is removed once done.
+    func importCSV(spool: String, into dataset: () throws -> any SQLReplicaStore, table: String) async throws -> Response {
+        // A file whose dataset, table or header does not fit is refused with
+        // a status of its own, before the answer starts; later errors (a bad
+        // line) come as the stream's last line.
+        let r: any SQLReplicaStore
         do {
+            r = try dataset()
             try CSVImport.check(table: table, by: r.local)
             let tables = try await r.schema()
             guard let t = tables.first(where: { $0.name == table }) else {

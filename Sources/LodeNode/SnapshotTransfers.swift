@@ -1,0 +1,248 @@
+import Foundation
+import Glibc
+import LodeCore
+import LodeProtocol
+import LodeSQLite
+import LodeStore
+import Synchronization
+
+/// Snapshots handed over by sync (DESIGN §12), both ways, as files in the
+/// node's `tmp` folder.
+///
+/// - **Sending.** A snapshot is a compacted backup (`Node.backup`), made
+///   when a peer asks for one and shared by every session that asks within
+///   `reuseFor`; it is deleted once no session reads it and a newer one
+///   replaced it, or it aged out.
+/// - **Receiving.** One peer at a time sends a dataset's snapshot. It goes
+///   to a file created 0600, bounded by `maxBytes` and the free disk, and is
+///   installed as `lode restore` installs a backup: every signature, the
+///   checkpoint's quorum and its digest checked here.
+final class SnapshotTransfers: Sendable {
+    /// The largest snapshot this node takes.
+    static let maxBytes: UInt64 = 64 << 30
+    /// What a snapshot leaves free on the disk.
+    static let diskReserve: UInt64 = 256 << 20
+    /// How long a snapshot made for one peer is offered to others.
+    static let reuseFor: Duration = .seconds(600)
+
+    private struct Made {
+        var path: String
+        var bytes: UInt64
+        var at: ContinuousClock.Instant
+        /// The sessions reading it.
+        var readers: Set<UInt64>
+        /// A newer one replaced it: deleted once no session reads it.
+        var stale = false
+    }
+
+    private struct Receiving {
+        var dataset: String
+        var session: UInt64
+        var path: String
+        var handle: FileHandle
+        /// Its exact size, once its first bytes said it.
+        var total: UInt64?
+        var stored: UInt64
+    }
+
+    private struct State {
+        /// Snapshots made here, by id.
+        var made: [UInt64: Made] = [:]
+        /// The newest one per dataset.
+        var newest: [String: UInt64] = [:]
+        /// What each session reads: (session, dataset) → id.
+        var reading: [SessionDataset: UInt64] = [:]
+        /// Snapshots coming in, by dataset.
+        var receiving: [String: Receiving] = [:]
+        var nextID: UInt64 = 1
+    }
+
+    private struct SessionDataset: Hashable {
+        var session: UInt64
+        var dataset: String
+    }
+
+    private let node: Node
+    private let state = Mutex(State())
+    private let folder: String
+
+    init(node: Node) {
+        self.node = node
+        folder = node.paths.tmp
+        // Files left by a node that stopped mid-transfer.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] where name.hasPrefix("snapshot-") {
+            try? FileManager.default.removeItem(atPath: folder + "/" + name)
+        }
+    }
+
+    // MARK: Sending
+
+    /// A snapshot of `dataset` for `session`: the newest made within
+    /// `reuseFor`, or a new one. Returns its size.
+    func open(dataset: String, session: UInt64) async throws -> UInt64 {
+        let now = ContinuousClock.now
+        if let bytes = state.withLock({ s -> UInt64? in
+            guard let id = s.newest[dataset], var m = s.made[id], now - m.at < Self.reuseFor else { return nil }
+            m.readers.insert(session)
+            s.made[id] = m
+            s.reading[SessionDataset(session: session, dataset: dataset)] = id
+            return m.bytes
+        }) {
+            return bytes
+        }
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let path = folder + "/snapshot-out-\(UUID().uuidString).db"
+        do {
+            try await node.backup(dataset, to: path)
+        } catch {
+            try? FileManager.default.removeItem(atPath: path)
+            throw error
+        }
+        let bytes = UInt64((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.uint64Value ?? 0)
+        var obsolete: [String] = []
+        state.withLock { s in
+            let id = s.nextID
+            s.nextID += 1
+            if let old = s.newest[dataset] {
+                s.made[old]?.stale = true
+                obsolete += Self.dropUnread(old, &s)
+            }
+            s.made[id] = Made(path: path, bytes: bytes, at: .now, readers: [session])
+            s.newest[dataset] = id
+            s.reading[SessionDataset(session: session, dataset: dataset)] = id
+        }
+        for p in obsolete { try? FileManager.default.removeItem(atPath: p) }
+        return bytes
+    }
+
+    /// `count` bytes at `offset` of the snapshot `session` reads.
+    func read(dataset: String, session: UInt64, offset: UInt64, count: Int) throws -> [UInt8] {
+        guard let path = state.withLock({ s in s.reading[SessionDataset(session: session, dataset: dataset)].flatMap { s.made[$0]?.path } }) else {
+            throw NodeError(.notFound, "no snapshot of \(dataset) is open for this session")
+        }
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        try handle.seek(toOffset: offset)
+        let data = try handle.read(upToCount: count) ?? Data()
+        guard data.count == count else { throw NodeError(.storage, "the snapshot of \(dataset) ended before byte \(offset + UInt64(count))") }
+        return [UInt8](data)
+    }
+
+    /// Removes snapshot `id` when no session reads it and it is stale or
+    /// aged out; returns the file to delete.
+    private static func dropUnread(_ id: UInt64, _ s: inout State) -> [String] {
+        guard let m = s.made[id], m.readers.isEmpty, m.stale || ContinuousClock.now - m.at >= reuseFor else { return [] }
+        s.made[id] = nil
+        for (name, newest) in s.newest where newest == id { s.newest[name] = nil }
+        return [m.path]
+    }
+
+    // MARK: Receiving
+
+    /// Starts taking a snapshot of `dataset`, about `total` bytes, from
+    /// `session`. Refused when this node holds the dataset (or keeps its
+    /// datasets in PostgreSQL), another peer is sending it, or it would not fit.
+    func begin(dataset: String, total: UInt64, session: UInt64) throws {
+        guard node.postgres == nil else { throw NodeError(.badInput, "this node keeps its datasets in PostgreSQL: it does not start one from a snapshot") }
+        guard try node.heldReplica(dataset) == nil else {
+            throw NodeError(.alreadyExists, "this node holds dataset \(dataset) already, so it cannot start it from a snapshot")
+        }
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try Self.checkRoom(total, folder)
+        let path = folder + "/snapshot-in-\(UUID().uuidString).db"
+        guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
+            let handle = FileHandle(forWritingAtPath: path)
+        else {
+            throw NodeError(.storage, "cannot create a file in \(folder) for the snapshot")
+        }
+        let taken = state.withLock { s -> Bool in
+            guard s.receiving[dataset] == nil else { return false }
+            s.receiving[dataset] = Receiving(dataset: dataset, session: session, path: path, handle: handle, total: nil, stored: 0)
+            return true
+        }
+        guard taken else {
+            try? handle.close()
+            try? FileManager.default.removeItem(atPath: path)
+            throw NodeError(.unavailable, "another peer is sending a snapshot of \(dataset)")
+        }
+    }
+
+    /// Refuses a snapshot of `total` bytes over `maxBytes` or that would
+    /// leave less than `diskReserve` free.
+    private static func checkRoom(_ total: UInt64, _ folder: String) throws {
+        guard total > 0, total <= maxBytes else {
+            throw NodeError(.badInput, "a snapshot of \(total) bytes is over the \(maxBytes >> 30) GiB this node takes")
+        }
+        let free = freeBytes(folder)
+        guard total + diskReserve <= free else {
+            throw NodeError(.storage, "a snapshot of \(total >> 20) MiB would not leave \(diskReserve >> 20) MiB free on the disk (\(free >> 20) MiB free)")
+        }
+    }
+
+    /// Stores `bytes` at `offset` of the snapshot `session` sends, `total`
+    /// bytes long (checked against the bounds with its first bytes).
+    func store(dataset: String, offset: UInt64, total: UInt64, bytes: [UInt8], session: UInt64) throws {
+        guard let r = state.withLock({ $0.receiving[dataset] }), r.session == session, r.stored == offset, r.total ?? total == total,
+            offset + UInt64(bytes.count) <= total
+        else {
+            throw NodeError(.badInput, "snapshot bytes of \(dataset) at \(offset) were not expected")
+        }
+        if r.total == nil { try Self.checkRoom(total, folder) }
+        do {
+            try r.handle.write(contentsOf: bytes)
+        } catch {
+            throw NodeError(.storage, "cannot store the snapshot of \(dataset): \(error)")
+        }
+        state.withLock { s in
+            s.receiving[dataset]?.total = total
+            s.receiving[dataset]?.stored = offset + UInt64(bytes.count)
+        }
+    }
+
+    /// Installs the snapshot of `dataset` received whole from `session`
+    /// (`Node.restore`), then deletes its file. Returns the restore's report.
+    func install(dataset: String, session: UInt64) async throws -> API.RestoreReport {
+        guard let r = state.withLock({ s -> Receiving? in
+            guard let r = s.receiving[dataset], r.session == session, r.stored == r.total else { return nil }
+            s.receiving[dataset] = nil
+            return r
+        })
+        else {
+            throw NodeError(.badInput, "no whole snapshot of \(dataset) was received in this session")
+        }
+        defer { try? FileManager.default.removeItem(atPath: r.path) }
+        try r.handle.synchronize()
+        try r.handle.close()
+        return try await node.restore(from: r.path, expecting: dataset)
+    }
+
+    // MARK: Both
+
+    /// Lets go of what `session` sends or receives of `dataset` (of every
+    /// dataset when nil): files no one reads any more are deleted.
+    func release(session: UInt64, dataset: String?) {
+        var delete: [String] = []
+        state.withLock { s in
+            for (key, id) in s.reading where key.session == session && (dataset == nil || key.dataset == dataset) {
+                s.reading[key] = nil
+                s.made[id]?.readers.remove(session)
+                delete += Self.dropUnread(id, &s)
+            }
+            for (name, r) in s.receiving where r.session == session && (dataset == nil || name == dataset) {
+                s.receiving[name] = nil
+                try? r.handle.close()
+                delete.append(r.path)
+            }
+            // Snapshots that aged out while no session read them.
+            for id in Array(s.made.keys) { delete += Self.dropUnread(id, &s) }
+        }
+        for p in delete { try? FileManager.default.removeItem(atPath: p) }
+    }
+
+    /// The bytes free to this process on the disk holding `path`.
+    static func freeBytes(_ path: String) -> UInt64 {
+        var s = statvfs()
+        guard statvfs(path, &s) == 0 else { return 0 }
+        return UInt64(s.f_bavail) * UInt64(s.f_frsize)
+    }
+}
