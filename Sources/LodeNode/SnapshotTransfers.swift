@@ -22,6 +22,8 @@ final class SnapshotTransfers: Sendable {
     static let maxBytes: UInt64 = 64 << 30
     /// What a snapshot leaves free on the disk.
     static let diskReserve: UInt64 = 256 << 20
+    /// The most snapshots coming in at once (one per session).
+    static let maxReceiving = 4
     /// How long a snapshot made for one peer is offered to others.
     static let reuseFor: Duration = .seconds(600)
 
@@ -43,6 +45,10 @@ final class SnapshotTransfers: Sendable {
         /// Its exact size, once its first bytes said it.
         var total: UInt64?
         var stored: UInt64
+        /// The size offered.
+        var claimed: UInt64
+        /// The disk it will take.
+        var room: UInt64 { total ?? claimed }
     }
 
     private struct State {
@@ -143,39 +149,51 @@ final class SnapshotTransfers: Sendable {
     /// `session`. Refused when this node holds the dataset (or keeps its
     /// datasets in PostgreSQL), another peer is sending it, or it would not fit.
     func begin(dataset: String, total: UInt64, session: UInt64) throws {
-        guard node.postgres == nil else { throw NodeError(.badInput, "this node keeps its datasets in PostgreSQL: it does not start one from a snapshot") }
+        guard node.postgres == nil else {
+            throw NodeError(.badInput, "this node keeps its datasets in PostgreSQL: it does not start one from a snapshot")
+        }
         guard try node.heldReplica(dataset) == nil else {
             throw NodeError(.alreadyExists, "this node holds dataset \(dataset) already, so it cannot start it from a snapshot")
         }
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try Self.checkRoom(total, folder)
+        try checkRoom(total, besides: dataset)
         let path = folder + "/snapshot-in-\(UUID().uuidString).db"
         guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
             let handle = FileHandle(forWritingAtPath: path)
         else {
             throw NodeError(.storage, "cannot create a file in \(folder) for the snapshot")
         }
-        let taken = state.withLock { s -> Bool in
-            guard s.receiving[dataset] == nil else { return false }
-            s.receiving[dataset] = Receiving(dataset: dataset, session: session, path: path, handle: handle, total: nil, stored: 0)
-            return true
+        let refusal = state.withLock { s -> String? in
+            guard s.receiving[dataset] == nil else { return "another peer is sending a snapshot of \(dataset)" }
+            guard !s.receiving.values.contains(where: { $0.session == session }) else {
+                return "this session is sending another snapshot already"
+            }
+            guard s.receiving.count < Self.maxReceiving else { return "\(Self.maxReceiving) snapshots are coming in already" }
+            s.receiving[dataset] = Receiving(dataset: dataset, session: session, path: path, handle: handle, total: nil, stored: 0, claimed: total)
+            return nil
         }
-        guard taken else {
+        if let refusal {
             try? handle.close()
             try? FileManager.default.removeItem(atPath: path)
-            throw NodeError(.unavailable, "another peer is sending a snapshot of \(dataset)")
+            throw NodeError(.unavailable, refusal)
         }
     }
 
-    /// Refuses a snapshot of `total` bytes over `maxBytes` or that would
-    /// leave less than `diskReserve` free.
-    private static func checkRoom(_ total: UInt64, _ folder: String) throws {
-        guard total > 0, total <= maxBytes else {
-            throw NodeError(.badInput, "a snapshot of \(total) bytes is over the \(maxBytes >> 30) GiB this node takes")
+    /// Refuses a snapshot of `total` bytes over `maxBytes`, or one that,
+    /// with the rest of the others coming in, would leave less than
+    /// `diskReserve` free.
+    private func checkRoom(_ total: UInt64, besides dataset: String) throws {
+        guard total > 0, total <= Self.maxBytes else {
+            throw NodeError(.badInput, "a snapshot of \(total) bytes is over the \(Self.maxBytes >> 30) GiB this node takes")
         }
-        let free = freeBytes(folder)
-        guard total + diskReserve <= free else {
-            throw NodeError(.storage, "a snapshot of \(total >> 20) MiB would not leave \(diskReserve >> 20) MiB free on the disk (\(free >> 20) MiB free)")
+        let others = state.withLock { s in s.receiving.values.filter { $0.dataset != dataset }.reduce(0) { $0 + ($1.room - min($1.room, $1.stored)) }
+        }
+        let free = Self.freeBytes(folder)
+        guard total + others + Self.diskReserve <= free else {
+            throw NodeError(
+                .storage,
+                "a snapshot of \(total >> 20) MiB would not leave \(Self.diskReserve >> 20) MiB free on the disk (\(free >> 20) MiB free, \(others >> 20) MiB promised to other snapshots)"
+            )
         }
     }
 
@@ -187,7 +205,7 @@ final class SnapshotTransfers: Sendable {
         else {
             throw NodeError(.badInput, "snapshot bytes of \(dataset) at \(offset) were not expected")
         }
-        if r.total == nil { try Self.checkRoom(total, folder) }
+        if r.total == nil { try checkRoom(total, besides: dataset) }
         do {
             try r.handle.write(contentsOf: bytes)
         } catch {
@@ -202,11 +220,12 @@ final class SnapshotTransfers: Sendable {
     /// Installs the snapshot of `dataset` received whole from `session`
     /// (`Node.restore`), then deletes its file. Returns the restore's report.
     func install(dataset: String, session: UInt64) async throws -> API.RestoreReport {
-        guard let r = state.withLock({ s -> Receiving? in
-            guard let r = s.receiving[dataset], r.session == session, r.stored == r.total else { return nil }
-            s.receiving[dataset] = nil
-            return r
-        })
+        guard
+            let r = state.withLock({ s -> Receiving? in
+                guard let r = s.receiving[dataset], r.session == session, r.stored == r.total else { return nil }
+                s.receiving[dataset] = nil
+                return r
+            })
         else {
             throw NodeError(.badInput, "no whole snapshot of \(dataset) was received in this session")
         }

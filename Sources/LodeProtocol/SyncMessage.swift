@@ -299,7 +299,8 @@ public enum SyncFrame {
             let at = r.offset
             let bytes = try r.readLengthPrefixed(limit: maxSnapshotChunkBytes)
             guard total == 0 ? offset == 0 && bytes.isEmpty : !bytes.isEmpty && offset + UInt64(bytes.count) <= total else {
-                throw BinaryDecodingError(.invalidValue, at: at, "a snapshot chunk of \(bytes.count) bytes at \(offset) does not lie within its \(total)")
+                throw BinaryDecodingError(
+                    .invalidValue, at: at, "a snapshot chunk of \(bytes.count) bytes at \(offset) does not lie within its \(total)")
             }
             m = .snapshotChunk(dataset: dataset, offset: offset, total: total, bytes: bytes)
         case .snapshotAck:

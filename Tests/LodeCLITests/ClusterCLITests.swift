@@ -143,12 +143,13 @@ func freePort() -> Int { TestPorts.fresh() }
         let latest = try lode(["export", "mines", "mines", "--format", "csv"] + a.flags).stdout
         let atC = try lode(["export", "mines", "mines", "--format", "csv"] + c.flags).stdout
         #expect(latest.contains("Mountain Pass Mine") && atC == latest, "\(atC)")
-        // A node that wants more signatures than the backup carries will not start from it.
+        // A node that wants more signatures than the checkpoint can have
+        // (three editors, c among them, may sign) will not start from it.
         let d = try site("cp-d", role: "editor")
-        let pd = try ServeProcess(dataDir: d.dir, extra: ["--checkpoint-quorum", "3"], listen: d.address)
+        let pd = try ServeProcess(dataDir: d.dir, extra: ["--checkpoint-quorum", "4"], listen: d.address)
         defer { pd.stop() }
         out = try lode(["restore", file] + d.flags)
-        #expect(out.status == 1 && out.stderr.contains("no checkpoint with the 3 signatures"), "\(out)")
+        #expect(out.status == 1 && out.stderr.contains("no checkpoint with the 4 signatures"), "\(out)")
         // Synced with a instead, d asks for commits a compacted away: once
         // a no longer holds them in memory either (a restart), it cannot
         // send them, and says so in its status (not of c, which started
@@ -158,7 +159,7 @@ func freePort() -> Int { TestPorts.fresh() }
         defer { pa2.stop() }
         #expect(try lode(["peers", "add", a.address] + d.flags).status == 0)
         var status = ""
-        for _ in 0..<100 {
+        for _ in 0..<300 {
             status = try lode(["status", "--format", "json"] + a.flags).stdout
             if status.contains("\"kind\" : \"needs-snapshot\"") { break }
             Thread.sleep(forTimeInterval: 0.1)
@@ -169,8 +170,10 @@ func freePort() -> Int { TestPorts.fresh() }
         #expect(alerts.map { "\($0["kind"] ?? "") \($0["site"] ?? "") \($0["seq"] ?? "")" } == ["needs-snapshot cp-d 3"], "d alone: \(status)")
         #expect(pa2.logText.contains("a peer cannot catch up from this node"), "\(pa2.logText.suffix(2000))")
         // d was offered a snapshot first, took it, and refused it itself:
-        // it wants three signatures.
-        #expect(pd.logText.contains("refused a peer's snapshot") && pd.logText.contains("no checkpoint with the 3 signatures"), "\(pd.logText.suffix(3000))")
+        // it wants four signatures.
+        #expect(
+            pd.logText.contains("refused a peer's snapshot") && pd.logText.contains("no checkpoint with the 4 signatures"),
+            "\(pd.logText.suffix(3000))")
         #expect(try lode(["query", "mines", "SELECT count(*) FROM mines"] + d.flags).status != 0, "d holds nothing of it")
         // A new node that only peers with a starts from a's snapshot, handed
         // over by sync (its signatures and digest checked here), then syncs
@@ -187,7 +190,9 @@ func freePort() -> Int { TestPorts.fresh() }
             Thread.sleep(forTimeInterval: 0.2)
         }
         #expect(atE == wanted && wanted.contains("mw,Mount Weld,3"), "\(atE) \(pe.logText.suffix(3000))")
-        #expect(pa2.logText.contains("offering a snapshot") && pe.logText.contains("started a dataset from a peer's snapshot"), "\(pe.logText.suffix(3000))")
+        #expect(
+            pa2.logText.contains("offering a snapshot") && pe.logText.contains("started a dataset from a peer's snapshot"),
+            "\(pe.logText.suffix(3000))")
         // The checkpoint came with it (c, an editor, co-signed it too by now).
         out = try lode(["checkpoint", "mines", "--list", "--format", "csv"] + e.flags)
         #expect(out.lines.contains { $0.hasPrefix(id) && $0.contains(",cp-a cp-b") && $0.hasSuffix(",yes") }, "\(out)")

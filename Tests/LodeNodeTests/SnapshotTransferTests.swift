@@ -38,7 +38,8 @@ import Testing
             var offset = 0
             while offset < bytes.count {
                 let end = min(offset + SyncFrame.maxSnapshotChunkBytes, bytes.count)
-                try await evil.send(.snapshotChunk(dataset: dataset, offset: UInt64(offset), total: UInt64(bytes.count), bytes: Array(bytes[offset..<end])))
+                try await evil.send(
+                    .snapshotChunk(dataset: dataset, offset: UInt64(offset), total: UInt64(bytes.count), bytes: Array(bytes[offset..<end])))
                 let ack = try await evil.receive { if case .snapshotAck = $0 { true } else { false } }
                 #expect(ack == .snapshotAck(dataset: dataset, received: UInt64(end)))
                 offset = end

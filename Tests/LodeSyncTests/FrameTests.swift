@@ -155,12 +155,15 @@ import Testing
                 framed([1, 14, 1, 0x64, 8, 10, 4, 1, 2, 3, 4])
             ),
             ("invalid-value-snapshot-chunk-empty", "an empty snapshot chunk that does not withdraw (total 10)", framed([1, 14, 1, 0x64, 0, 10, 0])),
-            ("too-large-snapshot-size", "a snapshot offer of 2^62 bytes", {
-                var w = ByteWriter()
-                w.writeBytes([1, 12, 1, 0x64, 0])  // snapshot-offer of d, empty vector
-                w.writeVarint(1 << 62)
-                return framed(w.bytes)
-            }()),
+            (
+                "too-large-snapshot-size", "a snapshot offer of 2^62 bytes",
+                {
+                    var w = ByteWriter()
+                    w.writeBytes([1, 12, 1, 0x64, 0])  // snapshot-offer of d, empty vector
+                    w.writeVarint(1 << 62)
+                    return framed(w.bytes)
+                }()
+            ),
             (
                 "invalid-value-deflated-length", "deflated commits announcing 10 bytes more than they inflate to",
                 {

@@ -134,11 +134,15 @@ import Testing
         #expect(first == [.sendMissing(dataset: "d", after: VersionVector([SimNode(2).site: 1]))])
         #expect(!s.mayOfferSnapshot("d"))
         let answer = sent(t.receive(.v1(.snapshotOffer(dataset: "d", vector: held, bytes: 10)), now: now))
-        #expect(answer == [.snapshotAnswer(dataset: "d", accept: false, message: "this node holds dataset d already, so it cannot start it from a snapshot")])
+        #expect(
+            answer == [
+                .snapshotAnswer(dataset: "d", accept: false, message: "this node holds dataset d already, so it cannot start it from a snapshot")
+            ])
     }
 
     @Test func snapshotBytesOutOfTurnCloseTheSession() {
-        func closes(_ m: SyncMessageV1, setUp: (inout SyncStateMachine, inout SyncStateMachine) -> Void = { _, _ in }, atSender: Bool = false) -> Bool {
+        func closes(_ m: SyncMessageV1, setUp: (inout SyncStateMachine, inout SyncStateMachine) -> Void = { _, _ in }, atSender: Bool = false) -> Bool
+        {
             var (s, t, _) = established()
             setUp(&s, &t)
             let out = atSender ? s.receive(.v1(m), now: now) : t.receive(.v1(m), now: now)
