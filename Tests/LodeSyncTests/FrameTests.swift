@@ -38,6 +38,11 @@ import Testing
         ("snapshot-answer", .snapshotAnswer(dataset: "rare-earths", accept: false, message: "this node holds dataset rare-earths already")),
         ("snapshot-chunk", .snapshotChunk(dataset: "rare-earths", offset: 1 << 20, total: (1 << 20) + 16, bytes: Array("SQLite format 3\u{0}".utf8))),
         ("snapshot-ack", .snapshotAck(dataset: "rare-earths", received: (1 << 20) + 16)),
+        (
+            "snapshot-chunk-deflated",
+            .snapshotChunk(
+                dataset: "rare-earths", offset: 0, total: 4096, bytes: Array("SQLite format 3\u{0}".utf8) + [UInt8](repeating: 0, count: 4080))
+        ),
     ]
 
     @Test func everyMessageRoundTripsWhateverTheSplit() throws {
@@ -155,6 +160,17 @@ import Testing
                 framed([1, 14, 1, 0x64, 8, 10, 4, 1, 2, 3, 4])
             ),
             ("invalid-value-snapshot-chunk-empty", "an empty snapshot chunk that does not withdraw (total 10)", framed([1, 14, 1, 0x64, 0, 10, 0])),
+            (
+                "invalid-value-snapshot-chunk-deflated-length", "a deflated snapshot chunk announcing 10 bytes more than it inflates to",
+                {
+                    var w = ByteWriter()
+                    w.writeBytes([1, 16, 1, 0x64, 0, 100])  // snapshot-chunk, deflated, of d, at 0 of 100
+                    let raw = [UInt8](repeating: 5, count: 50)
+                    w.writeVarint(UInt64(raw.count + 10))
+                    w.writeBytes(Deflate.compress(raw)!)
+                    return framed(w.bytes)
+                }()
+            ),
             (
                 "too-large-snapshot-size", "a snapshot offer of 2^62 bytes",
                 {
