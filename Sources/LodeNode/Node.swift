@@ -201,9 +201,9 @@ public final class Node: Sendable {
                 for der in (try? file.certificates()) ?? [] {
                     if let c = try? SiteCertificate(der: der) { try? await replica.registerSite(c.record) }
                 }
+                // Told once it is open and listed (and of every commit after):
+                // sync offers the dataset.
                 replica.addObserver { _ in changes.notify() }
-                // Sync offers the dataset.
-                changes.notify()
             })
         return Node(paths: paths, identity: identity, file: file, maxClockDrift: maxClockDrift, store: catalog, changes: changes)
     }

@@ -268,6 +268,11 @@ public final class PostgresCatalog: DatasetCatalog, @unchecked Sendable {
             open[name] = fresh
             return fresh
         }
+        // Listed now: its observers (sync) hear of it, and find it among the
+        // datasets. Told from `onOpen`, before it was listed, sync could look
+        // for it too early and never again (a relay whose peers never got a
+        // dataset another relay stored, one full test run in a few).
+        defer { if replica === fresh { replica.tellObservers() } }
         // This site as a writer: its name, role and certificate (their
         // validity comes with the certificate, through `registerSite`).
         var me = local.record

@@ -75,6 +75,13 @@ public final class PostgresReplica: SQLReplicaStore, @unchecked Sendable {
 
     public func removeObserver(_ id: UUID) { _ = observers.withLock { $0.removeValue(forKey: id) } }
 
+    /// Tells the observers what the replica holds now (the catalog, once a
+    /// dataset another process stored is open and listed here).
+    func tellObservers() {
+        let v = vector
+        for o in observers.withLock({ Array($0.values) }) { o(v) }
+    }
+
     // MARK: Transactions
 
     /// Runs `body` in a write transaction holding the dataset's advisory

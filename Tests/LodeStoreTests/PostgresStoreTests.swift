@@ -180,6 +180,40 @@ import Testing
         #expect(heard.withLock { $0 } == [first.vector])
     }
 
+    /// A dataset another process stored opens here on a re-read, and its
+    /// observers (sync) hear of it once it is listed, so that they find it
+    /// among the datasets. Before, the node was told from `onOpen`, before
+    /// the listing: sync could look too early, and a relay's peers then
+    /// never got a dataset another relay had stored (a full test run in a
+    /// few failed so).
+    @Test func aDatasetAnotherProcessStoredIsListedBeforeObserversHearOfIt() async throws {
+        let url = try PostgresServer.shared().newDatabase()
+        let one = try await PostgresCatalog.open(try PostgresLocation(url), local: site(1, "one", role: .relay), connections: 2)
+        let heard = Mutex<[[String]]>([])
+        let box = Mutex<PostgresCatalog?>(nil)
+        let two = try await PostgresCatalog.open(
+            try PostgresLocation(url), local: site(2, "two", role: .relay), connections: 2,
+            onOpen: { replica in
+                replica.addObserver { _ in
+                    let names = box.withLock { $0 }?.names() ?? []
+                    heard.withLock { $0.append(names) }
+                }
+            })
+        box.withLock { $0 = two }
+        defer {
+            one.close()
+            two.close()
+        }
+        let author = ReferenceStore(dataset: "d", local: site(3, "author"))
+        _ = try await author.alter(conformanceSchema)
+        let first = try await one.openOrCreateStore("d").replica
+        try await introduce([author, first])
+        _ = try await first.apply(try await author.commits(missingFrom: VersionVector(), limit: 1000))
+        try await two.refresh()
+        #expect(two.names() == ["d"])
+        #expect(heard.withLock { $0 } == [["d"]], "told once, with d listed")
+    }
+
     /// After another process's write, a re-read takes in only the feeds
     /// when nothing else changed, and everything when the sites or the
     /// schema did (`catalog` in `_lode_meta`): a column and an author
