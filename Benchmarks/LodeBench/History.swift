@@ -255,9 +255,16 @@ extension Suite {
         let snapshotPeak = peakMemoryMB()
         let joinedC = try lc.running.node.replica("joined")
         guard try await joinedC.compactedVector() != nil else { throw BenchError("the new node did not start from a snapshot") }
-        let equal = try await joinedC.checkpointDigest(at: replica.vector).digest == replica.checkpointDigest(at: replica.vector).digest
+        // Both at one vector: an editor that holds a checkpoint may co-sign
+        // it meanwhile, and its signature is a commit.
+        let at = replica.vector
+        let (atC, atA) = (try await joinedC.checkpointDigest(at: at), try await replica.checkpointDigest(at: at))
         for l in [lc, lb, la] { await l.stop() }
-        guard equal else { throw BenchError("the node started from the snapshot does not hold what the writer holds") }
+        guard atC.digest == atA.digest else {
+            throw BenchError(
+                "the node started from the snapshot does not hold what the writer holds at \(at): \(atC.rows) rows against \(atA.rows); vectors now \(joinedC.vector) and \(replica.vector)"
+            )
+        }
         return [
             Result(
                 workload: "W15", what: "a new node joins \(n) rows with 10 rounds of churn behind them over sync, from a snapshot",

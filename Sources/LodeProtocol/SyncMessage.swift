@@ -186,11 +186,11 @@ public enum SyncFrame {
             site.encode(into: &w)
             w.writeVarint(seq)
             w.writeByte(code.rawValue)
-            w.writeString(message)
+            w.writeString(Self.fitting(message))
         case .reject(let code, let message):
             w.writeByte(Tag.reject.rawValue)
             w.writeByte(code.rawValue)
-            w.writeString(message)
+            w.writeString(Self.fitting(message))
         case .revocation(let notice):
             w.writeByte(Tag.revocation.rawValue)
             w.writeLengthPrefixed(notice)
@@ -203,7 +203,7 @@ public enum SyncFrame {
             w.writeByte(Tag.snapshotAnswer.rawValue)
             w.writeString(dataset)
             w.writeByte(accept ? 1 : 0)
-            w.writeString(message)
+            w.writeString(Self.fitting(message))
         case .snapshotChunk(let dataset, let offset, let total, let bytes):
             // A dataset file deflates to a third or so: sent so when that saves.
             let packed = bytes.count >= 256 ? Deflate.compress(bytes) : nil
@@ -286,10 +286,10 @@ public enum SyncFrame {
             let site = try SiteID(from: &r)
             let seq = try r.readVarint()
             let code = try readCode(&r)
-            m = .commitRejected(dataset: dataset, site: site, seq: seq, code: code, message: try r.readString(limit: 4096))
+            m = .commitRejected(dataset: dataset, site: site, seq: seq, code: code, message: try r.readString(limit: maxMessageBytes))
         case .reject:
             let code = try readCode(&r)
-            m = .reject(code: code, message: try r.readString(limit: 4096))
+            m = .reject(code: code, message: try r.readString(limit: maxMessageBytes))
         case .revocation:
             m = .revocation(try r.readLengthPrefixed(limit: maxRevocationBytes))
         case .snapshotOffer:
@@ -301,7 +301,7 @@ public enum SyncFrame {
             let at = r.offset
             let flag = try r.readByte()
             guard flag <= 1 else { throw BinaryDecodingError(.invalidValue, at: at, "a snapshot answer of \(flag), not 0 or 1") }
-            m = .snapshotAnswer(dataset: dataset, accept: flag == 1, message: try r.readString(limit: 4096))
+            m = .snapshotAnswer(dataset: dataset, accept: flag == 1, message: try r.readString(limit: maxMessageBytes))
         case .snapshotChunk, .snapshotChunkDeflated:
             let dataset = try r.readDatasetName()
             let offset = try readSnapshotSize(&r, "snapshot offset")
@@ -337,6 +337,24 @@ public enum SyncFrame {
         commits.reserveCapacity(n)
         for _ in 0..<n { commits.append(try r.readLengthPrefixed(limit: Limits.maxCommitBytes)) }
         return commits
+    }
+
+    /// The most bytes of a message's text (a reason) a receiver reads.
+    public static let maxMessageBytes = 4096
+
+    /// `text` cut to `maxMessageBytes` on a character boundary: a longer
+    /// reason would make the receiver refuse the whole frame.
+    static func fitting(_ text: String) -> String {
+        guard text.utf8.count > maxMessageBytes else { return text }
+        var out = ""
+        var bytes = 0
+        for c in text {
+            let n = c.utf8.count
+            guard bytes + n <= maxMessageBytes - 3 else { break }
+            out.append(c)
+            bytes += n
+        }
+        return out + "…"
     }
 
     static func readSnapshotSize(_ r: inout ByteReader, _ what: String) throws(BinaryDecodingError) -> UInt64 {

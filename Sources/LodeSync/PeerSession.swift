@@ -45,6 +45,15 @@ final class SessionHandle: Sendable {
     let closeRequested = Mutex(false)
     /// Snapshots made or installed off the session's loop, for it to act on.
     let snapshotEvents = Mutex<[SnapshotEvent]>([])
+    /// Set once the session is over: a snapshot made for it after that is let go.
+    let ended = Atomic<Bool>(false)
+
+    func takeSnapshotEvents() -> [SnapshotEvent] {
+        snapshotEvents.withLock { p in
+            defer { p = [] }
+            return p
+        }
+    }
 
     enum SnapshotEvent: Sendable {
         /// The snapshot of a dataset the peer asked for is ready, this many bytes.
@@ -133,7 +142,12 @@ struct PeerSession {
             let buffered = InboundBudget()
             let site = handle.inbound
             defer { _ = site.add(-buffered.add(0)) }
-            defer { host.releaseSnapshots(session: handle.id, dataset: nil) }
+            defer {
+                // Ended first, then released: a snapshot made for this
+                // session after either lets itself go (`prepareSnapshot`).
+                handle.ended.store(true, ordering: .sequentiallyConsistent)
+                host.releaseSnapshots(session: handle.id, dataset: nil)
+            }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     do {
@@ -230,12 +244,7 @@ struct PeerSession {
                                 a.append(.send(.commits(dataset: e.dataset, commits: e.commits)))
                             }
                         }
-                        for event in handle.snapshotEvents.withLock({ p in
-                            defer { p = [] }
-                            return p
-                        }) {
-                            a += sm.apply(event)
-                        }
+                        for event in handle.takeSnapshotEvents() { a += sm.apply(event) }
                         for (name, v) in try await host.datasetVectors().sorted(by: { $0.key < $1.key }) {
                             a += sm.localChanged(dataset: name, vector: v)
                         }
@@ -402,6 +411,10 @@ struct PeerSession {
                     } catch {
                         event = .unavailable(dataset, "\(error)")
                     }
+                    if handle.ended.load(ordering: .sequentiallyConsistent) {
+                        host.releaseSnapshots(session: handle.id, dataset: dataset)
+                        return
+                    }
                     handle.snapshotEvents.withLock { $0.append(event) }
                     handle.wake.yield()
                 }
@@ -488,21 +501,9 @@ public final class OfflineSession: @unchecked Sendable {
     }
 
     /// As a connection's end would: snapshots half sent or received are let go.
-    deinit { session.host.releaseSnapshots(session: session.handle.id, dataset: nil) }
-
-    /// The snapshot events of work done off the loop (a snapshot made or
-    /// installed), and the change it brought, as a wake-up would.
-    public func wake() async throws {
-        guard !closed else { return }
-        var actions: [SyncStateMachine.Action] = []
-        for event in session.handle.snapshotEvents.withLock({ p in
-            defer { p = [] }
-            return p
-        }) {
-            actions += sm.apply(event)
-        }
-        for (name, v) in try await session.host.datasetVectors() { actions += sm.localChanged(dataset: name, vector: v) }
-        closed = try await session.perform(actions, &sm) { sent($0) }
+    deinit {
+        session.handle.ended.store(true, ordering: .sequentiallyConsistent)
+        session.host.releaseSnapshots(session: session.handle.id, dataset: nil)
     }
 
     /// Sends this side's Hello, certificates and revocation notices.

@@ -71,6 +71,29 @@ import Testing
         }
     }
 
+    /// A reason longer than a receiver reads is cut to fit, on a character
+    /// boundary: sent whole, it made the peer refuse the frame and close
+    /// the session.
+    @Test func aLongReasonIsCutToFit() throws {
+        let long = String(repeating: "é", count: 3000) + "the end"
+        for m: SyncMessageV1 in [
+            .reject(code: .malformed, message: long), .commitRejected(dataset: "d", site: Self.site, seq: 1, code: .invalidCommit, message: long),
+            .snapshotAnswer(dataset: "d", accept: false, message: long),
+        ] {
+            let decoded = try SyncFrameSplitter().feed(SyncFrame.encode(.v1(m)))
+            guard case .v1(let back)? = decoded.first else {
+                Issue.record("\(m) did not decode")
+                continue
+            }
+            let text: String
+            switch back {
+            case .reject(_, let t), .commitRejected(_, _, _, _, let t), .snapshotAnswer(_, _, let t): text = t
+            default: text = ""
+            }
+            #expect(text.utf8.count <= SyncFrame.maxMessageBytes && text.hasPrefix("éé") && text.hasSuffix("…"))
+        }
+    }
+
     @Test func anOversizedFrameIsRefusedFromItsHeaderAlone() {
         let d = SyncFrameSplitter(maxFrameBytes: 1024)
         #expect(throws: SyncFrameDecoder.Failure.frameTooLarge(0x7FFF_FFFF)) { try d.feed([0x7F, 0xFF, 0xFF, 0xFF]) }
