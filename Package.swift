@@ -134,7 +134,10 @@ let package = Package(
         .testTarget(name: "LodeCoreTests", dependencies: ["LodeCore", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "LodeTestSupport",
-            dependencies: ["LodeCore", "LodeStore", "LodeSQLite", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "LodeCore", "LodeStore", "LodeSQLite", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             path: "Tests/LodeTestSupport"
         ),
         .testTarget(
@@ -164,7 +167,6 @@ let package = Package(
             name: "LodeNodeTests",
             dependencies: [
                 "LodeNode", "LodeStore", "LodeSQLite", "LodeCore", "LodeProtocol", "LodeSync", "LodeTestSupport",
-                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

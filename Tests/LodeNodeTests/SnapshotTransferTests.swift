@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import LodeCore
 import LodeProtocol
 import LodeStore
@@ -101,15 +100,7 @@ import Testing
         try target.node.setSetting(Node.checkpointQuorumSetting, "1")
         // Rows altered after signing: the digest differs.
         let altered = scratch.file("altered.db")
-        try FileManager.default.copyItem(atPath: file, toPath: altered)
-        let queue = try DatabaseQueue(path: altered)
-        try await queue.write { db in
-            try db.execute(
-                sql:
-                    "UPDATE mines SET name = 'forged'; UPDATE _lode_history SET cells = x'00' WHERE tbl = (SELECT id FROM _lode_tables WHERE name = 'mines')"
-            )
-        }
-        try queue.close()
+        try await alteredCopy(of: file, to: altered, forgedRows("mines", set: "name = 'forged'"))
         got = try await offer(altered, to: target)
         #expect(refusal(got.answers)?.contains("digest") == true, "\(got.answers)")
         // Another dataset's file, offered as this one.

@@ -331,17 +331,7 @@ import Testing
         #expect(try await tables(rs[0])["plants"]?["after"]?["tonnes"] == .integer(10))
         // Altered after the fact: another digest, and no install.
         let altered = dir.file("altered-\(UUID().uuidString.prefix(6)).db")
-        try FileManager.default.copyItem(atPath: file, toPath: altered)
-        let queue = try DatabaseQueue(path: altered)
-        // Every place the rows are read from: the table (rows whose history
-        // is their table row) and the history (the others).
-        try await queue.write { db in
-            try db.execute(
-                sql:
-                    "UPDATE mines SET note = 'forged'; UPDATE _lode_history SET cells = x'00' WHERE tbl = (SELECT id FROM _lode_tables WHERE name = 'mines')"
-            )
-        }
-        try queue.close()
+        try await alteredCopy(of: file, to: altered, forgedRows("mines", set: "note = 'forged'"))
         let forged = try BackupFile(path: altered)
         #expect(try forged.digest(at: c.vector).digest != c.digest)
         let victim = try await StoreKind.sqlite.make(dir, site: site(8, "victim")) as! SQLiteReplica
@@ -357,10 +347,7 @@ import Testing
             "UPDATE _lode_rows SET clocks = x'0101ffffffffffffffffff0101'",
         ] {
             let crafted = dir.file("crafted-\(UUID().uuidString.prefix(6)).db")
-            try FileManager.default.copyItem(atPath: file, toPath: crafted)
-            let q = try DatabaseQueue(path: crafted)
-            try await q.write { try $0.execute(sql: sql) }
-            try q.close()
+            try await alteredCopy(of: file, to: crafted, sql)
             let bad = try BackupFile(path: crafted)
             #expect(throws: (any Error).self, "\(sql)") {
                 try bad.checkShapes()
