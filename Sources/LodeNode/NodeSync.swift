@@ -248,8 +248,8 @@ final class NodeSyncHost: SyncHost {
     // MARK: Snapshots (DESIGN §12)
 
     func snapshotOffer(dataset: String, for peer: PeerIdentity) async throws -> SnapshotOffer? {
-        guard node.postgres == nil, let replica = try node.heldReplica(dataset) as? SQLiteReplica,
-            let compacted = try await replica.compactedVector(), !compacted.entries.isEmpty
+        guard let replica = try node.heldReplica(dataset) as? SQLiteReplica, let compacted = try await replica.compactedVector(),
+            !compacted.entries.isEmpty
         else { return nil }
         return SnapshotOffer(vector: compacted, bytes: replica.bytesOnDisk)
     }
