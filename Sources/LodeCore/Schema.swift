@@ -70,6 +70,34 @@ public struct TableSchema: Hashable, Sendable {
         columns[primaryKey] = nil
     }
 
+    /// Merges another replica's merged schema of this table: the same as
+    /// merging every definition that replica merged (the key and each
+    /// column's definition by the later stamp, each column's place by the
+    /// earliest), so a replica can take a peer's schema without the
+    /// definitions themselves (a snapshot, DESIGN §12).
+    public mutating func merge(_ other: TableSchema) {
+        if other.stamp > stamp {
+            stamp = other.stamp
+            primaryKey = other.primaryKey
+        }
+        for (name, c) in other.columns {
+            guard var existing = columns[name] else {
+                columns[name] = c
+                continue
+            }
+            if c.stamp > existing.stamp {
+                existing.def = c.def
+                existing.stamp = c.stamp
+            }
+            if c.firstStamp < existing.firstStamp || (c.firstStamp == existing.firstStamp && c.ordinal < existing.ordinal) {
+                existing.firstStamp = c.firstStamp
+                existing.ordinal = c.ordinal
+            }
+            columns[name] = existing
+        }
+        columns[primaryKey] = nil
+    }
+
     /// A schema from one definition.
     public init(_ def: TableDef, stamp: SchemaStamp) {
         name = def.name

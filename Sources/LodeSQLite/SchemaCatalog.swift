@@ -67,22 +67,44 @@ final class SchemaCatalog {
     /// Merges a table definition written with `stamp`.
     func define(_ db: Database, _ def: TableDef, stamp: SchemaStamp) throws {
         guard let t = tables[def.name] else {
-            let schema = TableSchema(def, stamp: stamp)
-            try db.execute(
-                sql: "INSERT INTO _lode_tables(name, pk, hlc, site) VALUES (?, ?, ?, ?)",
-                arguments: [def.name, def.primaryKey, Int64(bitPattern: stamp.hlc.rawValue), Data(stamp.site.bytes)])
-            let id = db.lastInsertedRowID
-            var slots: [String: Int] = [:]
-            for (i, c) in def.columns.enumerated() where schema.columns[c.name] != nil { slots[c.name] = i }
-            let ordered = schema.orderedColumns
-            let t = TableState(id: id, schema: schema, slots: slots, physical: ordered)
-            try db.execute(sql: TableState.createSQL(name: def.name, primaryKey: def.primaryKey, columns: ordered))
-            tables[def.name] = t
-            try persist(db, t)
+            try create(db, TableSchema(def, stamp: stamp), slotOrder: def.columns.map(\.name))
             return
         }
         var merged = t.schema
         merged.merge(def, stamp: stamp)
+        try adopt(db, t, merged)
+    }
+
+    /// Merges another replica's merged schema of a table (a snapshot's).
+    func merge(_ db: Database, _ schema: TableSchema) throws {
+        guard let t = tables[schema.name] else {
+            try create(db, schema, slotOrder: schema.orderedColumns.map(\.name))
+            return
+        }
+        var merged = t.schema
+        merged.merge(schema)
+        try adopt(db, t, merged)
+    }
+
+    /// Creates a table this file did not have, its columns taking slots in
+    /// `slotOrder` (names the schema lacks keep theirs empty).
+    private func create(_ db: Database, _ schema: TableSchema, slotOrder: [String]) throws {
+        try db.execute(
+            sql: "INSERT INTO _lode_tables(name, pk, hlc, site) VALUES (?, ?, ?, ?)",
+            arguments: [schema.name, schema.primaryKey, Int64(bitPattern: schema.stamp.hlc.rawValue), Data(schema.stamp.site.bytes)])
+        let id = db.lastInsertedRowID
+        var slots: [String: Int] = [:]
+        for (i, name) in slotOrder.enumerated() where schema.columns[name] != nil { slots[name] = i }
+        let ordered = schema.orderedColumns
+        let t = TableState(id: id, schema: schema, slots: slots, physical: ordered)
+        try db.execute(sql: TableState.createSQL(name: schema.name, primaryKey: schema.primaryKey, columns: ordered))
+        tables[schema.name] = t
+        try persist(db, t)
+    }
+
+    /// Brings table `t` to its merged schema `merged`: new columns, or a
+    /// rebuild when the key, the column order or a type changed.
+    private func adopt(_ db: Database, _ t: TableState, _ merged: TableSchema) throws {
         guard merged != t.schema else { return }
         let oldKey = t.schema.primaryKey
         t.schema = merged
@@ -99,7 +121,7 @@ final class SchemaCatalog {
             try rebuild(db, t, to: target, oldKey: oldKey)
         } else if isPrefix {
             for c in target.dropFirst(current.count) {
-                try db.execute(sql: "ALTER TABLE \(quote(def.name)) ADD COLUMN \(TableState.columnSQL(c))")
+                try db.execute(sql: "ALTER TABLE \(quote(t.name)) ADD COLUMN \(TableState.columnSQL(c))")
             }
         } else {
             try rebuild(db, t, to: target, oldKey: oldKey)

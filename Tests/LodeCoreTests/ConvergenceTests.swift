@@ -171,4 +171,43 @@ func randomValue(_ rng: inout SeededGenerator) -> Value {
         #expect(Set(a.replica.schemas["t"]!.columns.keys) == ["x", "y"])
         #expect(a.replica.schemas["t"]!.orderedColumns.map(\.name) == b.replica.schemas["t"]!.orderedColumns.map(\.name))
     }
+    /// Merging another replica's merged schema is merging every definition
+    /// it merged (`TableSchema.merge(_:)`, what a snapshot brings): random
+    /// definitions split between two replicas, each merged in a random
+    /// order, give by state the schema all of them give by definition.
+    @Test(arguments: 0..<200)
+    func aMergedSchemaTakesAnotherAsItsDefinitionsWould(seed: UInt64) throws {
+        var rng = SeededGenerator(seed: seed)
+        // Keys never named like a column: a key taking a column's name
+        // drops it, which even definitions merge in an order that matters.
+        let names = ["a", "b", "c", "d"]
+        var stamps = Set<SchemaStamp>()
+        while stamps.count < Int.random(in: 1...8, using: &rng) {
+            stamps.insert(
+                SchemaStamp(
+                    hlc: HLC(rawValue: UInt64.random(in: 1...6, using: &rng)),
+                    site: try SiteID(bytes: [UInt8](repeating: UInt8.random(in: 1...3, using: &rng), count: 32))))
+        }
+        let defs: [(TableDef, SchemaStamp)] = stamps.sorted().map { stamp in
+            let key = Int.random(in: 0..<4, using: &rng) == 0 ? "key" : "id"
+            let columns = names.shuffled(using: &rng).prefix(Int.random(in: 0...4, using: &rng)).map {
+                ColumnDef(name: $0, type: ColumnType.allCases.randomElement(using: &rng)!)
+            }
+            return (TableDef(name: "t", primaryKey: key, columns: Array(columns)), stamp)
+        }
+        func merged(_ some: [(TableDef, SchemaStamp)]) -> TableSchema? {
+            var schema: TableSchema?
+            for (def, stamp) in some.shuffled(using: &rng) {
+                if schema == nil { schema = TableSchema(def, stamp: stamp) } else { schema!.merge(def, stamp: stamp) }
+            }
+            return schema
+        }
+        guard let all = merged(defs) else { return }
+        let split = Int.random(in: 0...defs.count, using: &rng)
+        let (left, right) = (merged(Array(defs[..<split])), merged(Array(defs[split...])))
+        var state = left ?? right!
+        if let left, let right { state = left; state.merge(right) }
+        #expect(state == all, "seed \(seed)")
+        #expect(state.orderedColumns == all.orderedColumns, "seed \(seed)")
+    }
 }
