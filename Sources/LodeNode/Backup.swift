@@ -44,9 +44,14 @@ extension Node {
             }
         }
         var replica = try heldReplica(file.dataset)
-        if replica?.vector.sorted.isEmpty ?? true, try file.compactedCommits() > 0 {
-            // Its commits up to a checkpoint are gone: start from its rows there.
-            let (checkpoint, r) = try await startFromSnapshot(file)
+        var lacksCompacted = true
+        if let r = replica, !r.vector.sorted.isEmpty {
+            lacksCompacted = try file.compactedVector().map { !r.vector.dominates($0) } ?? false
+        }
+        if try file.compactedCommits() > 0, lacksCompacted {
+            // Its commits up to a checkpoint are gone, and this node lacks
+            // some of them: start from its rows there, or merge them in.
+            let (checkpoint, r) = try await takeSnapshot(file, into: replica)
             replica = r
             report.snapshot = checkpoint
         }
@@ -83,17 +88,19 @@ extension Node {
         return report
     }
 
-    /// Starts dataset `file.dataset`, which this node does not hold yet,
-    /// from a compacted backup (DESIGN §12): among the checkpoints whose
+    /// Starts dataset `file.dataset` from a compacted backup (DESIGN §12),
+    /// or, when this node holds it (`held`) but lacks commits the backup
+    /// compacted away, merges the backup's rows in: among the checkpoints whose
     /// signatures the backup's commits carry, each commit verified here
     /// (its signature, and its author an editor this node knows by a
     /// certificate from the cluster CA, valid then and not revoked), the
     /// newest with this node's quorum of signatures; the backup's rows at
     /// it are checked against the signed digest, computed here, before they
-    /// are installed. Returns the checkpoint and the replica.
-    func startFromSnapshot(_ file: BackupFile) async throws -> (String, any SQLReplicaStore) {
+    /// are installed or merged (`SQLiteReplica.installSnapshot`,
+    /// `mergeSnapshot`). Returns the checkpoint and the replica.
+    func takeSnapshot(_ file: BackupFile, into held: (any SQLReplicaStore)?) async throws -> (String, any SQLReplicaStore) {
         guard postgres == nil else {
-            throw NodeError(.badInput, "a compacted backup starts an SQLite dataset; this node keeps its datasets in PostgreSQL")
+            throw NodeError(.badInput, "a compacted backup starts or catches up an SQLite dataset; this node keeps its datasets in PostgreSQL")
         }
         try file.checkShapes()
         var certificates: [SiteID: SiteCertificate] = [:]
@@ -136,9 +143,14 @@ extension Node {
             throw NodeError(
                 .rejected, "the backup's rows at checkpoint \(c.id) do not have the digest its signers signed: the file was altered or is damaged")
         }
-        let r = try await openOrCreate(file.dataset)
+        let r: any SQLReplicaStore
+        if let held { r = held } else { r = try await openOrCreate(file.dataset) }
         guard let sqlite = r as? SQLiteReplica else { throw NodeError(.badInput, "a snapshot starts an SQLite dataset") }
-        _ = try await sqlite.installSnapshot(from: file, at: c.vector, digest: c.digest)
+        if held == nil || sqlite.vector.sorted.isEmpty {
+            _ = try await sqlite.installSnapshot(from: file, at: c.vector, digest: c.digest)
+        } else {
+            _ = try await sqlite.mergeSnapshot(from: file, at: c.vector, digest: c.digest)
+        }
         notifyChange()
         return (c.id, r)
     }

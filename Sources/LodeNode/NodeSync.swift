@@ -247,9 +247,9 @@ final class NodeSyncHost: SyncHost {
 
     // MARK: Snapshots (DESIGN §12)
 
-    func snapshotOffer(dataset: String, for peer: PeerIdentity) async throws -> SnapshotOffer? {
+    func snapshotOffer(dataset: String, peerHolds: VersionVector, for peer: PeerIdentity) async throws -> SnapshotOffer? {
         guard let replica = try node.heldReplica(dataset) as? SQLiteReplica, let compacted = try await replica.compactedVector(),
-            !compacted.entries.isEmpty
+            !compacted.entries.isEmpty, !peerHolds.dominates(compacted)
         else { return nil }
         return SnapshotOffer(vector: compacted, bytes: replica.bytesOnDisk)
     }
@@ -262,8 +262,8 @@ final class NodeSyncHost: SyncHost {
         try snapshots.read(dataset: dataset, session: session, offset: offset, count: count)
     }
 
-    func beginSnapshot(dataset: String, bytes: UInt64, session: UInt64) async throws {
-        try snapshots.begin(dataset: dataset, total: bytes, session: session)
+    func beginSnapshot(dataset: String, vector: VersionVector, bytes: UInt64, from peer: PeerIdentity, session: UInt64) async throws {
+        try snapshots.begin(dataset: dataset, vector: vector, total: bytes, from: peer.site, session: session)
     }
 
     func storeSnapshot(dataset: String, offset: UInt64, total: UInt64, bytes: [UInt8], session: UInt64) async throws {
@@ -271,13 +271,15 @@ final class NodeSyncHost: SyncHost {
     }
 
     func installSnapshot(dataset: String, session: UInt64) async throws -> String {
+        let held = !(try node.heldReplica(dataset)?.vector.sorted.isEmpty ?? true)
         let report = try await snapshots.install(dataset: dataset, session: session)
         guard let checkpoint = report.snapshot else {
-            // The dataset came into being here while the snapshot travelled:
-            // its commits were applied as a restore's, nothing more.
-            return "the dataset came to be held here meanwhile: \(report.applied) of the snapshot's commits applied"
+            // This node got what the snapshot covers elsewhere while it
+            // travelled: its commits were applied as a restore's, nothing more.
+            return "this node came to hold what the snapshot covers meanwhile: \(report.applied) of its commits applied"
         }
-        return "started from checkpoint \(checkpoint), then applied \(report.applied) commits after it"
+        return (held ? "merged the rows of checkpoint \(checkpoint) into the dataset held here" : "started from checkpoint \(checkpoint)")
+            + ", then applied \(report.applied) commits after it"
             + (report.unapplied > 0 ? " (\(report.unapplied) wait for what they follow)" : "")
     }
 

@@ -26,6 +26,10 @@ final class SnapshotTransfers: Sendable {
     static let maxReceiving = 4
     /// How long a snapshot made for one peer is offered to others.
     static let reuseFor: Duration = .seconds(600)
+    /// How long a snapshot this node refused is not taken again from the
+    /// same peer at the same vector: its checks would fail the same way.
+    /// (Another peer's is taken: a peer cannot bar an honest one's.)
+    static let refuseAgainFor: Duration = .seconds(1800)
 
     private struct Made {
         var path: String
@@ -39,6 +43,8 @@ final class SnapshotTransfers: Sendable {
 
     private struct Receiving {
         var dataset: String
+        var vector: VersionVector
+        var peer: SiteID
         var session: UInt64
         var path: String
         var handle: FileHandle
@@ -60,7 +66,15 @@ final class SnapshotTransfers: Sendable {
         var reading: [SessionDataset: UInt64] = [:]
         /// Snapshots coming in, by dataset.
         var receiving: [String: Receiving] = [:]
+        /// The snapshots refused lately, by what they were offered as.
+        var refused: [Refused: (reason: String, at: ContinuousClock.Instant)] = [:]
         var nextID: UInt64 = 1
+    }
+
+    private struct Refused: Hashable {
+        var dataset: String
+        var vector: VersionVector
+        var peer: SiteID
     }
 
     private struct SessionDataset: Hashable {
@@ -145,15 +159,25 @@ final class SnapshotTransfers: Sendable {
 
     // MARK: Receiving
 
-    /// Starts taking a snapshot of `dataset`, about `total` bytes, from
-    /// `session`. Refused when this node holds the dataset (or keeps its
-    /// datasets in PostgreSQL), another peer is sending it, or it would not fit.
-    func begin(dataset: String, total: UInt64, session: UInt64) throws {
+    /// Starts taking a snapshot of `dataset` at `vector`, about `total`
+    /// bytes, from `peer` in `session`. Refused when this node holds every
+    /// commit `vector` covers (or keeps its datasets in PostgreSQL), refused
+    /// that peer's snapshot at `vector` lately, another peer is sending
+    /// it, or it would not fit. A node that holds the dataset but lacks some of those
+    /// commits takes it to merge it in (`Node.restore`).
+    func begin(dataset: String, vector: VersionVector, total: UInt64, from peer: SiteID, session: UInt64) throws {
         guard node.postgres == nil else {
-            throw NodeError(.badInput, "this node keeps its datasets in PostgreSQL: it does not start one from a snapshot")
+            throw NodeError(.badInput, "this node keeps its datasets in PostgreSQL: it does not take snapshots")
         }
-        guard try node.heldReplica(dataset) == nil else {
-            throw NodeError(.alreadyExists, "this node holds dataset \(dataset) already, so it cannot start it from a snapshot")
+        if let held = try node.heldReplica(dataset)?.vector, held.dominates(vector) {
+            throw NodeError(.alreadyExists, "this node holds every commit of \(dataset) the snapshot covers")
+        }
+        let key = Refused(dataset: dataset, vector: vector, peer: peer)
+        if let r = state.withLock({ s in
+            s.refused = s.refused.filter { ContinuousClock.now - $0.value.at < Self.refuseAgainFor }
+            return s.refused[key]
+        }) {
+            throw NodeError(.rejected, "this node refused this peer's snapshot of \(dataset) at this vector lately: \(r.reason)")
         }
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try checkRoom(total, besides: dataset)
@@ -169,7 +193,8 @@ final class SnapshotTransfers: Sendable {
                 return "this session is sending another snapshot already"
             }
             guard s.receiving.count < Self.maxReceiving else { return "\(Self.maxReceiving) snapshots are coming in already" }
-            s.receiving[dataset] = Receiving(dataset: dataset, session: session, path: path, handle: handle, total: nil, stored: 0, claimed: total)
+            s.receiving[dataset] = Receiving(
+                dataset: dataset, vector: vector, peer: peer, session: session, path: path, handle: handle, total: nil, stored: 0, claimed: total)
             return nil
         }
         if let refusal {
@@ -232,7 +257,16 @@ final class SnapshotTransfers: Sendable {
         defer { try? FileManager.default.removeItem(atPath: r.path) }
         try r.handle.synchronize()
         try r.handle.close()
-        return try await node.restore(from: r.path, expecting: dataset)
+        do {
+            return try await node.restore(from: r.path, expecting: dataset)
+        } catch {
+            // Refused on its contents (a check failed, not the disk): not
+            // taken again at this vector for a while.
+            if (error as? NodeError)?.code == .rejected || (error as? StoreError)?.code == .rejected {
+                state.withLock { $0.refused[Refused(dataset: dataset, vector: r.vector, peer: r.peer)] = ("\(error)", .now) }
+            }
+            throw error
+        }
     }
 
     // MARK: Both

@@ -60,6 +60,12 @@ extension BackupFile {
         try queue.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM _lode_log WHERE length(bytes) = 0") ?? 0 }
     }
 
+    /// The vector the backup's log was compacted to, if it was: a replica
+    /// that does not hold all of it can get the rest only from a snapshot.
+    public func compactedVector() throws -> VersionVector? {
+        try queue.read { db in try SQLiteReplica.compaction(db)?.vector }
+    }
+
     /// The digest of the backup's dataset at `vector` (`CheckpointDigest`),
     /// computed here from the file's own rows: a restore compares it with
     /// what a checkpoint's signers signed before trusting any of them.
@@ -90,51 +96,18 @@ extension SQLiteReplica {
             var rows = 0
             try backup.queue.read { source in
                 let ends = try DatasetAt.ends(source, vector)
-                // The log: every commit V covers, bytes left out, in the order the backup applied them.
-                let sourceSites = try SiteRegistry.load(source)
-                var logIDs: [String: Int64] = [:]
-                let log = try Row.fetchCursor(source, sql: "SELECT site, seq, hlc, hash, person FROM _lode_log ORDER BY id")
-                while let l = try log.next() {
-                    guard let key = sourceSites.key(l["site"]) else { continue }
-                    let seq = UInt64(l["seq"] as Int64)
-                    guard seq <= vector[key] else { continue }
-                    let number = try tx.state.sites.number(db, key)
-                    try db.execute(
-                        sql: "INSERT INTO _lode_log(site, seq, hlc, hash, bytes, person) VALUES (?, ?, ?, ?, x'', ?)",
-                        arguments: [number, l["seq"] as Int64, l["hlc"] as Int64, l["hash"] as Data, l["person"] as String?])
-                    logIDs["\(key.hex)/\(seq)"] = db.lastInsertedRowID
-                }
-                for e in vector.sorted {
-                    try db.execute(
-                        sql: "INSERT INTO _lode_feeds(site, seq, hash, vector) VALUES (?, ?, ?, ?)",
-                        arguments: [try tx.state.sites.number(db, e.site), Int64(e.seq), Data(ends.hashes[e.site] ?? []), Data(vector.encoded)])
-                }
-                // The tables and their rows.
+                let logIDs = try SnapshotLog.take(tx, from: source, at: vector, ends: ends)
                 var target: TableState?
                 var insert: Statement?
-                var shown: [(def: ColumnDef, from: Int, to: Int)] = []
+                var shown: [SnapshotLog.Shown] = []
                 let meta = try db.makeStatement(
                     sql: "INSERT INTO _lode_rows(tbl, pk, cl, clocks, first_log, last, kept) VALUES (?, ?, ?, ?, ?, ?, 0)")
                 try DatasetAt.walk(
                     source, ends,
                     table: { t, columns in
-                        let ordered = columns.sorted { a, b in
-                            let (x, y) = (t.schema.columns[a.name]!, t.schema.columns[b.name]!)
-                            return (x.firstStamp.hlc, x.firstStamp.site, x.ordinal) < (y.firstStamp.hlc, y.firstStamp.site, y.ordinal)
-                        }
-                        // Stamped so that V covers the definition here as it did there.
-                        let stamp =
-                            ends.covers(t.schema.stamp)
-                            ? t.schema.stamp
-                            : ordered.compactMap { t.schema.columns[$0.name]?.firstStamp }.filter(ends.covers).min { $0.hlc < $1.hlc }
-                                ?? t.schema.stamp
-                        try tx.state.schema.define(db, TableDef(name: t.name, primaryKey: t.primaryKey, columns: ordered), stamp: stamp)
-                        guard let here = tx.state.schema[t.name] else { throw StoreError(.storage, "table \(t.name) was not defined") }
+                        let (here, s) = try SnapshotLog.takeSchema(tx, t, columns)
                         target = here
-                        shown = try ordered.map { c in
-                            guard let to = here.slots[c.name] else { throw StoreError(.storage, "column \(c.name) of \(t.name) was not defined") }
-                            return (c, t.slots[c.name]!, to)
-                        }
+                        shown = s
                         let names = ([here.primaryKey] + shown.map(\.def.name)).map(quote)
                         insert = try db.makeStatement(
                             sql:
@@ -160,21 +133,236 @@ extension SQLiteReplica {
                             last = max(last, cell.stamp.hlc)
                         }
                         if state.isPresent { try insert.execute(arguments: StatementArguments(values)) }
-                        let first = state.lengthWrite.flatMap { logIDs["\($0.site.hex)/\($0.seq)"] } ?? 0
+                        let first = state.lengthWrite.flatMap { logIDs[SnapshotLog.Key($0.site, $0.seq)] } ?? 0
                         try meta.execute(
                             arguments: [here.id, pk, Int64(state.length), Data(clocks.encoded), first, Int64(bitPattern: last.rawValue)])
                         rows += 1
                     })
             }
-            try db.execute(
-                sql: "INSERT OR REPLACE INTO _lode_meta(key, value) VALUES ('compacted_vector', ?), ('history_horizon', ?)",
-                arguments: [Data(vector.encoded), Int64(bitPattern: try DatasetAt.ends(db, vector).last.rawValue)])
-            try tx.reload()
-            let installed = try DatasetAt.digest(db, dataset: dataset, at: vector)
-            guard installed.digest == expected else {
-                throw StoreError(.rejected, "the snapshot, once installed, does not have the digest its signers signed; nothing was kept")
-            }
+            try SnapshotLog.finish(tx, dataset: dataset, at: vector, digest: expected, previous: nil)
             return rows
+        }
+    }
+
+    /// Brings a snapshot into this replica, which holds the dataset but
+    /// lacks commits of `vector` that no peer can send any more (they were
+    /// compacted away, DESIGN §12): what a site offline across a compaction
+    /// needs. `backup` holds the dataset at `vector`, whose digest the
+    /// caller found to be `digest`, which a quorum signed.
+    ///
+    /// The snapshot's rows are merged by the CRDT's own rules, as if the
+    /// commits this replica lacks had been applied: each cell they won
+    /// (and each row's causal length) is written with its commit's stamp
+    /// through the path that applies commits, so this replica's own writes
+    /// after V win or lose as they would have, and a write of theirs
+    /// concurrent with one of the snapshot's is recorded as a conflict.
+    /// Writes of commits this replica holds are left alone. The lacking
+    /// commits enter the log as stamps, hashes and authors, without bytes.
+    /// Refused, with nothing changed: a snapshot whose feeds fork from
+    /// this replica's, that holds commits of this site it lacks, or that
+    /// covers commits of a feed cut off here. Once merged, the replica's
+    /// digest at V must be `digest` or nothing is kept.
+    ///
+    /// Not carried: the conflicts among the lacking commits themselves,
+    /// and the history before V (as-of times before the latest commit of V
+    /// are refused from then on, as after a compaction).
+    public func mergeSnapshot(from backup: BackupFile, at vector: VersionVector, digest expected: [UInt8]) async throws -> SnapshotMerge {
+        try backup.checkShapes()
+        defer { forgetCompaction() }
+        return try await write { [self] tx in
+            let db = tx.db
+            let held = tx.state.feeds.vector
+            guard !held.dominates(vector) else { return SnapshotMerge() }
+            guard held[local.site] >= vector[local.site] else {
+                throw StoreError(
+                    .rejected,
+                    "the snapshot holds commits of this site (up to \(vector[local.site])) that this replica lacks (it holds \(held[local.site])): a site's own commits can only come back from a backup of it"
+                )
+            }
+            if let (site, cut) = tx.state.feeds.cutoffs.excess(in: vector).first {
+                throw StoreError(
+                    .rejected, "the snapshot covers commits of site \(site.short) after \(cut), where its feed is cut off here (lode revoke)")
+            }
+            let previous = try SQLiteReplica.compaction(db)
+            if let previous, !vector.dominates(previous.vector) {
+                throw StoreError.badInput("the snapshot's checkpoint does not cover the one this replica was compacted to")
+            }
+            var merge = SnapshotMerge()
+            try backup.queue.read { source in
+                let ends = try DatasetAt.ends(source, vector)
+                try SnapshotLog.checkNoFork(tx, source, vector, held: held)
+                let logIDs = try SnapshotLog.take(tx, from: source, at: vector, ends: ends)
+                merge.commits = logIDs.count
+                var target: TableState?
+                var shown: [SnapshotLog.Shown] = []
+                let rows = tx.state.rows
+                func context(_ site: SiteID, _ seq: UInt64, _ hlc: HLC) throws -> CommitContext {
+                    guard let logID = logIDs[SnapshotLog.Key(site, seq)] else {
+                        throw StoreError(
+                            .rejected, "the snapshot's rows name commit \(seq) of site \(site.short), which its checkpoint does not cover")
+                    }
+                    return CommitContext(author: try tx.state.sites.number(db, site), hlc: hlc, seq: seq, logID: logID, past: vector)
+                }
+                try DatasetAt.walk(
+                    source, ends,
+                    table: { t, columns in (target, shown) = try SnapshotLog.takeSchema(tx, t, columns) },
+                    row: { _, pk, state in
+                        guard let t = target else { return }
+                        // The cells of commits this replica lacks, by commit.
+                        var writes: [(stamp: CellStamp, slots: [Int], values: [Value])] = []
+                        for c in shown {
+                            guard let cell = state.visible(c.from), held[cell.stamp.site] < cell.stamp.seq else { continue }
+                            if let i = writes.firstIndex(where: { $0.stamp == cell.stamp }) {
+                                writes[i].slots.append(c.to)
+                                writes[i].values.append(cell.value)
+                            } else {
+                                writes.append((cell.stamp, [c.to], [cell.value]))
+                            }
+                        }
+                        let length = state.lengthWrite.flatMap { held[$0.site] < $0.seq ? $0 : nil }
+                        guard length != nil || !writes.isEmpty else { return }
+                        if let w = length {
+                            // The write of the row's causal length first: an
+                            // insert with its cells, or the delete.
+                            let ctx = try context(w.site, w.seq, w.hlc)
+                            if state.isPresent {
+                                let i = writes.firstIndex { $0.stamp.site == w.site && $0.stamp.seq == w.seq }
+                                let own = i.map { writes.remove(at: $0) }
+                                try rows.put(db, t, pk: pk, length: state.length, slots: own?.slots ?? [], values: (own?.values ?? [])[...], ctx)
+                            } else {
+                                try rows.delete(db, t, pk: pk, length: state.length, ctx)
+                            }
+                        }
+                        for w in writes.sorted(by: { ($0.stamp.hlc, $0.stamp.site) < ($1.stamp.hlc, $1.stamp.site) }) {
+                            let ctx = try context(w.stamp.site, w.stamp.seq, w.stamp.hlc)
+                            try rows.put(db, t, pk: pk, length: w.stamp.length, slots: w.slots, values: w.values[...], ctx)
+                        }
+                        merge.rows += 1
+                    })
+            }
+            try SnapshotLog.finish(tx, dataset: dataset, at: vector, digest: expected, previous: previous)
+            return merge
+        }
+    }
+}
+
+/// What `SQLiteReplica.mergeSnapshot` brought into a replica.
+public struct SnapshotMerge: Sendable, Equatable {
+    /// Commits of the snapshot's vector the replica lacked: now held as
+    /// stamps, hashes and authors, without their bytes.
+    public var commits = 0
+    /// Rows those commits wrote, merged here.
+    public var rows = 0
+
+    public init(commits: Int = 0, rows: Int = 0) {
+        self.commits = commits
+        self.rows = rows
+    }
+}
+
+/// The steps a snapshot's install and merge share.
+private enum SnapshotLog {
+    struct Key: Hashable {
+        var site: SiteID
+        var seq: UInt64
+        init(_ site: SiteID, _ seq: UInt64) {
+            self.site = site
+            self.seq = seq
+        }
+    }
+
+    /// A column the snapshot shows: its definition, its slot in the
+    /// snapshot's file and here.
+    struct Shown {
+        var def: ColumnDef
+        var from: Int
+        var to: Int
+    }
+
+    /// Refuses a snapshot whose feeds fork from the replica's: for each
+    /// feed both hold, the later of the two commits both hold must have the
+    /// same hash on both sides (a feed is a chain of hashes).
+    static func checkNoFork(_ tx: WriteTransaction, _ source: Database, _ vector: VersionVector, held: VersionVector) throws {
+        let sourceSites = try SiteRegistry.load(source)
+        for e in vector.sorted {
+            let both = min(e.seq, held[e.site])
+            guard both > 0 else { continue }
+            let theirs = try sourceSites.numbers[e.site].flatMap { n in
+                try Data.fetchOne(source, sql: "SELECT hash FROM _lode_log WHERE site = ? AND seq = ?", arguments: [n, Int64(both)])
+            }
+            let ours = try FeedLog.hash(tx.db, site: e.site, seq: both)
+            guard let theirs, let ours, [UInt8](theirs) == ours else {
+                throw StoreError(
+                    .rejected,
+                    "the snapshot's feed of site \(e.site.short) differs from this replica's at commit \(both): a fork, so nothing was taken")
+            }
+        }
+    }
+
+    /// Enters into the log every commit `vector` covers that the replica
+    /// lacks, without bytes, in the order the snapshot's file applied them,
+    /// and moves the feeds it advances to their ends in `vector`. Returns
+    /// the log rows taken by commit. Refused when the file lacks one.
+    static func take(_ tx: WriteTransaction, from source: Database, at vector: VersionVector, ends: DatasetAt.Ends) throws -> [Key: Int64] {
+        let db = tx.db
+        let held = tx.state.feeds.vector
+        let sourceSites = try SiteRegistry.load(source)
+        var logIDs: [Key: Int64] = [:]
+        let log = try Row.fetchCursor(source, sql: "SELECT site, seq, hlc, hash, person FROM _lode_log ORDER BY id")
+        let insert = try db.makeStatement(sql: "INSERT INTO _lode_log(site, seq, hlc, hash, bytes, person) VALUES (?, ?, ?, ?, x'', ?)")
+        while let l = try log.next() {
+            guard let key = sourceSites.key(l["site"]) else { continue }
+            let seq = UInt64(l["seq"] as Int64)
+            guard seq > held[key], seq <= vector[key], logIDs[Key(key, seq)] == nil else { continue }
+            try insert.execute(arguments: [
+                try tx.state.sites.number(db, key), l["seq"] as Int64, l["hlc"] as Int64, l["hash"] as Data, l["person"] as String?,
+            ])
+            logIDs[Key(key, seq)] = db.lastInsertedRowID
+        }
+        for e in vector.sorted where e.seq > held[e.site] {
+            guard (held[e.site] + 1...e.seq).allSatisfy({ logIDs[Key(e.site, $0)] != nil }) else {
+                throw StoreError(.rejected, "the snapshot's log lacks commits of site \(e.site.short) that its checkpoint covers")
+            }
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO _lode_feeds(site, seq, hash, vector) VALUES (?, ?, ?, ?)",
+                arguments: [try tx.state.sites.number(db, e.site), Int64(e.seq), Data(ends.hashes[e.site] ?? []), Data(vector.encoded)])
+        }
+        return logIDs
+    }
+
+    /// Merges a table of the snapshot, with the columns it shows at V and
+    /// their stamps, into the replica's schema; returns the table here and
+    /// where each shown column is in both files.
+    static func takeSchema(_ tx: WriteTransaction, _ t: TableState, _ columns: [ColumnDef]) throws -> (TableState, [Shown]) {
+        var schema = t.schema
+        let names = Set(columns.map(\.name))
+        schema.columns = schema.columns.filter { names.contains($0.key) }
+        try tx.state.schema.merge(tx.db, schema)
+        guard let here = tx.state.schema[t.name] else { throw StoreError(.storage, "table \(t.name) was not defined") }
+        let shown = try columns.map { c in
+            guard let to = here.slots[c.name], let from = t.slots[c.name] else {
+                throw StoreError(.storage, "column \(c.name) of \(t.name) was not defined")
+            }
+            return Shown(def: c, from: from, to: to)
+        }
+        return (here, shown)
+    }
+
+    /// Marks the replica as holding no bytes of the commits `vector`
+    /// covers and no history before its latest commit, reloads the
+    /// writer's state, and checks the replica's own digest at `vector`.
+    static func finish(
+        _ tx: WriteTransaction, dataset: String, at vector: VersionVector, digest expected: [UInt8], previous: (vector: VersionVector, horizon: HLC)?
+    ) throws {
+        let db = tx.db
+        let horizon = max(try DatasetAt.ends(db, vector).last, previous?.horizon ?? .zero)
+        try db.execute(
+            sql: "INSERT OR REPLACE INTO _lode_meta(key, value) VALUES ('compacted_vector', ?), ('history_horizon', ?)",
+            arguments: [Data(vector.encoded), Int64(bitPattern: horizon.rawValue)])
+        try tx.reload()
+        let installed = try DatasetAt.digest(db, dataset: dataset, at: vector)
+        guard installed.digest == expected else {
+            throw StoreError(.rejected, "the snapshot, once installed, does not have the digest its signers signed; nothing was kept")
         }
     }
 }

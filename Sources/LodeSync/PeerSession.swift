@@ -273,9 +273,11 @@ struct PeerSession {
                 try await write(bytes)
                 sentBytes.increment(by: bytes.count)
             case .sendMissing(let dataset, let after):
-                // A peer holding nothing of a dataset this node compacted
-                // is offered a snapshot instead of the commits that are left.
-                if sm.mayOfferSnapshot(dataset), let offer = try await host.snapshotOffer(dataset: dataset, for: handle.peer) {
+                // A peer lacking commits of a dataset this node compacted
+                // away is offered a snapshot instead of the commits that are left.
+                if let holds = sm.snapshotCandidate(dataset),
+                    let offer = try await host.snapshotOffer(dataset: dataset, peerHolds: holds, for: handle.peer)
+                {
                     logger.notice(
                         "offering a snapshot", metadata: ["dataset": "\(dataset)", "peer": "\(handle.peer.name)", "bytes": "\(offer.bytes)"])
                     snapshotsOffered.increment()
@@ -355,9 +357,9 @@ struct PeerSession {
                     // A notice that does not check out changes nothing; the session goes on.
                     logger.warning("refused a revocation notice", metadata: ["from": "\(handle.peer.name)", "reason": "\(error)"])
                 }
-            case .considerSnapshot(let dataset, _, let bytes):
+            case .considerSnapshot(let dataset, let vector, let bytes):
                 do {
-                    try await host.beginSnapshot(dataset: dataset, bytes: bytes, session: handle.id)
+                    try await host.beginSnapshot(dataset: dataset, vector: vector, bytes: bytes, from: handle.peer, session: handle.id)
                     logger.notice("taking a snapshot", metadata: ["dataset": "\(dataset)", "from": "\(handle.peer.name)", "bytes": "\(bytes)"])
                     queue += sm.snapshotAccepted(dataset: dataset)
                 } catch {
@@ -387,7 +389,7 @@ struct PeerSession {
                             let outcome = try await host.installSnapshot(dataset: dataset, session: handle.id)
                             installed.increment()
                             logger.notice(
-                                "started a dataset from a peer's snapshot",
+                                "installed a peer's snapshot",
                                 metadata: ["dataset": "\(dataset)", "from": "\(handle.peer.name)", "detail": "\(outcome)"])
                         } catch {
                             logger.warning(

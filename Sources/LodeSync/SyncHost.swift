@@ -39,18 +39,19 @@ public protocol SyncHost: Sendable {
 
     // Snapshots (defaults below: none).
 
-    /// A snapshot of `dataset` to offer `peer`, which holds nothing of it,
-    /// when this node compacted away commits it would need; nil to send
+    /// A snapshot of `dataset` to offer `peer`, which holds `peerHolds` of
+    /// it, when this node compacted away commits it lacks; nil to send
     /// commits as usual.
-    func snapshotOffer(dataset: String, for peer: PeerIdentity) async throws -> SnapshotOffer?
+    func snapshotOffer(dataset: String, peerHolds: VersionVector, for peer: PeerIdentity) async throws -> SnapshotOffer?
     /// Makes (or reuses) a snapshot of `dataset` for `session` to send;
     /// returns its exact size.
     func openSnapshot(dataset: String, session: UInt64) async throws -> UInt64
     /// `count` bytes at `offset` of the snapshot `session` sends.
     func readSnapshot(dataset: String, session: UInt64, offset: UInt64, count: Int) async throws -> [UInt8]
-    /// Starts taking a snapshot of `dataset`, about `bytes` long, from
-    /// `session`; throws (saying why) when this node will not.
-    func beginSnapshot(dataset: String, bytes: UInt64, session: UInt64) async throws
+    /// Starts taking a snapshot of `dataset` at `vector`, about `bytes`
+    /// long, from `peer` in `session`; throws (saying why) when this node
+    /// will not.
+    func beginSnapshot(dataset: String, vector: VersionVector, bytes: UInt64, from peer: PeerIdentity, session: UInt64) async throws
     /// Stores the snapshot's bytes at `offset`; `total` is its exact size
     /// (checked against the node's bounds with the first bytes).
     func storeSnapshot(dataset: String, offset: UInt64, total: UInt64, bytes: [UInt8], session: UInt64) async throws
@@ -60,8 +61,8 @@ public protocol SyncHost: Sendable {
     func releaseSnapshots(session: UInt64, dataset: String?)
 }
 
-/// A snapshot a node can hand a peer that holds nothing of a dataset
-/// (DESIGN §12).
+/// A snapshot a node can hand a peer that lacks commits of a dataset the
+/// node compacted away (DESIGN §12).
 public struct SnapshotOffer: Sendable, Equatable {
     /// The dataset's rows in it are at least at this vector.
     public var vector: VersionVector
@@ -76,18 +77,20 @@ public struct SnapshotOffer: Sendable, Equatable {
 }
 
 /// Snapshots over sync (DESIGN §12): a node that compacted away commits
-/// a new peer would need offers it a snapshot instead, and sends its bytes
+/// a peer lacks offers it a snapshot instead, and sends its bytes
 /// if asked; the peer checks and installs it as a restore would. Hosts
 /// that neither make nor take snapshots keep these defaults.
 extension SyncHost {
-    public func snapshotOffer(dataset: String, for peer: PeerIdentity) async throws -> SnapshotOffer? { nil }
+    public func snapshotOffer(dataset: String, peerHolds: VersionVector, for peer: PeerIdentity) async throws -> SnapshotOffer? { nil }
     public func openSnapshot(dataset: String, session: UInt64) async throws -> UInt64 {
         throw SnapshotUnsupported()
     }
     public func readSnapshot(dataset: String, session: UInt64, offset: UInt64, count: Int) async throws -> [UInt8] {
         throw SnapshotUnsupported()
     }
-    public func beginSnapshot(dataset: String, bytes: UInt64, session: UInt64) async throws { throw SnapshotUnsupported() }
+    public func beginSnapshot(dataset: String, vector: VersionVector, bytes: UInt64, from peer: PeerIdentity, session: UInt64) async throws {
+        throw SnapshotUnsupported()
+    }
     public func storeSnapshot(dataset: String, offset: UInt64, total: UInt64, bytes: [UInt8], session: UInt64) async throws {
         throw SnapshotUnsupported()
     }

@@ -105,13 +105,17 @@ public struct SyncStateMachine: Sendable {
         var stops: [SiteID: UInt64] { blocked.merging(paused, uniquingKeysWith: min) }
         /// True once the peer has been told our vector (in Hello or since).
         var announced = false
-        /// A snapshot offered to the peer, which holds nothing of the dataset.
+        /// A snapshot offered to the peer, which lacks commits this node
+        /// compacted away.
         var snapshot = SnapshotOut.none
+        /// The vector of the snapshot offered: once the peer holds it, the
+        /// snapshot is in and commits go again.
+        var snapshotVector = VersionVector()
     }
 
     /// Where a snapshot this side offered stands.
     enum SnapshotOut: Equatable {
-        /// None offered: one may be, while the peer holds nothing.
+        /// None offered: one may be, while the peer lacks compacted commits.
         case none
         /// Offered; the peer has not answered.
         case offered
@@ -287,13 +291,17 @@ public struct SyncStateMachine: Sendable {
             return [.close(nil, "peer refused the session (\(code)): \(message)")]
         case .snapshotOffer(let dataset, let vector, let bytes):
             guard incoming[dataset] == nil else { return [] }
-            if datasets[dataset] != nil || abandoned.contains(dataset) {
-                let why =
-                    datasets[dataset] != nil
-                    ? "this node holds dataset \(dataset) already, so it cannot start it from a snapshot"
-                    : "a snapshot of \(dataset) failed here in this session"
-                return [.send(.snapshotAnswer(dataset: dataset, accept: false, message: why))]
-            }
+            let why: String? =
+                if abandoned.contains(dataset) {
+                    "a snapshot of \(dataset) failed here in this session"
+                } else if let d = datasets[dataset], d.local.dominates(vector) {
+                    "this node holds every commit of \(dataset) the snapshot covers"
+                } else {
+                    nil
+                }
+            if let why { return [.send(.snapshotAnswer(dataset: dataset, accept: false, message: why))] }
+            // Not held, or held but lacking commits of the snapshot's
+            // vector: the host decides (its bounds, its store).
             return [.considerSnapshot(dataset: dataset, vector: vector, bytes: bytes)]
         case .snapshotAnswer(let dataset, let accept, let message):
             guard let d = datasets[dataset] else { return [] }
@@ -344,11 +352,13 @@ public struct SyncStateMachine: Sendable {
 
     // MARK: Snapshots (DESIGN §12)
 
-    /// True when a snapshot may be offered for `dataset`: the peer holds
-    /// nothing of it, and none has been offered in this session.
-    public func mayOfferSnapshot(_ dataset: String) -> Bool {
-        guard let d = datasets[dataset], d.peerKnown, d.snapshot == .none else { return false }
-        return d.peer.entries.isEmpty && d.sent.entries.isEmpty
+    /// What the peer holds of `dataset` when a snapshot may be offered
+    /// for it: the peer said what it holds, and none has been offered in
+    /// this session. The host offers one when the peer lacks commits it
+    /// compacted away.
+    public func snapshotCandidate(_ dataset: String) -> VersionVector? {
+        guard let d = datasets[dataset], d.peerKnown, d.snapshot == .none else { return nil }
+        return d.peer
     }
 
     /// A `sendMissing` is answered with an offer of a snapshot instead
@@ -358,6 +368,7 @@ public struct SyncStateMachine: Sendable {
         guard phase == .established, datasets[dataset] != nil else { return [] }
         datasets[dataset]!.sending = false
         datasets[dataset]!.snapshot = .offered
+        datasets[dataset]!.snapshotVector = vector
         return [.send(.snapshotOffer(dataset: dataset, vector: vector, bytes: bytes))] + maybeSendAny(after: dataset)
     }
 
@@ -411,11 +422,10 @@ public struct SyncStateMachine: Sendable {
     /// there if a batch we sent did not arrive whole.
     private mutating func learned(_ dataset: String, _ v: VersionVector) -> [Action] {
         var d = datasets[dataset]!
-        // A peer that started from our snapshot says what it holds now (an
-        // empty vector is the dataset coming into being there, before the
-        // snapshot is installed); one offered a snapshot got the dataset
-        // elsewhere.
-        if d.snapshot == .sent || d.snapshot == .offered, !v.entries.isEmpty { d.snapshot = .over }
+        // A peer that took our snapshot says it holds its vector now (what
+        // it says before, its own writes or the dataset coming into being
+        // there, changes nothing). A peer offered one answers the offer.
+        if d.snapshot == .sent, v.dominates(d.snapshotVector) { d.snapshot = .over }
         // The peer's whole vector when it sent this, and messages arrive in
         // order: it replaces what was known, also where it is lower (the
         // peer dropped commits of a feed cut off, DESIGN §9).

@@ -191,7 +191,7 @@ func freePort() -> Int { TestPorts.fresh() }
         }
         #expect(atE == wanted && wanted.contains("mw,Mount Weld,3"), "\(atE) \(pe.logText.suffix(3000))")
         #expect(
-            pa2.logText.contains("offering a snapshot") && pe.logText.contains("started a dataset from a peer's snapshot"),
+            pa2.logText.contains("offering a snapshot") && pe.logText.contains("installed a peer's snapshot"),
             "\(pe.logText.suffix(3000))")
         // The checkpoint came with it (c, an editor, co-signed it too by now).
         out = try lode(["checkpoint", "mines", "--list", "--format", "csv"] + e.flags)
@@ -205,6 +205,74 @@ func freePort() -> Int { TestPorts.fresh() }
             let left = ((try? FileManager.default.contentsOfDirectory(atPath: dir + "/tmp")) ?? []).filter { $0.hasPrefix("snapshot-in") }
             #expect(left.isEmpty, "\(dir): \(left)")
         }
+    }
+
+    /// A site offline while the others compact, with edits of its own,
+    /// catches up by sync from a node that compacted: offered a snapshot,
+    /// it merges it into what it holds, gets what followed, and its own
+    /// edits (one of them to a row deleted meanwhile) end where the others'
+    /// commits would have put them. No one then says it needs a snapshot.
+    @Test func aSiteOfflineAcrossACompactionCatchesUpBySync() throws {
+        let a = try site("off-a", role: "editor")
+        let b = try site("off-b", role: "editor")
+        let f = try site("off-f", role: "editor")
+        var pa = try serve(a)
+        let pb = try serve(b, peers: [a])
+        var pf = try serve(f, peers: [a])
+        defer {
+            pa.stop()
+            pb.stop()
+            pf.stop()
+        }
+        let schema = scratch.write("off.sql", "CREATE TABLE mines (id TEXT PRIMARY KEY, name TEXT, output_t INTEGER);")
+        #expect(try lode(["dataset", "create", "mines", "--schema", schema] + a.flags).status == 0)
+        let csv = scratch.write("off.csv", "id,name,output_t\nmp,Mountain Pass,45455\nmw,Mount Weld,\nbo,Bayan Obo,\n")
+        #expect(try lode(["import", "mines", "mines", csv] + a.flags).status == 0)
+        for s in [a, b, f, a] { _ = try lode(["sync", "--wait", "--timeout", "10"] + s.flags) }
+        #expect(try export(f) == export(a))
+        // f goes offline; meanwhile a and b write, sign, and a compacts.
+        pf.stop()
+        _ = try lode(["exec", "mines", "UPDATE mines SET output_t = 1 WHERE id = 'mw'"] + a.flags)
+        _ = try lode(["exec", "mines", "DELETE FROM mines WHERE id = 'bo'"] + a.flags)
+        var out = try lode(["checkpoint", "mines", "--format", "csv"] + a.flags)
+        let id = out.lines.count == 2 ? String(out.lines[1].split(separator: ",")[0]) : ""
+        #expect(!id.isEmpty, "\(out)")
+        let deadline = Date().addingTimeInterval(60)
+        repeat {
+            _ = try lode(["sync", "--wait", "--timeout", "10"] + a.flags)
+            out = try lode(["checkpoint", "mines", "--list", "--format", "csv"] + a.flags)
+            if out.lines.contains(where: { $0.hasPrefix(id) && $0.hasSuffix(",yes") }) { break }
+            Thread.sleep(forTimeInterval: 0.5)
+        } while Date() < deadline
+        out = try lode(["compact", "mines", "--keep-history", "0", "--format", "json"] + a.flags)
+        #expect(out.status == 0 && out.stdout.contains("\"checkpoint\" : \"\(id)\""), "\(out)")
+        // What a holds in memory could still serve f: restarted, it cannot.
+        pa.stop()
+        pa = try serve(a)
+        _ = try lode(["exec", "mines", "UPDATE mines SET name = 'Mountain Pass Mine' WHERE id = 'mp'"] + a.flags)
+        // f, still alone, writes: a new row, and to the row a deleted.
+        pf = try serve(f)
+        _ = try lode(["exec", "mines", "INSERT INTO mines(id, name) VALUES ('ly', 'Lynas Kalgoorlie')"] + f.flags)
+        _ = try lode(["exec", "mines", "UPDATE mines SET output_t = 9 WHERE id = 'bo'"] + f.flags)
+        // Back in touch with a alone.
+        #expect(try lode(["peers", "add", a.address] + f.flags).status == 0)
+        var (atA, atF) = ("", "")
+        for _ in 0..<300 {
+            (atA, atF) = (try export(a), try export(f))
+            if atA == atF && atA.contains("ly,Lynas Kalgoorlie") { break }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        #expect(atA == atF, "\(atF) \(pf.logText.suffix(3000))")
+        #expect(
+            atA.contains("mp,Mountain Pass Mine,45455") && atA.contains("mw,Mount Weld,1") && atA.contains("ly,Lynas Kalgoorlie")
+                && !atA.contains("bo,"), "the delete wins over f's update: \(atA)")
+        #expect(pa.logText.contains("offering a snapshot"), "\(pa.logText.suffix(3000))")
+        #expect(pf.logText.contains("merged the rows of checkpoint \(id)"), "\(pf.logText.suffix(3000))")
+        // b gets f's edits too, and no node names anyone as needing a snapshot.
+        for s in [f, a, b] { _ = try lode(["sync", "--wait", "--timeout", "10"] + s.flags) }
+        #expect(try export(b) == atA)
+        let status = try lode(["status", "--format", "json"] + a.flags).stdout
+        #expect(!status.contains("needs-snapshot"), "\(status)")
     }
 
     @Test func aClientWithoutACertificateCannotCompleteASession() throws {

@@ -23,12 +23,13 @@ import Testing
     /// the node announces the checkpoint's vector first, then that of the
     /// commits after it).
     func offer(
-        _ file: String, as dataset: String = "mines", claimed: UInt64? = nil, to target: TestNode, until wanted: VersionVector? = nil
+        _ file: String, as dataset: String = "mines", claimed: UInt64? = nil, to target: TestNode, from peer: String = "mallory",
+        until wanted: VersionVector? = nil
     ) async throws -> (answers: [SyncMessageV1], announced: VersionVector?) {
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
         var answers: [SyncMessageV1] = []
         var announced: VersionVector?
-        try await HandRolledPeer.session(to: target, name: "mallory", role: .editor, caDir: scratch.file("ca"), root: scratch.path) { evil in
+        try await HandRolledPeer.session(to: target, name: peer, role: .editor, caDir: scratch.file("ca"), root: scratch.path) { evil in
             _ = try await evil.receive { if case .hello = $0 { true } else { false } }
             try await evil.send(.snapshotOffer(dataset: dataset, vector: VersionVector(), bytes: claimed ?? UInt64(bytes.count)))
             guard let first = try await evil.receive(until: { if case .snapshotAnswer = $0 { true } else { false } }) else { return }
@@ -98,31 +99,36 @@ import Testing
         got = try await offer(file, to: target)
         #expect(refusal(got.answers)?.contains("no checkpoint with the 2 signatures") == true, "\(got.answers)")
         try target.node.setSetting(Node.checkpointQuorumSetting, "1")
+        // A peer whose snapshot was refused on what it holds is not asked
+        // for it again at that vector (for half an hour): it would fail the same way.
+        got = try await offer(file, to: target)
+        #expect(got.answers.count == 1 && refusal(got.answers)?.contains("refused this peer's snapshot of mines") == true, "\(got.answers)")
         // Rows altered after signing: the digest differs.
         let altered = scratch.file("altered.db")
         try await alteredCopy(of: file, to: altered, forgedRows("mines", set: "name = 'forged'"))
-        got = try await offer(altered, to: target)
+        got = try await offer(altered, to: target, from: "mallory-rows")
         #expect(refusal(got.answers)?.contains("digest") == true, "\(got.answers)")
         // Another dataset's file, offered as this one.
-        got = try await offer(file, as: "other", to: target)
+        got = try await offer(file, as: "other", to: target, from: "mallory-other")
         #expect(refusal(got.answers)?.contains("holds dataset mines") == true, "\(got.answers)")
         // Not a database at all.
         let junk = scratch.write("junk.db", String(repeating: "not sqlite ", count: 1000))
-        got = try await offer(junk, to: target)
+        got = try await offer(junk, to: target, from: "mallory-junk")
         #expect(refusal(got.answers) != nil, "\(got.answers)")
         // Nothing of any of them was kept.
         #expect(target.node.datasetNames().isEmpty)
         #expect(leftovers(target).isEmpty, "\(leftovers(target))")
-        // The real one: the node starts the dataset from it and says what it holds.
-        got = try await offer(file, to: target, until: r.vector)
+        // The real one, from a peer none of that came from: the node starts
+        // the dataset from it and says what it holds.
+        got = try await offer(file, to: target, from: "honest", until: r.vector)
         #expect(got.answers == [.snapshotAnswer(dataset: "mines", accept: true, message: "")])
         #expect(got.announced == r.vector, "\(String(describing: got.announced)) vs \(r.vector)")
         #expect(try await target.dump("mines") == source.dump("mines"))
         // Its file goes once the install returns (just after the announcement).
         for _ in 0..<50 where !leftovers(target).isEmpty { try await Task.sleep(for: .milliseconds(100)) }
         #expect(leftovers(target).isEmpty)
-        // Held now: another offer is declined at once.
-        got = try await offer(file, to: target)
-        #expect(refusal(got.answers)?.contains("holds dataset mines already") == true, "\(got.answers)")
+        // Held now: another offer of what it holds is declined at once.
+        got = try await offer(file, to: target, from: "honest")
+        #expect(refusal(got.answers)?.contains("holds every commit of mines the snapshot covers") == true, "\(got.answers)")
     }
 }

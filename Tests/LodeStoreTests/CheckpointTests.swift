@@ -204,12 +204,13 @@ import Testing
     /// Random schedules with checkpoints and compactions: two sites compact
     /// (to complete checkpoints, keeping a random span of history), one
     /// never does, and one edits offline across both compactions, then
-    /// catches up from the site that kept its log. Every replica ends with
+    /// catches up from a site that compacted, by merging its snapshot.
+    /// Every replica ends with
     /// the tables of the one that never compacted, which are the reference
     /// model's of the same commits (so no deleted row came back); as-of
     /// queries after the horizon answer the same there; the digests agree;
     /// before the horizon, as-of is refused; every row's history reads.
-    @Test(arguments: 0..<4)
+    @Test(arguments: 0..<8)
     func compactedReplicasConvergeWithOnesThatNeverCompacted(seed: UInt64) async throws {
         var rng = SeededGenerator(seed: 100 + seed)
         let clock = TestClock()
@@ -257,8 +258,27 @@ import Testing
             }
         }
         #expect(compactions == 4 && dropped > 0 && folded > 0, "\(dropped) entries dropped, \(folded) rows folded")
-        // The offline site catches up from the archive, which kept its log; then everyone exchanges.
-        try await exchange(from: archive, to: offline, &rng)
+        // The offline site catches up from a, which compacted: a's snapshot
+        // at the last checkpoint is merged into what it holds, then a sends
+        // what followed and takes the offline site's edits. The archive,
+        // which kept its log, is not asked.
+        let last = try await a.checkpoints().filter { $0.signatures.count >= 2 }.max { $0.commits < $1.commits }!
+        #expect(!offline.vector.dominates(last.vector), "seed \(seed): the offline site missed nothing")
+        let file = dir.file("offline-\(seed)-\(UUID().uuidString.prefix(6)).db")
+        try await (a as! SQLiteReplica).backup(to: file)
+        let snapshot = try BackupFile(path: file)
+        #expect(try snapshot.digest(at: last.vector).digest == last.digest)
+        let before = offline.vector
+        let merged = try await (offline as! SQLiteReplica).mergeSnapshot(from: snapshot, at: last.vector, digest: last.digest)
+        #expect(merged.commits > 0 && offline.vector == before.merged(with: last.vector), "seed \(seed) \(merged)")
+        #expect(try await offline.checkpointDigest(at: last.vector).digest == last.digest)
+        // Merging it again takes nothing.
+        #expect(try await (offline as! SQLiteReplica).mergeSnapshot(from: snapshot, at: last.vector, digest: last.digest) == SnapshotMerge())
+        try await exchange(from: a, to: offline, &rng)
+        try await exchange(from: offline, to: a, &rng)
+        try await exchange(from: a, to: offline, &rng)
+        #expect(offline.vector == a.vector, "seed \(seed)")
+        #expect(try await tables(offline) == tables(a), "seed \(seed)")
         for _ in 0..<2 { for x in rs { for y in rs where x !== y { try await exchange(from: x, to: y, &rng) } } }
         let expected = try await tables(archive)
         let model = try await reference(archive, at: archive.vector)
@@ -277,6 +297,10 @@ import Testing
             let want = try await answer(archive, sql, asOf: .time(millis: t))
             for r in [a, b] { #expect(try await answer(r, sql, asOf: .time(millis: t)) == want, "seed \(seed) at \(t)") }
         }
+        // The offline site's history reaches back to the snapshot's last commit.
+        #expect(
+            try await answer(offline, "SELECT * FROM mines ORDER BY id", asOf: .time(millis: now))
+                == answer(archive, "SELECT * FROM mines ORDER BY id", asOf: .time(millis: now)))
         do {
             _ = try await answer(a, "SELECT * FROM mines", asOf: .time(millis: horizon - 10_000))
             Issue.record("an as-of query before the horizon was answered")
@@ -356,6 +380,95 @@ import Testing
             await #expect(throws: (any Error).self, "\(sql)") { try await victim.installSnapshot(from: bad, at: c.vector, digest: c.digest) }
         }
         #expect(victim.vector.sorted.isEmpty)
+    }
+
+    /// A site offline across a compaction, with edits of its own, catches
+    /// up from a site that compacted by merging its snapshot: it ends with
+    /// the tables of the sites that applied every commit (a delete it did
+    /// not see still wins over its update; a column added meanwhile comes
+    /// with the rows), records the conflict a concurrent write makes as
+    /// they do, and answers as-of queries after the snapshot as they do. A
+    /// snapshot whose feed forks from the site's, or whose rows were
+    /// altered, is refused and leaves the site as it was.
+    @Test func aSiteOfflineAcrossACompactionMergesASnapshot() async throws {
+        var rng = SeededGenerator(seed: 41)
+        let rs = try await cluster(3)
+        let (a, b, off) = (rs[0] as! SQLiteReplica, rs[1], rs[2] as! SQLiteReplica)
+        func put(_ r: any SQLReplicaStore, _ pk: String, _ columns: [String], _ values: [Value]) async throws {
+            _ = try await r.write([.put(table: "mines", pk: pk, columns: columns, values: values)])
+        }
+        for i in 1...3 { try await put(a, "m\(i)", ["name", "output"], [.text("Mine \(i)"), .integer(Int64(i))]) }
+        for r in [b, off] { try await exchange(from: a, to: r, &rng) }
+        // Offline: an update a also makes, an update of a row a deletes, a new row.
+        try await put(off, "m1", ["output"], [.integer(100)])
+        try await put(off, "m2", ["note"], [.text("seen offline")])
+        try await put(off, "m9", ["name"], [.text("Offline find")])
+        // Meanwhile a: the same cell, the delete, a new column and a row using it.
+        try await put(a, "m1", ["output"], [.integer(7)])
+        _ = try await a.write([.delete(table: "mines", pk: "m2")])
+        _ = try await a.alter(
+            conformanceSchema.map { t in
+                t.name == "mines"
+                    ? TableDef(name: t.name, primaryKey: t.primaryKey, columns: t.columns + [ColumnDef(name: "region", type: .text)]) : t
+            })
+        try await put(a, "m4", ["name", "region"], [.text("Mine 4"), .text("Bayan Obo")])
+        try await exchange(from: a, to: b, &rng)
+        let c = try await a.signCheckpoint()
+        try await exchange(from: a, to: b, &rng)
+        _ = try await b.cosignCheckpoints()
+        try await exchange(from: b, to: a, &rng)
+        let complete = try await a.checkpoints().first { $0.id == c.id }!
+        _ = try await a.compact(to: complete, keepHistory: 0)
+        try await put(a, "m3", ["name"], [.text("Renamed after the checkpoint")])
+        let file = dir.file("offline-\(UUID().uuidString.prefix(6)).db")
+        try await a.backup(to: file)
+        let snapshot = try BackupFile(path: file)
+        let (vectorBefore, tablesBefore) = (off.vector, try await tables(off))
+        #expect(!vectorBefore.dominates(c.vector))
+
+        // A fork: a's commit the site holds has another hash in the file.
+        let forkedFile = dir.file("forked-\(UUID().uuidString.prefix(6)).db")
+        try await alteredCopy(
+            of: file, to: forkedFile,
+            "UPDATE _lode_log SET hash = randomblob(32) WHERE seq = \(vectorBefore[a.local.site]) AND site = (SELECT id FROM _lode_sites WHERE key = x'\(a.local.site.hex)')"
+        )
+        do {
+            _ = try await off.mergeSnapshot(from: try BackupFile(path: forkedFile), at: c.vector, digest: c.digest)
+            Issue.record("a forked snapshot was merged")
+        } catch let e as StoreError {
+            #expect(e.code == .rejected && e.message.contains("fork"), "\(e)")
+        }
+        // Rows altered after signing: the merged digest differs.
+        let altered = dir.file("altered-\(UUID().uuidString.prefix(6)).db")
+        try await alteredCopy(of: file, to: altered, forgedRows("mines", set: "name = 'forged'"))
+        await #expect(throws: StoreError.self) { try await off.mergeSnapshot(from: try BackupFile(path: altered), at: c.vector, digest: c.digest) }
+        #expect(off.vector == vectorBefore)
+        #expect(try await tables(off) == tablesBefore)
+
+        let merged = try await off.mergeSnapshot(from: snapshot, at: c.vector, digest: c.digest)
+        #expect(merged.commits == Int(c.vector[a.local.site] - vectorBefore[a.local.site]) && merged.rows > 0, "\(merged)")
+        #expect(off.vector == vectorBefore.merged(with: c.vector))
+        #expect(try await off.checkpointDigest(at: c.vector).digest == c.digest)
+        for (x, y) in [(a, off), (off, a), (a, b as any SQLReplicaStore), (off, b)] as [(any SQLReplicaStore, any SQLReplicaStore)] {
+            try await exchange(from: x, to: y, &rng)
+        }
+        let expected = try await tables(a)
+        for r in [b, off] as [any SQLReplicaStore] {
+            #expect(r.vector == a.vector)
+            #expect(try await tables(r) == expected, "\(r.local.name)")
+        }
+        let mines = expected["mines"]!
+        #expect(mines["m2"] == nil && mines["m9"]?["name"] == .text("Offline find") && mines["m4"]?["region"] == .text("Bayan Obo"))
+        #expect(mines["m3"]?["name"] == .text("Renamed after the checkpoint"))
+        // The concurrent write to m1's output is a conflict at both ends.
+        func m1Conflicts(_ r: any SQLReplicaStore) async throws -> [String] {
+            try await r.conflicts().filter { $0.pk == "m1" && $0.column == "output" }.map { "\($0.winnerValue) over \($0.loserValue)" }
+        }
+        #expect(try await m1Conflicts(off).count == 1)
+        #expect(try await m1Conflicts(off) == m1Conflicts(a))
+        // History after the snapshot's last commit answers as elsewhere.
+        let (sql, now) = ("SELECT * FROM mines ORDER BY id", UInt64(Date().timeIntervalSince1970 * 1000))
+        #expect(try await answer(off, sql, asOf: .time(millis: now)) == answer(b, sql, asOf: .time(millis: now)))
     }
 
     /// A checkpoint older than what a replica compacted to cannot be

@@ -5,7 +5,7 @@ import Testing
 @testable import LodeSync
 
 /// Snapshots over a session (DESIGN §12), both state machines driven by
-/// hand: a node that compacted offers a peer holding nothing a snapshot,
+/// hand: a node that compacted offers a peer lacking what it dropped a snapshot,
 /// sends it within its window as the peer stores it, holds the dataset's
 /// commits meanwhile, and sends what follows once the peer says what it
 /// holds; a refusal or failure falls back to commits; the peer refuses
@@ -35,12 +35,12 @@ import Testing
     @Test func aSnapshotIsOfferedSentInItsWindowAndThenCommitsFollow() throws {
         var (s, t, first) = established()
         #expect(first == [.sendMissing(dataset: "d", after: VersionVector())])
-        #expect(s.mayOfferSnapshot("d"))
+        #expect(s.snapshotCandidate("d") == VersionVector())
         let total: UInt64 = 5 << 20 + 5
         // The offer's size is the dataset file's, a guess: the snapshot made says its own.
         let offer = s.offerSnapshot(dataset: "d", vector: held, bytes: total + 4096)
         #expect(sent(offer) == [.snapshotOffer(dataset: "d", vector: held, bytes: total + 4096)])
-        #expect(!s.mayOfferSnapshot("d"), "offered once")
+        #expect(s.snapshotCandidate("d") == nil, "offered once")
         // While it is out, no commit of d goes, however the vector moves.
         var more = held
         more[sender] = 6
@@ -88,7 +88,7 @@ import Testing
         let announced = t.localChanged(dataset: "d", vector: held)
         #expect(sent(announced) == [.vector(dataset: "d", vector: held)])
         #expect(s.receive(.v1(sent(announced)[0]), now: now) == [.sendMissing(dataset: "d", after: held)])
-        #expect(!s.mayOfferSnapshot("d"))
+        #expect(s.snapshotCandidate("d") == nil)
     }
 
     @Test func aDeclinedOrFailedSnapshotFallsBackToCommits() {
@@ -97,7 +97,7 @@ import Testing
         #expect(
             s.receive(.v1(.snapshotAnswer(dataset: "d", accept: false, message: "too big")), now: now)
                 == [.log("peer did not take the snapshot of d: too big"), .sendMissing(dataset: "d", after: VersionVector())])
-        #expect(!s.mayOfferSnapshot("d"), "not offered again in the session")
+        #expect(s.snapshotCandidate("d") == nil, "not offered again in the session")
         // Failed after it came whole: the sender is told and lets it go.
         (s, t, _) = established()
         _ = s.offerSnapshot(dataset: "d", vector: held, bytes: 10)
@@ -129,15 +129,39 @@ import Testing
         #expect(!t.isClosed)
     }
 
-    @Test func aPeerHoldingTheDatasetIsOfferedNothingAndRefusesOffers() {
-        var (s, t, first) = established(takerHolds: ["d": VersionVector([SimNode(2).site: 1])])
-        #expect(first == [.sendMissing(dataset: "d", after: VersionVector([SimNode(2).site: 1]))])
-        #expect(!s.mayOfferSnapshot("d"))
-        let answer = sent(t.receive(.v1(.snapshotOffer(dataset: "d", vector: held, bytes: 10)), now: now))
+    /// A peer that holds the dataset but lacks commits the sender
+    /// compacted away (a site offline across a compaction) takes a
+    /// snapshot to merge in: the sender names what it holds for the host to
+    /// judge, the taker declines an offer it holds all of, and the sender
+    /// holds commits until the taker holds the snapshot's vector, whatever
+    /// it says meanwhile.
+    @Test func aPeerHoldingTheDatasetTakesASnapshotOnlyOfWhatItLacks() {
+        let own = VersionVector([SimNode(2).site: 1])
+        var (s, t, first) = established(takerHolds: ["d": own])
+        #expect(first == [.sendMissing(dataset: "d", after: own)])
+        #expect(s.snapshotCandidate("d") == own)
+        // An offer of what it holds already is declined at once.
+        let covered = sent(t.receive(.v1(.snapshotOffer(dataset: "d", vector: own, bytes: 10)), now: now))
+        #expect(covered == [.snapshotAnswer(dataset: "d", accept: false, message: "this node holds every commit of d the snapshot covers")])
+        // One of commits it lacks goes to the host.
         #expect(
-            answer == [
-                .snapshotAnswer(dataset: "d", accept: false, message: "this node holds dataset d already, so it cannot start it from a snapshot")
+            t.receive(.v1(.snapshotOffer(dataset: "d", vector: held, bytes: 10)), now: now) == [
+                .considerSnapshot(dataset: "d", vector: held, bytes: 10)
             ])
+        _ = s.offerSnapshot(dataset: "d", vector: held, bytes: 10)
+        // The taker writes meanwhile: nothing goes, offered or sent.
+        let wrote = VersionVector([SimNode(2).site: 2])
+        #expect(s.receive(.v1(.vector(dataset: "d", vector: wrote)), now: now) == [])
+        _ = s.receive(.v1(.snapshotAnswer(dataset: "d", accept: true, message: "")), now: now)
+        _ = s.snapshotReady(dataset: "d", total: 10)
+        #expect(s.receive(.v1(.snapshotAck(dataset: "d", received: 10)), now: now) == [.releaseSnapshot(dataset: "d")])
+        #expect(s.receive(.v1(.vector(dataset: "d", vector: wrote)), now: now) == [])
+        var more = held
+        more[sender] = 6
+        #expect(s.localChanged(dataset: "d", vector: more) == [.send(.vector(dataset: "d", vector: more))])
+        // Merged: it holds the snapshot's vector and its own; what follows goes.
+        let merged = wrote.merged(with: held)
+        #expect(s.receive(.v1(.vector(dataset: "d", vector: merged)), now: now) == [.sendMissing(dataset: "d", after: merged)])
     }
 
     @Test func snapshotBytesOutOfTurnCloseTheSession() {
