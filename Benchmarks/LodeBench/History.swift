@@ -203,9 +203,15 @@ extension Suite {
     /// digest checked, then installed, then the commits after it). Time
     /// until the new node holds what the writer holds, and the bytes the
     /// writer sent; the full log is the baseline.
+    ///
+    /// Then a site that went offline after 5 of the 10 rounds, and updated
+    /// 1,000 rows meanwhile, catches up the same two ways: from the node
+    /// that kept its full log, and from the writer after its compaction
+    /// (the snapshot merged into what it holds). Its edits travel back.
     func w15() async throws -> [Result] {
         let n = rows
         let dir = try ws.makeNode("w15-a")
+        let midway = ws.path("w15-midway.db")
         do {
             let writer = try Node.open(dataDir: dir)
             let replica = try await writer.createDataset("joined", schema: Rows.schema)
@@ -214,6 +220,8 @@ extension Suite {
                 try Rows.write(count: n, seed: UInt64(150 + round), to: csv)
                 _ = try await replica.importCSV(table: "sites", path: csv)
                 try FileManager.default.removeItem(atPath: csv)
+                // What a site that synced then and went offline holds.
+                if round == 5 { try await writer.backup("joined", to: midway) }
             }
             writer.close()
         }
@@ -235,6 +243,24 @@ extension Suite {
         resetPeakMemory()
         let (lb, logSeconds, logBytes) = try await join("w15-b")
         let logPeak = peakMemoryMB()
+        /// A site that holds the dataset as of the fifth round and updated
+        /// 1,000 rows of its own, back in touch with `peer`: seconds until
+        /// they hold the same, and the bytes `peer` sent meanwhile.
+        func catchUp(_ name: String, from peer: RunningNode) async throws -> (LaunchedNode, Double, Double) {
+            let nodeDir = try ws.makeNode(name)
+            try FileManager.default.createDirectory(atPath: nodeDir + "/datasets", withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: midway, toPath: nodeDir + "/datasets/joined.db")
+            let l = try await ws.launch(nodeDir)
+            let own = try l.running.node.replica("joined")
+            _ = try await own.exec("UPDATE sites SET note = 'checked offline at \(name)' WHERE id IN (SELECT id FROM sites ORDER BY id LIMIT 1000)")
+            let sent = bytesSent(by: peer.node.identity.local.site)
+            let clock = ContinuousClock.now
+            try l.running.node.addPeer("127.0.0.1:\(peer.sync.port!)")
+            l.running.sync.peersChanged()
+            try await waitUntilEqual([peer, l.running], dataset: "joined", timeout: 7200)
+            return (l, seconds(since: clock), bytesSent(by: peer.node.identity.local.site) - sent)
+        }
+        let (ld, offlineLogSeconds, offlineLogBytes) = try await catchUp("w15-d", from: lb.running)
         // a signs a checkpoint, b (holding everything) co-signs it, and a
         // compacts to it, keeping no history.
         let signed = try await replica.signCheckpoint()
@@ -255,16 +281,25 @@ extension Suite {
         let snapshotPeak = peakMemoryMB()
         let joinedC = try lc.running.node.replica("joined")
         guard try await joinedC.compactedVector() != nil else { throw BenchError("the new node did not start from a snapshot") }
-        // Both at one vector: an editor that holds a checkpoint may co-sign
+        resetPeakMemory()
+        let (le, offlineSnapshotSeconds, offlineSnapshotBytes) = try await catchUp("w15-e", from: a)
+        let offlinePeak = peakMemoryMB()
+        let joinedE = try le.running.node.replica("joined")
+        guard try await joinedE.compactedVector() != nil else { throw BenchError("the offline site did not merge a snapshot") }
+        // All at one vector: an editor that holds a checkpoint may co-sign
         // it meanwhile, and its signature is a commit.
         let at = replica.vector
-        let (atC, atA) = (try await joinedC.checkpointDigest(at: at), try await replica.checkpointDigest(at: at))
-        for l in [lc, lb, la] { await l.stop() }
-        guard atC.digest == atA.digest else {
-            throw BenchError(
-                "the node started from the snapshot does not hold what the writer holds at \(at): \(atC.rows) rows against \(atA.rows); vectors now \(joinedC.vector) and \(replica.vector)"
-            )
+        let atA = try await replica.checkpointDigest(at: at)
+        for (name, r) in [("the node started from the snapshot", joinedC), ("the site that merged the snapshot", joinedE)] {
+            let there = try await r.checkpointDigest(at: at)
+            guard there.digest == atA.digest else {
+                for l in [le, ld, lc, lb, la] { await l.stop() }
+                throw BenchError(
+                    "\(name) does not hold what the writer holds at \(at): \(there.rows) rows against \(atA.rows); vectors now \(r.vector) and \(replica.vector)"
+                )
+            }
         }
+        for l in [le, ld, lc, lb, la] { await l.stop() }
         return [
             Result(
                 workload: "W15", what: "a new node joins \(n) rows with 10 rounds of churn behind them over sync, from a snapshot",
@@ -278,6 +313,20 @@ extension Suite {
                 workload: "W15", what: "… bytes the writer sent the new node", value: snapshotBytes / 1_048_576, unit: "MiB",
                 baseline: logBytes / 1_048_576, baselineUnit: "MiB (the full log over sync)", ratio: snapshotBytes / logBytes,
                 target: "", met: nil, peakMemoryMB: snapshotPeak, runs: 1, notes: "all sync frames, as lode_sync_bytes_sent_total counts them"),
+            Result(
+                workload: "W15",
+                what: "a site offline for the last 5 rounds, with 1,000 rows updated there, catches up over sync, merging a snapshot",
+                value: offlineSnapshotSeconds, unit: "s", baseline: offlineLogSeconds,
+                baselineUnit: "s (over sync from a node that kept the full log)", ratio: offlineSnapshotSeconds / offlineLogSeconds, target: "",
+                met: nil, peakMemoryMB: offlinePeak, runs: 1,
+                notes:
+                    "until it and its peer hold the same: the snapshot sent, checked, merged into its own rows, the commits after it, and its own 1,000 updates sent back"
+            ),
+            Result(
+                workload: "W15", what: "… bytes its peer sent it", value: offlineSnapshotBytes / 1_048_576, unit: "MiB",
+                baseline: offlineLogBytes / 1_048_576, baselineUnit: "MiB (the rest of the log over sync)",
+                ratio: offlineSnapshotBytes / offlineLogBytes, target: "", met: nil, peakMemoryMB: offlinePeak, runs: 1,
+                notes: "all sync frames, as lode_sync_bytes_sent_total counts them"),
         ]
     }
 }
