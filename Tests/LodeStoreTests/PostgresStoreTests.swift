@@ -138,6 +138,32 @@ import Testing
         #expect(open == [0, 1, 2], "\(open)")
     }
 
+    /// Nor one opened by another thread while the program starts: a pipe
+    /// of a `lode` command another test was running once passed to a
+    /// PostgreSQL server started at that moment, so that command never
+    /// read the end of its output and the whole test run hung (the list of
+    /// descriptors to close was read before the spawn, and missed it).
+    @Test func programsTheTestsStartInheritNoDescriptorOpenedMeanwhile() throws {
+        let stop = Atomic<Bool>(false)
+        let churn = Thread {
+            var fds: [Int32] = [0, 0]
+            while !stop.load(ordering: .relaxed) {
+                guard pipe(&fds) == 0 else { continue }
+                close(fds[0])
+                close(fds[1])
+            }
+        }
+        churn.start()
+        defer { stop.store(true, ordering: .relaxed) }
+        var leaks: [[Int]] = []
+        for _ in 0..<300 {
+            let listed = try PostgresServer.run("/bin/sh", ["-c", "ls /proc/$$/fd"])
+            let open = listed.split(whereSeparator: \.isNewline).compactMap { Int($0) }.sorted()
+            if open != [0, 1, 2] { leaks.append(open) }
+        }
+        #expect(leaks.isEmpty, "\(leaks.count) of 300 started with more: \(leaks.prefix(3))")
+    }
+
     /// Two processes sharing one database (two relays; the second an
     /// editor with `secondRole`): `author`'s schema applied through the
     /// first, which the second has read. Close both catalogs after.

@@ -131,6 +131,11 @@ public final class PostgresServer: Sendable {
         }
     }
 
+    private typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    private static let closeFrom: CloseFrom? = dlsym(dlopen(nil, RTLD_NOW), "posix_spawn_file_actions_addclosefrom_np").map {
+        unsafeBitCast($0, to: CloseFrom.self)
+    }
+
     /// Runs a program and returns what it printed. It is spawned and
     /// waited for directly (`posix_spawn`, `waitpid`): Foundation's
     /// `Process` waits until every process holding its private descriptor
@@ -147,12 +152,15 @@ public final class PostgresServer: Sendable {
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         // Nothing else of this process passes to the child: a server pg_ctl
         // starts would otherwise hold the test nodes' listening sockets
-        // open for ever, and a node restarted on its port could not bind.
-        // (glibc's closefrom action is not visible to Swift; a descriptor
-        // closed meanwhile is ignored by the close action.)
-        for fd in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd"))?.compactMap({ Int32($0) }) ?? [] where fd > 2 {
-            posix_spawn_file_actions_addclose(&actions, fd)
+        // open for ever (a node restarted on its port could not bind), or
+        // the pipe of a `lode` command another test runs meanwhile (which
+        // then never reads the end of its output). glibc's closefrom action
+        // closes every descriptor from 3 in the child, whenever it was
+        // opened; Swift does not see its declaration, so it is looked up.
+        guard let closeFrom = Self.closeFrom else {
+            throw Unavailable(description: "this C library lacks posix_spawn_file_actions_addclosefrom_np (glibc 2.34 or later has it)")
         }
+        guard closeFrom(&actions, 3) == 0 else { throw Unavailable(description: "cannot ask the child to close its descriptors") }
         let argv = ([path] + args).map { strdup($0) } + [nil]
         defer { for a in argv { free(a) } }
         var pid: pid_t = 0
