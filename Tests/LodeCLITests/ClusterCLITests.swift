@@ -20,6 +20,21 @@ func freePort() -> Int { TestPorts.fresh() }
         try lode(["export", "mines", "mines", "--format", "csv"] + s.flags).stdout
     }
 
+    /// Syncs `s` until its checkpoint list (CSV) has checkpoint `id` on a
+    /// line ending in `ending` (its signers and completeness), for a minute
+    /// at most; returns the last listing.
+    func syncUntilListed(_ id: some StringProtocol, ending: String, at s: Site) throws -> Outcome {
+        let deadline = Date().addingTimeInterval(60)
+        var out: Outcome
+        repeat {
+            _ = try lode(["sync", "--wait", "--timeout", "10"] + s.flags)
+            out = try lode(["checkpoint", "mines", "--list", "--format", "csv"] + s.flags)
+            if out.lines.contains(where: { $0.hasPrefix(id) && $0.hasSuffix(ending) }) { break }
+            Thread.sleep(forTimeInterval: 0.5)
+        } while Date() < deadline
+        return out
+    }
+
     @Test func editsTravelThroughARelayAndConvergeAfterItReturns() throws {
         let relay = try site("relay", role: "relay")
         let a = try site("a", role: "editor")
@@ -93,13 +108,7 @@ func freePort() -> Int { TestPorts.fresh() }
         #expect(out.status == 0 && out.lines.count == 2 && out.lines[1].hasSuffix(",cp-a,no (1 of 2)"), "\(out)")
         let id = out.lines[1].split(separator: ",")[0]
         #expect(out.lines[1].split(separator: ",")[2] == "2", "the digest covers the two mines; \(out)")
-        let deadline = Date().addingTimeInterval(60)
-        repeat {
-            _ = try lode(["sync", "--wait", "--timeout", "10"] + a.flags)
-            out = try lode(["checkpoint", "mines", "--list", "--format", "csv"] + a.flags)
-            if out.lines.contains(where: { $0.hasPrefix(id) && $0.hasSuffix(",cp-a cp-b,yes") }) { break }
-            Thread.sleep(forTimeInterval: 0.5)
-        } while Date() < deadline
+        out = try syncUntilListed(id, ending: ",cp-a cp-b,yes", at: a)
         #expect(out.lines.contains { $0.hasPrefix(id) && $0.hasSuffix(",cp-a cp-b,yes") }, "\(out) \(pb.logText.suffix(2000))")
         _ = try lode(["sync", "--wait", "--timeout", "10"] + r.flags)
         out = try lode(["checkpoint", "mines", "--list", "--format", "json"] + r.flags)
@@ -237,13 +246,7 @@ func freePort() -> Int { TestPorts.fresh() }
         var out = try lode(["checkpoint", "mines", "--format", "csv"] + a.flags)
         let id = out.lines.count == 2 ? String(out.lines[1].split(separator: ",")[0]) : ""
         #expect(!id.isEmpty, "\(out)")
-        let deadline = Date().addingTimeInterval(60)
-        repeat {
-            _ = try lode(["sync", "--wait", "--timeout", "10"] + a.flags)
-            out = try lode(["checkpoint", "mines", "--list", "--format", "csv"] + a.flags)
-            if out.lines.contains(where: { $0.hasPrefix(id) && $0.hasSuffix(",yes") }) { break }
-            Thread.sleep(forTimeInterval: 0.5)
-        } while Date() < deadline
+        _ = try syncUntilListed(id, ending: ",yes", at: a)
         out = try lode(["compact", "mines", "--keep-history", "0", "--format", "json"] + a.flags)
         #expect(out.status == 0 && out.stdout.contains("\"checkpoint\" : \"\(id)\""), "\(out)")
         // What a holds in memory could still serve f: restarted, it cannot.
