@@ -388,8 +388,9 @@ import Testing
     /// not see still wins over its update; a column added meanwhile comes
     /// with the rows), records the conflict a concurrent write makes as
     /// they do, and answers as-of queries after the snapshot as they do. A
-    /// snapshot whose feed forks from the site's, or whose rows were
-    /// altered, is refused and leaves the site as it was.
+    /// snapshot whose feed forks from the site's, whose log lacks a commit
+    /// it covers, or whose rows were altered, is refused and leaves the
+    /// site as it was.
     @Test func aSiteOfflineAcrossACompactionMergesASnapshot() async throws {
         var rng = SeededGenerator(seed: 41)
         let rs = try await cluster(3)
@@ -437,6 +438,18 @@ import Testing
             Issue.record("a forked snapshot was merged")
         } catch let e as StoreError {
             #expect(e.code == .rejected && e.message.contains("fork"), "\(e)")
+        }
+        // A commit the site lacks missing from the file's log: refused.
+        let gappedFile = dir.file("gapped-\(UUID().uuidString.prefix(6)).db")
+        try await alteredCopy(
+            of: file, to: gappedFile,
+            "DELETE FROM _lode_log WHERE seq = \(vectorBefore[a.local.site] + 1) AND site = (SELECT id FROM _lode_sites WHERE key = x'\(a.local.site.hex)')"
+        )
+        do {
+            _ = try await off.mergeSnapshot(from: try BackupFile(path: gappedFile), at: c.vector, digest: c.digest)
+            Issue.record("a snapshot lacking a commit was merged")
+        } catch let e as StoreError {
+            #expect(e.code == .rejected && e.message.contains("lacks commits"), "\(e)")
         }
         // Rows altered after signing: the merged digest differs.
         let altered = dir.file("altered-\(UUID().uuidString.prefix(6)).db")
