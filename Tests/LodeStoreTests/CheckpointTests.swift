@@ -427,34 +427,24 @@ import Testing
         let (vectorBefore, tablesBefore) = (off.vector, try await tables(off))
         #expect(!vectorBefore.dominates(c.vector))
 
+        /// The snapshot file altered by `sql` is refused with a message saying `why`.
+        func refused(_ sql: String, saying why: String) async throws {
+            let altered = dir.file("altered-\(UUID().uuidString.prefix(6)).db")
+            try await alteredCopy(of: file, to: altered, sql)
+            do {
+                _ = try await off.mergeSnapshot(from: try BackupFile(path: altered), at: c.vector, digest: c.digest)
+                Issue.record("a snapshot altered by \(sql) was merged")
+            } catch let e as StoreError {
+                #expect(e.code == .rejected && e.message.contains(why), "\(e)")
+            }
+        }
+        let ofA = "site = (SELECT id FROM _lode_sites WHERE key = x'\(a.local.site.hex)')"
         // A fork: a's commit the site holds has another hash in the file.
-        let forkedFile = dir.file("forked-\(UUID().uuidString.prefix(6)).db")
-        try await alteredCopy(
-            of: file, to: forkedFile,
-            "UPDATE _lode_log SET hash = randomblob(32) WHERE seq = \(vectorBefore[a.local.site]) AND site = (SELECT id FROM _lode_sites WHERE key = x'\(a.local.site.hex)')"
-        )
-        do {
-            _ = try await off.mergeSnapshot(from: try BackupFile(path: forkedFile), at: c.vector, digest: c.digest)
-            Issue.record("a forked snapshot was merged")
-        } catch let e as StoreError {
-            #expect(e.code == .rejected && e.message.contains("fork"), "\(e)")
-        }
-        // A commit the site lacks missing from the file's log: refused.
-        let gappedFile = dir.file("gapped-\(UUID().uuidString.prefix(6)).db")
-        try await alteredCopy(
-            of: file, to: gappedFile,
-            "DELETE FROM _lode_log WHERE seq = \(vectorBefore[a.local.site] + 1) AND site = (SELECT id FROM _lode_sites WHERE key = x'\(a.local.site.hex)')"
-        )
-        do {
-            _ = try await off.mergeSnapshot(from: try BackupFile(path: gappedFile), at: c.vector, digest: c.digest)
-            Issue.record("a snapshot lacking a commit was merged")
-        } catch let e as StoreError {
-            #expect(e.code == .rejected && e.message.contains("lacks commits"), "\(e)")
-        }
+        try await refused("UPDATE _lode_log SET hash = randomblob(32) WHERE \(ofA) AND seq = \(vectorBefore[a.local.site])", saying: "fork")
+        // A commit the site lacks missing from the file's log.
+        try await refused("DELETE FROM _lode_log WHERE \(ofA) AND seq = \(vectorBefore[a.local.site] + 1)", saying: "lacks commits")
         // Rows altered after signing: the merged digest differs.
-        let altered = dir.file("altered-\(UUID().uuidString.prefix(6)).db")
-        try await alteredCopy(of: file, to: altered, forgedRows("mines", set: "name = 'forged'"))
-        await #expect(throws: StoreError.self) { try await off.mergeSnapshot(from: try BackupFile(path: altered), at: c.vector, digest: c.digest) }
+        try await refused(forgedRows("mines", set: "name = 'forged'"), saying: "digest")
         #expect(off.vector == vectorBefore)
         #expect(try await tables(off) == tablesBefore)
 
