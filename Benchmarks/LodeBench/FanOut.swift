@@ -92,7 +92,7 @@ final class LoadSite: SyncHost, @unchecked Sendable {
 
     func datasetVectors() async throws -> [String: VersionVector] {
         let v = vector
-        return v.entries.isEmpty ? [:] : [FanOut.dataset: v]
+        return v.isEmpty ? [:] : [FanOut.dataset: v]
     }
 
     func missingCommits(dataset: String, after: VersionVector, maxBytes: Int, for peer: PeerIdentity) async throws -> [StoredCommit] {

@@ -94,7 +94,7 @@ func waitUntilEqual(_ nodes: [RunningNode], dataset: String, timeout: Double = 6
     let deadline = ContinuousClock.now + .seconds(timeout)
     while ContinuousClock.now < deadline {
         let vectors = nodes.map { (try? $0.node.replica(dataset).vector) ?? VersionVector() }
-        if Set(vectors).count == 1 && !vectors[0].entries.isEmpty { return }
+        if Set(vectors).count == 1 && !vectors[0].isEmpty { return }
         try await Task.sleep(for: .milliseconds(2))
     }
     throw BenchError("nodes did not converge on \(dataset) within \(timeout) s")

@@ -19,9 +19,15 @@ public struct SiteID: Hashable, Comparable, Sendable, CustomStringConvertible {
         guard bytes.count == 32 else {
             throw BinaryDecodingError(.invalidValue, at: 0, "a site id is 32 bytes, not \(bytes.count)")
         }
-        var words = [UInt64](repeating: 0, count: 4)
-        for (i, b) in bytes.enumerated() { words[i / 8] = (words[i / 8] << 8) | UInt64(b) }
-        w0 = words[0]; w1 = words[1]; w2 = words[2]; w3 = words[3]
+        // Word by word, without an array: ids are decoded by the hundred
+        // in every vector a peer sends.
+        var it = bytes.makeIterator()
+        func word() -> UInt64 {
+            var w: UInt64 = 0
+            for _ in 0..<8 { w = w << 8 | UInt64(it.next()!) }
+            return w
+        }
+        w0 = word(); w1 = word(); w2 = word(); w3 = word()
     }
 
     /// Reads 32 raw bytes from `reader`.
@@ -42,7 +48,10 @@ public struct SiteID: Hashable, Comparable, Sendable, CustomStringConvertible {
 
     /// Appends the 32 raw bytes.
     public func encode(into w: inout ByteWriter) {
-        for word in [w0, w1, w2, w3] { w.writeUInt64(word) }
+        w.writeUInt64(w0)
+        w.writeUInt64(w1)
+        w.writeUInt64(w2)
+        w.writeUInt64(w3)
     }
 
     public static func < (a: SiteID, b: SiteID) -> Bool {

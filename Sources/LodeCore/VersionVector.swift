@@ -6,33 +6,19 @@
 /// v.covers(Dependency(site: site, seq: 2)) // true
 /// ```
 public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
-    /// The entries; a missing site counts as 0.
-    public private(set) var entries: [SiteID: UInt64]
+    /// The entries in ascending site order, none of them 0: the vector's
+    /// one form, so that equal vectors are equal arrays. A sorted array,
+    /// not a dictionary: a relay holds a vector of every site per peer and
+    /// compares, merges, encodes and decodes them whole on every message,
+    /// which a walk in order does without hashing a site id.
+    public private(set) var sorted: [Entry]
 
-    /// Creates a vector from entries.
-    public init(_ entries: [SiteID: UInt64] = [:]) {
-        self.entries = entries.filter { $0.value > 0 }
-    }
+    /// The empty vector.
+    public init() { sorted = [] }
 
-    /// The seq held for `site`, 0 when none.
-    public subscript(site: SiteID) -> UInt64 {
-        get { entries[site] ?? 0 }
-        set { entries[site] = newValue == 0 ? nil : newValue }
-    }
-
-    /// True when every dependency is held.
-    public func covers(_ dep: Dependency) -> Bool { self[dep.site] >= dep.seq }
-
-    /// True when this vector is at least `other` in every entry.
-    public func dominates(_ other: VersionVector) -> Bool {
-        other.entries.allSatisfy { self[$0.key] >= $0.value }
-    }
-
-    /// The entry-wise maximum.
-    public func merged(with other: VersionVector) -> VersionVector {
-        var out = self
-        for (s, q) in other.entries where q > out[s] { out[s] = q }
-        return out
+    /// Creates a vector from entries (entries of 0 are left out).
+    public init(_ entries: [SiteID: UInt64]) {
+        sorted = entries.filter { $0.value > 0 }.map { Entry(site: $0.key, seq: $0.value) }.sorted { $0.site < $1.site }
     }
 
     /// One entry: a site and the highest seq of its feed held.
@@ -41,9 +27,83 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
         public var seq: UInt64
     }
 
-    /// Entries in site order.
-    public var sorted: [Entry] {
-        entries.sorted { $0.key < $1.key }.map { Entry(site: $0.key, seq: $0.value) }
+    /// True when no site has an entry.
+    public var isEmpty: Bool { sorted.isEmpty }
+
+    /// The number of sites with an entry.
+    public var count: Int { sorted.count }
+
+    /// Where `site` is, or would go, in `sorted`.
+    @inline(__always)
+    private func position(of site: SiteID) -> (index: Int, found: Bool) {
+        var low = 0, high = sorted.count
+        while low < high {
+            let mid = (low + high) >> 1
+            let s = sorted[mid].site
+            if s == site { return (mid, true) }
+            if s < site { low = mid + 1 } else { high = mid }
+        }
+        return (low, false)
+    }
+
+    /// The seq held for `site`, 0 when none.
+    public subscript(site: SiteID) -> UInt64 {
+        get {
+            let p = position(of: site)
+            return p.found ? sorted[p.index].seq : 0
+        }
+        set {
+            let p = position(of: site)
+            switch (p.found, newValue) {
+            case (true, 0): sorted.remove(at: p.index)
+            case (true, _): sorted[p.index].seq = newValue
+            case (false, 0): break
+            case (false, _): sorted.insert(Entry(site: site, seq: newValue), at: p.index)
+            }
+        }
+    }
+
+    /// True when every dependency is held.
+    public func covers(_ dep: Dependency) -> Bool { self[dep.site] >= dep.seq }
+
+    /// True when this vector is at least `other` in every entry.
+    public func dominates(_ other: VersionVector) -> Bool {
+        guard other.sorted.count <= sorted.count else { return false }
+        var i = 0
+        for e in other.sorted {
+            while i < sorted.count && sorted[i].site < e.site { i += 1 }
+            guard i < sorted.count, sorted[i].site == e.site, sorted[i].seq >= e.seq else { return false }
+            i += 1
+        }
+        return true
+    }
+
+    /// The entry-wise maximum.
+    public func merged(with other: VersionVector) -> VersionVector {
+        if other.sorted.isEmpty { return self }
+        if sorted.isEmpty { return other }
+        var out: [Entry] = []
+        out.reserveCapacity(max(sorted.count, other.sorted.count))
+        var i = 0, j = 0
+        while i < sorted.count && j < other.sorted.count {
+            let a = sorted[i], b = other.sorted[j]
+            if a.site == b.site {
+                out.append(a.seq >= b.seq ? a : b)
+                i += 1
+                j += 1
+            } else if a.site < b.site {
+                out.append(a)
+                i += 1
+            } else {
+                out.append(b)
+                j += 1
+            }
+        }
+        out += sorted[i...]
+        out += other.sorted[j...]
+        var v = VersionVector()
+        v.sorted = out
+        return v
     }
 
     /// The dependencies a new commit must carry: the entries (other than the
@@ -71,9 +131,8 @@ extension VersionVector {
     /// vector.encode(into: &w)
     /// ```
     public func encode(into w: inout ByteWriter) {
-        let entries = sorted
-        w.writeVarint(UInt64(entries.count))
-        for e in entries {
+        w.writeVarint(UInt64(sorted.count))
+        for e in sorted {
             e.site.encode(into: &w)
             w.writeVarint(e.seq)
         }
@@ -81,7 +140,7 @@ extension VersionVector {
 
     /// The canonical encoding on its own.
     public var encoded: [UInt8] {
-        var w = ByteWriter(capacity: 1 + 36 * entries.count)
+        var w = ByteWriter(capacity: 1 + 36 * sorted.count)
         encode(into: &w)
         return w.bytes
     }
@@ -91,7 +150,8 @@ extension VersionVector {
     /// two encodings).
     public static func decode(from r: inout ByteReader) throws(BinaryDecodingError) -> VersionVector {
         let n = try r.readCount(limit: r.remaining / 33, "vector entries")
-        var v = VersionVector()
+        var entries: [Entry] = []
+        entries.reserveCapacity(n)
         var last: SiteID?
         for _ in 0..<n {
             let at = r.offset
@@ -105,8 +165,10 @@ extension VersionVector {
                 throw BinaryDecodingError(.notCanonical, at: at, "vector entries are not in ascending site order")
             }
             last = site
-            v[site] = seq
+            entries.append(Entry(site: site, seq: seq))
         }
+        var v = VersionVector()
+        v.sorted = entries
         return v
     }
 

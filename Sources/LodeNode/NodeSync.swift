@@ -160,7 +160,7 @@ final class NodeSyncHost: SyncHost {
             // The feeds whose next commit the peer needs is in the batch.
             let resumed = Set(batch.lazy.filter { $0.seq == after[$0.site] + 1 }.map(\.site))
             var missing: UInt64 = 0
-            for (site, through) in compacted.entries where through > after[site] && !resumed.contains(site) {
+            for (site, through) in compacted.sorted.map({ ($0.site, $0.seq) }) where through > after[site] && !resumed.contains(site) {
                 missing += through - after[site]
             }
             if node.alerts.asked(dataset: dataset, peer: peer.site, name: peer.name, missing: missing, now: SQLiteReplica.systemWallClock()) {
@@ -249,7 +249,7 @@ final class NodeSyncHost: SyncHost {
 
     func snapshotOffer(dataset: String, peerHolds: VersionVector, for peer: PeerIdentity) async throws -> SnapshotOffer? {
         guard let replica = try node.heldReplica(dataset) as? SQLiteReplica, let compacted = try await replica.compactedVector(),
-            !compacted.entries.isEmpty, !peerHolds.dominates(compacted)
+            !compacted.isEmpty, !peerHolds.dominates(compacted)
         else { return nil }
         return SnapshotOffer(vector: compacted, bytes: replica.bytesOnDisk)
     }

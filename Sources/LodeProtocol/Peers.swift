@@ -38,7 +38,7 @@ public struct Lag: Codable, Hashable, Sendable {
     public init(local: VersionVector, peer: VersionVector) {
         var ahead: UInt64 = 0
         var behind: UInt64 = 0
-        for site in Set(local.entries.keys).union(peer.entries.keys) {
+        for site in Set(local.sorted.map(\.site)).union(peer.sorted.map(\.site)) {
             let l = local[site], p = peer[site]
             if l > p {
                 let (sum, overflow) = ahead.addingReportingOverflow(l - p)

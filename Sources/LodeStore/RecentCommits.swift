@@ -24,9 +24,23 @@ public struct RecentCommits: Sendable {
     private var entries: [StoredCommit] = []
     /// Entries before this index are gone (removed in bulk now and then).
     private var head = 0
+    /// How many entries were removed from the front of `entries` so far:
+    /// the entry at index i is at position `removed + i`, which stays put
+    /// while older entries go.
+    private var removed = 0
     private var bytes = 0
-    /// Per feed, the first and last seq of its run.
-    private var runs: [SiteID: (first: UInt64, last: UInt64)] = [:]
+    /// A feed's unbroken run of seqs, and where each of them is.
+    private struct Run {
+        var first: UInt64
+        var last: UInt64
+        /// The seq of `at[0]` (at most `first`: entries before `first` are
+        /// dropped from `at` now and then, not one by one).
+        var base: UInt64
+        /// The positions of seqs `base...last`.
+        var at: [Int]
+        func position(of seq: UInt64) -> Int { at[Int(seq - base)] }
+    }
+    private var runs: [SiteID: Run] = [:]
 
     public init(limitBytes: Int) { self.limitBytes = limitBytes }
 
@@ -38,6 +52,7 @@ public struct RecentCommits: Sendable {
     public mutating func removeAll() {
         entries = []
         head = 0
+        removed = 0
         bytes = 0
         runs = [:]
     }
@@ -46,11 +61,13 @@ public struct RecentCommits: Sendable {
     /// feed's run starts the run afresh (the earlier ones can no longer be
     /// served from here).
     public mutating func append(_ c: StoredCommit) {
-        if let run = runs[c.site], run.last + 1 == c.seq {
-            runs[c.site] = (run.first, c.seq)
+        if var run = runs[c.site], run.last + 1 == c.seq {
+            run.last = c.seq
+            run.at.append(removed + entries.count)
+            runs[c.site] = run
         } else {
             if runs[c.site] != nil { drop(feed: c.site) }
-            runs[c.site] = (c.seq, c.seq)
+            runs[c.site] = Run(first: c.seq, last: c.seq, base: c.seq, at: [removed + entries.count])
         }
         entries.append(c)
         bytes += c.bytes.count
@@ -58,39 +75,62 @@ public struct RecentCommits: Sendable {
             let old = entries[head]
             head += 1
             bytes -= old.bytes.count
-            if let run = runs[old.site], run.first == old.seq {
-                runs[old.site] = run.last == old.seq ? nil : (old.seq + 1, run.last)
+            if var run = runs[old.site], run.first == old.seq {
+                if run.last == old.seq {
+                    runs[old.site] = nil
+                } else {
+                    run.first += 1
+                    let gone = Int(run.first - run.base)
+                    if gone > 64 && gone * 2 > run.at.count {
+                        run.at.removeFirst(gone)
+                        run.base = run.first
+                    }
+                    runs[old.site] = run
+                }
             }
         }
         if head > 1024 && head * 2 > entries.count {
             entries.removeFirst(head)
+            removed += head
             head = 0
         }
     }
 
-    /// Removes a feed's commits (its run broke).
+    /// Removes a feed's commits (its run broke), and finds the others'
+    /// positions afresh.
     private mutating func drop(feed: SiteID) {
         runs[feed] = nil
-        let kept = entries[head...].filter { $0.site != feed }
-        bytes = kept.reduce(0) { $0 + $1.bytes.count }
-        entries = Array(kept)
+        entries = entries[head...].filter { $0.site != feed }
+        bytes = entries.reduce(0) { $0 + $1.bytes.count }
         head = 0
+        removed = 0
+        for site in runs.keys {
+            runs[site]!.base = runs[site]!.first
+            runs[site]!.at = []
+        }
+        for (i, c) in entries.enumerated() { runs[c.site]?.at.append(i) }
     }
 
     /// The commits a peer holding `after` lacks, in log order, up to the one
     /// that reaches `maxBytes` or `maxCount` (as the stores read their
     /// logs: at least one), when every one of them is here
     /// and the replica holds `held`; nil when the log must be read.
+    ///
+    /// The walk starts at the first commit the peer lacks, not at the
+    /// oldest held: a relay asks this for every session after every commit,
+    /// and its sessions mostly lack only the newest few.
     public func missing(after: VersionVector, held: VersionVector, maxBytes: Int, maxCount: Int) -> [StoredCommit]? {
-        var behind = false
-        for (site, seq) in held.entries where after[site] < seq {
-            guard let run = runs[site], run.first <= after[site] + 1, run.last >= seq else { return nil }
-            behind = true
+        var start = Int.max
+        for e in held.sorted {
+            let has = after[e.site]
+            guard has < e.seq else { continue }
+            guard let run = runs[e.site], run.first <= has + 1, run.last >= e.seq else { return nil }
+            start = min(start, run.position(of: has + 1))
         }
-        guard behind else { return [] }
+        guard start != Int.max else { return [] }
         var out: [StoredCommit] = []
         var total = 0
-        for c in entries[head...] where c.seq > after[c.site] && c.seq <= held[c.site] {
+        for c in entries[(start - removed)...] where c.seq > after[c.site] && c.seq <= held[c.site] {
             out.append(c)
             total += c.bytes.count
             if total >= maxBytes || out.count >= maxCount { break }

@@ -535,5 +535,5 @@ public final class OfflineSession: @unchecked Sendable {
     }
 
     /// Vector entries kept for datasets the peer announced and this node does not hold.
-    public var unheldEntries: Int { sm.unheld.values.reduce(0) { $0 + $1.entries.count } }
+    public var unheldEntries: Int { sm.unheld.values.reduce(0) { $0 + $1.count } }
 }

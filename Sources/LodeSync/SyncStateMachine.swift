@@ -445,9 +445,9 @@ public struct SyncStateMachine: Sendable {
     /// Remembers what the peer holds of a dataset this node does not, while
     /// the bound allows.
     private mutating func noteUnheld(_ name: String, _ v: VersionVector) {
-        let old = unheld[name]?.entries.count ?? 0
-        guard unheldEntries - old + v.entries.count <= Self.maxUnheldEntries else { return }
-        unheldEntries += v.entries.count - old
+        let old = unheld[name]?.count ?? 0
+        guard unheldEntries - old + v.count <= Self.maxUnheldEntries else { return }
+        unheldEntries += v.count - old
         unheld[name] = v
     }
 
@@ -456,7 +456,7 @@ public struct SyncStateMachine: Sendable {
     private mutating func adopting(_ name: String) -> Dataset {
         var d = Dataset()
         if let v = unheld.removeValue(forKey: name) {
-            unheldEntries -= v.entries.count
+            unheldEntries -= v.count
             d.peer = v
             d.sent = v
             d.peerKnown = true
@@ -493,10 +493,10 @@ public struct SyncStateMachine: Sendable {
             return maybeSendAny(after: dataset, skipping: dataset)
         }
         let stops = d.stops
-        for (site, seq) in through.entries {
+        for e in through.sorted {
             // A refused or held-back feed counts as sent only up to that commit.
-            let capped = stops[site].map { min(seq, $0) } ?? seq
-            if capped > d.sent[site] { d.sent[site] = capped }
+            let capped = stops[e.site].map { min(e.seq, $0) } ?? e.seq
+            if capped > d.sent[e.site] { d.sent[e.site] = capped }
         }
         d.inFlight += 1
         d.inFlightBytes.append(bytes)

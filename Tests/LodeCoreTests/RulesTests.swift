@@ -24,6 +24,50 @@ import Testing
         #expect(VersionVector().encoded == [0])
     }
 
+    /// The vector kept as a sorted array answers as a dictionary of sites
+    /// would: reads, writes (0 removes), dominance, merge, equality and
+    /// hashing, and a site id read back from its bytes is the same id.
+    @Test(arguments: 0..<20)
+    func vectorsAnswerAsADictionaryOfSitesWould(seed: Int) throws {
+        var rng = SeededGenerator(seed: UInt64(seed))
+        // Few sites, so that vectors share many of them; some differ only
+        // in their last byte, some only in their first.
+        var sites: [SiteID] = []
+        for i in 0..<12 {
+            var bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            if i % 3 == 1 { bytes[31] = UInt8(i) }
+            if i % 3 == 2 { bytes[0] = UInt8(i) }
+            let s = try SiteID(bytes: bytes)
+            let again = try SiteID(bytes: s.bytes)
+            #expect(s.bytes == bytes && again == s)
+            sites.append(s)
+        }
+        func random() -> (VersionVector, [SiteID: UInt64]) {
+            var v = VersionVector(), model: [SiteID: UInt64] = [:]
+            for _ in 0..<Int.random(in: 0..<30, using: &rng) {
+                let s = sites.randomElement(using: &rng)!
+                let seq = Int.random(in: 0..<4, using: &rng) == 0 ? 0 : UInt64.random(in: 1...6, using: &rng)
+                v[s] = seq
+                model[s] = seq == 0 ? nil : seq
+                #expect(v[s] == seq)
+            }
+            return (v, model)
+        }
+        for _ in 0..<200 {
+            let (v, mv) = random(), (w, mw) = random()
+            #expect(v == VersionVector(mv) && v.count == mv.count && v.isEmpty == mv.isEmpty)
+            #expect(v.sorted.map(\.site) == mv.keys.sorted() && v.sorted.allSatisfy { $0.seq > 0 })
+            for s in sites { #expect(v[s] == mv[s] ?? 0) }
+            #expect(v.dominates(w) == mw.allSatisfy { (mv[$0.key] ?? 0) >= $0.value })
+            let merged = v.merged(with: w)
+            #expect(merged == VersionVector(mv.merging(mw, uniquingKeysWith: max)))
+            #expect(merged.dominates(v) && merged.dominates(w))
+            #expect((v == w) == (mv == mw))
+            if v == w { #expect(v.hashValue == w.hashValue) }
+            #expect(try VersionVector(decoding: v.encoded) == v)
+        }
+    }
+
     @Test func aVectorWithTwoEncodingsIsRefused() throws {
         func entry(_ s: SiteID, _ seq: UInt8) -> [UInt8] { s.bytes + [seq] }
         let cases: [([UInt8], BinaryDecodingError.Rule)] = [

@@ -48,7 +48,7 @@ import Testing
             let outcome = try await evil.receive { m in
                 switch m {
                 case .snapshotAnswer: true
-                case .vector(let name, let v): name == dataset && (wanted.map { v == $0 } ?? !v.entries.isEmpty)
+                case .vector(let name, let v): name == dataset && (wanted.map { v == $0 } ?? !v.isEmpty)
                 default: false
                 }
             }

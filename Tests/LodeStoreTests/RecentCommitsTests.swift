@@ -57,6 +57,56 @@ import Testing
         #expect(recent.missing(after: held, held: held, maxBytes: 100, maxCount: 10) == [])
     }
 
+    /// Long logs (so that old entries are dropped in bulk and positions
+    /// move), with runs broken by commits another process wrote (in the
+    /// log, never given here), and peers mostly a few commits behind, as a
+    /// relay's sessions are: an answer is always the log's, and a peer
+    /// lacking only what was given since the last break gets one.
+    @Test(arguments: 0..<12)
+    func longLogsWithBrokenRunsAnswerAsTheLogDoes(seed: Int) {
+        var rng = SeededGenerator(seed: UInt64(1000 + seed))
+        let many = (1...8).map { site(UInt8(10 + $0), "f\($0)").site }
+        let limit = [5_000, 40_000, 1 << 20][seed % 3]
+        // Breaks are rare in some runs, so that old entries pile up and go
+        // in bulk between them.
+        let breakOneIn = [0, 50, 600][(seed / 3) % 3]
+        var recent = RecentCommits(limitBytes: limit)
+        var log: [StoredCommit] = []
+        var held = VersionVector()
+        var answered = 0
+        for step in 0..<3_000 {
+            let feed = many[Int.random(in: 0..<many.count, using: &rng)]
+            if breakOneIn > 0 && Int.random(in: 0..<breakOneIn, using: &rng) == 0 {
+                // Another process appended to this feed meanwhile.
+                for _ in 0..<Int.random(in: 1...3, using: &rng) {
+                    held[feed] += 1
+                    log.append(StoredCommit(site: feed, seq: held[feed], bytes: [9]))
+                }
+            }
+            held[feed] += 1
+            let c = StoredCommit(
+                site: feed, seq: held[feed], bytes: [UInt8](repeating: UInt8(step % 251), count: Int.random(in: 20...200, using: &rng)))
+            log.append(c)
+            recent.append(c)
+            var after = held
+            for f in many where held[f] > 0 {
+                let behind = Int.random(in: 0..<10, using: &rng) == 0 ? held[f] : min(held[f], UInt64.random(in: 0...3, using: &rng))
+                after[f] = held[f] - UInt64.random(in: 0...behind, using: &rng)
+            }
+            let maxBytes = Int.random(in: 1...4_000, using: &rng), maxCount = Int.random(in: 1...80, using: &rng)
+            if let got = recent.missing(after: after, held: held, maxBytes: maxBytes, maxCount: maxCount) {
+                #expect(got == fromLog(log, after: after, maxBytes: maxBytes, maxCount: maxCount))
+                answered += 1
+            }
+            // The peer that lacks only the newest commit is always answered.
+            var justBehind = held
+            justBehind[feed] -= 1
+            #expect(recent.missing(after: justBehind, held: held, maxBytes: 1 << 20, maxCount: 100) == [c])
+        }
+        #expect(answered > 300)
+        #expect(recent.missing(after: held, held: held, maxBytes: 100, maxCount: 10) == [])
+    }
+
     /// A feed whose run breaks (a commit that does not follow the last one
     /// held) is answered only from the new run on; `removeAll` forgets all.
     @Test func aBrokenRunIsNotServedAcrossTheGap() {

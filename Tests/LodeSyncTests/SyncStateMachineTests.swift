@@ -159,7 +159,7 @@ import Testing
         let actions = sm.receive(.v1(hello), now: now)
         #expect(!actions.contains { if case .apply = $0 { true } else { false } })
         #expect(sm.datasets.isEmpty, "an announcement made the session hold \(sm.datasets.keys.sorted())")
-        #expect(sm.unheld.values.reduce(0) { $0 + $1.entries.count } <= SyncStateMachine.maxUnheldEntries)
+        #expect(sm.unheld.values.reduce(0) { $0 + $1.count } <= SyncStateMachine.maxUnheldEntries)
         #expect(sm.unheld["d"] == peerHolds && sm.unheld["big1"] != nil && sm.unheld["big2"] == nil)
         #expect(sm.receive(.v1(.vector(dataset: "e", vector: peerHolds)), now: now).isEmpty)
         // "d" comes into being here holding what the peer holds: nothing to send.
