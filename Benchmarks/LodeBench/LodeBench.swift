@@ -6,7 +6,7 @@ import LodeStore
 
 /// The benchmark suite (release build):
 ///
-///   swift run -c release lode-bench [all | W1 … W15]... [--rows N] [--runs K] [--keys random|sequential] [--sites N] [--json FILE]
+///   swift run -c release lode-bench [all | W1 … W15]... [--rows N] [--runs K] [--keys random|sequential] [--sites N] [--relay-cores C] [--json FILE]
 ///   swift run -c release lode-bench rows N [SEED] [--keys …] > rows.csv
 ///   swift run -c release lode-bench import-only FILE.csv...     (for profiling)
 ///   swift run -c release lode-bench scan-only NODE-DIR DATASET MILLIS [SQL] [--runs K]   (for profiling; MILLIS 0: now; an EXPLAIN prints its rows)
@@ -26,6 +26,7 @@ enum LodeBench {
         let rows = option("--rows").flatMap { Int($0) } ?? 1_000_000
         let runs = option("--runs").flatMap { Int($0) } ?? 3
         let sites = option("--sites").flatMap { Int($0) } ?? 200
+        let relayCores = option("--relay-cores").flatMap { Double($0) } ?? 0.5
         let json = option("--json") ?? "bench-results.json"
         if let k = option("--keys") {
             guard let order = Rows.KeyOrder(rawValue: k) else { throw BenchError("--keys is random or sequential, not \(k)") }
@@ -117,7 +118,7 @@ enum LodeBench {
         if wanted.contains("W10") { report(try await suite.w10()) }
         if wanted.contains("W11") {
             if FileManager.default.isExecutableFile(atPath: lode) {
-                for r in try await suite.w11(lode: lode, sites: sites) { report(r) }
+                for r in try await suite.w11(lode: lode, sites: sites, relayCores: relayCores) { report(r) }
             } else {
                 print("W11 skipped: build the lode binary first (swift build -c release --product lode)")
             }

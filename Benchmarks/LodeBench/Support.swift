@@ -116,3 +116,54 @@ struct Result: Codable {
     var runs: Int
     var notes: String
 }
+
+/// A process held to a share of the CPU by its own control group, so that
+/// one machine can stand in for several: each relay of W11a gets the CPU
+/// it would have on a machine of its own, and adding a relay adds CPU, as
+/// adding a server does. Linux only; cgroup v1's `cpu` controller or
+/// cgroup v2 with `cpu` enabled at the root, and the right to write there
+/// (root in most containers).
+struct CPUBudget {
+    let group: String
+
+    /// What stops budgets here, or nil when they work.
+    static var unavailable: String? {
+        if FileManager.default.isWritableFile(atPath: "/sys/fs/cgroup/cpu") { return nil }
+        let controllers = (try? String(contentsOfFile: "/sys/fs/cgroup/cgroup.controllers", encoding: .utf8)) ?? ""
+        if controllers.split(separator: " ").contains(where: { $0.trimmingCharacters(in: .whitespacesAndNewlines) == "cpu" }),
+            FileManager.default.isWritableFile(atPath: "/sys/fs/cgroup")
+        {
+            return nil
+        }
+        return "no writable cgroup cpu controller (/sys/fs/cgroup/cpu, or cgroup v2 with cpu enabled): run as root on Linux"
+    }
+
+    /// Moves `pid` (all its threads) into a new group allowed `cores` of CPU time.
+    init(pid: Int32, cores: Double) throws {
+        let period = 100_000
+        let quota = Int((cores * Double(period)).rounded())
+        let name = "lode-bench-\(getpid())-\(pid)"
+        func write(_ value: String, _ file: String) throws {
+            do {
+                try value.write(toFile: file, atomically: false, encoding: .utf8)
+            } catch {
+                throw BenchError("could not write \(value) to \(file): \(error)")
+            }
+        }
+        if FileManager.default.isWritableFile(atPath: "/sys/fs/cgroup/cpu") {
+            group = "/sys/fs/cgroup/cpu/" + name
+            try FileManager.default.createDirectory(atPath: group, withIntermediateDirectories: false)
+            try write("\(period)", group + "/cpu.cfs_period_us")
+            try write("\(quota)", group + "/cpu.cfs_quota_us")
+        } else {
+            try? write("+cpu", "/sys/fs/cgroup/cgroup.subtree_control")
+            group = "/sys/fs/cgroup/" + name
+            try FileManager.default.createDirectory(atPath: group, withIntermediateDirectories: false)
+            try write("\(quota) \(period)", group + "/cpu.max")
+        }
+        try write("\(pid)", group + "/cgroup.procs")
+    }
+
+    /// Removes the group once its process has exited.
+    func remove() { rmdir(group) }
+}
