@@ -23,6 +23,11 @@ struct LodeFaults: ParsableCommand {
             """,
         subcommands: [Schedules.self, Crash.self, DiskFull.self, Revoke.self, Load.self, Failover.self, Proxy.self])
 
+    static func main() {
+        stopChildrenOnSignal()
+        main(nil)
+    }
+
     struct Common: ParsableArguments {
         @Option(help: "The lode binary.") var lode = ".build/release/lode"
         @Option(help: "Where clusters and logs go (failing runs are kept).") var dir = "/tmp/lode-faults"

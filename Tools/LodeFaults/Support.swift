@@ -1,6 +1,7 @@
 import Foundation
 import LodeCore
 import LodeProtocol
+import Synchronization
 
 /// What a finished command printed and returned.
 struct Outcome: CustomStringConvertible {
@@ -31,11 +32,55 @@ func spawn(_ executable: String, _ arguments: [String], stdin: Int32, stdout: In
         for p in argv { free(p) }
         for p in env { free(p) }
     }
+    // The signals this process ignores (it handles them on a dispatch
+    // source, `stopChildrenOnSignal`) are the children's to take as usual:
+    // an ignored signal would stay ignored across exec.
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    for sig in stopSignals { sigaddset(&defaults, sig) }
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF))
     var pid: pid_t = 0
-    let rc = spawnLock.withLock { posix_spawn(&pid, executable, &actions, nil, argv, env) }
+    let rc = spawnLock.withLock { posix_spawn(&pid, executable, &actions, &attributes, argv, env) }
     guard rc == 0 else { throw Failure("cannot run \(executable): \(String(cString: strerror(rc)))") }
+    children.withLock { _ = $0.insert(pid) }
     return pid
 }
+
+/// The children started and not yet reaped.
+let children = Mutex<Set<pid_t>>([])
+
+/// Makes SIGINT, SIGTERM and SIGHUP stop what this process started before
+/// it exits: its children get SIGTERM (then SIGKILL after 10 s), and the
+/// PostgreSQL servers it started are stopped at exit. Without it, a run
+/// stopped by `kill` left its nodes, relays and database running.
+func stopChildrenOnSignal() {
+    for sig in stopSignals {
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler {
+            let started = children.withLock { $0 }
+            for pid in started { kill(pid, SIGTERM) }
+            let deadline = Date().addingTimeInterval(10)
+            var left = started
+            while !left.isEmpty && Date() < deadline {
+                left = left.filter { !exited($0) }
+                if !left.isEmpty { usleep(50_000) }
+            }
+            for pid in left { kill(pid, SIGKILL) }
+            exit(128 + sig)
+        }
+        source.resume()
+        signalSources.append(source)
+    }
+}
+
+/// Kept for the life of the process (set up once, from `main`).
+nonisolated(unsafe) private var signalSources: [any DispatchSourceSignal] = []
+private let stopSignals = [SIGINT, SIGTERM, SIGHUP]
 
 /// Serialises making pipes and spawning across threads.
 let spawnLock = NSRecursiveLock()
@@ -45,8 +90,17 @@ let spawnLock = NSRecursiveLock()
 func reap(_ pid: pid_t) -> Int32 {
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    children.withLock { _ = $0.remove(pid) }
     if status & 0x7f == 0 { return (status >> 8) & 0xff }
     return 128 + (status & 0x7f)
+}
+
+/// True when the child has exited (and is now reaped); does not wait.
+func exited(_ pid: pid_t) -> Bool {
+    var status: Int32 = 0
+    guard waitpid(pid, &status, WNOHANG) == pid else { return false }
+    children.withLock { _ = $0.remove(pid) }
+    return true
 }
 
 /// Runs a program and waits for it, killing it (SIGKILL) if it runs longer
@@ -248,8 +302,7 @@ final class LocalNode: @unchecked Sendable {
                 address = s.listen ?? ""
                 return
             }
-            var status: Int32 = 0
-            if waitpid(child, &status, WNOHANG) == child {
+            if exited(child) {
                 pid = nil
                 let tail = ((try? String(contentsOfFile: dataDir + ".log", encoding: .utf8)) ?? "").split(separator: "\n").suffix(3)
                 throw Failure("node \(dataDir) exited at start: \(tail.joined(separator: " | "))")
