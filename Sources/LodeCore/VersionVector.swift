@@ -21,6 +21,17 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
         sorted = entries.filter { $0.value > 0 }.map { Entry(site: $0.key, seq: $0.value) }.sorted { $0.site < $1.site }
     }
 
+    /// The highest seq of each site among `pairs`, in any order and with
+    /// repeats. Use this, not a write per pair, for many sites from outside
+    /// (the authors of a peer's batch): writing a site that is not in the
+    /// vector yet moves the entries after it, so pairs of n new sites in
+    /// random order would take n² moves.
+    public init(highest pairs: some Sequence<(SiteID, UInt64)>) {
+        var top: [SiteID: UInt64] = [:]
+        for (site, seq) in pairs where seq > top[site, default: 0] { top[site] = seq }
+        self.init(top)
+    }
+
     /// One entry: a site and the highest seq of its feed held.
     public struct Entry: Hashable, Sendable {
         public var site: SiteID

@@ -285,8 +285,7 @@ struct PeerSession {
                     continue
                 }
                 let batch = try await host.missingCommits(dataset: dataset, after: after, maxBytes: SyncFrame.targetBatchBytes, for: handle.peer)
-                var through = after
-                for c in batch where c.seq > through[c.site] { through[c.site] = c.seq }
+                let through = after.merged(with: VersionVector(highest: batch.lazy.map { ($0.site, $0.seq) }))
                 if !batch.isEmpty {
                     let bytes = SyncFrame.encode(.v1(.commits(dataset: dataset, commits: batch.map(\.bytes))))
                     try await write(bytes)
@@ -297,7 +296,6 @@ struct PeerSession {
             case .apply(let dataset, let raw):
                 var commits: [Commit] = []
                 commits.reserveCapacity(raw.count)
-                var batch = VersionVector()
                 for bytes in raw {
                     guard let c = try? Commit(decoding: bytes) else {
                         queue = [.close(.malformed, "a commit in \(dataset) does not decode")][...]
@@ -309,10 +307,12 @@ struct PeerSession {
                         commits = []
                         break
                     }
-                    if c.seq > batch[c.author] { batch[c.author] = c.seq }
                     commits.append(c)
                 }
                 guard !commits.isEmpty else { continue }
+                // The highest seq per author: a hostile peer's frame may name
+                // hundreds of thousands of authors.
+                let batch = VersionVector(highest: commits.lazy.map { ($0.author, $0.seq) })
                 receivedCommits.increment(by: commits.count)
                 receivedBytes.increment(by: raw.reduce(0) { $0 + $1.count })
                 let started = ContinuousClock.now

@@ -65,6 +65,13 @@ import Testing
             #expect((v == w) == (mv == mw))
             if v == w { #expect(v.hashValue == w.hashValue) }
             #expect(try VersionVector(decoding: v.encoded) == v)
+            // Built at once from pairs in any order, with repeats and zeros.
+            let pairs = (0..<Int.random(in: 0..<40, using: &rng)).map { _ in
+                (sites.randomElement(using: &rng)!, UInt64.random(in: 0...9, using: &rng))
+            }
+            var highest: [SiteID: UInt64] = [:]
+            for (s, q) in pairs { highest[s] = max(highest[s] ?? 0, q) }
+            #expect(VersionVector(highest: pairs) == VersionVector(highest))
         }
     }
 
