@@ -126,13 +126,15 @@ struct Result: Codable {
 struct CPUBudget {
     let group: String
 
+    /// cgroup v1's `cpu` controller, where it is mounted and writable.
+    private static let v1 = "/sys/fs/cgroup/cpu"
+    private static var hasV1: Bool { FileManager.default.isWritableFile(atPath: v1) }
+
     /// What stops budgets here, or nil when they work.
     static var unavailable: String? {
-        if FileManager.default.isWritableFile(atPath: "/sys/fs/cgroup/cpu") { return nil }
+        if hasV1 { return nil }
         let controllers = (try? String(contentsOfFile: "/sys/fs/cgroup/cgroup.controllers", encoding: .utf8)) ?? ""
-        if controllers.split(separator: " ").contains(where: { $0.trimmingCharacters(in: .whitespacesAndNewlines) == "cpu" }),
-            FileManager.default.isWritableFile(atPath: "/sys/fs/cgroup")
-        {
+        if controllers.split(whereSeparator: \.isWhitespace).contains("cpu"), FileManager.default.isWritableFile(atPath: "/sys/fs/cgroup") {
             return nil
         }
         return "no writable cgroup cpu controller (/sys/fs/cgroup/cpu, or cgroup v2 with cpu enabled): run as root on Linux"
@@ -150,18 +152,21 @@ struct CPUBudget {
                 throw BenchError("could not write \(value) to \(file): \(error)")
             }
         }
-        if FileManager.default.isWritableFile(atPath: "/sys/fs/cgroup/cpu") {
-            group = "/sys/fs/cgroup/cpu/" + name
-            try FileManager.default.createDirectory(atPath: group, withIntermediateDirectories: false)
-            try write("\(period)", group + "/cpu.cfs_period_us")
-            try write("\(quota)", group + "/cpu.cfs_quota_us")
-        } else {
-            try? write("+cpu", "/sys/fs/cgroup/cgroup.subtree_control")
-            group = "/sys/fs/cgroup/" + name
-            try FileManager.default.createDirectory(atPath: group, withIntermediateDirectories: false)
-            try write("\(quota) \(period)", group + "/cpu.max")
+        if !Self.hasV1 { try? write("+cpu", "/sys/fs/cgroup/cgroup.subtree_control") }
+        group = (Self.hasV1 ? Self.v1 : "/sys/fs/cgroup") + "/" + name
+        try FileManager.default.createDirectory(atPath: group, withIntermediateDirectories: false)
+        do {
+            if Self.hasV1 {
+                try write("\(period)", group + "/cpu.cfs_period_us")
+                try write("\(quota)", group + "/cpu.cfs_quota_us")
+            } else {
+                try write("\(quota) \(period)", group + "/cpu.max")
+            }
+            try write("\(pid)", group + "/cgroup.procs")
+        } catch {
+            rmdir(group)
+            throw error
         }
-        try write("\(pid)", group + "/cgroup.procs")
     }
 
     /// Removes the group once its process has exited.

@@ -160,9 +160,7 @@ final class NodeSyncHost: SyncHost {
             // The feeds whose next commit the peer needs is in the batch.
             let resumed = Set(batch.lazy.filter { $0.seq == after[$0.site] + 1 }.map(\.site))
             var missing: UInt64 = 0
-            for (site, through) in compacted.sorted.map({ ($0.site, $0.seq) }) where through > after[site] && !resumed.contains(site) {
-                missing += through - after[site]
-            }
+            for e in compacted.sorted where e.seq > after[e.site] && !resumed.contains(e.site) { missing += e.seq - after[e.site] }
             if node.alerts.asked(dataset: dataset, peer: peer.site, name: peer.name, missing: missing, now: SQLiteReplica.systemWallClock()) {
                 logger.warning(
                     "a peer cannot catch up from this node",

@@ -38,8 +38,9 @@ public struct Lag: Codable, Hashable, Sendable {
     public init(local: VersionVector, peer: VersionVector) {
         var ahead: UInt64 = 0
         var behind: UInt64 = 0
-        for site in Set(local.sorted.map(\.site)).union(peer.sorted.map(\.site)) {
-            let l = local[site], p = peer[site]
+        // Every site either side names (the merge's entries).
+        for e in local.merged(with: peer).sorted {
+            let l = local[e.site], p = peer[e.site]
             if l > p {
                 let (sum, overflow) = ahead.addingReportingOverflow(l - p)
                 ahead = overflow ? .max : sum

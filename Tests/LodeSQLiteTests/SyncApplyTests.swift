@@ -61,7 +61,7 @@ func exchange(from: SQLiteReplica, to: SQLiteReplica, _ rng: inout SeededGenerat
         var asks = [VersionVector()] + rs.map(\.vector)
         for _ in 0..<30 {
             var v = VersionVector()
-            for (site, seq) in target.vector.sorted.map({ ($0.site, $0.seq) }) { v[site] = UInt64.random(in: 0...seq, using: &rng) }
+            for e in target.vector.sorted { v[e.site] = UInt64.random(in: 0...e.seq, using: &rng) }
             asks.append(v)
         }
         func answers(_ r: SQLiteReplica) async throws -> [[StoredCommit]] {

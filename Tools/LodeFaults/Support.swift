@@ -95,10 +95,12 @@ func reap(_ pid: pid_t) -> Int32 {
     return 128 + (status & 0x7f)
 }
 
-/// True when the child has exited (and is now reaped); does not wait.
+/// True when the child has exited (and is now reaped, here or by another
+/// thread); does not wait.
 func exited(_ pid: pid_t) -> Bool {
     var status: Int32 = 0
-    guard waitpid(pid, &status, WNOHANG) == pid else { return false }
+    let r = waitpid(pid, &status, WNOHANG)
+    guard r == pid || (r < 0 && errno == ECHILD) else { return false }
     children.withLock { _ = $0.remove(pid) }
     return true
 }
